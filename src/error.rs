@@ -1,0 +1,74 @@
+//! The one error type of dlrt.
+//!
+//! Every fallible public function returns [`Result<T>`]. Variants carry the place (file, layer,
+//! field) and what was expected, so a message can be acted on without reading the source.
+
+use std::path::PathBuf;
+
+/// What went wrong, with enough structure to name the culprit.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A configuration value is out of range or inconsistent with another one.
+    #[error("invalid config: `{field}` = {value}: {expected}")]
+    InvalidConfig {
+        /// Name of the offending key, as written in the config.
+        field: String,
+        /// The value that was given.
+        value: String,
+        /// What a valid value looks like.
+        expected: String,
+    },
+    /// A tensor or matrix has the wrong shape.
+    #[error("shape mismatch in {context}: expected {expected}, got {got}")]
+    Shape {
+        /// Where the shapes met (layer, factor, file).
+        context: String,
+        /// The shape that was required.
+        expected: String,
+        /// The shape that was found.
+        got: String,
+    },
+    /// A NaN or infinity appeared where finite numbers are required.
+    #[error("non-finite value in {context}")]
+    NonFinite {
+        /// Which quantity (loss at step k, factor S of layer 2, …).
+        context: String,
+    },
+    /// A singular value decomposition did not converge.
+    #[error("SVD did not converge in {context}")]
+    SvdNoConvergence {
+        /// Which matrix was being decomposed.
+        context: String,
+    },
+    /// An operation was asked of a component that does not support it.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// `Result` with [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// Shorthand for [`Error::InvalidConfig`].
+    pub fn config(field: &str, value: impl std::fmt::Display, expected: &str) -> Self {
+        Error::InvalidConfig {
+            field: field.to_string(),
+            value: value.to_string(),
+            expected: expected.to_string(),
+        }
+    }
+
+    /// Shorthand for [`Error::Shape`].
+    pub fn shape(context: impl Into<String>, expected: impl Into<String>, got: impl Into<String>) -> Self {
+        Error::Shape { context: context.into(), expected: expected.into(), got: got.into() }
+    }
+}

@@ -1,0 +1,122 @@
+//! `DenseLinear`: `z = x W + b` with a full n×m W, trained by an ordinary optimizer step.
+//!
+//! Low-rank networks keep their small output layer dense (as the paper does); dense training,
+//! the baseline, uses it for every layer. Initialisation: W has i.i.d. N(0, gain²/n) entries
+//! (He/Kaiming-normal for gain = √2), the bias is zero.
+
+use std::fmt;
+
+use burn::tensor::{
+    backend::{AutodiffBackend, Backend},
+    Tensor,
+};
+use faer::Mat;
+use rand::rngs::StdRng;
+use rand_distr::{Distribution, Normal};
+
+use crate::linalg::from_faer;
+use crate::optim::{Bases, Optimizer, Slot};
+use crate::{Error, Result};
+
+/// A dense linear layer.
+#[derive(Clone, Debug)]
+pub struct DenseLinear<B: Backend> {
+    w: Tensor<B, 2>,
+    bias: Option<Tensor<B, 1>>,
+    leaves: Option<(Tensor<B, 2>, Option<Tensor<B, 1>>)>,
+    /// Optimizer state of W.
+    pub slot_w: Slot<B>,
+    /// Optimizer state of the bias.
+    pub slot_bias: Slot<B>,
+}
+
+impl<B: Backend> DenseLinear<B> {
+    /// W with N(0, gain²/n) entries and a zero bias.
+    pub fn random(n: usize, m: usize, bias: bool, gain: f64, rng: &mut StdRng, device: &B::Device) -> Self {
+        let normal = Normal::new(0.0, gain / (n as f64).sqrt()).expect("finite std");
+        let w = Mat::from_fn(n, m, |_, _| normal.sample(rng));
+        Self {
+            w: from_faer(w.as_ref(), device),
+            bias: bias.then(|| Tensor::zeros([m], device)),
+            leaves: None,
+            slot_w: Slot::default(),
+            slot_bias: Slot::default(),
+        }
+    }
+
+    /// A layer from a given n×m weight and bias of length m.
+    pub fn from_weights(w: Tensor<B, 2>, bias: Option<Tensor<B, 1>>) -> Result<Self> {
+        let [_, m] = w.dims();
+        if let Some(b) = &bias {
+            if b.dims() != [m] {
+                return Err(Error::shape("bias of DenseLinear", format!("[{m}]"), format!("{:?}", b.dims())));
+            }
+        }
+        Ok(Self { w, bias, leaves: None, slot_w: Slot::default(), slot_bias: Slot::default() })
+    }
+
+    /// W (n×m).
+    pub fn weight(&self) -> &Tensor<B, 2> {
+        &self.w
+    }
+    /// The bias, if any.
+    pub fn bias(&self) -> Option<&Tensor<B, 1>> {
+        self.bias.as_ref()
+    }
+    /// n·m plus the bias.
+    pub fn num_params(&self) -> usize {
+        let [n, m] = self.w.dims();
+        n * m + self.bias.as_ref().map_or(0, |_| m)
+    }
+
+    /// `z = x W + b`.
+    ///
+    /// # Shapes
+    /// - x: [batch, n]
+    /// - output: [batch, m]
+    pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        let (w, b) = match &self.leaves {
+            Some((w, b)) => (w.clone(), b.clone()),
+            None => (self.w.clone(), self.bias.clone()),
+        };
+        let z = x.matmul(w);
+        match b {
+            Some(b) => z + b.unsqueeze::<2>(),
+            None => z,
+        }
+    }
+}
+
+impl<B: AutodiffBackend> DenseLinear<B> {
+    /// Makes W and b trainable leaves for the next forward.
+    pub fn begin_pass(&mut self) {
+        let w = self.w.clone().detach().require_grad();
+        let b = self.bias.clone().map(|b| b.detach().require_grad());
+        self.leaves = Some((w, b));
+    }
+
+    /// Takes this pass's gradients and steps W and b with `opt`; a no-op outside a pass.
+    pub fn step(&mut self, grads: &B::Gradients, opt: &Optimizer) {
+        let Some((w, b)) = self.leaves.take() else { return };
+        if let Some(g) = w.grad(grads).map(Tensor::from_inner) {
+            self.w = opt.step(self.w.clone(), g, &mut self.slot_w, Bases::none());
+        }
+        if let Some(g) = b.and_then(|b| b.grad(grads)).map(Tensor::from_inner) {
+            if let Some(bias) = self.bias.take() {
+                self.bias = Some(opt.step_vector(bias, g, &mut self.slot_bias));
+            }
+        }
+    }
+
+    /// Drops the leaves without stepping (a pass in which this layer does not train).
+    pub fn end_pass(&mut self) {
+        self.leaves = None;
+    }
+}
+
+impl<B: Backend> fmt::Display for DenseLinear<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [n, m] = self.w.dims();
+        write!(f, "DenseLinear {{n: {n}, m: {m}, bias: {}, params: {}}}", self.bias.is_some(), self.num_params())
+    }
+}

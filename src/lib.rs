@@ -1,0 +1,62 @@
+//! # dlrt: dynamical low-rank training
+//!
+//! Each weight matrix of a network is kept as `W = U S Vᵀ` (U, V orthonormal, S small) and
+//! trained by a time integrator on the manifold of low-rank matrices, with the rank chosen by
+//! the training itself. The headline method is abc-PSI (Kusch, Schotthöfer, Walter 2025);
+//! PSI, bc-PSI, rank-adaptive BUG, parallel BUG / GeoLoRA, plain factorization and dense
+//! training are here to compare against.
+//!
+//! The crate is laid out by kind of component:
+//!
+//! - [`linalg`]: host linear algebra on faer (thin QR, SVD, the truncation rule) and the
+//!   conversions between Burn tensors and faer matrices;
+//! - [`layers`]: [`LowRankLinear`] with its forward parametrizations, and [`DenseLinear`];
+//! - [`integrators`]: one file per method behind the [`Integrator`] trait, and the
+//!   [`IntegratorKind`] registry;
+//! - [`optim`]: SGD, momentum and Adam per tensor, with their state carried across basis
+//!   changes;
+//! - [`train`]: the training step that drives an integrator over a [`train::Network`];
+//! - [`problems`]: matrix problems that check an integrator without data;
+//! - [`cli`]: the `dlrt` command line, a thin shell over the above.
+//!
+//! Orientation: `z = x W + b`, W is n×m (n = fan-in, m = fan-out).
+//!
+//! ```
+//! use dlrt::{integrators::IntegratorKind, linalg::TruncationConfig, optim::Optimizer};
+//! use dlrt::{problems::MatrixProblem, train, LowRankLinear, TrainBackend};
+//! use burn::tensor::Tensor;
+//! use rand::{rngs::StdRng, SeedableRng};
+//!
+//! let device = Default::default();
+//! let mut rng = StdRng::seed_from_u64(0);
+//! // Fit a rank-2 target from a rank-1 start: abc-PSI grows the rank to 2.
+//! let a = Tensor::<TrainBackend, 2>::from_data([[3.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 0.0]], &device);
+//! let layer = LowRankLinear::random(3, 3, 1, false, 1.0, &mut rng, &device).unwrap();
+//! let mut problem = MatrixProblem::new(layer);
+//! let integrator = IntegratorKind::AbcPsi.build(&TruncationConfig::relative(1e-3)).unwrap();
+//! let opt = Optimizer::sgd(1.0);
+//! for _ in 0..3 {
+//!     train::step(&mut problem, integrator.as_ref(), &opt, |p| p.least_squares(&a)).unwrap();
+//! }
+//! assert_eq!(problem.layer.rank(), 2);
+//! ```
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod error;
+pub mod integrators;
+pub mod layers;
+pub mod linalg;
+pub mod optim;
+pub mod problems;
+pub mod train;
+
+pub use error::{Error, Result};
+pub use integrators::{Integrator, IntegratorKind, Pass};
+pub use layers::{DenseLinear, LowRankLinear};
+
+/// The default CPU backend (Burn's `flex`, f32).
+pub type CpuBackend = burn::backend::Flex;
+
+/// The default training backend: autodiff over [`CpuBackend`].
+pub type TrainBackend = burn::backend::Autodiff<CpuBackend>;

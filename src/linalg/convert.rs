@@ -1,0 +1,50 @@
+//! Conversions between Burn tensors (row-major, backend element type) and faer matrices (f64).
+//!
+//! Every host decomposition goes through here, so this is where a device→host copy happens:
+//! one per call, of the (small) matrix being decomposed. Elements are widened to f64 on the
+//! host, which makes the decompositions accurate even when the backend computes in f32.
+
+use burn::tensor::{backend::Backend, Tensor, TensorData};
+use faer::{Mat, MatRef};
+
+/// Copies a rank-2 tensor to the host as an f64 faer matrix of the same shape.
+///
+/// This is a synchronisation point on asynchronous backends.
+pub fn to_faer<B: Backend>(t: &Tensor<B, 2>) -> Mat<f64> {
+    let [rows, cols] = t.dims();
+    let data = t.to_data().convert::<f64>();
+    let values = data
+        .as_slice::<f64>()
+        .expect("TensorData::convert::<f64> yields f64 storage");
+    Mat::from_fn(rows, cols, |i, j| values[i * cols + j])
+}
+
+/// Uploads a faer matrix as a rank-2 tensor in the backend's float type.
+pub fn from_faer<B: Backend>(m: MatRef<'_, f64>, device: &B::Device) -> Tensor<B, 2> {
+    let (rows, cols) = (m.nrows(), m.ncols());
+    let mut values = Vec::with_capacity(rows * cols);
+    for i in 0..rows {
+        for j in 0..cols {
+            values.push(m[(i, j)]);
+        }
+    }
+    Tensor::from_data(TensorData::new(values, [rows, cols]), device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::NdArray;
+
+    #[test]
+    fn round_trip_keeps_layout_and_values() {
+        let device = Default::default();
+        let t = Tensor::<NdArray<f64>, 2>::from_data([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], &device);
+        let m = to_faer(&t);
+        assert_eq!((m.nrows(), m.ncols()), (2, 3));
+        assert_eq!(m[(1, 0)], 4.0);
+        assert_eq!(m[(0, 2)], 3.0);
+        let back: Tensor<NdArray<f64>, 2> = from_faer(m.as_ref(), &device);
+        assert_eq!(back.to_data(), t.to_data());
+    }
+}

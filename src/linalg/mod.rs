@@ -1,0 +1,23 @@
+//! Host linear algebra on faer, in f64.
+//!
+//! The integrators need a handful of small dense decompositions per layer and step: a thin QR
+//! of an n×2r basis, an SVD of a 2r×2r core (or a thin SVD of an m×2r factor), and the
+//! truncation rule that picks the new rank. Burn has no thin QR worth using (burn-linalg forms
+//! the full n×n Q), so these run on the host in faer. The n×2r transfer per layer and step is
+//! small next to the layer's matrix products.
+//!
+//! - [`convert`]: Burn tensor ⇄ faer matrix, the only place the two meet.
+//! - [`qr`]: thin QR and orthonormal bases ([`orth`]).
+//! - [`svd`]: thin SVD with a typed non-convergence error.
+//! - [`truncate`]: the rank-selection rule ‖(σ_{r1+1}, …)‖₂ < ϑ‖σ‖₂ and its config.
+#![allow(non_snake_case)]
+
+pub mod convert;
+pub mod qr;
+pub mod svd;
+pub mod truncate;
+
+pub use convert::{from_faer, to_faer};
+pub use qr::{orth, tensor_qr, thin_qr, ThinQr};
+pub use svd::{thin_svd, Svd};
+pub use truncate::{truncate, truncated_svd, TruncatedSvd, TruncationConfig};

@@ -1,0 +1,222 @@
+//! The truncation rule that chooses the rank after each rank-adaptive step.
+//!
+//! Given the singular values σ₁ ≥ … ≥ σ_k of the augmented core, keep the smallest r1 with
+//!
+//! ```text
+//! ‖(σ_{r1+1}, …, σ_k)‖₂ < ϑ ‖σ‖₂        (relative, the default)
+//! ‖(σ_{r1+1}, …, σ_k)‖₂ < ϑ             (absolute)
+//! ```
+//!
+//! then clamp r1 to [r_min, r_max], where r_max never exceeds min(n, m) nor k. Dropping the
+//! tail changes W by exactly ‖σ_{r1+1:}‖₂ in Frobenius norm (property T5 of the notes), so the
+//! relative rule bounds the truncation error by ϑ‖W‖_F.
+
+use burn::tensor::{backend::Backend, Tensor};
+use faer::Mat;
+use serde::{Deserialize, Serialize};
+
+use super::{convert::from_faer, convert::to_faer, svd::thin_svd};
+use crate::{Error, Result};
+
+/// Tolerance and rank bounds of the truncation step.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TruncationConfig {
+    /// ϑ (`tau` in the paper's code): relative tolerance in (0, 1), or an absolute one when
+    /// `absolute` is set.
+    #[serde(default = "default_tol")]
+    pub tol: f64,
+    /// Read `tol` as an absolute bound on the discarded singular values' 2-norm.
+    #[serde(default)]
+    pub absolute: bool,
+    /// Smallest rank the truncation may choose (at least 1).
+    #[serde(default = "default_r_min")]
+    pub r_min: usize,
+    /// Largest rank; `None` means min(n, m) of the layer.
+    #[serde(default)]
+    pub r_max: Option<usize>,
+}
+
+fn default_tol() -> f64 {
+    0.01
+}
+
+fn default_r_min() -> usize {
+    1
+}
+
+impl Default for TruncationConfig {
+    fn default() -> Self {
+        Self { tol: default_tol(), absolute: false, r_min: default_r_min(), r_max: None }
+    }
+}
+
+impl TruncationConfig {
+    /// Relative tolerance ϑ with no rank bounds beyond the layer's size.
+    pub fn relative(tol: f64) -> Self {
+        Self { tol, ..Self::default() }
+    }
+
+    /// Sets the rank bounds.
+    pub fn with_bounds(mut self, r_min: usize, r_max: Option<usize>) -> Self {
+        self.r_min = r_min;
+        self.r_max = r_max;
+        self
+    }
+
+    /// Checks ranges: ϑ in (0, 1) (relative) or ϑ > 0 (absolute); 1 ≤ r_min ≤ r_max.
+    pub fn validate(&self) -> Result<()> {
+        if self.absolute {
+            if !(self.tol.is_finite() && self.tol > 0.0) {
+                return Err(Error::config("tol", self.tol, "a finite absolute tolerance > 0"));
+            }
+        } else if !(self.tol > 0.0 && self.tol < 1.0) {
+            return Err(Error::config("tol", self.tol, "a relative tolerance in (0, 1)"));
+        }
+        if self.r_min == 0 {
+            return Err(Error::config("r_min", self.r_min, "at least 1"));
+        }
+        if let Some(r_max) = self.r_max {
+            if r_max < self.r_min {
+                return Err(Error::config(
+                    "r_max",
+                    r_max,
+                    &format!("at least r_min = {}", self.r_min),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The rank to keep for singular values `sigma` of a layer of size n×m.
+    pub fn rank(&self, sigma: &[f64], n: usize, m: usize) -> usize {
+        let r_max = self.r_max.unwrap_or(usize::MAX).min(n).min(m);
+        let threshold = if self.absolute { self.tol } else { self.tol * norm2(sigma) };
+        truncate(sigma, threshold, self.r_min, r_max)
+    }
+}
+
+fn norm2(x: &[f64]) -> f64 {
+    x.iter().map(|s| s * s).sum::<f64>().sqrt()
+}
+
+/// Smallest r1 with ‖σ_{r1+1:}‖₂ < `threshold`, clamped to [r_min, min(r_max, σ.len())].
+///
+/// `sigma` must be sorted nonincreasing (as an SVD returns it). When every σ is zero no rank
+/// satisfies the strict inequality with a zero threshold, and r_min is returned.
+pub fn truncate(sigma: &[f64], threshold: f64, r_min: usize, r_max: usize) -> usize {
+    let r_max = r_max.min(sigma.len());
+    let r_min = r_min.min(r_max);
+    // Accumulate the tail from the smallest value upwards: tail[r1] = ‖σ_{r1+1:}‖₂.
+    let mut tail_sq = 0.0;
+    let mut r1 = sigma.len();
+    for (i, s) in sigma.iter().enumerate().rev() {
+        let with_i = tail_sq + s * s;
+        if with_i.sqrt() < threshold {
+            tail_sq = with_i;
+            r1 = i;
+        } else {
+            break;
+        }
+    }
+    if threshold <= 0.0 || norm2(sigma) == 0.0 {
+        r1 = r_min;
+    }
+    r1.clamp(r_min, r_max)
+}
+
+/// A truncated SVD `A ≈ P Σ Qᵀ` of a small core, on the core's device.
+pub struct TruncatedSvd<B: Backend> {
+    /// p×r1, orthonormal columns.
+    pub P: Tensor<B, 2>,
+    /// r1×r1 diagonal.
+    pub Sigma: Tensor<B, 2>,
+    /// q×r1, orthonormal columns.
+    pub Q: Tensor<B, 2>,
+    /// All singular values before truncation, nonincreasing.
+    pub sigma: Vec<f64>,
+}
+
+impl<B: Backend> TruncatedSvd<B> {
+    /// The kept rank r1.
+    pub fn rank(&self) -> usize {
+        self.Sigma.dims()[0]
+    }
+}
+
+/// SVD of `a` (p×q, on the host) truncated by `cfg` for a layer of size n×m.
+///
+/// One device→host copy of `a`; P, Σ, Q are copied back.
+pub fn truncated_svd<B: Backend>(
+    a: &Tensor<B, 2>,
+    cfg: &TruncationConfig,
+    n: usize,
+    m: usize,
+    context: &str,
+) -> Result<TruncatedSvd<B>> {
+    let svd = thin_svd(to_faer(a).as_ref(), context)?;
+    let r1 = cfg.rank(&svd.sigma, n, m);
+    let device = a.device();
+    let sigma = Mat::from_fn(r1, r1, |i, j| if i == j { svd.sigma[i] } else { 0.0 });
+    Ok(TruncatedSvd {
+        P: from_faer(svd.U.as_ref().subcols(0, r1), &device),
+        Sigma: from_faer(sigma.as_ref(), &device),
+        Q: from_faer(svd.V.as_ref().subcols(0, r1), &device),
+        sigma: svd.sigma,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_smallest_rank_with_tail_below_threshold() {
+        let sigma = [4.0, 3.0, 0.3, 0.2, 0.1];
+        // ‖(0.3, 0.2, 0.1)‖ = 0.374, ‖(0.2, 0.1)‖ = 0.224, ‖σ‖ = 5.0137
+        assert_eq!(truncate(&sigma, 0.375, 1, 5), 2);
+        assert_eq!(truncate(&sigma, 0.374, 1, 5), 3);
+        assert_eq!(truncate(&sigma, 0.05, 1, 5), 5);
+        assert_eq!(truncate(&sigma, 100.0, 1, 5), 1);
+        assert_eq!(truncate(&sigma, 100.0, 0, 5), 0);
+    }
+
+    #[test]
+    fn clamps_to_bounds_and_to_size() {
+        let sigma = [4.0, 3.0, 0.3, 0.2, 0.1];
+        assert_eq!(truncate(&sigma, 0.375, 3, 5), 3);
+        assert_eq!(truncate(&sigma, 0.05, 1, 4), 4);
+        assert_eq!(truncate(&sigma, 0.05, 1, 100), 5);
+        let cfg = TruncationConfig::relative(1e-9).with_bounds(1, Some(50));
+        assert_eq!(cfg.rank(&sigma, 100, 3), 3, "r_max is at most min(n, m)");
+    }
+
+    #[test]
+    fn relative_rule_bounds_the_discarded_norm() {
+        let sigma: Vec<f64> = (0..30).map(|i| 0.7f64.powi(i)).collect();
+        for &tol in &[0.4, 0.2, 0.1, 0.05, 0.02, 0.01] {
+            let cfg = TruncationConfig::relative(tol);
+            let r1 = cfg.rank(&sigma, 100, 100);
+            let tail = norm2(&sigma[r1..]);
+            assert!(tail < tol * norm2(&sigma));
+            assert!(norm2(&sigma[r1 - 1..]) >= tol * norm2(&sigma), "r1 = {r1} is not minimal");
+        }
+    }
+
+    #[test]
+    fn zero_spectrum_gives_r_min() {
+        assert_eq!(TruncationConfig::relative(0.1).with_bounds(2, None).rank(&[0.0; 6], 10, 10), 2);
+    }
+
+    #[test]
+    fn validate_rejects_bad_values() {
+        for tol in [0.0, 1.0, -0.5, f64::NAN] {
+            assert!(TruncationConfig::relative(tol).validate().is_err(), "tol = {tol}");
+        }
+        let err = TruncationConfig::relative(0.1).with_bounds(5, Some(3)).validate().unwrap_err();
+        assert!(err.to_string().contains("r_max"), "{err}");
+        assert!(TruncationConfig::relative(0.1).with_bounds(0, None).validate().is_err());
+        let abs = TruncationConfig { tol: 3.0, absolute: true, ..Default::default() };
+        assert!(abs.validate().is_ok());
+    }
+}

@@ -1,0 +1,92 @@
+//! Training: one step of an integrator over a network.
+//!
+//! [`step`] is the batch body of every training loop in dlrt. For each pass the integrator
+//! lists, it sets every low-rank layer's parametrization, runs the loss forward and backward,
+//! and hands each layer's gradients to the integrator; dense layers take their ordinary
+//! optimizer step from the first pass. There are no integrator-specific branches here.
+
+use burn::tensor::{backend::AutodiffBackend, ElementConversion, Tensor};
+
+use crate::integrators::{CounterSnapshot, Integrator};
+use crate::layers::{DenseLinear, LowRankLinear};
+use crate::optim::Optimizer;
+use crate::{Error, Result};
+
+/// A network an integrator can train: it exposes its low-rank and its dense layers.
+pub trait Network<B: AutodiffBackend> {
+    /// The low-rank layers, in a fixed order.
+    fn low_rank_layers(&mut self) -> Vec<&mut LowRankLinear<B>>;
+    /// The dense layers, in a fixed order.
+    fn dense_layers(&mut self) -> Vec<&mut DenseLinear<B>>;
+}
+
+/// What one step measured.
+#[derive(Clone, Copy, Debug)]
+pub struct StepReport {
+    /// The loss at the start of the step (from the first pass).
+    pub loss: f64,
+    /// The integrator's counters after the step.
+    pub counters: CounterSnapshot,
+}
+
+/// Calls [`Integrator::prepare`] on every low-rank layer; once, before the first step.
+pub fn prepare<B: AutodiffBackend, N: Network<B>>(net: &mut N, integrator: &dyn Integrator<B>) -> Result<()> {
+    net.low_rank_layers().into_iter().try_for_each(|layer| integrator.prepare(layer))
+}
+
+/// One training step: every pass of `integrator`, with `loss` evaluated on the network.
+///
+/// A non-finite loss stops the step with [`Error::NonFinite`] before that pass updates
+/// anything; one loss value per pass is read back, a synchronisation point on the GPU.
+pub fn step<B, N, F>(net: &mut N, integrator: &dyn Integrator<B>, opt: &Optimizer, mut loss: F) -> Result<StepReport>
+where
+    B: AutodiffBackend,
+    N: Network<B>,
+    F: FnMut(&N) -> Tensor<B, 1>,
+{
+    let mut first_loss = f64::NAN;
+    for i in 0..integrator.passes().len() {
+        let value = pass(net, integrator, opt, i, &mut loss)?;
+        if i == 0 {
+            first_loss = value;
+        }
+    }
+    Ok(StepReport { loss: first_loss, counters: integrator.counters().snapshot() })
+}
+
+/// Pass number `i` of a step (see [`step`]); returns the loss it evaluated.
+///
+/// Exposed so tests can look at a layer between the passes of a step (property T1).
+pub fn pass<B, N, F>(net: &mut N, integrator: &dyn Integrator<B>, opt: &Optimizer, i: usize, loss: &mut F) -> Result<f64>
+where
+    B: AutodiffBackend,
+    N: Network<B>,
+    F: FnMut(&N) -> Tensor<B, 1>,
+{
+    let pass = integrator.passes()[i];
+    for layer in net.low_rank_layers() {
+        layer.begin_pass(pass);
+    }
+    if i == 0 {
+        net.dense_layers().into_iter().for_each(DenseLinear::begin_pass);
+    }
+    let value = loss(net);
+    let scalar: f64 = value.clone().into_scalar().elem();
+    if !scalar.is_finite() {
+        net.low_rank_layers().into_iter().for_each(LowRankLinear::abort_step);
+        net.dense_layers().into_iter().for_each(DenseLinear::end_pass);
+        return Err(Error::NonFinite { context: format!("loss ({scalar}) in pass {i} ({pass:?})") });
+    }
+    let grads = value.backward();
+    integrator.counters().pass();
+    for layer in net.low_rank_layers() {
+        let g = layer.take_grads(&grads);
+        integrator.after_pass(i, layer, g, opt)?;
+    }
+    if i == 0 {
+        for layer in net.dense_layers() {
+            layer.step(&grads, opt);
+        }
+    }
+    Ok(scalar)
+}
