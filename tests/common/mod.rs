@@ -88,6 +88,6 @@ pub fn expm(a: &Mat<f64>) -> Mat<f64> {
 
 /// A random skew-symmetric n×n matrix.
 pub fn skew(n: usize, rng: &mut StdRng) -> Mat<f64> {
-    let g = Mat::from_fn(n, n, |_, _| StandardNormal.sample(rng));
+    let g = Mat::<f64>::from_fn(n, n, |_, _| StandardNormal.sample(rng));
     (&g - g.transpose()) * faer::Scale(0.5)
 }

@@ -1,0 +1,416 @@
+//! The properties T1–T7 of the notes (`shared/dlrt-notes.md`, §1), checked in f64 on matrix
+//! problems through the same training step that trains networks.
+//!
+//! Tolerances are stated per check; "round-off" means a few hundred ulps of the quantities
+//! involved, well below any algorithmic error these tests would catch.
+#![allow(non_snake_case)]
+
+mod common;
+
+use burn::tensor::Tensor;
+use common::*;
+use dlrt::integrators::abc_psi::{AbcPsi, AbcPsiForm};
+use dlrt::integrators::IntegratorKind;
+use dlrt::linalg::TruncationConfig;
+use dlrt::optim::Optimizer;
+use dlrt::problems::MatrixProblem;
+use dlrt::{train, Integrator, LowRankLinear};
+use rand::{rngs::StdRng, SeedableRng};
+
+const ROUND_OFF: f64 = 1e-12;
+
+fn problem(n: usize, m: usize, r: usize, rng: &mut StdRng) -> MatrixProblem<B> {
+    MatrixProblem::new(LowRankLinear::random(n, m, r, false, 1.0, rng, &Default::default()).unwrap())
+}
+
+fn build(kind: IntegratorKind, truncation: TruncationConfig) -> Box<dyn Integrator<B>> {
+    kind.build::<B>(&truncation).unwrap()
+}
+
+/// Runs pass `i` of a step on the least-squares loss ½‖W − A‖².
+fn ls_pass(p: &mut MatrixProblem<B>, integ: &dyn Integrator<B>, opt: &Optimizer, i: usize, a: &T2) -> f64 {
+    train::pass(p, integ, opt, i, &mut |p: &MatrixProblem<B>| p.least_squares(a)).unwrap()
+}
+
+fn ls_step(p: &mut MatrixProblem<B>, integ: &dyn Integrator<B>, opt: &Optimizer, a: &T2) -> f64 {
+    train::step(p, integ, opt, |p| p.least_squares(a)).unwrap().loss
+}
+
+fn loss(w: &T2, a: &T2) -> f64 {
+    0.5 * fro(w.clone() - a.clone()).powi(2)
+}
+
+#[test]
+fn t1_abc_psi_bc_s_step_keeps_w0_but_bc_psi_does_not() {
+    let mut rng = StdRng::seed_from_u64(10);
+    let a = gaussian(40, 30, &mut rng);
+    let opt = Optimizer::sgd(0.3);
+    for kind in [IntegratorKind::AbcPsi, IntegratorKind::BcPsi] {
+        let mut p = problem(40, 30, 6, &mut StdRng::seed_from_u64(11));
+        let W0 = p.layer.to_dense();
+        let integ = build(kind, TruncationConfig::relative(0.01));
+        ls_pass(&mut p, integ.as_ref(), &opt, 0, &a);
+        let err = fro(p.layer.to_dense() - W0.clone()) / fro(W0.clone());
+        match kind {
+            // Û S̄ V0ᵀ = W0 to round-off, with Û of width 2r.
+            IntegratorKind::AbcPsi => {
+                assert_eq!(p.layer.u().dims(), [40, 12]);
+                assert!(err < ROUND_OFF, "abc-PSI changed W0 by {err:e}");
+            }
+            // U1 S̃ V0ᵀ = U1 U1ᵀ W0, a different matrix.
+            _ => {
+                let U1 = p.layer.u().clone();
+                let projected = U1.clone().matmul(U1.transpose()).matmul(W0.clone());
+                assert!(fro(p.layer.to_dense() - projected) < ROUND_OFF * fro(W0));
+                assert!(err > 1e-3, "bc-PSI's S-step should not preserve W0 here, moved {err:e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn t2_t3_abc_psi_step_is_w0_minus_projected_gradient_in_both_forms() {
+    let mut rng = StdRng::seed_from_u64(20);
+    let a = gaussian(50, 35, &mut rng);
+    let lr = 0.7;
+    let opt = Optimizer::sgd(lr);
+    let mut results = Vec::new();
+    for form in [AbcPsiForm::SingleQr, AbcPsiForm::QrThenSvd] {
+        let mut p = problem(50, 35, 5, &mut StdRng::seed_from_u64(21));
+        let (U0, V0, W0) = (p.layer.u().clone(), p.layer.v().clone(), p.layer.to_dense());
+        let G = W0.clone() - a.clone();
+        // ϑ far below round-off of ‖W1‖: the truncation keeps all of W1 = Û L1ᵀ.
+        let integ = AbcPsi::new(TruncationConfig::relative(1e-15)).with_form(form);
+        ls_pass(&mut p, &integ, &opt, 0, &a);
+        let U_hat = p.layer.u().clone();
+        assert!(orthonormality_error(&U_hat) < ROUND_OFF);
+        // T3: span(Û) ⊇ span(U0) + span(G V0).
+        let outside = |X: T2| X.clone() - U_hat.clone().matmul(U_hat.clone().transpose().matmul(X));
+        assert!(fro(outside(U0.clone())) < ROUND_OFF);
+        let GV0 = G.clone().matmul(V0.clone());
+        assert!(fro(outside(GV0.clone())) < ROUND_OFF * fro(GV0));
+        ls_pass(&mut p, &integ, &opt, 1, &a);
+        // T2: W1 = W0 − λ Û Ûᵀ G.
+        let expected = W0.clone() - U_hat.clone().matmul(U_hat.transpose().matmul(G)).mul_scalar(lr);
+        let err = fro(p.layer.to_dense() - expected.clone()) / fro(expected);
+        assert!(err < ROUND_OFF, "{form:?}: ‖W1 − (W0 − λÛÛᵀG)‖/‖W1‖ = {err:e}");
+        assert!(orthonormality_error(p.layer.u()) < ROUND_OFF && orthonormality_error(p.layer.v()) < ROUND_OFF);
+        results.push(p.layer.to_dense());
+    }
+    assert!(fro(results[0].clone() - results[1].clone()) < ROUND_OFF * fro(results[0].clone()));
+}
+
+
+#[test]
+fn t5_truncation_error_is_the_dropped_tail_and_below_tau() {
+    let mut rng = StdRng::seed_from_u64(30);
+    let a = gaussian(60, 40, &mut rng);
+    let opt = Optimizer::sgd(0.5);
+    for tau in [0.4, 0.2, 0.1, 0.05] {
+        let mut p = problem(60, 40, 8, &mut StdRng::seed_from_u64(31));
+        let integ = build(IntegratorKind::AbcPsi, TruncationConfig::relative(tau));
+        let W0 = p.layer.to_dense();
+        ls_pass(&mut p, integ.as_ref(), &opt, 0, &a);
+        let U_hat = p.layer.u().clone();
+        ls_pass(&mut p, integ.as_ref(), &opt, 1, &a);
+        let W1 = W0.clone() - U_hat.clone().matmul(U_hat.transpose().matmul(W0.clone() - a.clone())).mul_scalar(0.5);
+        let dropped = fro(W1.clone() - p.layer.to_dense());
+        assert!(dropped < tau * fro(W1.clone()), "τ = {tau}: dropped {dropped} ≥ τ‖W1‖");
+        if tau >= 0.1 {
+            assert!(p.layer.rank() < 16, "τ = {tau} truncated nothing");
+        }
+        // Minimality: keeping one fewer would exceed τ‖W1‖.
+        let sigma = dlrt::linalg::thin_svd(dlrt::linalg::to_faer(&W1).as_ref(), "W1").unwrap().sigma;
+        let r1 = p.layer.rank();
+        let tail = |k: usize| sigma[k..].iter().map(|s| s * s).sum::<f64>().sqrt();
+        assert!((dropped - tail(r1)).abs() < 1e-10 * fro(W1.clone()), "‖W1 − W1_trunc‖ = ‖σ_tail‖");
+        assert!(tail(r1 - 1) >= tau * fro(W1));
+    }
+}
+
+#[test]
+fn t4_descent_inequality_and_monotone_loss_for_adaptive_integrators() {
+    let mut rng = StdRng::seed_from_u64(40);
+    let a = gaussian(30, 25, &mut rng);
+    for kind in [IntegratorKind::AbcPsi, IntegratorKind::Bug, IntegratorKind::ParallelBug] {
+        for lr in [0.3, 1.0, 1.9] {
+            let opt = Optimizer::sgd(lr);
+            let mut p = problem(30, 25, 2, &mut StdRng::seed_from_u64(41));
+            let integ = build(kind, TruncationConfig::relative(1e-14));
+            let mut previous = f64::INFINITY;
+            let scale = loss(&p.layer.to_dense(), &a);
+            for step in 0..12 {
+                let (U0, V0, W0) = (p.layer.u().clone(), p.layer.v().clone(), p.layer.to_dense());
+                let PG = fro(tangent_projection(&U0, &V0, &(W0.clone() - a.clone()))).powi(2);
+                let l0 = ls_step(&mut p, integ.as_ref(), &opt, &a);
+                assert!((l0 - loss(&W0, &a)).abs() < 1e-9 * l0);
+                let l1 = loss(&p.layer.to_dense(), &a);
+                // T4 (L = 1): ℒ(W1) ≤ ℒ(W0) − λ(1 − λ/2)‖P(W0)G‖².
+                let bound = l0 - lr * (1.0 - lr / 2.0) * PG;
+                // Round-off allowance relative to the starting loss (the loss can reach 0).
+                assert!(l1 <= bound + 1e-12 * scale, "{kind} λ={lr} step {step}: {l1} > {bound}");
+                assert!(l1 <= previous + 1e-12 * scale, "{kind} λ={lr}: loss went up at step {step}");
+                previous = l1;
+            }
+        }
+    }
+}
+
+#[test]
+fn t6_converges_to_best_rank_r_approximation_with_vanishing_projected_gradient() {
+    let mut rng = StdRng::seed_from_u64(50);
+    // Spectral gap at r = 4: σ = 10, 8, 6, 5 | 0.5, 0.2, 0.1.
+    let a = with_spectrum(40, 30, &[10.0, 8.0, 6.0, 5.0, 0.5, 0.2, 0.1], &mut rng);
+    let a_r = best_rank(&a, 4);
+    let bounds = TruncationConfig::relative(1e-12).with_bounds(4, Some(4));
+    for kind in [IntegratorKind::AbcPsi, IntegratorKind::Bug, IntegratorKind::ParallelBug, IntegratorKind::Psi] {
+        let opt = Optimizer::sgd(0.8);
+        let mut p = problem(40, 30, 4, &mut StdRng::seed_from_u64(51));
+        let integ = build(kind, bounds.clone());
+        for _ in 0..80 {
+            ls_step(&mut p, integ.as_ref(), &opt, &a);
+        }
+        let W = p.layer.to_dense();
+        let PG = fro(tangent_projection(p.layer.u(), p.layer.v(), &(W.clone() - a.clone())));
+        let dist = fro(W - a_r.clone()) / fro(a_r.clone());
+        assert!(dist < 1e-8, "{kind}: ‖W − A_r‖/‖A_r‖ = {dist:e}");
+        assert!(PG < 1e-8, "{kind}: ‖P(W)∇ℒ‖ = {PG:e}");
+        // At the stationary point P(W)G = 0 a further step does not increase the loss.
+        let before = loss(&p.layer.to_dense(), &a);
+        ls_step(&mut p, integ.as_ref(), &opt, &a);
+        assert!(loss(&p.layer.to_dense(), &a) <= before + 1e-12 * before);
+    }
+}
+
+#[test]
+fn rank_adaptivity_finds_the_target_rank_from_below_and_above() {
+    let mut rng = StdRng::seed_from_u64(60);
+    let a = gaussian(50, 7, &mut rng).matmul(gaussian(40, 7, &mut rng).transpose());
+    for kind in [IntegratorKind::AbcPsi, IntegratorKind::Bug, IntegratorKind::ParallelBug] {
+        for r0 in [3, 20] {
+            let opt = Optimizer::sgd(0.5);
+            let mut p = problem(50, 40, r0, &mut StdRng::seed_from_u64(61));
+            let integ = build(kind, TruncationConfig::relative(1e-6));
+            for _ in 0..60 {
+                ls_step(&mut p, integ.as_ref(), &opt, &a);
+            }
+            assert_eq!(p.layer.rank(), 7, "{kind} from rank {r0}");
+            assert!(fro(p.layer.to_dense() - a.clone()) < 1e-6 * fro(a.clone()));
+        }
+    }
+}
+
+/// Explicit Euler on the factor ODEs of dynamical low-rank approximation with F = −∇ℒ:
+/// U̇ = (I − UUᵀ) F V S⁻¹, Ṡ = Uᵀ F V, V̇ = (I − VVᵀ) Fᵀ U S⁻ᵀ. Returns W after the step.
+fn naive_euler_step(U: &mut T2, S: &mut T2, V: &mut T2, F: &T2, h: f64) {
+    let svd = dlrt::linalg::thin_svd(dlrt::linalg::to_faer(S).as_ref(), "S").unwrap();
+    let inv = faer::Mat::from_fn(svd.sigma.len(), svd.sigma.len(), |i, j| if i == j { 1.0 / svd.sigma[i] } else { 0.0 });
+    let S_inv: T2 = dlrt::linalg::from_faer((svd.V.as_ref() * inv * svd.U.as_ref().transpose()).as_ref(), &Default::default());
+    let (n, m) = (U.dims()[0], V.dims()[0]);
+    let pu = eye(n) - U.clone().matmul(U.clone().transpose());
+    let pv = eye(m) - V.clone().matmul(V.clone().transpose());
+    let dU = pu.matmul(F.clone()).matmul(V.clone()).matmul(S_inv.clone());
+    let dS = U.clone().transpose().matmul(F.clone()).matmul(V.clone());
+    let dV = pv.matmul(F.clone().transpose()).matmul(U.clone()).matmul(S_inv.transpose());
+    *U = U.clone() + dU.mul_scalar(h);
+    *S = S.clone() + dS.mul_scalar(h);
+    *V = V.clone() + dV.mul_scalar(h);
+}
+
+#[test]
+fn t7_abc_psi_is_stable_with_tiny_singular_values_where_naive_euler_blows_up() {
+    let mut rng = StdRng::seed_from_u64(70);
+    // Singular values 1, 1e-1, …, 1e-8 plus a perturbation outside the rank-9 manifold.
+    let sigma: Vec<f64> = (0..9).map(|j| 10f64.powi(-j)).collect();
+    let a = with_spectrum(40, 30, &sigma, &mut rng) + gaussian(40, 30, &mut rng).mul_scalar(1e-6);
+    let start = best_rank(&a, 9) + gaussian(40, 30, &mut rng).mul_scalar(1e-4);
+    let r = 9;
+    let init = LowRankLinear::<B>::from_dense(&start, Some(r), &TruncationConfig::default(), None).unwrap();
+    let err0 = fro(init.to_dense() - a.clone());
+    let lr = 1.0; // λ = 1/L for ½‖W − A‖².
+
+    let mut p = MatrixProblem::new(init.clone());
+    let integ = build(IntegratorKind::AbcPsi, TruncationConfig::relative(1e-12).with_bounds(r, Some(r)));
+    for _ in 0..20 {
+        ls_step(&mut p, integ.as_ref(), &Optimizer::sgd(lr), &a);
+    }
+    let abc_err = fro(p.layer.to_dense() - a.clone());
+    assert!(abc_err.is_finite() && abc_err < err0, "abc-PSI: {abc_err:e} vs start {err0:e}");
+    assert!(abc_err < 2.0 * fro(best_rank(&a, r) - a.clone()));
+
+    let (mut U, mut S, mut V) = (init.u().clone(), init.s().clone(), init.v().clone());
+    let mut naive_err = err0;
+    for _ in 0..20 {
+        let W = U.clone().matmul(S.clone()).matmul(V.clone().transpose());
+        naive_euler_step(&mut U, &mut S, &mut V, &(a.clone() - W), lr);
+        naive_err = fro(U.clone().matmul(S.clone()).matmul(V.clone().transpose()) - a.clone());
+        if !naive_err.is_finite() || naive_err > 1e6 * err0 {
+            break;
+        }
+    }
+    assert!(!naive_err.is_finite() || naive_err > 1e6 * err0, "naive Euler did not blow up: {naive_err:e}");
+}
+
+/// A(t) = e^{tW1} e^t D e^{tW2} with D = diag(2^{-j}) for j < r and 0 beyond: rank r.
+struct LubichOseledets {
+    W1: faer::Mat<f64>,
+    W2: faer::Mat<f64>,
+    d: Vec<f64>,
+}
+
+impl LubichOseledets {
+    fn at(&self, t: f64) -> T2 {
+        let n = self.d.len();
+        let D = faer::Mat::from_fn(n, n, |i, j| if i == j { t.exp() * self.d[i] } else { 0.0 });
+        let a = expm(&(&self.W1 * faer::Scale(t))) * D * expm(&(&self.W2 * faer::Scale(t)));
+        dlrt::linalg::from_faer(a.as_ref(), &Default::default())
+    }
+}
+
+#[test]
+fn psi_is_exact_on_the_lubich_oseledets_test_when_a_has_rank_r() {
+    let mut rng = StdRng::seed_from_u64(80);
+    let (n, r) = (30, 5);
+    let lo = LubichOseledets {
+        W1: skew(n, &mut rng),
+        W2: skew(n, &mut rng),
+        d: (0..n).map(|j| if j < r { 2f64.powi(-(j as i32) - 1) } else { 0.0 }).collect(),
+    };
+    // Y0 = A(0) = D: U0 = V0 = first r unit vectors, S0 = D_r.
+    let eye_r = eye(n).slice([0..n, 0..r]);
+    let layer = LowRankLinear::from_factors(eye_r.clone(), diag(&lo.d[..r]), eye_r, None).unwrap();
+    let mut p = MatrixProblem::new(layer);
+    let integ = build(IntegratorKind::Psi, TruncationConfig::default());
+    let (h, lr) = (0.1, 0.5);
+    let opt = Optimizer::sgd(lr);
+    for k in 0..5 {
+        let (t0, t1) = (k as f64 * h, (k + 1) as f64 * h);
+        let increment = lo.at(t1) - lo.at(t0);
+        train::step(&mut p, integ.as_ref(), &opt, |p| p.linear(&increment, lr)).unwrap();
+        let err = fro(p.layer.to_dense() - lo.at(t1)) / fro(lo.at(t1));
+        assert!(err < 1e-12, "step {k}: ‖Y − A(t)‖/‖A(t)‖ = {err:e}");
+    }
+    // The contrast: the same test with A of full rank is not reproduced exactly.
+    let full = LubichOseledets { d: (0..n).map(|j| 2f64.powi(-(j as i32) - 1)).collect(), ..lo };
+    let layer = LowRankLinear::from_dense(&full.at(0.0), Some(r), &TruncationConfig::default(), None).unwrap();
+    let mut p = MatrixProblem::new(layer);
+    let increment = full.at(h) - full.at(0.0);
+    train::step(&mut p, integ.as_ref(), &opt, |p| p.linear(&increment, lr)).unwrap();
+    assert!(fro(p.layer.to_dense() - full.at(h)) > 1e-6);
+}
+
+#[test]
+fn counters_match_the_cost_table() {
+    // (passes, QR, SVD) per step for one layer, as in the integrators' module docs.
+    let expected = [
+        (IntegratorKind::AbcPsi, 2, 1, 1),
+        (IntegratorKind::BcPsi, 2, 2, 0),
+        (IntegratorKind::Psi, 3, 2, 0),
+        (IntegratorKind::Bug, 3, 2, 1),
+        (IntegratorKind::ParallelBug, 1, 2, 1),
+        (IntegratorKind::Lora, 1, 0, 0),
+    ];
+    let mut rng = StdRng::seed_from_u64(90);
+    let a = gaussian(20, 15, &mut rng);
+    for (kind, passes, qr, svd) in expected {
+        let mut p = problem(20, 15, 3, &mut StdRng::seed_from_u64(91));
+        let integ = build(kind, TruncationConfig::relative(0.1));
+        train::prepare(&mut p, integ.as_ref()).unwrap();
+        let opt = Optimizer::sgd(0.1);
+        for _ in 0..3 {
+            ls_step(&mut p, integ.as_ref(), &opt, &a);
+        }
+        let c = integ.counters().snapshot();
+        assert_eq!((c.passes, c.qr, c.svd), (3 * passes, 3 * qr, 3 * svd), "{kind}");
+    }
+    let two_step = AbcPsi::new(TruncationConfig::relative(0.1)).with_form(AbcPsiForm::QrThenSvd);
+    let mut p = problem(20, 15, 3, &mut rng);
+    ls_step(&mut p, &two_step, &Optimizer::sgd(0.1), &a);
+    let c = Integrator::<B>::counters(&two_step).snapshot();
+    assert_eq!((c.qr, c.svd), (2, 1));
+}
+
+#[test]
+fn every_low_rank_integrator_decreases_a_least_squares_loss_with_every_optimizer() {
+    use dlrt::optim::OptimizerConfig;
+    let mut rng = StdRng::seed_from_u64(100);
+    let a = gaussian(30, 6, &mut rng).matmul(gaussian(20, 6, &mut rng).transpose());
+    for kind in IntegratorKind::ALL.into_iter().filter(|k| *k != IntegratorKind::Dense) {
+        // Plain factorization is not robust: its stable step shrinks with ‖A‖, ‖B‖ (about 1/25 here).
+        let euler = if kind == IntegratorKind::Lora { 0.02 } else { 0.5 };
+        // (optimizer, required loss reduction after 60 steps): SGD and momentum converge
+        // linearly; Adam's per-entry steps of size ~λ make it slow on this problem.
+        let optimizers = [
+            (Optimizer::sgd(euler), 1e-6),
+            (Optimizer::new(OptimizerConfig::Momentum { beta: 0.5 }, euler / 2.0).unwrap(), 1e-6),
+            (Optimizer::new(OptimizerConfig::adamw(0.0), 0.1).unwrap(), 0.5),
+        ];
+        for (opt, reduction) in &optimizers {
+            let mut p = problem(30, 20, 6, &mut StdRng::seed_from_u64(101));
+            let integ = build(kind, TruncationConfig::relative(1e-3));
+            train::prepare(&mut p, integ.as_ref()).unwrap();
+            let first = ls_step(&mut p, integ.as_ref(), opt, &a);
+            for _ in 0..60 {
+                ls_step(&mut p, integ.as_ref(), opt, &a);
+            }
+            let last = loss(&p.layer.to_dense(), &a);
+            assert!(last < reduction * first, "{kind} with {:?}: {first} → {last}", opt.config);
+        }
+    }
+}
+
+#[test]
+fn adapters_start_at_the_base_and_abc_psi_steps_satisfy_t1_t2_on_a_frozen_base() {
+    let mut rng = StdRng::seed_from_u64(110);
+    let (n, m, r) = (30, 20, 4);
+    let base = gaussian(n, m, &mut rng);
+    let a = base.clone() + gaussian(n, 3, &mut rng).matmul(gaussian(m, 3, &mut rng).transpose());
+    let layer = LowRankLinear::adapter(base.clone(), r, None, &mut rng).unwrap();
+    let mut p = MatrixProblem::new(layer);
+    assert!(fro(p.layer.to_dense() - base.clone()) == 0.0);
+    let lr = 0.4;
+    let opt = Optimizer::sgd(lr);
+    let integ = build(IntegratorKind::AbcPsi, TruncationConfig::relative(1e-15));
+    let W0 = p.layer.to_dense();
+    ls_pass(&mut p, integ.as_ref(), &opt, 0, &a);
+    assert!(fro(p.layer.to_dense() - W0.clone()) < ROUND_OFF * fro(W0.clone()), "T1 on a frozen base");
+    let U_hat = p.layer.u().clone();
+    ls_pass(&mut p, integ.as_ref(), &opt, 1, &a);
+    let G = W0.clone() - a.clone();
+    let expected = W0 - U_hat.clone().matmul(U_hat.transpose().matmul(G)).mul_scalar(lr);
+    assert!(fro(p.layer.to_dense() - expected.clone()) < ROUND_OFF * fro(expected), "T2 on a frozen base");
+    assert!(fro(p.layer.base().unwrap().clone() - base) == 0.0, "the base stays frozen");
+    let _: Tensor<B, 2> = p.layer.delta_weight();
+}
+
+#[test]
+fn optimizer_state_carried_across_basis_changes_beats_resetting_it() {
+    use dlrt::optim::OptimizerConfig;
+    let mut rng = StdRng::seed_from_u64(120);
+    let a = gaussian(30, 6, &mut rng).matmul(gaussian(20, 6, &mut rng).transpose());
+    // Measured at 100 steps (final loss, carried vs reset): momentum helps only when its
+    // velocity survives the basis changes. Adam at λ = 0.03 gains a few percent; at λ = 0.1
+    // resetting happens to do better for BUG and parallel BUG, so Adam is not asserted there.
+    let optimizers = [
+        Optimizer::new(OptimizerConfig::Momentum { beta: 0.9 }, 0.05).unwrap(),
+        Optimizer::new(OptimizerConfig::adamw(0.0), 0.03).unwrap(),
+    ];
+    for opt in &optimizers {
+        for kind in [IntegratorKind::AbcPsi, IntegratorKind::Bug, IntegratorKind::ParallelBug] {
+            let mut losses = Vec::new();
+            for reset in [false, true] {
+                let mut p = problem(30, 20, 6, &mut StdRng::seed_from_u64(121));
+                let integ = build(kind, TruncationConfig::relative(1e-3));
+                for _ in 0..100 {
+                    ls_step(&mut p, integ.as_ref(), opt, &a);
+                    if reset {
+                        p.layer.slots = Default::default();
+                    }
+                }
+                losses.push(loss(&p.layer.to_dense(), &a));
+            }
+            eprintln!("{kind} {:?}: carried {:.3e}, reset {:.3e}", opt.config, losses[0], losses[1]);
+            assert!(losses[0] < losses[1], "{kind} {:?}: carried {} vs reset {}", opt.config, losses[0], losses[1]);
+        }
+    }
+}
