@@ -71,10 +71,13 @@ pub fn matrix(args: &MatrixArgs, out: &mut impl Write) -> Result<()> {
     }
     // A = X Yᵀ with Gaussian X (n×k), Y (m×k): rank k, norm O(√(nm k)).
     let gauss = |rows, cols, rng: &mut StdRng| {
-        let g = faer::Mat::from_fn(rows, cols, |_, _| rand_distr::Distribution::sample(&rand_distr::StandardNormal, rng));
+        let g = faer::Mat::from_fn(rows, cols, |_, _| {
+            rand_distr::Distribution::sample(&rand_distr::StandardNormal, rng)
+        });
         from_faer::<TrainBackend>(g.as_ref(), &device)
     };
-    let target: Tensor<TrainBackend, 2> = gauss(args.n, k, &mut rng).matmul(gauss(args.m, k, &mut rng).transpose());
+    let target: Tensor<TrainBackend, 2> =
+        gauss(args.n, k, &mut rng).matmul(gauss(args.m, k, &mut rng).transpose());
     let truncation = TruncationConfig::relative(args.tau);
     let integrator = args.method.build::<TrainBackend>(&truncation)?;
     let opt = Optimizer::new(crate::optim::OptimizerConfig::Sgd, args.lr)?;
@@ -86,8 +89,16 @@ pub fn matrix(args: &MatrixArgs, out: &mut impl Write) -> Result<()> {
     for step in 1..=args.steps {
         let report = train::step(&mut problem, integrator.as_ref(), &opt, |p| p.least_squares(&target))?;
         let c = report.counters;
-        writeln!(out, "{step:>4}  {:<12.6e}  {:>4}  {:>6}  {:>2}  {:>3}", report.loss, problem.layer.rank(), c.passes, c.qr, c.svd)
-            .map_err(io)?;
+        writeln!(
+            out,
+            "{step:>4}  {:<12.6e}  {:>4}  {:>6}  {:>2}  {:>3}",
+            report.loss,
+            problem.layer.rank(),
+            c.passes,
+            c.qr,
+            c.svd
+        )
+        .map_err(io)?;
     }
     Ok(())
 }

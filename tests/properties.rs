@@ -94,12 +94,13 @@ fn t2_t3_abc_psi_step_is_w0_minus_projected_gradient_in_both_forms() {
         let expected = W0.clone() - U_hat.clone().matmul(U_hat.transpose().matmul(G)).mul_scalar(lr);
         let err = fro(p.layer.to_dense() - expected.clone()) / fro(expected);
         assert!(err < ROUND_OFF, "{form:?}: ‖W1 − (W0 − λÛÛᵀG)‖/‖W1‖ = {err:e}");
-        assert!(orthonormality_error(p.layer.u()) < ROUND_OFF && orthonormality_error(p.layer.v()) < ROUND_OFF);
+        assert!(
+            orthonormality_error(p.layer.u()) < ROUND_OFF && orthonormality_error(p.layer.v()) < ROUND_OFF
+        );
         results.push(p.layer.to_dense());
     }
     assert!(fro(results[0].clone() - results[1].clone()) < ROUND_OFF * fro(results[0].clone()));
 }
-
 
 #[test]
 fn t5_truncation_error_is_the_dropped_tail_and_below_tau() {
@@ -113,7 +114,8 @@ fn t5_truncation_error_is_the_dropped_tail_and_below_tau() {
         ls_pass(&mut p, integ.as_ref(), &opt, 0, &a);
         let U_hat = p.layer.u().clone();
         ls_pass(&mut p, integ.as_ref(), &opt, 1, &a);
-        let W1 = W0.clone() - U_hat.clone().matmul(U_hat.transpose().matmul(W0.clone() - a.clone())).mul_scalar(0.5);
+        let W1 = W0.clone()
+            - U_hat.clone().matmul(U_hat.transpose().matmul(W0.clone() - a.clone())).mul_scalar(0.5);
         let dropped = fro(W1.clone() - p.layer.to_dense());
         assert!(dropped < tau * fro(W1.clone()), "τ = {tau}: dropped {dropped} ≥ τ‖W1‖");
         if tau >= 0.1 {
@@ -163,7 +165,9 @@ fn t6_converges_to_best_rank_r_approximation_with_vanishing_projected_gradient()
     let a = with_spectrum(40, 30, &[10.0, 8.0, 6.0, 5.0, 0.5, 0.2, 0.1], &mut rng);
     let a_r = best_rank(&a, 4);
     let bounds = TruncationConfig::relative(1e-12).with_bounds(4, Some(4));
-    for kind in [IntegratorKind::AbcPsi, IntegratorKind::Bug, IntegratorKind::ParallelBug, IntegratorKind::Psi] {
+    for kind in
+        [IntegratorKind::AbcPsi, IntegratorKind::Bug, IntegratorKind::ParallelBug, IntegratorKind::Psi]
+    {
         let opt = Optimizer::sgd(0.8);
         let mut p = problem(40, 30, 4, &mut StdRng::seed_from_u64(51));
         let integ = build(kind, bounds.clone());
@@ -204,8 +208,16 @@ fn rank_adaptivity_finds_the_target_rank_from_below_and_above() {
 /// U̇ = (I − UUᵀ) F V S⁻¹, Ṡ = Uᵀ F V, V̇ = (I − VVᵀ) Fᵀ U S⁻ᵀ. Returns W after the step.
 fn naive_euler_step(U: &mut T2, S: &mut T2, V: &mut T2, F: &T2, h: f64) {
     let svd = dlrt::linalg::thin_svd(dlrt::linalg::to_faer(S).as_ref(), "S").unwrap();
-    let inv = faer::Mat::from_fn(svd.sigma.len(), svd.sigma.len(), |i, j| if i == j { 1.0 / svd.sigma[i] } else { 0.0 });
-    let S_inv: T2 = dlrt::linalg::from_faer((svd.V.as_ref() * inv * svd.U.as_ref().transpose()).as_ref(), &Default::default());
+    let inv =
+        faer::Mat::from_fn(
+            svd.sigma.len(),
+            svd.sigma.len(),
+            |i, j| if i == j { 1.0 / svd.sigma[i] } else { 0.0 },
+        );
+    let S_inv: T2 = dlrt::linalg::from_faer(
+        (svd.V.as_ref() * inv * svd.U.as_ref().transpose()).as_ref(),
+        &Default::default(),
+    );
     let (n, m) = (U.dims()[0], V.dims()[0]);
     let pu = eye(n) - U.clone().matmul(U.clone().transpose());
     let pv = eye(m) - V.clone().matmul(V.clone().transpose());
@@ -292,7 +304,8 @@ fn psi_is_exact_on_the_lubich_oseledets_test_when_a_has_rank_r() {
     }
     // The contrast: the same test with A of full rank is not reproduced exactly.
     let full = LubichOseledets { d: (0..n).map(|j| 2f64.powi(-(j as i32) - 1)).collect(), ..lo };
-    let layer = LowRankLinear::from_dense(&full.at(0.0), Some(r), &TruncationConfig::default(), None).unwrap();
+    let layer =
+        LowRankLinear::from_dense(&full.at(0.0), Some(r), &TruncationConfig::default(), None).unwrap();
     let mut p = MatrixProblem::new(layer);
     let increment = full.at(h) - full.at(0.0);
     train::step(&mut p, integ.as_ref(), &opt, |p| p.linear(&increment, lr)).unwrap();
@@ -410,7 +423,13 @@ fn optimizer_state_carried_across_basis_changes_beats_resetting_it() {
                 losses.push(loss(&p.layer.to_dense(), &a));
             }
             eprintln!("{kind} {:?}: carried {:.3e}, reset {:.3e}", opt.config, losses[0], losses[1]);
-            assert!(losses[0] < losses[1], "{kind} {:?}: carried {} vs reset {}", opt.config, losses[0], losses[1]);
+            assert!(
+                losses[0] < losses[1],
+                "{kind} {:?}: carried {} vs reset {}",
+                opt.config,
+                losses[0],
+                losses[1]
+            );
         }
     }
 }

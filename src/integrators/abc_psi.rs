@@ -105,7 +105,11 @@ impl<B: AutodiffBackend> Integrator<B> for AbcPsi {
 }
 
 /// (1) K1 = K0 − λ ∇_K ℒ, with K0 = U0 S0 in the basis V0.
-fn k_step<B: AutodiffBackend>(layer: &mut LowRankLinear<B>, grad_K: Tensor<B, 2>, opt: &Optimizer) -> Tensor<B, 2> {
+fn k_step<B: AutodiffBackend>(
+    layer: &mut LowRankLinear<B>,
+    grad_K: Tensor<B, 2>,
+    opt: &Optimizer,
+) -> Tensor<B, 2> {
     let K0 = layer.u().clone().matmul(layer.s().clone());
     let V0 = layer.v().clone();
     opt.step(K0, grad_K, &mut layer.slots.k, Bases::right(&V0))
@@ -123,7 +127,11 @@ fn bc_s_step<B: AutodiffBackend>(U_hat: &Tensor<B, 2>, U0: &Tensor<B, 2>, S0: Te
 }
 
 /// (4) L1 = L0 − λ ∇_L ℒ, with L0 = V0 S̄ᵀ in the basis Û.
-fn l_step<B: AutodiffBackend>(layer: &mut LowRankLinear<B>, grad_L: Tensor<B, 2>, opt: &Optimizer) -> Tensor<B, 2> {
+fn l_step<B: AutodiffBackend>(
+    layer: &mut LowRankLinear<B>,
+    grad_L: Tensor<B, 2>,
+    opt: &Optimizer,
+) -> Tensor<B, 2> {
     let L0 = layer.v().clone().matmul(layer.s().clone().transpose());
     let U_hat = layer.u().clone();
     opt.step(L0, grad_L, &mut layer.slots.l, Bases::right(&U_hat))

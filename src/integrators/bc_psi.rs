@@ -50,7 +50,12 @@ impl<B: AutodiffBackend> Integrator<B> for BcPsi {
         let (U0, S0, V0) = (layer.u().clone(), layer.s().clone(), layer.v().clone());
         if pass == 0 {
             // (1) K1 = K0 − λ ∇_K ℒ
-            let K1 = opt.step(U0.clone().matmul(S0.clone()), required(grads.k, "K", kind)?, &mut layer.slots.k, Bases::right(&V0));
+            let K1 = opt.step(
+                U0.clone().matmul(S0.clone()),
+                required(grads.k, "K", kind)?,
+                &mut layer.slots.k,
+                Bases::right(&V0),
+            );
             // (2) U1 = qr(K1).Q
             self.counters.qr(1);
             let U1 = orth(&K1);
@@ -60,7 +65,12 @@ impl<B: AutodiffBackend> Integrator<B> for BcPsi {
         } else {
             layer.step_bias(grads.bias, opt);
             // (4) L1 = L0 − λ ∇_L ℒ
-            let L1 = opt.step(V0.matmul(S0.transpose()), required(grads.l, "L", kind)?, &mut layer.slots.l, Bases::right(&U0));
+            let L1 = opt.step(
+                V0.matmul(S0.transpose()),
+                required(grads.l, "L", kind)?,
+                &mut layer.slots.l,
+                Bases::right(&U0),
+            );
             // (5) V1, R = qr(L1), S1 = Rᵀ
             self.counters.qr(1);
             let (V1, R) = tensor_qr(&L1);

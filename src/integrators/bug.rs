@@ -60,13 +60,23 @@ impl<B: AutodiffBackend> Integrator<B> for Bug {
         match pass {
             0 => {
                 // (1) K1 = K0 − λ ∇_K ℒ; W stays W0 for the L-pass.
-                let K1 = opt.step(U.matmul(S), required(grads.k, "K", kind)?, &mut layer.slots.k, Bases::right(&V));
+                let K1 = opt.step(
+                    U.matmul(S),
+                    required(grads.k, "K", kind)?,
+                    &mut layer.slots.k,
+                    Bases::right(&V),
+                );
                 layer.scratch = vec![K1];
                 Ok(())
             }
             1 => {
                 // (2) L1 = L0 − λ ∇_L ℒ
-                let L1 = opt.step(V.clone().matmul(S.clone().transpose()), required(grads.l, "L", kind)?, &mut layer.slots.l, Bases::right(&U));
+                let L1 = opt.step(
+                    V.clone().matmul(S.clone().transpose()),
+                    required(grads.l, "L", kind)?,
+                    &mut layer.slots.l,
+                    Bases::right(&U),
+                );
                 let K1 = layer
                     .scratch
                     .pop()
@@ -75,7 +85,8 @@ impl<B: AutodiffBackend> Integrator<B> for Bug {
                 self.counters.qr(2);
                 let U_hat = orth(&Tensor::cat(vec![K1, U.clone()], 1));
                 let V_hat = orth(&Tensor::cat(vec![L1, V.clone()], 1));
-                let S_hat = U_hat.clone().transpose().matmul(U).matmul(S).matmul(V.transpose().matmul(V_hat.clone()));
+                let S_hat =
+                    U_hat.clone().transpose().matmul(U).matmul(S).matmul(V.transpose().matmul(V_hat.clone()));
                 layer.set_factors(U_hat, S_hat, V_hat)
             }
             _ => {

@@ -48,7 +48,8 @@ impl<B: AutodiffBackend> Integrator<B> for Lora {
         let kind = IntegratorKind::Lora;
         layer.step_bias(grads.bias, opt);
         let A = opt.step(layer.u().clone(), required(grads.u, "A", kind)?, &mut layer.slots.u, Bases::none());
-        let B_ = opt.step(layer.v().clone(), required(grads.v, "B", kind)?, &mut layer.slots.v, Bases::none());
+        let B_ =
+            opt.step(layer.v().clone(), required(grads.v, "B", kind)?, &mut layer.slots.v, Bases::none());
         // S = I carries no NaN of A or B (unlike the other integrators' cores), so check here.
         check_finite(&A, "lora factor A")?;
         check_finite(&B_, "lora factor B")?;

@@ -75,8 +75,18 @@ impl<B: AutodiffBackend> Integrator<B> for ParallelBug {
         let (U0, S0, V0) = (layer.u().clone(), layer.s().clone(), layer.v().clone());
         let (r_u, r_v) = (U0.dims()[1], V0.dims()[1]);
         // (1) K1, L1, S1 from the one tangent pass (the pass gives ∇_S = −U0ᵀ G V0).
-        let K1 = opt.step(U0.clone().matmul(S0.clone()), required(grads.k, "K", kind)?, &mut layer.slots.k, Bases::right(&V0));
-        let L1 = opt.step(V0.clone().matmul(S0.clone().transpose()), required(grads.l, "L", kind)?, &mut layer.slots.l, Bases::right(&U0));
+        let K1 = opt.step(
+            U0.clone().matmul(S0.clone()),
+            required(grads.k, "K", kind)?,
+            &mut layer.slots.k,
+            Bases::right(&V0),
+        );
+        let L1 = opt.step(
+            V0.clone().matmul(S0.clone().transpose()),
+            required(grads.l, "L", kind)?,
+            &mut layer.slots.l,
+            Bases::right(&U0),
+        );
         let S1 = opt.step(S0, required(grads.s, "S", kind)?.neg(), &mut layer.slots.s, Bases::both(&U0, &V0));
         // (2) augment
         self.counters.qr(2);

@@ -50,7 +50,12 @@ impl<B: AutodiffBackend> Integrator<B> for Psi {
         match pass {
             0 => {
                 // (1) K1 = K0 − λ ∇_K ℒ;  (2) U1, Ŝ = qr(K1)
-                let K1 = opt.step(U.matmul(S), required(grads.k, "K", kind)?, &mut layer.slots.k, Bases::right(&V));
+                let K1 = opt.step(
+                    U.matmul(S),
+                    required(grads.k, "K", kind)?,
+                    &mut layer.slots.k,
+                    Bases::right(&V),
+                );
                 self.counters.qr(1);
                 let (U1, S_hat) = tensor_qr(&K1);
                 layer.set_factors(U1, S_hat, V)
@@ -64,7 +69,12 @@ impl<B: AutodiffBackend> Integrator<B> for Psi {
             _ => {
                 layer.step_bias(grads.bias, opt);
                 // (4) L1 = L0 − λ ∇_L ℒ;  (5) V1, R = qr(L1), S1 = Rᵀ
-                let L1 = opt.step(V.matmul(S.transpose()), required(grads.l, "L", kind)?, &mut layer.slots.l, Bases::right(&U));
+                let L1 = opt.step(
+                    V.matmul(S.transpose()),
+                    required(grads.l, "L", kind)?,
+                    &mut layer.slots.l,
+                    Bases::right(&U),
+                );
                 self.counters.qr(1);
                 let (V1, R) = tensor_qr(&L1);
                 layer.set_factors(U, R.transpose(), V1)

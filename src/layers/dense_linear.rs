@@ -117,6 +117,11 @@ impl<B: AutodiffBackend> DenseLinear<B> {
 impl<B: Backend> fmt::Display for DenseLinear<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let [n, m] = self.w.dims();
-        write!(f, "DenseLinear {{n: {n}, m: {m}, bias: {}, params: {}}}", self.bias.is_some(), self.num_params())
+        write!(
+            f,
+            "DenseLinear {{n: {n}, m: {m}, bias: {}, params: {}}}",
+            self.bias.is_some(),
+            self.num_params()
+        )
     }
 }

@@ -249,7 +249,11 @@ impl<B: Backend> LowRankLinear<B> {
             ));
         }
         if ru > n || rv > m {
-            return Err(Error::shape("factors of LowRankLinear", format!("rank ≤ {n}, {m}"), format!("{ru}, {rv}")));
+            return Err(Error::shape(
+                "factors of LowRankLinear",
+                format!("rank ≤ {n}, {m}"),
+                format!("{ru}, {rv}"),
+            ));
         }
         // Only S is checked here: it is small, and every integrator forms it from the new
         // bases (S̄ = ÛᵀU0S0, R of a QR, Σ of an SVD), so a NaN in U or V reaches S too.
@@ -320,7 +324,8 @@ impl<B: Backend> LowRankLinear<B> {
     /// - x: [batch, n]
     /// - output: [batch, m]
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        let leaf = |t: &Option<Tensor<B, 2>>, default: &Tensor<B, 2>| t.clone().unwrap_or_else(|| default.clone());
+        let leaf =
+            |t: &Option<Tensor<B, 2>>, default: &Tensor<B, 2>| t.clone().unwrap_or_else(|| default.clone());
         let vt = |v: Tensor<B, 2>| v.transpose();
         let (z, bias) = match &self.leaves {
             None => (self.low_rank_product(x.clone(), &self.u, &self.s, &self.v), self.bias.clone()),
@@ -356,7 +361,13 @@ impl<B: Backend> LowRankLinear<B> {
         }
     }
 
-    fn low_rank_product(&self, x: Tensor<B, 2>, u: &Tensor<B, 2>, s: &Tensor<B, 2>, v: &Tensor<B, 2>) -> Tensor<B, 2> {
+    fn low_rank_product(
+        &self,
+        x: Tensor<B, 2>,
+        u: &Tensor<B, 2>,
+        s: &Tensor<B, 2>,
+        v: &Tensor<B, 2>,
+    ) -> Tensor<B, 2> {
         x.matmul(u.clone()).matmul(s.clone()).matmul(v.clone().transpose())
     }
 
@@ -447,19 +458,26 @@ mod tests {
     #[test]
     fn random_init_is_orthonormal_with_the_documented_scale() {
         let mut rng = StdRng::seed_from_u64(0);
-        let layer = LowRankLinear::<B>::random(50, 30, 5, true, 2f64.sqrt(), &mut rng, &Default::default()).unwrap();
+        let layer =
+            LowRankLinear::<B>::random(50, 30, 5, true, 2f64.sqrt(), &mut rng, &Default::default()).unwrap();
         let eye = Tensor::<B, 2>::eye(5, &Default::default());
         assert!(max_abs(layer.u().clone().transpose().matmul(layer.u().clone()) - eye.clone()) < 1e-13);
         assert!(max_abs(layer.v().clone().transpose().matmul(layer.v().clone()) - eye) < 1e-13);
         let fro2 = layer.to_dense().powf_scalar(2.0).sum().into_scalar();
         assert!((fro2 - 2.0 * 30.0).abs() < 1e-10, "‖W‖² = gain²·m, got {fro2}");
-        assert_eq!(layer.to_string(), "LowRankLinear {n: 50, m: 30, r: 5, bias: true, adapter: false, params: 455}");
+        assert_eq!(
+            layer.to_string(),
+            "LowRankLinear {n: 50, m: 30, r: 5, bias: true, adapter: false, params: 455}"
+        );
     }
 
     #[test]
     fn from_dense_by_rank_is_the_best_approximation() {
         let device = Default::default();
-        let w = Tensor::<B, 2>::from_data([[3.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 0.5], [0.0, 0.0, 0.0]], &device);
+        let w = Tensor::<B, 2>::from_data(
+            [[3.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 0.5], [0.0, 0.0, 0.0]],
+            &device,
+        );
         let layer = LowRankLinear::from_dense(&w, Some(2), &TruncationConfig::default(), None).unwrap();
         assert_eq!(layer.rank(), 2);
         let err = (layer.to_dense() - w.clone()).powf_scalar(2.0).sum().sqrt().into_scalar();
@@ -485,9 +503,16 @@ mod tests {
         let device = Default::default();
         let u = Tensor::<B, 2>::zeros([5, 2], &device);
         let v = Tensor::<B, 2>::zeros([4, 2], &device);
-        let err = LowRankLinear::from_factors(u.clone(), Tensor::zeros([3, 2], &device), v.clone(), None).unwrap_err();
+        let err = LowRankLinear::from_factors(u.clone(), Tensor::zeros([3, 2], &device), v.clone(), None)
+            .unwrap_err();
         assert!(matches!(err, Error::Shape { .. }), "{err}");
-        let err = LowRankLinear::from_factors(u.clone(), Tensor::zeros([2, 2], &device), v.clone(), Some(Tensor::zeros([5], &device))).unwrap_err();
+        let err = LowRankLinear::from_factors(
+            u.clone(),
+            Tensor::zeros([2, 2], &device),
+            v.clone(),
+            Some(Tensor::zeros([5], &device)),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("bias"), "{err}");
         let s = Tensor::<B, 2>::from_data([[1.0, f64::NAN], [0.0, 1.0]], &device);
         let err = LowRankLinear::from_factors(u, s, v, None).unwrap_err();

@@ -13,9 +13,7 @@ use faer::{Mat, MatRef};
 pub fn to_faer<B: Backend>(t: &Tensor<B, 2>) -> Mat<f64> {
     let [rows, cols] = t.dims();
     let data = t.to_data().convert::<f64>();
-    let values = data
-        .as_slice::<f64>()
-        .expect("TensorData::convert::<f64> yields f64 storage");
+    let values = data.as_slice::<f64>().expect("TensorData::convert::<f64> yields f64 storage");
     Mat::from_fn(rows, cols, |i, j| values[i * cols + j])
 }
 

@@ -9,7 +9,7 @@
 //! - [`convert`]: Burn tensor ⇄ faer matrix, the only place the two meet.
 //! - [`qr`]: thin QR and orthonormal bases ([`orth`]).
 //! - [`svd`]: thin SVD with a typed non-convergence error.
-//! - [`truncate`]: the rank-selection rule ‖(σ_{r1+1}, …)‖₂ < ϑ‖σ‖₂ and its config.
+//! - [`mod@truncate`]: the rank-selection rule ‖(σ_{r1+1}, …)‖₂ < ϑ‖σ‖₂ and its config.
 #![allow(non_snake_case)]
 
 pub mod convert;

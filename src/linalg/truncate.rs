@@ -78,11 +78,7 @@ impl TruncationConfig {
         }
         if let Some(r_max) = self.r_max {
             if r_max < self.r_min {
-                return Err(Error::config(
-                    "r_max",
-                    r_max,
-                    &format!("at least r_min = {}", self.r_min),
-                ));
+                return Err(Error::config("r_max", r_max, &format!("at least r_min = {}", self.r_min)));
             }
         }
         Ok(())

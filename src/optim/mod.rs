@@ -292,9 +292,7 @@ mod tests {
         let m2 = m1.clone() * m1.clone();
         let slot = slot_with_state(m1.clone(), m2.clone(), v.clone());
         let state = transport(slot.state.clone().unwrap(), &slot, Bases::right(&v));
-        let close = |a: Tensor<B, 2>, b: Tensor<B, 2>| {
-            (a - b).abs().max().into_scalar() < 1e-14
-        };
+        let close = |a: Tensor<B, 2>, b: Tensor<B, 2>| (a - b).abs().max().into_scalar() < 1e-14;
         assert!(close(state.moment_1.unwrap(), m1));
         assert!(close(state.moment_2.unwrap(), m2));
         assert_eq!(state.time, 3);

@@ -38,7 +38,12 @@ pub fn prepare<B: AutodiffBackend, N: Network<B>>(net: &mut N, integrator: &dyn 
 ///
 /// A non-finite loss stops the step with [`Error::NonFinite`] before that pass updates
 /// anything; one loss value per pass is read back, a synchronisation point on the GPU.
-pub fn step<B, N, F>(net: &mut N, integrator: &dyn Integrator<B>, opt: &Optimizer, mut loss: F) -> Result<StepReport>
+pub fn step<B, N, F>(
+    net: &mut N,
+    integrator: &dyn Integrator<B>,
+    opt: &Optimizer,
+    mut loss: F,
+) -> Result<StepReport>
 where
     B: AutodiffBackend,
     N: Network<B>,
@@ -57,7 +62,13 @@ where
 /// Pass number `i` of a step (see [`step`]); returns the loss it evaluated.
 ///
 /// Exposed so tests can look at a layer between the passes of a step (property T1).
-pub fn pass<B, N, F>(net: &mut N, integrator: &dyn Integrator<B>, opt: &Optimizer, i: usize, loss: &mut F) -> Result<f64>
+pub fn pass<B, N, F>(
+    net: &mut N,
+    integrator: &dyn Integrator<B>,
+    opt: &Optimizer,
+    i: usize,
+    loss: &mut F,
+) -> Result<f64>
 where
     B: AutodiffBackend,
     N: Network<B>,

@@ -1,0 +1,33 @@
+//! The `dlrt` binary end to end.
+
+use std::process::Command;
+
+fn dlrt(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_dlrt")).args(args).output().expect("run dlrt")
+}
+
+#[test]
+fn matrix_finds_the_target_rank_with_abc_psi() {
+    let out = dlrt(&["matrix", "--method", "abc_psi", "--target-rank", "7", "--rank", "3", "--steps", "25"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let rows: Vec<Vec<&str>> = text.lines().skip(1).map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(rows.len(), 25);
+    let (first, last) = (&rows[0], &rows[24]);
+    assert_eq!(last[2], "7", "final rank: {text}");
+    let loss = |row: &Vec<&str>| row[1].parse::<f64>().unwrap();
+    assert!(loss(last) < 1e-6 * loss(first), "{text}");
+    // abc-PSI: 2 passes, 1 QR, 1 SVD per step.
+    assert_eq!(&last[3..], &["50", "25", "25"]);
+}
+
+#[test]
+fn bad_arguments_fail_with_a_message_naming_the_value() {
+    let out = dlrt(&["matrix", "--tau", "1.5"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("tol") && err.contains("1.5"), "{err}");
+    let out = dlrt(&["matrix", "--method", "svd_magic"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("abc_psi"), "lists the valid methods");
+}

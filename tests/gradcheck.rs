@@ -1,0 +1,155 @@
+//! Finite-difference checks of the gradients autodiff returns in every forward
+//! parametrization of `LowRankLinear` (and of `DenseLinear`), in f64.
+//!
+//! The loss is nonlinear in W, ℒ(W, b) = Σ C ∘ tanh(x W + b). Its gradient G = ∇_W ℒ and
+//! ∇_b ℒ are taken by central differences on the dense W (step 1e-6, error O(1e-10)); each
+//! parametrization's autodiff gradients must then equal the formulas of the layer's docs
+//! (∇_K = G V, ∇_L = Gᵀ U, ∇_S = Uᵀ G V, …) to 1e-7 relative.
+#![allow(non_snake_case)]
+
+mod common;
+
+use burn::tensor::Tensor;
+use common::*;
+use dlrt::{DenseLinear, LowRankLinear, Pass};
+use rand::{rngs::StdRng, SeedableRng};
+
+const H: f64 = 1e-6;
+const TOL: f64 = 1e-7;
+
+struct Setup {
+    x: T2,
+    c: T2,
+}
+
+impl Setup {
+    fn loss(&self, z: T2) -> Tensor<B, 1> {
+        (z.tanh() * self.c.clone()).sum()
+    }
+
+    /// (G, ∇_b) by central differences on a dense copy of the layer's effective weight.
+    fn finite_differences(&self, w: &T2, b: &Tensor<B, 1>) -> (T2, Tensor<B, 1>) {
+        let [n, m] = w.dims();
+        let eval = |w: T2, b: Tensor<B, 1>| -> f64 {
+            let layer = DenseLinear::from_weights(w, Some(b)).unwrap();
+            self.loss(layer.forward(self.x.clone())).into_scalar()
+        };
+        let mut g = vec![0.0; n * m];
+        for i in 0..n {
+            for j in 0..m {
+                let mut e = vec![0.0; n * m];
+                e[i * m + j] = H;
+                let e: T2 = Tensor::<B, 1>::from_floats(e.as_slice(), &Default::default()).reshape([n, m]);
+                g[i * m + j] =
+                    (eval(w.clone() + e.clone(), b.clone()) - eval(w.clone() - e, b.clone())) / (2.0 * H);
+            }
+        }
+        let mut gb = vec![0.0; m];
+        for (j, gj) in gb.iter_mut().enumerate() {
+            let mut e = vec![0.0; m];
+            e[j] = H;
+            let e = Tensor::<B, 1>::from_floats(e.as_slice(), &Default::default());
+            *gj = (eval(w.clone(), b.clone() + e.clone()) - eval(w.clone(), b.clone() - e)) / (2.0 * H);
+        }
+        let dev = Default::default();
+        (
+            Tensor::<B, 1>::from_floats(g.as_slice(), &dev).reshape([n, m]),
+            Tensor::from_floats(gb.as_slice(), &dev),
+        )
+    }
+}
+
+fn assert_close(got: Option<T2>, expected: T2, what: &str) {
+    let got = got.unwrap_or_else(|| panic!("{what}: no gradient"));
+    assert_eq!(got.dims(), expected.dims(), "{what}");
+    let err = fro(got - expected.clone()) / fro(expected).max(1e-12);
+    assert!(err < TOL, "{what}: relative error {err:e}");
+}
+
+fn check_layer(mut layer: LowRankLinear<B>, label: &str, rng: &mut StdRng) {
+    let (n, m) = (layer.n(), layer.m());
+    let setup = Setup { x: gaussian(4, n, rng), c: gaussian(4, m, rng) };
+    let (G, gb) = setup.finite_differences(&layer.to_dense(), layer.bias().unwrap());
+    let (U, S, V) = (layer.u().clone(), layer.s().clone(), layer.v().clone());
+    for pass in [Pass::K, Pass::L, Pass::S, Pass::Tangent, Pass::Factors] {
+        layer.begin_pass(pass);
+        let z = layer.forward(setup.x.clone());
+        // Every parametrization evaluates the same W.
+        let dense = setup.x.clone().matmul(layer.to_dense()) + layer.bias().unwrap().clone().unsqueeze::<2>();
+        assert!(max_abs(z.clone() - dense) < 1e-12, "{label} {pass:?}: forward differs from x W + b");
+        let grads = setup.loss(z).backward();
+        let g = layer.take_grads(&grads);
+        let what = |f: &str| format!("{label} {pass:?} ∇{f}");
+        let (GV, GtU, UtGV) = (
+            G.clone().matmul(V.clone()),
+            G.clone().transpose().matmul(U.clone()),
+            U.clone().transpose().matmul(G.clone()).matmul(V.clone()),
+        );
+        match pass {
+            Pass::K => assert_close(g.k, GV, &what("K")),
+            Pass::L => assert_close(g.l, GtU, &what("L")),
+            Pass::S => assert_close(g.s, UtGV, &what("S")),
+            Pass::Tangent => {
+                assert_close(g.k, GV, &what("K"));
+                assert_close(g.l, GtU, &what("L"));
+                assert_close(g.s, UtGV.neg(), &what("S"));
+            }
+            Pass::Factors => {
+                assert_close(g.u, GV.matmul(S.clone().transpose()), &what("U"));
+                assert_close(g.v, GtU.matmul(S.clone()), &what("V"));
+            }
+            Pass::Dense => unreachable!(),
+        }
+        let gb_auto = g.bias.expect("bias gradient").unsqueeze::<2>();
+        assert_close(Some(gb_auto), gb.clone().unsqueeze::<2>(), &what("b"));
+    }
+}
+
+#[test]
+fn every_parametrization_matches_finite_differences() {
+    let mut rng = StdRng::seed_from_u64(1);
+    let bias = |m: usize, rng: &mut StdRng| gaussian(1, m, rng).reshape([m]);
+    // Square core at rank 3.
+    let b = bias(5, &mut rng);
+    let layer = LowRankLinear::from_factors(
+        orthonormal(7, 3, &mut rng),
+        gaussian(3, 3, &mut rng),
+        orthonormal(5, 3, &mut rng),
+        Some(b),
+    )
+    .unwrap();
+    check_layer(layer, "square S", &mut rng);
+    // Rectangular core, as between abc-PSI's passes (Û n×2r, S̄ 2r×r).
+    let b = bias(5, &mut rng);
+    let layer = LowRankLinear::from_factors(
+        orthonormal(7, 4, &mut rng),
+        gaussian(4, 2, &mut rng),
+        orthonormal(5, 2, &mut rng),
+        Some(b),
+    )
+    .unwrap();
+    check_layer(layer, "rectangular S", &mut rng);
+    // Adapter on a frozen base, after its core has left zero.
+    let b = bias(5, &mut rng);
+    let mut adapter = LowRankLinear::adapter(gaussian(7, 5, &mut rng), 2, Some(b), &mut rng).unwrap();
+    let (u, v) = (adapter.u().clone(), adapter.v().clone());
+    adapter.set_factors(u, gaussian(2, 2, &mut rng), v).unwrap();
+    check_layer(adapter, "adapter", &mut rng);
+}
+
+#[test]
+fn dense_layer_gradient_matches_finite_differences() {
+    use dlrt::optim::Optimizer;
+    let mut rng = StdRng::seed_from_u64(2);
+    let w = gaussian(6, 4, &mut rng);
+    let b = gaussian(1, 4, &mut rng).reshape([4]);
+    let setup = Setup { x: gaussian(3, 6, &mut rng), c: gaussian(3, 4, &mut rng) };
+    let (G, gb) = setup.finite_differences(&w, &b);
+    let mut layer = DenseLinear::from_weights(w.clone(), Some(b.clone())).unwrap();
+    layer.begin_pass();
+    let grads = setup.loss(layer.forward(setup.x.clone())).backward();
+    // One SGD step with λ = 1 subtracts exactly the gradient.
+    layer.step(&grads, &Optimizer::sgd(1.0));
+    assert_close(Some(w - layer.weight().clone()), G, "dense ∇W");
+    assert_close(Some((b - layer.bias().unwrap().clone()).unsqueeze::<2>()), gb.unsqueeze::<2>(), "dense ∇b");
+}
