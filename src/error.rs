@@ -43,6 +43,18 @@ pub enum Error {
     /// An operation was asked of a component that does not support it.
     #[error("unsupported: {0}")]
     Unsupported(String),
+    /// A data or weight file is malformed.
+    #[error("{path}: {field}: expected {expected}, got {got}")]
+    BadFile {
+        /// The file.
+        path: PathBuf,
+        /// Which field or part of the file (magic number, item count, tensor name, …).
+        field: String,
+        /// What a valid file has there.
+        expected: String,
+        /// What this file has.
+        got: String,
+    },
     /// Reading or writing a file failed.
     #[error("{path}: {source}")]
     Io {
@@ -65,6 +77,21 @@ impl Error {
             value: value.to_string(),
             expected: expected.to_string(),
         }
+    }
+
+    /// Shorthand for [`Error::BadFile`].
+    pub fn bad_file(
+        path: impl Into<PathBuf>,
+        field: impl Into<String>,
+        expected: impl std::fmt::Display,
+        got: impl std::fmt::Display,
+    ) -> Self {
+        Error::BadFile { path: path.into(), field: field.into(), expected: expected.to_string(), got: got.to_string() }
+    }
+
+    /// Shorthand for [`Error::Io`].
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
     }
 
     /// Shorthand for [`Error::Shape`].

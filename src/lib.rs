@@ -43,6 +43,7 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod data;
 pub mod error;
 pub mod integrators;
 pub mod layers;

@@ -5,6 +5,8 @@
 //! and hands each layer's gradients to the integrator; dense layers take their ordinary
 //! optimizer step from the first pass. There are no integrator-specific branches here.
 
+pub mod metrics;
+
 use burn::tensor::{backend::AutodiffBackend, ElementConversion, Tensor};
 
 use crate::integrators::{CounterSnapshot, Integrator};
