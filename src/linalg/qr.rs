@@ -19,6 +19,7 @@ pub struct ThinQr {
 
 /// Thin QR of `a` (n×k): `a = Q R`, `QᵀQ = I`.
 pub fn thin_qr(a: MatRef<'_, f64>) -> ThinQr {
+    super::sequential();
     let qr = a.qr();
     ThinQr { Q: qr.compute_thin_Q(), R: qr.thin_R().to_owned() }
 }

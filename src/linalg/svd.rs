@@ -28,6 +28,7 @@ pub fn thin_svd(a: MatRef<'_, f64>, context: &str) -> Result<Svd> {
             }
         }
     }
+    super::sequential();
     let svd = a.thin_svd().map_err(|_| Error::SvdNoConvergence { context: context.to_string() })?;
     let sigma = svd.S().column_vector().iter().copied().collect();
     Ok(Svd { U: svd.U().to_owned(), sigma, V: svd.V().to_owned() })
