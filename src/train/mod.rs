@@ -6,6 +6,8 @@
 //! optimizer step from the first pass. There are no integrator-specific branches here.
 
 pub mod metrics;
+pub mod plot;
+pub mod run;
 
 use burn::tensor::{backend::AutodiffBackend, ElementConversion, Tensor};
 

@@ -221,13 +221,8 @@ fn font_registered() -> bool {
 /// Interim: the crate is meant to embed the font from a registry crate (`dejavu`), after which
 /// this is `Some(dejavu::sans::regular())`. Until then a missing font file only drops the text.
 fn font_bytes() -> Option<&'static [u8]> {
-    const PATHS: [&str; 3] = [
-        "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-        "/usr/share/fonts/TTF/DejaVuSans.ttf",
-        "/usr/share/fonts/dejavu/DejaVuSans.ttf",
-    ];
-    let bytes = PATHS.iter().find_map(|p| std::fs::read(p).ok())?;
-    Some(Box::leak(bytes.into_boxed_slice()))
+    // DejaVu Sans from the `dejavu` crate (Bitstream Vera licence): no system font needed.
+    Some(dejavu::sans::regular())
 }
 
 #[cfg(test)]

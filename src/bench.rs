@@ -1,0 +1,159 @@
+//! `dlrt bench`: time per training step of every integrator at the paper's MNIST setting.
+//!
+//! 784-500-500-10, batch 64, r0 = 20, ϑ = 0.01, plain SGD λ = 0.01. Each method first trains
+//! `warmup` steps (so the ranks settle where training takes them), then `steps` steps are
+//! timed one by one; the table gives the median. Batches come from MNIST when it has been
+//! fetched, otherwise from Gaussian inputs (the ranks then differ from real training).
+//! FLOPs are counted from the layer shapes at the final ranks (a backward pass costs twice
+//! its forward), and compared with this machine's measured rate for a large matrix product.
+
+use std::path::Path;
+use std::time::Instant;
+
+use burn::tensor::{backend::AutodiffBackend, Distribution, Int, Tensor, TensorData};
+use rand::{rngs::StdRng, SeedableRng};
+
+use crate::config::RunConfig;
+use crate::data::{self, Split};
+use crate::integrators::{IntegratorKind, Pass};
+use crate::models::mlp::cross_entropy;
+use crate::models::{Layer, Mlp};
+use crate::optim::Optimizer;
+use crate::train::{prepare, step};
+use crate::Result;
+
+/// One row of the benchmark table.
+#[derive(Clone, Debug)]
+pub struct BenchRow {
+    /// The method.
+    pub method: IntegratorKind,
+    /// Median wall time of one training step, in µs.
+    pub median_us: f64,
+    /// Passes per step.
+    pub passes: f64,
+    /// QR decompositions per step (all layers).
+    pub qr: f64,
+    /// SVDs per step (all layers).
+    pub svd: f64,
+    /// Ranks of the low-rank layers after the timed steps.
+    pub ranks: Vec<usize>,
+    /// Floating-point operations of one step (matrix products only).
+    pub flops: f64,
+}
+
+/// GFLOP/s of a 1024×1024×1024 matrix product on the backend (median of 5).
+pub fn matmul_rate<B: AutodiffBackend>(device: &B::Device) -> f64 {
+    let n = 1024;
+    let a = Tensor::<B::InnerBackend, 2>::random([n, n], Distribution::Default, device);
+    let b = Tensor::<B::InnerBackend, 2>::random([n, n], Distribution::Default, device);
+    let mut times: Vec<f64> = (0..6)
+        .map(|_| {
+            let t = Instant::now();
+            let c = a.clone().matmul(b.clone());
+            let _ = c.slice([0..1, 0..1]).into_data();
+            t.elapsed().as_secs_f64()
+        })
+        .skip(1)
+        .collect();
+    times.sort_by(f64::total_cmp);
+    2.0 * (n * n * n) as f64 / times[times.len() / 2] / 1e9
+}
+
+/// Matrix-product FLOPs of one step of `method` on `model` at batch size `b`.
+fn step_flops<B: AutodiffBackend>(model: &Mlp<B>, passes: &[Pass], b: usize) -> f64 {
+    let mut total = 0.0;
+    for &pass in passes {
+        for layer in &model.layers {
+            let (n, m) = layer.shape();
+            let (n, m, bf) = (n as f64, m as f64, b as f64);
+            let forward = match layer {
+                Layer::Dense(_) => 2.0 * bf * n * m,
+                Layer::LowRank(l) => {
+                    let r = l.rank() as f64;
+                    // Between passes abc-PSI's basis is 2r wide: use r_u = 2r for L and S passes.
+                    let ru = if matches!(pass, Pass::L | Pass::S) && passes.len() > 1 { 2.0 * r } else { r };
+                    match pass {
+                        Pass::Tangent => 2.0 * bf * (2.0 * n * r + 2.0 * r * m + r * r),
+                        _ => 2.0 * bf * (n * ru + ru * m),
+                    }
+                }
+            };
+            total += 3.0 * forward;
+        }
+    }
+    total
+}
+
+/// Peak resident memory of this process in MiB (VmHWM), where the OS reports it.
+pub fn peak_memory_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// Benchmarks `methods` with `warmup` untimed and `steps` timed steps each.
+pub fn run<B: AutodiffBackend>(
+    methods: &[IntegratorKind],
+    warmup: usize,
+    steps: usize,
+    data_dir: &Path,
+    device: &B::Device,
+) -> Result<(Vec<BenchRow>, bool)> {
+    let base = RunConfig::paper_mnist();
+    let batch = base.train.batch_size;
+    let mnist = data::load(base.train.dataset, Split::Train, data_dir).ok();
+    let mut rng = StdRng::seed_from_u64(0);
+    let mut rows = Vec::new();
+    for &method in methods {
+        let mut cfg = base.clone();
+        cfg.integrator.method = method;
+        let m = &cfg.model;
+        let mut model =
+            Mlp::<B>::new(&m.widths, &cfg.low_rank_flags()?, m.rank, m.init_gain, &mut rng, device)?;
+        let integrator = method.build::<B>(&cfg.integrator.truncation())?;
+        prepare(&mut model, integrator.as_ref())?;
+        let opt = Optimizer::sgd(cfg.optimizer.lr);
+        let mut times = Vec::with_capacity(steps);
+        let before = integrator.counters().snapshot();
+        for k in 0..warmup + steps {
+            let (x, y) = match &mnist {
+                Some(d) => {
+                    let idx: Vec<usize> = (0..batch).map(|i| (k * batch + i) % d.len).collect();
+                    let (px, lb) = d.gather(&idx);
+                    (
+                        Tensor::<B, 2>::from_data(TensorData::new(px, [batch, 784]), device),
+                        Tensor::<B, 1, Int>::from_data(TensorData::new(lb, [batch]), device),
+                    )
+                }
+                None => (
+                    Tensor::<B, 2>::random([batch, 784], Distribution::Normal(0.0, 1.0), device),
+                    Tensor::<B, 1, Int>::from_data(
+                        TensorData::new((0..batch as i64).map(|i| i % 10).collect(), [batch]),
+                        device,
+                    ),
+                ),
+            };
+            let started = Instant::now();
+            step(&mut model, integrator.as_ref(), &opt, |net| {
+                cross_entropy(net.forward(x.clone()), y.clone())
+            })?;
+            if k >= warmup {
+                times.push(started.elapsed().as_secs_f64() * 1e6);
+            }
+        }
+        let c = integrator.counters().snapshot();
+        let per = |a: u64, b: u64| (a - b) as f64 / (warmup + steps) as f64;
+        times.sort_by(f64::total_cmp);
+        rows.push(BenchRow {
+            method,
+            median_us: times[times.len() / 2],
+            passes: per(c.passes, before.passes),
+            qr: per(c.qr, before.qr),
+            svd: per(c.svd, before.svd),
+            ranks: model.ranks(),
+            flops: step_flops(&model, integrator.passes(), batch),
+        });
+    }
+    Ok((rows, mnist.is_some()))
+}

@@ -1,0 +1,334 @@
+//! Checkpoints and weight files: safetensors with the config and the run state as metadata.
+//!
+//! A checkpoint holds, under the layer paths of the MLP (`layers.{i}.…`):
+//! - low-rank layers: `u` `[n, r]`, `s` `[r, r]`, `v` `[m, r]`, `bias` `[m]`;
+//! - dense layers: `weight` `[n, m]` (Burn's orientation, z = x W + b), `bias` `[m]`;
+//! - optimizer state: `opt.{role}.m1`, `.m2` and the bases `.left`, `.right` it is expressed in;
+//!
+//! and in the metadata the format version, the run config (TOML), the epoch, the step, the
+//! integrator counters, the ranks and the optimizer step counts. Tensors are stored as f32.
+//! Files are written to a temporary file, synced, then renamed over the old one, so a crash or
+//! a full disk never leaves a half-written checkpoint and never destroys the previous one.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{backend::Backend, Tensor, TensorData};
+use safetensors::{tensor::TensorView, Dtype, SafeTensors};
+use serde::{Deserialize, Serialize};
+
+use crate::config::RunConfig;
+use crate::integrators::CounterSnapshot;
+use crate::layers::{DenseLinear, LowRankLinear};
+use crate::models::{Layer, Mlp};
+use crate::optim::{Slot, State};
+use crate::{Error, Result};
+
+/// The checkpoint format this code writes and reads.
+pub const FORMAT: &str = "dlrt-checkpoint-1";
+
+/// Named f32 tensors with their shapes, in a deterministic order.
+pub type TensorMap = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
+/// The run state stored next to the weights.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunState {
+    /// The run's config.
+    pub config: RunConfig,
+    /// Epochs completed.
+    pub epoch: usize,
+    /// Optimizer steps taken.
+    pub step: u64,
+    /// The integrator's counters at the checkpoint.
+    pub counters: CounterSnapshot,
+}
+
+/// Writes `tensors` and `metadata` as safetensors to `path`, atomically.
+pub fn write_safetensors(path: &Path, tensors: &TensorMap, metadata: HashMap<String, String>) -> Result<()> {
+    let views: Vec<(String, TensorView<'_>)> = tensors
+        .iter()
+        .map(|(name, (shape, values))| {
+            let bytes: &[u8] = bytemuck_f32(values);
+            TensorView::new(Dtype::F32, shape.clone(), bytes)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| Error::bad_file(path, name, "a consistent tensor", e))
+        })
+        .collect::<Result<_>>()?;
+    let bytes = safetensors::serialize(views, Some(metadata))
+        .map_err(|e| Error::bad_file(path, "header", "serialisable tensors", e))?;
+    atomic_write(path, &bytes)
+}
+
+fn bytemuck_f32(values: &[f32]) -> &[u8] {
+    // f32 has no padding and any bit pattern is a valid u8 sequence; safetensors is little
+    // endian, as is every target this crate builds for (checked below).
+    const _: () = assert!(cfg!(target_endian = "little"), "dlrt writes little-endian safetensors");
+    unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values)) }
+}
+
+/// Writes `bytes` to `path` through `path.tmp`: write, fsync, rename.
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = tmp_path(path);
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(&tmp, e));
+    }
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+fn tmp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+/// Reads every tensor (converted to f32) and the metadata of a safetensors file.
+pub fn read_safetensors(path: &Path) -> Result<(TensorMap, HashMap<String, String>)> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| Error::bad_file(path, "safetensors header", "a valid safetensors file", e))?;
+    let (_, meta) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| Error::bad_file(path, "safetensors header", "a valid safetensors file", e))?;
+    let mut out = TensorMap::new();
+    for name in st.names() {
+        let view = st.tensor(name).map_err(|e| Error::bad_file(path, name, "a readable tensor", e))?;
+        let data = view.data();
+        let values: Vec<f32> = match view.dtype() {
+            Dtype::F32 => {
+                data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+            }
+            Dtype::F64 => data
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
+                .collect(),
+            Dtype::F16 | Dtype::BF16 => {
+                return Err(Error::bad_file(path, name, "dtype F32 or F64", format!("{:?}", view.dtype())))
+            }
+            other => return Err(Error::bad_file(path, name, "a float dtype", format!("{other:?}"))),
+        };
+        out.insert(name.to_string(), (view.shape().to_vec(), values));
+    }
+    Ok((out, meta.metadata().clone().unwrap_or_default()))
+}
+
+fn to_entry<B: Backend, const D: usize>(t: &Tensor<B, D>) -> (Vec<usize>, Vec<f32>) {
+    let data = t.to_data().convert::<f32>();
+    (data.shape.to_vec(), data.to_vec::<f32>().expect("converted to f32"))
+}
+
+/// Takes tensor `name` out of `tensors`, checking its shape; errors name the file and tensor.
+fn take<B: Backend, const D: usize>(
+    tensors: &mut TensorMap,
+    path: &Path,
+    name: &str,
+    shape: Option<[usize; D]>,
+    device: &B::Device,
+) -> Result<Tensor<B, D>> {
+    let (got, values) =
+        tensors.remove(name).ok_or_else(|| Error::bad_file(path, name, "a tensor of this name", "none"))?;
+    let ok = got.len() == D && shape.is_none_or(|s| s.as_slice() == got.as_slice());
+    if !ok {
+        let expected = shape.map_or(format!("{D} dimensions"), |s| format!("shape {s:?}"));
+        return Err(Error::bad_file(path, name, expected, format!("shape {got:?}")));
+    }
+    if values.iter().any(|v| !v.is_finite()) {
+        return Err(Error::bad_file(path, name, "finite values", "NaN or infinity"));
+    }
+    Ok(Tensor::from_data(TensorData::new(values, got), device))
+}
+
+const ROLES: [&str; 6] = ["k", "l", "s", "u", "v", "bias"];
+
+fn low_rank_slots<B: Backend>(l: &LowRankLinear<B>) -> [(&'static str, &Slot<B>); 6] {
+    let s = &l.slots;
+    [("k", &s.k), ("l", &s.l), ("s", &s.s), ("u", &s.u), ("v", &s.v), ("bias", &s.bias)]
+}
+
+fn put_slot<B: Backend>(
+    prefix: &str,
+    slot: &Slot<B>,
+    tensors: &mut TensorMap,
+    times: &mut BTreeMap<String, usize>,
+) {
+    let Some(state) = &slot.state else { return };
+    times.insert(prefix.to_string(), state.time);
+    let parts =
+        [("m1", &state.moment_1), ("m2", &state.moment_2), ("left", &slot.left), ("right", &slot.right)];
+    for (part, t) in parts {
+        if let Some(t) = t {
+            tensors.insert(format!("{prefix}.{part}"), to_entry(t));
+        }
+    }
+}
+
+fn get_slot<B: Backend>(
+    prefix: &str,
+    tensors: &mut TensorMap,
+    times: &BTreeMap<String, usize>,
+    path: &Path,
+    device: &B::Device,
+) -> Result<Slot<B>> {
+    let Some(&time) = times.get(prefix) else { return Ok(Slot::default()) };
+    let mut part = |p: &str| -> Result<Option<Tensor<B, 2>>> {
+        let name = format!("{prefix}.{p}");
+        if tensors.contains_key(&name) {
+            take(tensors, path, &name, None, device).map(Some)
+        } else {
+            Ok(None)
+        }
+    };
+    let (moment_1, moment_2) = (part("m1")?, part("m2")?);
+    Ok(Slot { state: Some(State { time, moment_1, moment_2 }), left: part("left")?, right: part("right")? })
+}
+
+/// Saves the MLP, its optimizer state and the run state to `path` (atomically).
+pub fn save<B: Backend>(path: &Path, model: &Mlp<B>, state: &RunState) -> Result<()> {
+    let mut tensors = TensorMap::new();
+    let mut times = BTreeMap::new();
+    for (i, layer) in model.layers.iter().enumerate() {
+        let p = format!("layers.{i}");
+        match layer {
+            Layer::LowRank(l) => {
+                tensors.insert(format!("{p}.u"), to_entry(l.u()));
+                tensors.insert(format!("{p}.s"), to_entry(l.s()));
+                tensors.insert(format!("{p}.v"), to_entry(l.v()));
+                if let Some(b) = l.bias() {
+                    tensors.insert(format!("{p}.bias"), to_entry(b));
+                }
+                for (role, slot) in low_rank_slots(l) {
+                    put_slot(&format!("{p}.opt.{role}"), slot, &mut tensors, &mut times);
+                }
+            }
+            Layer::Dense(l) => {
+                tensors.insert(format!("{p}.weight"), to_entry(l.weight()));
+                if let Some(b) = l.bias() {
+                    tensors.insert(format!("{p}.bias"), to_entry(b));
+                }
+                put_slot(&format!("{p}.opt.weight"), &l.slot_w, &mut tensors, &mut times);
+                put_slot(&format!("{p}.opt.bias"), &l.slot_bias, &mut tensors, &mut times);
+            }
+        }
+    }
+    let meta = HashMap::from([
+        ("format".to_string(), FORMAT.to_string()),
+        ("config".to_string(), state.config.to_toml()),
+        ("epoch".to_string(), state.epoch.to_string()),
+        ("step".to_string(), state.step.to_string()),
+        ("counters".to_string(), to_json(&state.counters)),
+        ("ranks".to_string(), to_json(&model.ranks())),
+        ("optimizer_steps".to_string(), to_json(&times)),
+    ]);
+    write_safetensors(path, &tensors, meta)
+}
+
+fn to_json<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("plain data serialises")
+}
+
+fn meta_field<T: std::str::FromStr>(meta: &HashMap<String, String>, path: &Path, key: &str) -> Result<T> {
+    let raw = meta
+        .get(key)
+        .ok_or_else(|| Error::bad_file(path, format!("metadata.{key}"), "present", "missing"))?;
+    raw.parse().map_err(|_| Error::bad_file(path, format!("metadata.{key}"), "a number", raw))
+}
+
+fn meta_json<T: serde::de::DeserializeOwned>(
+    meta: &HashMap<String, String>,
+    path: &Path,
+    key: &str,
+) -> Result<T> {
+    let raw = meta
+        .get(key)
+        .ok_or_else(|| Error::bad_file(path, format!("metadata.{key}"), "present", "missing"))?;
+    serde_json::from_str(raw).map_err(|e| Error::bad_file(path, format!("metadata.{key}"), "valid JSON", e))
+}
+
+/// Loads a checkpoint written by [`save`]; every tensor's name and shape is checked against
+/// the config stored with it, and unexpected tensors are reported.
+pub fn load<B: Backend>(path: &Path, device: &B::Device) -> Result<(Mlp<B>, RunState)> {
+    let (mut tensors, meta) = read_safetensors(path)?;
+    match meta.get("format") {
+        Some(f) if f == FORMAT => {}
+        other => return Err(Error::bad_file(path, "metadata.format", FORMAT, format!("{other:?}"))),
+    }
+    let text =
+        meta.get("config").ok_or_else(|| Error::bad_file(path, "metadata.config", "a run config", "none"))?;
+    let config = RunConfig::from_toml(text, &path.join("<metadata.config>"))?;
+    let state = RunState {
+        epoch: meta_field(&meta, path, "epoch")?,
+        step: meta_field(&meta, path, "step")?,
+        counters: meta_json(&meta, path, "counters")?,
+        config,
+    };
+    let times: BTreeMap<String, usize> = meta_json(&meta, path, "optimizer_steps")?;
+    let flags = state.config.low_rank_flags()?;
+    let mut layers = Vec::new();
+    for (i, (w, &low_rank)) in state.config.model.widths.windows(2).zip(&flags).enumerate() {
+        let (n, m, p) = (w[0], w[1], format!("layers.{i}"));
+        let bias = Some(take(&mut tensors, path, &format!("{p}.bias"), Some([m]), device)?);
+        if low_rank {
+            let u: Tensor<B, 2> = take(&mut tensors, path, &format!("{p}.u"), None, device)?;
+            let r = u.dims()[1];
+            if u.dims()[0] != n || r == 0 || r > n.min(m) {
+                return Err(Error::bad_file(
+                    path,
+                    format!("{p}.u"),
+                    format!("shape [{n}, r], 1 ≤ r ≤ {}", n.min(m)),
+                    format!("{:?}", u.dims()),
+                ));
+            }
+            let s = take(&mut tensors, path, &format!("{p}.s"), Some([r, r]), device)?;
+            let v = take(&mut tensors, path, &format!("{p}.v"), Some([m, r]), device)?;
+            let mut layer = LowRankLinear::from_factors(u, s, v, bias)?;
+            let mut slots = Vec::new();
+            for role in ROLES {
+                slots.push(get_slot(&format!("{p}.opt.{role}"), &mut tensors, &times, path, device)?);
+            }
+            let [k, l, s, u, v, b]: [Slot<B>; 6] = slots.try_into().expect("six roles");
+            layer.slots = crate::layers::low_rank_linear::FactorSlots { k, l, s, u, v, bias: b };
+            layers.push(Layer::LowRank(layer));
+        } else {
+            let w = take(&mut tensors, path, &format!("{p}.weight"), Some([n, m]), device)?;
+            let mut layer = DenseLinear::from_weights(w, bias)?;
+            layer.slot_w = get_slot(&format!("{p}.opt.weight"), &mut tensors, &times, path, device)?;
+            layer.slot_bias = get_slot(&format!("{p}.opt.bias"), &mut tensors, &times, path, device)?;
+            layers.push(Layer::Dense(layer));
+        }
+    }
+    if let Some(name) = tensors.keys().next() {
+        return Err(Error::bad_file(
+            path,
+            name,
+            "only the tensors of the configured MLP",
+            "an unexpected tensor",
+        ));
+    }
+    Ok((Mlp { layers }, state))
+}
+
+/// Writes the dense weights `layers.{i}.weight` = U S Vᵀ ([n, m], z = x W + b) and biases.
+pub fn export_dense<B: Backend>(path: &Path, model: &Mlp<B>, config: &RunConfig) -> Result<()> {
+    let mut tensors = TensorMap::new();
+    for (i, layer) in model.layers.iter().enumerate() {
+        let (w, b) = match layer {
+            Layer::LowRank(l) => l.merge(),
+            Layer::Dense(l) => (l.weight().clone(), l.bias().cloned()),
+        };
+        tensors.insert(format!("layers.{i}.weight"), to_entry(&w));
+        if let Some(b) = b {
+            tensors.insert(format!("layers.{i}.bias"), to_entry(&b));
+        }
+    }
+    let meta = HashMap::from([
+        ("format".to_string(), "dlrt-dense-1".to_string()),
+        ("orientation".to_string(), "weight is [fan_in, fan_out]: z = x W + b".to_string()),
+        ("config".to_string(), config.to_toml()),
+    ]);
+    write_safetensors(path, &tensors, meta)
+}

@@ -1,0 +1,394 @@
+//! `RunConfig`: everything a training run needs, read from TOML.
+//!
+//! Sections mirror the components: `[model]`, `[integrator]`, `[optimizer]`, `[train]`.
+//! Unknown keys are errors that name the key (`deny_unknown_fields`), and [`RunConfig::validate`]
+//! names the field and the value of anything out of range. Every shipped preset lives in
+//! `configs/*.toml`; [`RunConfig::paper_mnist`] is the seed paper's MNIST setting in code.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::DatasetName;
+use crate::integrators::IntegratorKind;
+use crate::linalg::TruncationConfig;
+use crate::optim::OptimizerConfig;
+use crate::{Error, Result};
+
+/// Which layers of the MLP are low-rank.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum LowRankLayers {
+    /// `"hidden"`: every layer but the output layer (the paper's choice); `"none"`: all dense.
+    Named(String),
+    /// One flag per layer.
+    Flags(Vec<bool>),
+}
+
+/// The network: an MLP `widths[0] → … → widths[last]` with ReLU between layers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Layer widths, input first: `[784, 500, 500, 10]`.
+    pub widths: Vec<usize>,
+    /// Which layers are low-rank (`"hidden"`, `"none"` or one flag per layer).
+    #[serde(default = "default_low_rank")]
+    pub low_rank: LowRankLayers,
+    /// Initial rank r0 of each low-rank layer (clamped to min(n, m)).
+    #[serde(default = "default_rank")]
+    pub rank: usize,
+    /// Init gain: factors with ‖W‖_F² = gain²·m, dense entries N(0, gain²/n); √2 is He init.
+    #[serde(default = "default_gain")]
+    pub init_gain: f64,
+}
+
+fn default_low_rank() -> LowRankLayers {
+    LowRankLayers::Named("hidden".into())
+}
+fn default_rank() -> usize {
+    20
+}
+fn default_gain() -> f64 {
+    std::f64::consts::SQRT_2
+}
+
+/// The integrator and its truncation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntegratorConfig {
+    /// Which method (`abc_psi`, `bc_psi`, `psi`, `bug`, `parallel_bug`, `lora`, `dense`).
+    pub method: IntegratorKind,
+    /// ϑ, the truncation tolerance of the rank-adaptive methods (relative unless `absolute`).
+    #[serde(default = "default_tol")]
+    pub tol: f64,
+    /// Read `tol` as an absolute bound.
+    #[serde(default)]
+    pub absolute: bool,
+    /// Smallest rank the truncation may choose.
+    #[serde(default = "default_r_min")]
+    pub r_min: usize,
+    /// Largest rank (default: min(n, m) of each layer).
+    #[serde(default)]
+    pub r_max: Option<usize>,
+}
+
+fn default_tol() -> f64 {
+    0.01
+}
+fn default_r_min() -> usize {
+    1
+}
+
+impl IntegratorConfig {
+    /// The truncation rule these values describe.
+    pub fn truncation(&self) -> TruncationConfig {
+        TruncationConfig { tol: self.tol, absolute: self.absolute, r_min: self.r_min, r_max: self.r_max }
+    }
+}
+
+/// The optimizer of the factor and dense steps.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimizerSection {
+    /// `sgd` (the paper's Euler step), `momentum` or `adam` (AdamW when `weight_decay` > 0).
+    #[serde(default = "default_kind")]
+    pub kind: String,
+    /// Learning rate λ.
+    pub lr: f64,
+    /// Momentum β (`momentum` only; default 0.9).
+    #[serde(default)]
+    pub beta: Option<f64>,
+    /// Adam's β₁ (default 0.9).
+    #[serde(default)]
+    pub beta1: Option<f64>,
+    /// Adam's β₂ (default 0.999).
+    #[serde(default)]
+    pub beta2: Option<f64>,
+    /// Adam's ε (default 1e-8).
+    #[serde(default)]
+    pub eps: Option<f64>,
+    /// Adam's decoupled weight decay (default 0).
+    #[serde(default)]
+    pub weight_decay: Option<f64>,
+    /// Learning-rate schedule over the run.
+    #[serde(default)]
+    pub schedule: Schedule,
+}
+
+fn default_kind() -> String {
+    "sgd".into()
+}
+
+impl OptimizerSection {
+    /// The update rule these values describe; names a key that does not belong to `kind`.
+    pub fn rule(&self) -> Result<OptimizerConfig> {
+        let adam_keys = [
+            ("beta1", self.beta1),
+            ("beta2", self.beta2),
+            ("eps", self.eps),
+            ("weight_decay", self.weight_decay),
+        ];
+        let unused = |keys: &[(&str, Option<f64>)]| -> Result<()> {
+            match keys.iter().find(|(_, v)| v.is_some()) {
+                Some((k, v)) => Err(Error::config(
+                    &format!("optimizer.{k}"),
+                    v.unwrap_or_default(),
+                    &format!("no `{k}` with kind = \"{}\"", self.kind),
+                )),
+                None => Ok(()),
+            }
+        };
+        let rule = match self.kind.as_str() {
+            "sgd" => {
+                unused(&adam_keys)?;
+                unused(&[("beta", self.beta)])?;
+                OptimizerConfig::Sgd
+            }
+            "momentum" => {
+                unused(&adam_keys)?;
+                OptimizerConfig::Momentum { beta: self.beta.unwrap_or(0.9) }
+            }
+            "adam" => {
+                unused(&[("beta", self.beta)])?;
+                OptimizerConfig::Adam {
+                    beta1: self.beta1.unwrap_or(0.9),
+                    beta2: self.beta2.unwrap_or(0.999),
+                    eps: self.eps.unwrap_or(1e-8),
+                    weight_decay: self.weight_decay.unwrap_or(0.0),
+                }
+            }
+            other => return Err(Error::config("optimizer.kind", other, "\"sgd\", \"momentum\" or \"adam\"")),
+        };
+        rule.validate().map_err(|e| prefix(e, "optimizer."))?;
+        Ok(rule)
+    }
+}
+
+/// Learning-rate schedule.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Schedule {
+    /// λ throughout.
+    #[default]
+    Constant,
+    /// Cosine decay from λ to 0 over all steps of the run.
+    Cosine,
+}
+
+/// The training loop.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSection {
+    /// Which data set.
+    #[serde(default = "default_dataset")]
+    pub dataset: DatasetName,
+    /// Batch size.
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    /// Number of epochs.
+    pub epochs: usize,
+    /// Seed of the initialisation and the shuffling.
+    #[serde(default)]
+    pub seed: u64,
+    /// Train on the first `train_subset` examples only (0 = all); for quick checks.
+    #[serde(default)]
+    pub train_subset: usize,
+    /// Stop each epoch after this many batches (0 = a full epoch); for quick checks.
+    #[serde(default)]
+    pub max_batches: usize,
+}
+
+fn default_dataset() -> DatasetName {
+    DatasetName::Mnist
+}
+fn default_batch() -> usize {
+    64
+}
+
+/// A whole training run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// The network.
+    pub model: ModelConfig,
+    /// The integrator.
+    pub integrator: IntegratorConfig,
+    /// The optimizer.
+    pub optimizer: OptimizerSection,
+    /// The loop.
+    pub train: TrainSection,
+}
+
+impl RunConfig {
+    /// The seed paper's MNIST experiment: 784-500-500-10, hidden layers low-rank, abc-PSI,
+    /// plain SGD λ = 0.01, batch 64, r0 = 20, ϑ = 0.01, 3 epochs.
+    pub fn paper_mnist() -> Self {
+        RunConfig {
+            model: ModelConfig {
+                widths: vec![784, 500, 500, 10],
+                low_rank: default_low_rank(),
+                rank: 20,
+                init_gain: default_gain(),
+            },
+            integrator: IntegratorConfig {
+                method: IntegratorKind::AbcPsi,
+                tol: 0.01,
+                absolute: false,
+                r_min: 1,
+                r_max: None,
+            },
+            optimizer: OptimizerSection {
+                kind: "sgd".into(),
+                lr: 0.01,
+                beta: None,
+                beta1: None,
+                beta2: None,
+                eps: None,
+                weight_decay: None,
+                schedule: Schedule::Constant,
+            },
+            train: TrainSection {
+                dataset: DatasetName::Mnist,
+                batch_size: 64,
+                epochs: 3,
+                seed: 0,
+                train_subset: 0,
+                max_batches: 0,
+            },
+        }
+    }
+
+    /// Parses TOML text; `origin` names the file in errors.
+    pub fn from_toml(text: &str, origin: &Path) -> Result<Self> {
+        let cfg: RunConfig = toml::from_str(text).map_err(|e| {
+            Error::bad_file(
+                origin,
+                "config",
+                "a valid dlrt run config",
+                e.message().to_string() + &span(text, e.span()),
+            )
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Reads and validates a TOML file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::from_toml(&text, path)
+    }
+
+    /// The config as TOML text.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a RunConfig always serialises")
+    }
+
+    /// Which layers are low-rank, one flag per layer.
+    pub fn low_rank_flags(&self) -> Result<Vec<bool>> {
+        let layers = self.model.widths.len().saturating_sub(1);
+        if self.integrator.method == IntegratorKind::Dense {
+            return Ok(vec![false; layers]);
+        }
+        match &self.model.low_rank {
+            LowRankLayers::Named(s) if s == "hidden" => Ok((0..layers).map(|i| i + 1 < layers).collect()),
+            LowRankLayers::Named(s) if s == "none" => Ok(vec![false; layers]),
+            LowRankLayers::Named(s) => {
+                Err(Error::config("model.low_rank", s, "\"hidden\", \"none\" or a list of flags"))
+            }
+            LowRankLayers::Flags(f) if f.len() == layers => Ok(f.clone()),
+            LowRankLayers::Flags(f) => Err(Error::config(
+                "model.low_rank",
+                format!("{f:?}"),
+                &format!("one flag per layer ({layers} layers)"),
+            )),
+        }
+    }
+
+    /// Checks every value's range and the combinations (names the field and the value).
+    pub fn validate(&self) -> Result<()> {
+        let m = &self.model;
+        if m.widths.len() < 2 || m.widths.contains(&0) {
+            return Err(Error::config(
+                "model.widths",
+                format!("{:?}", m.widths),
+                "at least two positive widths",
+            ));
+        }
+        if m.rank == 0 {
+            return Err(Error::config("model.rank", m.rank, "an initial rank ≥ 1"));
+        }
+        if !(m.init_gain > 0.0 && m.init_gain.is_finite()) {
+            return Err(Error::config("model.init_gain", m.init_gain, "a finite gain > 0"));
+        }
+        self.low_rank_flags()?;
+        self.integrator.truncation().validate().map_err(|e| prefix(e, "integrator."))?;
+        self.optimizer.rule()?;
+        let lr = self.optimizer.lr;
+        if !(lr > 0.0 && lr.is_finite()) {
+            return Err(Error::config("optimizer.lr", lr, "a finite learning rate > 0"));
+        }
+        let t = &self.train;
+        if t.batch_size == 0 {
+            return Err(Error::config("train.batch_size", t.batch_size, "at least 1"));
+        }
+        if t.epochs == 0 {
+            return Err(Error::config("train.epochs", t.epochs, "at least 1"));
+        }
+        if *m.widths.last().unwrap_or(&0) != 10 || m.widths[0] != 784 {
+            return Err(Error::config(
+                "model.widths",
+                format!("{:?}", m.widths),
+                "784 inputs and 10 outputs for MNIST / Fashion-MNIST",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn prefix(e: Error, section: &str) -> Error {
+    match e {
+        Error::InvalidConfig { field, value, expected } => {
+            Error::InvalidConfig { field: format!("{section}{field}"), value, expected }
+        }
+        other => other,
+    }
+}
+
+fn span(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    match span {
+        Some(r) => {
+            let line = text[..r.start.min(text.len())].matches('\n').count() + 1;
+            format!(" (line {line})")
+        }
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paper_preset_round_trips_through_toml() {
+        let cfg = RunConfig::paper_mnist();
+        let back = RunConfig::from_toml(&cfg.to_toml(), Path::new("x.toml")).unwrap();
+        assert_eq!(back, cfg);
+        assert_eq!(cfg.low_rank_flags().unwrap(), vec![true, true, false]);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        let text = RunConfig::paper_mnist().to_toml().replace("[train]", "[train]\nbatchsize = 3");
+        let err = RunConfig::from_toml(&text, Path::new("cfg.toml")).unwrap_err().to_string();
+        assert!(err.contains("batchsize") && err.contains("cfg.toml"), "{err}");
+        let text = RunConfig::paper_mnist().to_toml().replace("tol = 0.01", "tol = 1.5");
+        let err = RunConfig::from_toml(&text, Path::new("cfg.toml")).unwrap_err().to_string();
+        assert!(err.contains("integrator.tol") && err.contains("1.5"), "{err}");
+        let mut cfg = RunConfig::paper_mnist();
+        cfg.optimizer.lr = -1.0;
+        assert!(cfg.validate().unwrap_err().to_string().contains("optimizer.lr"));
+        cfg = RunConfig::paper_mnist();
+        cfg.model.low_rank = LowRankLayers::Flags(vec![true]);
+        assert!(cfg.validate().unwrap_err().to_string().contains("model.low_rank"));
+    }
+}

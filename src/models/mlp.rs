@@ -1,0 +1,210 @@
+//! The seed paper's MNIST network: an MLP `784 → 500 → … → 10` with ReLU between layers.
+//!
+//! The hidden layers are [`LowRankLinear`] (the paper factorizes them), the output layer is a
+//! [`DenseLinear`]; for dense training every layer is dense. Inputs are flattened 28×28 images
+//! normalised with the paper's mean 0.1307 and std 0.3081; outputs are logits over 10 classes.
+
+use burn::tensor::{
+    activation::{log_softmax, relu},
+    backend::{AutodiffBackend, Backend},
+    Int, Tensor,
+};
+use rand::rngs::StdRng;
+
+use crate::layers::{DenseLinear, LowRankLinear};
+use crate::train::Network;
+use crate::Result;
+
+/// One layer of the MLP.
+#[derive(Clone, Debug)]
+pub enum Layer<B: Backend> {
+    /// A factorized layer trained by the integrator.
+    LowRank(LowRankLinear<B>),
+    /// A dense layer trained by the optimizer.
+    Dense(DenseLinear<B>),
+}
+
+impl<B: Backend> Layer<B> {
+    fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        match self {
+            Layer::LowRank(l) => l.forward(x),
+            Layer::Dense(l) => l.forward(x),
+        }
+    }
+
+    /// (n, m) of the layer.
+    pub fn shape(&self) -> (usize, usize) {
+        match self {
+            Layer::LowRank(l) => (l.n(), l.m()),
+            Layer::Dense(l) => {
+                let [n, m] = l.weight().dims();
+                (n, m)
+            }
+        }
+    }
+
+    /// Inference parameters: r(n + m) + r² (+ m) for a low-rank layer, n·m (+ m) for a dense one.
+    pub fn num_params(&self) -> usize {
+        match self {
+            Layer::LowRank(l) => l.num_params(),
+            Layer::Dense(l) => l.num_params(),
+        }
+    }
+}
+
+/// The MLP.
+#[derive(Clone, Debug)]
+pub struct Mlp<B: Backend> {
+    /// The layers, input first.
+    pub layers: Vec<Layer<B>>,
+}
+
+impl<B: Backend> Mlp<B> {
+    /// Random initialisation: layer i maps `widths[i] → widths[i+1]`, low-rank where
+    /// `low_rank[i]`, with initial rank `rank` (clamped to the layer's size) and init `gain`.
+    pub fn new(
+        widths: &[usize],
+        low_rank: &[bool],
+        rank: usize,
+        gain: f64,
+        rng: &mut StdRng,
+        device: &B::Device,
+    ) -> Result<Self> {
+        let layers = widths
+            .windows(2)
+            .zip(low_rank)
+            .map(|(w, &lr)| {
+                let (n, m) = (w[0], w[1]);
+                Ok(if lr {
+                    Layer::LowRank(LowRankLinear::random(n, m, rank.min(n).min(m), true, gain, rng, device)?)
+                } else {
+                    Layer::Dense(DenseLinear::random(n, m, true, gain, rng, device))
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self { layers })
+    }
+
+    /// Logits for a batch of flattened images.
+    ///
+    /// # Shapes
+    /// - x: `[batch, widths[0]]`
+    /// - output: `[batch, widths[last]]`
+    pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        let last = self.layers.len() - 1;
+        self.layers.iter().enumerate().fold(x, |x, (i, layer)| {
+            let z = layer.forward(x);
+            if i < last {
+                relu(z)
+            } else {
+                z
+            }
+        })
+    }
+
+    /// The rank of each low-rank layer, in order.
+    pub fn ranks(&self) -> Vec<usize> {
+        self.layers
+            .iter()
+            .filter_map(|l| match l {
+                Layer::LowRank(l) => Some(l.rank()),
+                Layer::Dense(_) => None,
+            })
+            .collect()
+    }
+
+    /// Inference parameters of the whole network.
+    pub fn num_params(&self) -> usize {
+        self.layers.iter().map(Layer::num_params).sum()
+    }
+
+    /// Compression rates `1 − Σ low-rank params / Σ dense params`: (over the factorized
+    /// layers' weights only, over the whole network with biases and dense layers).
+    pub fn compression(&self) -> (f64, f64) {
+        let (mut lr, mut lr_dense, mut all, mut all_dense) = (0usize, 0usize, 0usize, 0usize);
+        for layer in &self.layers {
+            let (n, m) = layer.shape();
+            all += layer.num_params();
+            all_dense += n * m + m;
+            if let Layer::LowRank(l) = layer {
+                let r = l.rank();
+                lr += r * (n + m) + r * r;
+                lr_dense += n * m;
+            }
+        }
+        let rate = |a: usize, b: usize| if b == 0 { 0.0 } else { 1.0 - a as f64 / b as f64 };
+        (rate(lr, lr_dense), rate(all, all_dense))
+    }
+}
+
+impl<B: AutodiffBackend> Network<B> for Mlp<B> {
+    fn low_rank_layers(&mut self) -> Vec<&mut LowRankLinear<B>> {
+        self.layers
+            .iter_mut()
+            .filter_map(|l| match l {
+                Layer::LowRank(l) => Some(l),
+                Layer::Dense(_) => None,
+            })
+            .collect()
+    }
+
+    fn dense_layers(&mut self) -> Vec<&mut DenseLinear<B>> {
+        self.layers
+            .iter_mut()
+            .filter_map(|l| match l {
+                Layer::Dense(l) => Some(l),
+                Layer::LowRank(_) => None,
+            })
+            .collect()
+    }
+}
+
+/// Mean cross-entropy of `logits` (`[batch, classes]`) against integer `labels` (`[batch]`).
+pub fn cross_entropy<B: Backend>(logits: Tensor<B, 2>, labels: Tensor<B, 1, Int>) -> Tensor<B, 1> {
+    let [batch, _] = logits.dims();
+    let picked = log_softmax(logits, 1).gather(1, labels.reshape([batch, 1]));
+    picked.mean().neg()
+}
+
+/// Number of rows whose largest logit is at the label.
+pub fn correct<B: Backend>(logits: Tensor<B, 2>, labels: Tensor<B, 1, Int>) -> usize {
+    let [batch, _] = logits.dims();
+    let predicted = logits.argmax(1).reshape([batch]);
+    predicted.equal(labels).int().sum().into_scalar().to_string().parse().unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::NdArray;
+    use rand::SeedableRng;
+
+    type B = NdArray<f64>;
+
+    #[test]
+    fn shapes_ranks_and_compression() {
+        let mut rng = StdRng::seed_from_u64(0);
+        let mlp =
+            Mlp::<B>::new(&[784, 500, 500, 10], &[true, true, false], 20, 1.4, &mut rng, &Default::default())
+                .unwrap();
+        assert_eq!(mlp.ranks(), vec![20, 20]);
+        let x = Tensor::<B, 2>::zeros([3, 784], &Default::default());
+        assert_eq!(mlp.forward(x).dims(), [3, 10]);
+        let (lr, net) = mlp.compression();
+        // rank 20: 20·1284 + 400 = 26 080 of 392 000, and 20·1000 + 400 = 20 400 of 250 000.
+        let expected = 1.0 - (26_080.0 + 20_400.0) / (392_000.0 + 250_000.0);
+        assert!((lr - expected).abs() < 1e-12, "{lr} vs {expected}");
+        assert!(net < lr && net > 0.0);
+    }
+
+    #[test]
+    fn cross_entropy_and_accuracy_on_known_logits() {
+        let device = Default::default();
+        let logits = Tensor::<B, 2>::from_data([[0.0, 0.0], [10.0, -10.0]], &device);
+        let labels = Tensor::<B, 1, Int>::from_data([1, 0], &device);
+        let ce: f64 = cross_entropy(logits.clone(), labels.clone()).into_scalar();
+        // (ln 2 + ~0) / 2
+        assert!((ce - 0.5 * 2f64.ln()).abs() < 1e-8, "{ce}");
+        assert_eq!(correct(logits, labels), 1, "argmax of a tie is the first index");
+    }
+}

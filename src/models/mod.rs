@@ -1,0 +1,5 @@
+//! Models, one file each.
+
+pub mod mlp;
+
+pub use mlp::{Layer, Mlp};
