@@ -1,0 +1,178 @@
+//! Training end to end on the real MNIST files: a short run through the library, resume
+//! equality, checkpoint round trips, and the CLI (`train`, `eval`, `export`). Skips with a
+//! printed reason when MNIST has not been fetched (`dlrt fetch mnist`; CI fetches it).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use dlrt::checkpoint;
+use dlrt::config::RunConfig;
+use dlrt::data::{self, DatasetName, Split};
+use dlrt::integrators::IntegratorKind;
+use dlrt::train::run::{checkpoint_path, run, RunOptions};
+use dlrt::TrainBackend;
+
+fn data_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("DLRT_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("data"));
+    match data::load(DatasetName::Mnist, Split::Test, &dir) {
+        Ok(_) => Some(dir),
+        Err(e) => {
+            eprintln!("skipping: MNIST not available in {} ({e}); run `dlrt fetch mnist`", dir.display());
+            None
+        }
+    }
+}
+
+/// A short run: 3 epochs of 15 batches on the first 2 000 training images.
+fn short_config(method: IntegratorKind) -> RunConfig {
+    let mut cfg = RunConfig::paper_mnist();
+    cfg.integrator.method = method;
+    cfg.train.epochs = 3;
+    cfg.train.max_batches = 15;
+    cfg.train.train_subset = 2000;
+    cfg.optimizer.kind = "adam".into();
+    cfg.optimizer.lr = 1e-3;
+    cfg
+}
+
+fn opts(run_dir: &Path, data: &Path, resume: bool) -> RunOptions {
+    RunOptions { run_dir: run_dir.to_path_buf(), data_dir: data.to_path_buf(), resume, progress: false }
+}
+
+#[test]
+fn interrupted_and_resumed_run_equals_uninterrupted_run() {
+    let Some(data) = data_dir() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let device = Default::default();
+    for method in [IntegratorKind::AbcPsi, IntegratorKind::Dense] {
+        let cfg = short_config(method);
+        let whole = tmp.path().join(format!("{method}-whole"));
+        let full = run::<TrainBackend>(&cfg, &opts(&whole, &data, false), &device).unwrap();
+        assert_eq!(full.len(), 3);
+
+        let parts = tmp.path().join(format!("{method}-parts"));
+        let mut first = cfg.clone();
+        first.train.epochs = 1;
+        run::<TrainBackend>(&first, &opts(&parts, &data, false), &device).unwrap();
+        let resumed = run::<TrainBackend>(&cfg, &opts(&parts, &data, true), &device).unwrap();
+        assert_eq!(resumed.len(), 3, "the resumed run reports all epochs");
+        for (a, b) in full.iter().zip(&resumed) {
+            assert_eq!(
+                (a.train_loss, a.test_loss, a.test_accuracy, &a.ranks, a.step, a.passes),
+                (b.train_loss, b.test_loss, b.test_accuracy, &b.ranks, b.step, b.passes),
+                "{method}: epoch {}",
+                a.epoch
+            );
+        }
+        let (wa, _) = checkpoint::read_safetensors(&checkpoint_path(&whole)).unwrap();
+        let (wb, _) = checkpoint::read_safetensors(&checkpoint_path(&parts)).unwrap();
+        assert_eq!(wa, wb, "{method}: final checkpoints differ");
+        assert!(full[2].test_accuracy > 0.5, "{method} learned nothing: {:?}", full[2]);
+    }
+}
+
+#[test]
+fn checkpoint_round_trip_and_bad_checkpoints() {
+    let Some(data) = data_dir() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = short_config(IntegratorKind::AbcPsi);
+    cfg.train.epochs = 1;
+    let dir = tmp.path().join("run");
+    let records = run::<TrainBackend>(&cfg, &opts(&dir, &data, false), &Default::default()).unwrap();
+    let path = checkpoint_path(&dir);
+    let (model, state) = checkpoint::load::<TrainBackend>(&path, &Default::default()).unwrap();
+    assert_eq!(state.epoch, 1);
+    assert_eq!(model.ranks(), records[0].ranks);
+    for name in ["metrics.jsonl", "metrics.csv", "config.toml", "accuracy.png", "loss.svg", "ranks.png"] {
+        assert!(dir.join(name).metadata().map(|m| m.len() > 0).unwrap_or(false), "{name} missing");
+    }
+    // A truncated checkpoint and a wrong shape give errors naming the file and the tensor.
+    let bytes = std::fs::read(&path).unwrap();
+    let cut = tmp.path().join("cut.safetensors");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let err = checkpoint::load::<TrainBackend>(&cut, &Default::default()).unwrap_err().to_string();
+    assert!(err.contains("cut.safetensors"), "{err}");
+    let (mut tensors, meta) = checkpoint::read_safetensors(&path).unwrap();
+    let (shape, values) = tensors.get_mut("layers.0.v").unwrap();
+    let r = shape[1];
+    *shape = vec![499, r];
+    values.truncate(499 * r);
+    let bad = tmp.path().join("bad.safetensors");
+    checkpoint::write_safetensors(&bad, &tensors, meta).unwrap();
+    let err = checkpoint::load::<TrainBackend>(&bad, &Default::default()).unwrap_err().to_string();
+    assert!(err.contains("bad.safetensors") && err.contains("layers.0.v") && err.contains("500"), "{err}");
+}
+
+#[test]
+fn cli_train_eval_export_and_nan_loss() {
+    let Some(data) = data_dir() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let dlrt = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_dlrt"))
+            .args(args)
+            .env("DLRT_DATA", &data)
+            .output()
+            .expect("run dlrt")
+    };
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/mnist_abc_psi.toml");
+    let out_dir = tmp.path().join("cli-run");
+    let config = config.to_str().unwrap();
+    let out = out_dir.to_str().unwrap();
+    let r = dlrt(&["train", config, "--epochs", "1", "--max-batches", "40", "--out", out, "--quiet"]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(String::from_utf8_lossy(&r.stdout).contains("test accuracy"));
+    let ckpt = out_dir.join("checkpoint.safetensors");
+    let r = dlrt(&["eval", ckpt.to_str().unwrap()]);
+    assert!(r.status.success() && String::from_utf8_lossy(&r.stdout).contains("test accuracy"));
+    let dense = tmp.path().join("dense.safetensors");
+    let r = dlrt(&["export", ckpt.to_str().unwrap(), "--out", dense.to_str().unwrap()]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let (tensors, _) = checkpoint::read_safetensors(&dense).unwrap();
+    assert_eq!(tensors["layers.0.weight"].0, vec![784, 500]);
+
+    // Resume continues the run folder.
+    let before = std::fs::read(&ckpt).unwrap();
+    let r = dlrt(&["train", "--resume", out, "--epochs", "2"]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let after_resume = std::fs::read(&ckpt).unwrap();
+    assert_ne!(before, after_resume);
+    // A learning rate that overflows: a clear error naming the step.
+    let nan_dir = tmp.path().join("nan-run");
+    let r = dlrt(&[
+        "train",
+        config,
+        "--epochs",
+        "1",
+        "--max-batches",
+        "20",
+        "--lr",
+        "1e30",
+        "--out",
+        nan_dir.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(!r.status.success());
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(err.contains("non-finite") && err.contains("step"), "{err}");
+    // Unknown keys in a config are named.
+    let bad = tmp.path().join("bad.toml");
+    std::fs::write(&bad, std::fs::read_to_string(config).unwrap().replace("[train]", "[train]\nepochz = 3"))
+        .unwrap();
+    let r = dlrt(&["train", bad.to_str().unwrap()]);
+    assert!(!r.status.success() && String::from_utf8_lossy(&r.stderr).contains("epochz"));
+}
+
+#[test]
+fn real_mnist_files_have_the_known_contents() {
+    let Some(dir) = data_dir() else { return };
+    let train = data::load(DatasetName::Mnist, Split::Train, &dir).unwrap();
+    let test = data::load(DatasetName::Mnist, Split::Test, &dir).unwrap();
+    assert_eq!((train.len, train.rows, train.cols, test.len), (60_000, 28, 28, 10_000));
+    assert_eq!(&train.labels[..5], &[5, 0, 4, 1, 9]);
+    let n = train.images.len() as f64;
+    let mean = train.images.iter().map(|&x| x as f64).sum::<f64>() / n;
+    let std = (train.images.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n).sqrt();
+    assert!(mean.abs() < 0.01 && (std - 1.0).abs() < 0.02, "normalised mean {mean}, std {std}");
+}
