@@ -138,8 +138,7 @@ fn data_dir(arg: &Option<PathBuf>) -> PathBuf {
 }
 
 fn ensure_data(name: DatasetName, dir: &Path) -> Result<()> {
-    let present = |split| data::load(name, split, dir).is_ok();
-    if !(present(Split::Train) && present(Split::Test)) {
+    if data::fetch::verify(name, dir).is_err() {
         eprintln!("fetching {name:?} into {}", dir.display());
         data::fetch(name, dir, &mut std::io::stderr())?;
     }
