@@ -110,7 +110,7 @@ pub fn run<B: AutodiffBackend>(
         cfg.integrator.method = method;
         let m = &cfg.model;
         let mut model =
-            Mlp::<B>::new(&m.widths, &cfg.low_rank_flags()?, m.rank, m.init_gain, &mut rng, device)?;
+            Mlp::<B>::new(&m.widths, &cfg.low_rank_flags()?, m.rank, m.init, m.init_gain, &mut rng, device)?;
         let integrator = method.build::<B>(&cfg.integrator.truncation())?;
         prepare(&mut model, integrator.as_ref())?;
         let opt = Optimizer::sgd(cfg.optimizer.lr);

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::DatasetName;
 use crate::integrators::IntegratorKind;
 use crate::linalg::TruncationConfig;
+use crate::models::Init;
 use crate::optim::OptimizerConfig;
 use crate::{Error, Result};
 
@@ -37,7 +38,11 @@ pub struct ModelConfig {
     /// Initial rank r0 of each low-rank layer (clamped to min(n, m)).
     #[serde(default = "default_rank")]
     pub rank: usize,
-    /// Init gain: factors with ‖W‖_F² = gain²·m, dense entries N(0, gain²/n); √2 is He init.
+    /// Initialisation: `"he"` (variance-preserving, uses `init_gain`) or `"reference"` (the
+    /// authors' unscaled N(0, 1), which the paper's numbers need); see [`Init`].
+    #[serde(default)]
+    pub init: Init,
+    /// He gain: factors with ‖W‖_F² = gain²·m, dense entries N(0, gain²/n); √2 is He init.
     #[serde(default = "default_gain")]
     pub init_gain: f64,
 }
@@ -221,13 +226,14 @@ pub struct RunConfig {
 
 impl RunConfig {
     /// The seed paper's MNIST experiment: 784-500-500-10, hidden layers low-rank, abc-PSI,
-    /// plain SGD λ = 0.01, batch 64, r0 = 20, ϑ = 0.01, 3 epochs.
+    /// plain SGD λ = 0.01, batch 64, r0 = 20, ϑ = 0.01, 3 epochs, the authors' initialisation.
     pub fn paper_mnist() -> Self {
         RunConfig {
             model: ModelConfig {
                 widths: vec![784, 500, 500, 10],
                 low_rank: default_low_rank(),
                 rank: 20,
+                init: Init::Reference,
                 init_gain: default_gain(),
             },
             integrator: IntegratorConfig {

@@ -9,11 +9,29 @@ use burn::tensor::{
     backend::{AutodiffBackend, Backend},
     Int, Tensor,
 };
+use faer::Mat;
 use rand::rngs::StdRng;
+use rand_distr::{Distribution, StandardNormal};
+use serde::{Deserialize, Serialize};
 
 use crate::layers::{DenseLinear, LowRankLinear};
+use crate::linalg::from_faer;
 use crate::train::Network;
 use crate::Result;
+
+/// How the MLP's weights start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Init {
+    /// Variance-preserving: dense entries N(0, gain²/n); low-rank U, V orthonormal with
+    /// S = gain·√(m/r)·I (the same ‖W‖²_F); zero biases.
+    #[default]
+    He,
+    /// The authors' PyTorch code: U, V orthonormal, S with N(0, 1) entries (full r×r), dense
+    /// weights and all biases N(0, 1), unscaled. Its large weights make the gradient steps at
+    /// λ = 0.01 large enough for the rank to grow; needed to reproduce the paper's numbers.
+    Reference,
+}
 
 /// One layer of the MLP.
 #[derive(Clone, Debug)]
@@ -61,11 +79,13 @@ pub struct Mlp<B: Backend> {
 
 impl<B: Backend> Mlp<B> {
     /// Random initialisation: layer i maps `widths[i] → widths[i+1]`, low-rank where
-    /// `low_rank[i]`, with initial rank `rank` (clamped to the layer's size) and init `gain`.
+    /// `low_rank[i]`, with initial rank `rank` (clamped to the layer's size), by `init` (the
+    /// He scheme uses `gain`).
     pub fn new(
         widths: &[usize],
         low_rank: &[bool],
         rank: usize,
+        init: Init,
         gain: f64,
         rng: &mut StdRng,
         device: &B::Device,
@@ -79,6 +99,27 @@ impl<B: Backend> Mlp<B> {
                     Layer::LowRank(LowRankLinear::random(n, m, rank.min(n).min(m), true, gain, rng, device)?)
                 } else {
                     Layer::Dense(DenseLinear::random(n, m, true, gain, rng, device))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if init == Init::He {
+            return Ok(Self { layers });
+        }
+        let mut gaussian = |rows: usize, cols: usize| {
+            let g = Mat::from_fn(rows, cols, |_, _| Distribution::<f64>::sample(&StandardNormal, rng));
+            from_faer::<B>(g.as_ref(), device)
+        };
+        let layers = layers
+            .into_iter()
+            .map(|layer| {
+                let (n, m) = layer.shape();
+                let bias = Some(gaussian(1, m).reshape([m]));
+                Ok(match layer {
+                    Layer::LowRank(l) => {
+                        let s = gaussian(l.rank(), l.rank());
+                        Layer::LowRank(LowRankLinear::from_factors(l.u().clone(), s, l.v().clone(), bias)?)
+                    }
+                    Layer::Dense(_) => Layer::Dense(DenseLinear::from_weights(gaussian(n, m), bias)?),
                 })
             })
             .collect::<Result<_>>()?;
@@ -184,9 +225,16 @@ mod tests {
     #[test]
     fn shapes_ranks_and_compression() {
         let mut rng = StdRng::seed_from_u64(0);
-        let mlp =
-            Mlp::<B>::new(&[784, 500, 500, 10], &[true, true, false], 20, 1.4, &mut rng, &Default::default())
-                .unwrap();
+        let mlp = Mlp::<B>::new(
+            &[784, 500, 500, 10],
+            &[true, true, false],
+            20,
+            Init::He,
+            1.4,
+            &mut rng,
+            &Default::default(),
+        )
+        .unwrap();
         assert_eq!(mlp.ranks(), vec![20, 20]);
         let x = Tensor::<B, 2>::zeros([3, 784], &Default::default());
         assert_eq!(mlp.forward(x).dims(), [3, 10]);
@@ -195,6 +243,27 @@ mod tests {
         let expected = 1.0 - (26_080.0 + 20_400.0) / (392_000.0 + 250_000.0);
         assert!((lr - expected).abs() < 1e-12, "{lr} vs {expected}");
         assert!(net < lr && net > 0.0);
+    }
+
+    #[test]
+    fn reference_init_has_unit_gaussian_cores_and_biases() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let mlp = Mlp::<B>::new(
+            &[784, 500, 500, 10],
+            &[true, true, false],
+            20,
+            Init::Reference,
+            1.4,
+            &mut rng,
+            &Default::default(),
+        )
+        .unwrap();
+        let Layer::LowRank(l) = &mlp.layers[0] else { panic!("layer 0 is low-rank") };
+        let s2: f64 = l.s().clone().powf_scalar(2.0).mean().into_scalar();
+        assert!((s2 - 1.0).abs() < 0.3, "E[S²] = {s2}");
+        let Layer::Dense(d) = &mlp.layers[2] else { panic!("layer 2 is dense") };
+        let w2: f64 = d.weight().clone().powf_scalar(2.0).mean().into_scalar();
+        assert!((w2 - 1.0).abs() < 0.1, "E[W²] = {w2}");
     }
 
     #[test]

@@ -2,4 +2,4 @@
 
 pub mod mlp;
 
-pub use mlp::{Layer, Mlp};
+pub use mlp::{Init, Layer, Mlp};

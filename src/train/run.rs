@@ -119,7 +119,7 @@ pub fn run<B: AutodiffBackend>(
         let mut rng = StdRng::seed_from_u64(t.seed);
         let m = &config.model;
         let mut model =
-            Mlp::new(&m.widths, &config.low_rank_flags()?, m.rank, m.init_gain, &mut rng, device)?;
+            Mlp::new(&m.widths, &config.low_rank_flags()?, m.rank, m.init, m.init_gain, &mut rng, device)?;
         prepare(&mut model, integrator.as_ref())?;
         let state =
             RunState { config: config.clone(), epoch: 0, step: 0, counters: CounterSnapshot::default() };
