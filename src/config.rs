@@ -57,6 +57,8 @@ fn default_gain() -> f64 {
     std::f64::consts::SQRT_2
 }
 
+// The truncation keys repeat `TruncationConfig`'s fields on purpose: serde's `flatten`
+// does not work together with `deny_unknown_fields`, and unknown keys must be errors.
 /// The integrator and its truncation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
