@@ -176,11 +176,6 @@ impl IntegratorKind {
         }
     }
 
-    /// Whether the method changes the rank (and so uses `truncation`).
-    pub fn is_rank_adaptive(self) -> bool {
-        matches!(self, IntegratorKind::AbcPsi | IntegratorKind::Bug | IntegratorKind::ParallelBug)
-    }
-
     /// Builds the integrator; `truncation` is validated and used by the rank-adaptive ones.
     pub fn build<B: AutodiffBackend>(self, truncation: &TruncationConfig) -> Result<Box<dyn Integrator<B>>> {
         truncation.validate()?;
