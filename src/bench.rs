@@ -39,6 +39,8 @@ pub struct BenchRow {
     pub ranks: Vec<usize>,
     /// Floating-point operations of one step (matrix products only).
     pub flops: f64,
+    /// Device→host reads per step ([`crate::linalg::host_reads`]).
+    pub host_reads: f64,
 }
 
 /// GFLOP/s of a 1024×1024×1024 matrix product on the backend (median of 5).
@@ -106,8 +108,7 @@ pub fn run<B: AutodiffBackend>(
     let mut rng = StdRng::seed_from_u64(0);
     let mut rows = Vec::new();
     for &method in methods {
-        let mut cfg = base.clone();
-        cfg.integrator.method = method;
+        let cfg = RunConfig::paper_mnist_with(method);
         let m = &cfg.model;
         let mut model =
             Mlp::<B>::new(&m.widths, &cfg.low_rank_flags()?, m.rank, m.init, m.init_gain, &mut rng, device)?;
@@ -116,6 +117,7 @@ pub fn run<B: AutodiffBackend>(
         let opt = Optimizer::sgd(cfg.optimizer.lr);
         let mut times = Vec::with_capacity(steps);
         let before = integrator.counters().snapshot();
+        let reads_before = crate::linalg::host_reads();
         for k in 0..warmup + steps {
             let (x, y) = match &mnist {
                 Some(d) => {
@@ -138,6 +140,8 @@ pub fn run<B: AutodiffBackend>(
             step(&mut model, integrator.as_ref(), &opt, |net| {
                 cross_entropy(net.forward(x.clone()), y.clone())
             })?;
+            // On a GPU the step may still be queued: wait for it (a no-op on the CPU).
+            B::sync(device).map_err(|e| crate::Error::Unsupported(format!("device sync failed: {e:?}")))?;
             if k >= warmup {
                 times.push(started.elapsed().as_secs_f64() * 1e6);
             }
@@ -153,6 +157,7 @@ pub fn run<B: AutodiffBackend>(
             svd: per(c.svd, before.svd),
             ranks: model.ranks(),
             flops: step_flops(&model, integrator.passes(), batch),
+            host_reads: per(crate::linalg::host_reads(), reads_before),
         });
     }
     Ok((rows, mnist.is_some()))

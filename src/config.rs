@@ -230,21 +230,26 @@ impl RunConfig {
     /// The seed paper's MNIST experiment: 784-500-500-10, hidden layers low-rank, abc-PSI,
     /// plain SGD λ = 0.01, batch 64, r0 = 20, ϑ = 0.01, 3 epochs, the authors' initialisation.
     pub fn paper_mnist() -> Self {
+        Self::paper_mnist_with(IntegratorKind::AbcPsi)
+    }
+
+    /// [`RunConfig::paper_mnist`] with another method. Plain factorization and dense training
+    /// start from the He init: from the authors' unscaled N(0, 1) they diverge at SGD λ = 0.01
+    /// (NaN within 10 steps), while the integrators' rank growth needs it.
+    pub fn paper_mnist_with(method: IntegratorKind) -> Self {
+        let init = match method {
+            IntegratorKind::Lora | IntegratorKind::Dense => Init::He,
+            _ => Init::Reference,
+        };
         RunConfig {
             model: ModelConfig {
                 widths: vec![784, 500, 500, 10],
                 low_rank: default_low_rank(),
                 rank: 20,
-                init: Init::Reference,
+                init,
                 init_gain: default_gain(),
             },
-            integrator: IntegratorConfig {
-                method: IntegratorKind::AbcPsi,
-                tol: 0.01,
-                absolute: false,
-                r_min: 1,
-                r_max: None,
-            },
+            integrator: IntegratorConfig { method, tol: 0.01, absolute: false, r_min: 1, r_max: None },
             optimizer: OptimizerSection {
                 kind: "sgd".into(),
                 lr: 0.01,
@@ -398,5 +403,24 @@ mod tests {
         cfg = RunConfig::paper_mnist();
         cfg.model.low_rank = LowRankLayers::Flags(vec![true]);
         assert!(cfg.validate().unwrap_err().to_string().contains("model.low_rank"));
+    }
+
+    #[test]
+    fn shipped_configs_load_and_match_the_paper_setting() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let cfg = RunConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+            // configs/mnist_<method>.toml is the paper setting for that method.
+            if let Some(method) = name.strip_prefix("mnist_") {
+                if let Some(kind) = IntegratorKind::ALL.iter().find(|k| k.name() == method) {
+                    assert_eq!(cfg, RunConfig::paper_mnist_with(*kind), "{name}");
+                }
+            }
+            seen += 1;
+        }
+        assert!(seen >= 15, "expected the 7 + 7 paper configs and the recipe, found {seen}");
     }
 }

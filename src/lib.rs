@@ -65,3 +65,11 @@ pub type CpuBackend = burn::backend::Flex;
 
 /// The default training backend: autodiff over [`CpuBackend`].
 pub type TrainBackend = burn::backend::Autodiff<CpuBackend>;
+
+/// Burn's CUDA backend (f32), with the `cuda` feature.
+#[cfg(feature = "cuda")]
+pub type CudaBackend = burn::backend::Cuda;
+
+/// Training on CUDA: autodiff over [`CudaBackend`].
+#[cfg(feature = "cuda")]
+pub type CudaTrainBackend = burn::backend::Autodiff<CudaBackend>;

@@ -32,7 +32,7 @@ use burn::tensor::{backend::AutodiffBackend, Tensor};
 
 use super::{required, Counters, Integrator, IntegratorKind, Pass};
 use crate::layers::{FactorGrads, LowRankLinear};
-use crate::linalg::{orth, tensor_qr, truncated_svd, TruncationConfig};
+use crate::linalg::{augment_basis, tensor_qr, truncated_svd, TruncationConfig};
 use crate::optim::{Bases, Optimizer};
 use crate::Result;
 
@@ -115,10 +115,10 @@ fn k_step<B: AutodiffBackend>(
     opt.step(K0, grad_K, &mut layer.slots.k, Bases::right(&V0))
 }
 
-/// (2) Û = orth([K1 | U0]).
+/// (2) Û = orth([K1 | U0]) (as [U0 | N], [`augment_basis`]).
 fn augment<B: AutodiffBackend>(K1: &Tensor<B, 2>, U0: &Tensor<B, 2>, counters: &Counters) -> Tensor<B, 2> {
     counters.qr(1);
-    orth(&Tensor::cat(vec![K1.clone(), U0.clone()], 1))
+    augment_basis(K1, U0)
 }
 
 /// (3) S̄ = (Ûᵀ U0) S0: the weights do not change.

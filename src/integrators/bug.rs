@@ -16,11 +16,11 @@
 //! Before truncation `W1 = W0 − λ Û Ûᵀ ∇ℒ(W0) V̂ V̂ᵀ`. Cost per layer and step: 3 passes,
 //! 2 thin QRs, 1 SVD of 2r×2r. The K-pass result waits in the layer's scratch for the L-pass.
 
-use burn::tensor::{backend::AutodiffBackend, Tensor};
+use burn::tensor::backend::AutodiffBackend;
 
 use super::{required, Counters, Integrator, IntegratorKind, Pass};
 use crate::layers::{FactorGrads, LowRankLinear};
-use crate::linalg::{orth, truncated_svd, TruncationConfig};
+use crate::linalg::{augment_basis, truncated_svd, TruncationConfig};
 use crate::optim::{Bases, Optimizer};
 use crate::{Error, Result};
 
@@ -83,8 +83,8 @@ impl<B: AutodiffBackend> Integrator<B> for Bug {
                     .ok_or_else(|| Error::Unsupported("bug: L-pass before K-pass".into()))?;
                 // (3) Û = orth([K1 | U0]), V̂ = orth([L1 | V0]), Ŝ = (Ûᵀ U0) S0 (V0ᵀ V̂)
                 self.counters.qr(2);
-                let U_hat = orth(&Tensor::cat(vec![K1, U.clone()], 1));
-                let V_hat = orth(&Tensor::cat(vec![L1, V.clone()], 1));
+                let U_hat = augment_basis(&K1, &U);
+                let V_hat = augment_basis(&L1, &V);
                 let S_hat =
                     U_hat.clone().transpose().matmul(U).matmul(S).matmul(V.transpose().matmul(V_hat.clone()));
                 layer.set_factors(U_hat, S_hat, V_hat)

@@ -26,7 +26,7 @@ use burn::tensor::{backend::AutodiffBackend, Tensor};
 
 use super::{required, Counters, Integrator, IntegratorKind, Pass};
 use crate::layers::{FactorGrads, LowRankLinear};
-use crate::linalg::{orth, truncated_svd, TruncationConfig};
+use crate::linalg::{augment_basis, truncated_svd, TruncationConfig};
 use crate::optim::{Bases, Optimizer};
 use crate::Result;
 
@@ -48,9 +48,9 @@ impl ParallelBug {
 /// (2) The directions of orth([B0 | X]) orthogonal to the orthonormal B0 (at most n − r).
 fn new_directions<B: AutodiffBackend>(B0: &Tensor<B, 2>, X: Tensor<B, 2>) -> Tensor<B, 2> {
     let [n, r] = B0.dims();
-    let Q = orth(&Tensor::cat(vec![B0.clone(), X], 1));
+    let Q = augment_basis(&X, B0);
     let width = Q.dims()[1];
-    // Householder QR of [B0 | X]: the first r columns of Q span B0, the rest complete it.
+    // augment_basis returns [B0 | N] with N orthogonal to B0.
     Q.slice([0..n, r..width])
 }
 

@@ -114,6 +114,7 @@ fn random_orthonormal(rows: usize, cols: usize, rng: &mut StdRng) -> Mat<f64> {
 }
 
 pub(crate) fn check_finite<B: Backend, const D: usize>(t: &Tensor<B, D>, context: &str) -> Result<()> {
+    crate::linalg::convert::note_host_read();
     let data = t.to_data().convert::<f64>();
     if data.as_slice::<f64>().map(|x| x.iter().all(|v| v.is_finite())).unwrap_or(false) {
         Ok(())

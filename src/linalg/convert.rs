@@ -4,14 +4,30 @@
 //! one per call, of the (small) matrix being decomposed. Elements are widened to f64 on the
 //! host, which makes the decompositions accurate even when the backend computes in f32.
 
-use burn::tensor::{backend::Backend, Tensor, TensorData};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use burn::tensor::{backend::Backend, ElementConversion, Tensor, TensorData};
 use faer::{Mat, MatRef};
+
+static HOST_READS: AtomicU64 = AtomicU64::new(0);
+
+/// Device→host reads made so far by this process (decompositions, finiteness checks, loss
+/// values): each is a synchronisation point on a GPU, so `dlrt bench` reports them per step.
+pub fn host_reads() -> u64 {
+    HOST_READS.load(Ordering::Relaxed)
+}
+
+/// Records one device→host read.
+pub(crate) fn note_host_read() {
+    HOST_READS.fetch_add(1, Ordering::Relaxed);
+}
 
 /// Copies a rank-2 tensor to the host as an f64 faer matrix of the same shape.
 ///
 /// This is a synchronisation point on asynchronous backends.
 pub fn to_faer<B: Backend>(t: &Tensor<B, 2>) -> Mat<f64> {
     let [rows, cols] = t.dims();
+    note_host_read();
     let data = t.to_data().convert::<f64>();
     let values = data.as_slice::<f64>().expect("TensorData::convert::<f64> yields f64 storage");
     Mat::from_fn(rows, cols, |i, j| values[i * cols + j])
@@ -20,10 +36,11 @@ pub fn to_faer<B: Backend>(t: &Tensor<B, 2>) -> Mat<f64> {
 /// Uploads a faer matrix as a rank-2 tensor in the backend's float type.
 pub fn from_faer<B: Backend>(m: MatRef<'_, f64>, device: &B::Device) -> Tensor<B, 2> {
     let (rows, cols) = (m.nrows(), m.ncols());
-    let mut values = Vec::with_capacity(rows * cols);
-    for i in 0..rows {
-        for j in 0..cols {
-            values.push(m[(i, j)]);
+    // faer is column-major, Burn row-major: walk faer's columns (contiguous) and scatter.
+    let mut values: Vec<B::FloatElem> = vec![0.0f64.elem(); rows * cols];
+    for j in 0..cols {
+        for (i, &x) in m.col(j).iter().enumerate() {
+            values[i * cols + j] = x.elem();
         }
     }
     Tensor::from_data(TensorData::new(values, [rows, cols]), device)

@@ -17,7 +17,7 @@ pub mod qr;
 pub mod svd;
 pub mod truncate;
 
-pub use convert::{from_faer, to_faer};
+pub use convert::{from_faer, host_reads, to_faer};
 
 /// Makes faer run sequentially. The matrices here are small (n×2r, 2r×2r): waking rayon's
 /// threads for them cost more than the work (measured: about a sixth of an MNIST step).
@@ -26,6 +26,6 @@ pub(crate) fn sequential() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| faer::set_global_parallelism(faer::Par::Seq));
 }
-pub use qr::{orth, tensor_qr, thin_qr, ThinQr};
+pub use qr::{augment_basis, cholesky_qr2, householder_qr, orth, tensor_qr, thin_qr, ThinQr};
 pub use svd::{thin_svd, Svd};
 pub use truncate::{truncate, truncated_svd, TruncatedSvd, TruncationConfig};

@@ -1,11 +1,22 @@
-//! Thin QR decomposition `A = Q R` of a tall n×k matrix (Householder, faer).
+//! Thin QR decomposition `A = Q R` of a tall n×k matrix, and orthonormal bases.
 //!
 //! Shapes: A n×k, Q n×p, R p×k with p = min(n, k). Q has orthonormal columns even when A is
-//! rank-deficient (for example `[K1 | U0]` with K1 in the span of U0): Householder reflections
-//! are orthogonal whatever the data, so the extra columns are some orthonormal completion.
+//! rank-deficient (for example `[K1 | U0]` with K1 in the span of U0).
+//!
+//! Two algorithms, picked per call:
+//! - CholeskyQR2 (Yamamoto, Nakatsukasa, Yanagisawa, Fukaya 2015) on the column-scaled matrix:
+//!   two Gram–Cholesky passes, i.e. matrix products and a k×k Cholesky. At the sizes of a
+//!   training step (784×54) it is about 4× faster than faer's Householder QR, whose
+//!   column-by-column updates dominate there (`examples`-free measurement in the README).
+//!   It is accurate to round-off when the scaled matrix has a condition number well below
+//!   ε^{-1/2}; the first pass measures that (‖Q1ᵀQ1 − I‖_F) and gives up otherwise.
+//! - Householder (faer) when CholeskyQR2 gives up, when a column is zero, or when n < k:
+//!   backward stable whatever the data, and the columns beyond the rank are some orthonormal
+//!   completion.
 
 use burn::tensor::{backend::Backend, Tensor};
-use faer::{Mat, MatRef};
+use faer::linalg::triangular_solve::solve_lower_triangular_in_place;
+use faer::{Mat, MatRef, Par, Side};
 
 use super::convert::{from_faer, to_faer};
 
@@ -20,8 +31,65 @@ pub struct ThinQr {
 /// Thin QR of `a` (n×k): `a = Q R`, `QᵀQ = I`.
 pub fn thin_qr(a: MatRef<'_, f64>) -> ThinQr {
     super::sequential();
+    cholesky_qr2(a).unwrap_or_else(|| householder_qr(a))
+}
+
+/// Thin QR by Householder reflections (faer), for any input.
+pub fn householder_qr(a: MatRef<'_, f64>) -> ThinQr {
+    super::sequential();
     let qr = a.qr();
     ThinQr { Q: qr.compute_thin_Q(), R: qr.thin_R().to_owned() }
+}
+
+/// CholeskyQR2 of `a` with its columns scaled to unit norm, or `None` when it would not be
+/// accurate (module docs).
+pub fn cholesky_qr2(a: MatRef<'_, f64>) -> Option<ThinQr> {
+    let (n, k) = a.shape();
+    if k == 0 || n < k {
+        return None;
+    }
+    // Scaling the columns leaves Q unchanged and removes the ill-conditioning that comes from
+    // columns of different size (a small gradient step next to an orthonormal basis).
+    // Plain sums of squares: faer's overflow-safe norm_l2 cost more than the whole Gram
+    // matrix here (measured), and these values come from f32 data, far from overflow.
+    let d: Vec<f64> = (0..k).map(|j| a.col(j).iter().map(|x| x * x).sum::<f64>().sqrt()).collect();
+    if d.iter().any(|&x| !(x.is_finite() && x > 0.0)) {
+        return None;
+    }
+    let mut q = Mat::from_fn(n, k, |i, j| a[(i, j)] / d[j]);
+    let R1 = cholesky_pass(&mut q, None)?;
+    // The second pass repairs orthogonality to round-off when Q1 is already close to it.
+    let R2 = cholesky_pass(&mut q, Some(0.5))?;
+    let mut R = R2 * R1;
+    for (j, &dj) in d.iter().enumerate() {
+        R.col_mut(j).iter_mut().for_each(|x| *x *= dj);
+    }
+    Some(ThinQr { Q: q, R })
+}
+
+/// One Gram–Cholesky pass: `G = QᵀQ = RᵀR`, `Q ← Q R⁻¹`; returns R. With `max_departure`,
+/// refuses when ‖G − I‖_F exceeds it.
+fn cholesky_pass(q: &mut Mat<f64>, max_departure: Option<f64>) -> Option<Mat<f64>> {
+    let k = q.ncols();
+    let g = q.transpose() * q.as_ref();
+    if let Some(limit) = max_departure {
+        let departure: f64 = (0..k)
+            .flat_map(|j| (0..k).map(move |i| (i, j)))
+            .map(|(i, j)| (g[(i, j)] - if i == j { 1.0 } else { 0.0 }).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        if !(departure <= limit) {
+            return None;
+        }
+    }
+    let llt = g.llt(Side::Lower).ok()?;
+    let L = llt.L();
+    // Q R = A with R = Lᵀ  ⇔  L Qᵀ = Aᵀ.
+    solve_lower_triangular_in_place(L, q.as_mut().transpose_mut(), Par::Seq);
+    if !q.is_all_finite() {
+        return None;
+    }
+    Some(L.transpose().to_owned())
 }
 
 /// Orthonormal basis of the column space of a tensor (n×k ↦ n×min(n, k)), via the host.
@@ -30,6 +98,30 @@ pub fn thin_qr(a: MatRef<'_, f64>) -> ThinQr {
 pub fn orth<B: Backend>(a: &Tensor<B, 2>) -> Tensor<B, 2> {
     let f = thin_qr(to_faer(a).as_ref());
     from_faer(f.Q.as_ref(), &a.device())
+}
+
+/// An orthonormal basis `[basis | N]` of span([basis | new]) (n×(r + k)), for an orthonormal
+/// `basis` (n×r): the augmentation step `orth([K1 | U0])` of the rank-adaptive integrators.
+/// The first r columns span `basis` and N is orthogonal to it (QR keeps the leading span).
+///
+/// `new` is first projected off `basis` (twice, as classical Gram–Schmidt needs), which
+/// leaves the span unchanged and makes `[basis | new⊥]` well conditioned once its columns are
+/// scaled, so the fast CholeskyQR2 path applies; K1 itself is nearly inside span(U0) when
+/// the step is small.
+pub fn augment_basis<B: Backend>(new: &Tensor<B, 2>, basis: &Tensor<B, 2>) -> Tensor<B, 2> {
+    let (n, k, r) = (new.dims()[0], new.dims()[1], basis.dims()[1]);
+    let U = to_faer(basis);
+    let mut a = Mat::<f64>::zeros(n, r + k);
+    a.as_mut().subcols_mut(0, r).copy_from(&U);
+    a.as_mut().subcols_mut(r, k).copy_from(to_faer(new));
+    for _ in 0..2 {
+        let c = U.transpose() * a.as_ref().subcols(r, k);
+        let proj = &U * c;
+        let mut tail = a.as_mut().subcols_mut(r, k);
+        tail -= proj;
+    }
+    let f = thin_qr(a.as_ref());
+    from_faer(f.Q.as_ref(), &new.device())
 }
 
 /// Thin QR of a tensor; returns (Q, R) as tensors on the same device.
@@ -112,5 +204,66 @@ pub(crate) mod tests {
         let a = &u * sigma * v.transpose(); // σ from 1 down to 1e-9
         let q = thin_qr(a.as_ref()).Q;
         assert!(orthonormality_error(q.as_ref()) < tol(n, k));
+    }
+
+    #[test]
+    fn cholesky_path_is_taken_and_accurate_on_well_conditioned_input() {
+        let mut rng = StdRng::seed_from_u64(4);
+        // Columns of very different size: scaling makes this well conditioned.
+        let mut a = gaussian(784, 54, &mut rng);
+        for j in 0..27 {
+            a.col_mut(j).iter_mut().for_each(|x| *x *= 1e-6);
+        }
+        let f = cholesky_qr2(a.as_ref()).expect("well-conditioned after scaling");
+        assert!(orthonormality_error(f.Q.as_ref()) < tol(784, 54));
+        let err = max_abs((&f.Q * &f.R - &a).as_ref());
+        assert!(err < tol(784, 54) * max_abs(a.as_ref()), "QR ≠ A: {err}");
+        for i in 0..54 {
+            for j in 0..i {
+                assert_eq!(f.R[(i, j)], 0.0, "R is upper triangular");
+            }
+        }
+    }
+
+    #[test]
+    fn cholesky_path_refuses_ill_conditioned_and_zero_columns() {
+        let mut rng = StdRng::seed_from_u64(5);
+        let (n, k) = (80, 10);
+        let u = thin_qr(gaussian(n, k, &mut rng).as_ref()).Q;
+        let v = thin_qr(gaussian(k, k, &mut rng).as_ref()).Q;
+        let sigma = Mat::from_fn(k, k, |i, j| if i == j { 10f64.powi(-2 * i as i32) } else { 0.0 });
+        let a = &u * sigma * v.transpose(); // condition number 1e18
+        assert!(cholesky_qr2(a.as_ref()).is_none());
+        let mut z = gaussian(n, k, &mut rng);
+        z.col_mut(3).fill(0.0);
+        assert!(cholesky_qr2(z.as_ref()).is_none());
+        // The public entry point still returns an orthonormal Q through Householder.
+        assert!(orthonormality_error(thin_qr(z.as_ref()).Q.as_ref()) < tol(n, k));
+    }
+
+    #[test]
+    fn augment_basis_spans_both_and_is_orthonormal() {
+        use burn::backend::NdArray;
+        type B = NdArray<f64>;
+        let mut rng = StdRng::seed_from_u64(6);
+        let (n, r) = (100, 6);
+        let u0 = thin_qr(gaussian(n, r, &mut rng).as_ref()).Q;
+        let device = Default::default();
+        // K1 = U0 M + a small step outside span(U0), and the degenerate K1 = U0 M.
+        for step in [1e-3, 0.0] {
+            let k1 = &u0 * gaussian(r, r, &mut rng) + gaussian(n, r, &mut rng) * step;
+            let q = to_faer(&augment_basis::<B>(
+                &from_faer(k1.as_ref(), &device),
+                &from_faer(u0.as_ref(), &device),
+            ));
+            assert_eq!(q.ncols(), 2 * r);
+            assert!(orthonormality_error(q.as_ref()) < tol(n, 2 * r), "step {step}");
+            let lead = q.as_ref().subcols(0, r);
+            assert!(max_abs((&u0 * (u0.transpose() * lead) - lead).as_ref()) < tol(n, 2 * r), "leading span");
+            for b in [&u0, &k1] {
+                let proj = &q * (q.transpose() * b);
+                assert!(max_abs((proj - b).as_ref()) < tol(n, 2 * r) * max_abs(b.as_ref()).max(1.0));
+            }
+        }
     }
 }

@@ -86,6 +86,7 @@ where
         net.dense_layers().into_iter().for_each(DenseLinear::begin_pass);
     }
     let value = loss(net);
+    crate::linalg::convert::note_host_read();
     let scalar: f64 = value.clone().into_scalar().elem();
     if !scalar.is_finite() {
         net.low_rank_layers().into_iter().for_each(LowRankLinear::abort_step);

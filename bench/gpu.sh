@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# One device call (see README, "GPU"): our MNIST benchmark on CUDA, PyTorch's dense MLP of the
+# same shape on the same card, and a short `dlrt train --device cuda` run on real MNIST.
+#
+# Expects, relative to the repository root:
+#   $DLRT_BIN (default target/release/dlrt) built with `--features cuda`,
+#   MNIST in ./data/mnist (or $DLRT_DATA), and PyTorch on the machine.
+# Writes its tables to $OUT (default ./runs/gpu-bench).
+set -euo pipefail
+BIN=${DLRT_BIN:-target/release/dlrt}
+OUT=${OUT:-runs/gpu-bench}
+mkdir -p "$OUT"
+# The first run compiles and tunes kernels for every shape; rank-adaptive methods visit many
+# shapes, so keep autotuning short (the tuning cache in ~/.cache/cubecl makes reruns fast).
+export CUBECL_AUTOTUNE_LEVEL=${CUBECL_AUTOTUNE_LEVEL:-minimal}
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/card.txt"
+date -u +%Y-%m-%d | tee -a "$OUT/card.txt"
+
+echo "== dlrt bench --device cuda"
+"$BIN" bench --device cuda --warmup "${WARMUP:-100}" --steps "${STEPS:-200}" | tee "$OUT/dlrt_cuda.md"
+
+echo "== PyTorch dense MLP (same shape, batch, optimizer)"
+python3 bench/torch_mlp.py --device cuda --warmup "${WARMUP:-100}" --steps "${STEPS:-200}" | tee "$OUT/torch_cuda.md"
+
+echo "== ratios (dlrt µs/step ÷ PyTorch dense µs/step)"
+torch_us=$(awk -F'|' '{gsub(/ /, "", $3); print $3}' "$OUT/torch_cuda.md")
+awk -F'|' -v t="$torch_us" '/^\| [a-z_]+ \| [0-9]/ {gsub(/ /, "", $2); gsub(/ /, "", $3); printf "| %s | %s | %.2f |\n", $2, $3, $3 / t}' \
+    "$OUT/dlrt_cuda.md" | tee "$OUT/ratios.md"
+
+echo "== dlrt train --device cuda (abc-PSI, paper setting, 300 batches)"
+"$BIN" train configs/mnist_abc_psi.toml --device cuda --epochs 1 --max-batches 300 --out runs/gpu-train --quiet
+tail -n 1 runs/gpu-train/metrics.csv | tee "$OUT/train_cuda.csv"
