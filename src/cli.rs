@@ -101,6 +101,19 @@ pub enum DeviceArg {
     Cuda,
 }
 
+/// Runs `f`, turning a panic of the CUDA runtime (no driver, no device) into an error.
+#[cfg(feature = "cuda")]
+fn cuda_guard<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "the CUDA runtime panicked".into());
+        Err(Error::Unsupported(format!("--device cuda: no usable CUDA device ({why})")))
+    })
+}
+
 /// Runs `$body` with the type alias `$B` set to the autodiff backend of `$device_arg` and
 /// `$device` to its default device; `cuda` without the feature is an error, not a panic.
 macro_rules! with_backend {
@@ -114,8 +127,10 @@ macro_rules! with_backend {
             #[cfg(feature = "cuda")]
             DeviceArg::Cuda => {
                 type $B = crate::CudaTrainBackend;
-                let $device = Default::default();
-                $body
+                cuda_guard(|| {
+                    let $device = Default::default();
+                    $body
+                })
             }
             #[cfg(not(feature = "cuda"))]
             DeviceArg::Cuda => Err(Error::Unsupported(
