@@ -55,6 +55,15 @@ pub enum Error {
         /// What this file has.
         got: String,
     },
+    /// An external program (npm, apt-get, dpkg-deb) could not be started or failed.
+    #[error("`{command}` {problem}")]
+    Command {
+        /// The command line that was run.
+        command: String,
+        /// What went wrong: could not start (and why the program is needed), or the exit
+        /// status with the program's stderr.
+        problem: String,
+    },
     /// Reading or writing a file failed.
     #[error("{path}: {source}")]
     Io {

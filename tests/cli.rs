@@ -31,3 +31,12 @@ fn bad_arguments_fail_with_a_message_naming_the_value() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("abc_psi"), "lists the valid methods");
 }
+
+#[test]
+#[cfg(not(feature = "cuda"))]
+fn cuda_without_the_feature_is_a_clear_error() {
+    let out = dlrt(&["bench", "--device", "cuda", "--steps", "1", "--warmup", "0"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--features cuda"), "{err}");
+}

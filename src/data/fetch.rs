@@ -237,9 +237,9 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// Runs `program args` in `cwd`; an error only if it cannot be started (`hint` says why
 /// the program is needed).
 fn spawn(program: &str, args: &[&OsStr], cwd: &Path, hint: &str) -> Result<Output> {
-    Command::new(program).args(args).current_dir(cwd).output().map_err(|e| {
-        let msg = format!("could not run `{}`: {e}; {hint}", describe(program, args));
-        Error::io(program, std::io::Error::new(e.kind(), msg))
+    Command::new(program).args(args).current_dir(cwd).output().map_err(|e| Error::Command {
+        command: describe(program, args),
+        problem: format!("could not be started: {e}; {hint}"),
     })
 }
 
@@ -252,13 +252,10 @@ fn check(program: &str, args: &[&OsStr], out: &Output) -> Result<()> {
     if out.status.success() {
         return Ok(());
     }
-    let msg = format!(
-        "`{}` failed ({}): {}",
-        describe(program, args),
-        out.status,
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    Err(Error::io(program, std::io::Error::other(msg)))
+    Err(Error::Command {
+        command: describe(program, args),
+        problem: format!("failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
+    })
 }
 
 fn run(program: &str, args: &[&OsStr], cwd: &Path, hint: &str) -> Result<()> {
@@ -346,7 +343,7 @@ mod tests {
     fn failing_commands_are_errors_with_stderr() {
         let dir = tempfile::tempdir().unwrap();
         let err = run("dlrt-no-such-program", &[], dir.path(), "just a test").unwrap_err().to_string();
-        assert!(err.contains("could not run `dlrt-no-such-program`") && err.contains("just a test"), "{err}");
+        assert!(err.contains("`dlrt-no-such-program` could not be started") && err.contains("just a test"), "{err}");
         let args = ["-c", "echo oops >&2; exit 3"].map(OsStr::new);
         let err = run("sh", &args, dir.path(), "").unwrap_err().to_string();
         assert!(err.contains("failed") && err.contains("oops"), "{err}");

@@ -38,7 +38,7 @@ use rand::rngs::StdRng;
 use rand_distr::{Distribution, StandardNormal};
 
 use crate::integrators::Pass;
-use crate::linalg::{from_faer, thin_qr, thin_svd, to_faer, TruncationConfig};
+use crate::linalg::{from_faer, thin_qr, truncated_svd, TruncationConfig};
 use crate::optim::{Optimizer, Slot};
 use crate::{Error, Result};
 
@@ -158,22 +158,16 @@ impl<B: Backend> LowRankLinear<B> {
     ) -> Result<Self> {
         truncation.validate()?;
         let [n, m] = w.dims();
-        let svd = thin_svd(to_faer(w).as_ref(), "dense weight")?;
-        let r = match rank {
+        let cfg = match rank {
             Some(r) if r == 0 || r > n.min(m) => {
                 return Err(Error::config("rank", r, &format!("1 ≤ rank ≤ min(n, m) = {}", n.min(m))))
             }
-            Some(r) => r,
-            None => truncation.rank(&svd.sigma, n, m),
+            // A fixed rank is the truncation with both bounds at r.
+            Some(r) => truncation.clone().with_bounds(r, Some(r)),
+            None => truncation.clone(),
         };
-        let device = w.device();
-        let s = Mat::from_fn(r, r, |i, j| if i == j { svd.sigma[i] } else { 0.0 });
-        Self::from_factors(
-            from_faer(svd.U.as_ref().subcols(0, r), &device),
-            from_faer(s.as_ref(), &device),
-            from_faer(svd.V.as_ref().subcols(0, r), &device),
-            bias,
-        )
+        let t = truncated_svd(w, &cfg, n, m, "dense weight")?;
+        Self::from_factors(t.P, t.Sigma, t.Q, bias)
     }
 
     /// An adapter of rank r on the frozen n×m `base`: `z = x W0 + x U S Vᵀ + b` with S = 0, so
