@@ -343,7 +343,10 @@ mod tests {
     fn failing_commands_are_errors_with_stderr() {
         let dir = tempfile::tempdir().unwrap();
         let err = run("dlrt-no-such-program", &[], dir.path(), "just a test").unwrap_err().to_string();
-        assert!(err.contains("`dlrt-no-such-program` could not be started") && err.contains("just a test"), "{err}");
+        assert!(
+            err.contains("`dlrt-no-such-program` could not be started") && err.contains("just a test"),
+            "{err}"
+        );
         let args = ["-c", "echo oops >&2; exit 3"].map(OsStr::new);
         let err = run("sh", &args, dir.path(), "").unwrap_err().to_string();
         assert!(err.contains("failed") && err.contains("oops"), "{err}");
