@@ -273,12 +273,13 @@ pub fn train_cmd(args: &TrainArgs) -> Result<()> {
     let records = with_backend!(args.device, B, device, { train::run::run::<B>(&cfg, &opts, &device) })?;
     if let Some(last) = records.last() {
         println!(
-            "{}: test accuracy {:.2} % after {} epochs, ranks {:?}; run folder {}",
+            "{}: test accuracy {:.2} % after {} epochs, ranks {:?}; run folder {}{}",
             cfg.integrator.method,
             100.0 * last.test_accuracy,
             last.epoch,
             last.ranks,
-            run_dir.display()
+            run_dir.display(),
+            crate::bench::peak_memory_mib().map(|m| format!("; peak memory {m:.0} MiB")).unwrap_or_default()
         );
     }
     Ok(())
