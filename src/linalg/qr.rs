@@ -78,7 +78,8 @@ fn cholesky_pass(q: &mut Mat<f64>, max_departure: Option<f64>) -> Option<Mat<f64
             .map(|(i, j)| (g[(i, j)] - if i == j { 1.0 } else { 0.0 }).powi(2))
             .sum::<f64>()
             .sqrt();
-        if !(departure <= limit) {
+        // NaN compares false: refuse it too.
+        if departure.is_nan() || departure > limit {
             return None;
         }
     }

@@ -1,0 +1,418 @@
+//! The ViT / DINOv2 backbone (`dlrt::models::vit`) on tiny configs, in f64 on NdArray:
+//! HF config parsing, safetensors round trips, the one load error that lists every problem,
+//! adapters at S = 0, position-embedding interpolation, a forward pass checked against a
+//! naive loop implementation written from the HF tensors, and one abc-PSI step on the adapters.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Tensor, TensorData};
+use common::{max_abs, B};
+use dlrt::checkpoint::{read_safetensors, write_safetensors, TensorMap};
+use dlrt::integrators::IntegratorKind;
+use dlrt::linalg::TruncationConfig;
+use dlrt::models::vit::{interpolate_pos_encoding, AdapterTarget, Projection, Variant, ViT, ViTConfig};
+use dlrt::optim::Optimizer;
+use dlrt::{train, Error};
+use rand::{rngs::StdRng, SeedableRng};
+use rand_distr::{Distribution, StandardNormal};
+
+/// Hidden 16, 2 layers, 2 heads, MLP 32, 28 px images in 7 px patches (a 4×4 grid).
+fn tiny(variant: Variant) -> ViTConfig {
+    let base = match variant {
+        Variant::ViT => ViTConfig::vit_base_patch16_224(),
+        Variant::Dinov2 => ViTConfig { layerscale_value: 0.5, ..ViTConfig::dinov2_small() },
+    };
+    ViTConfig {
+        hidden_size: 16,
+        num_hidden_layers: 2,
+        num_attention_heads: 2,
+        intermediate_size: 32,
+        image_size: 28,
+        patch_size: 7,
+        ..base
+    }
+}
+
+const VARIANTS: [Variant; 2] = [Variant::ViT, Variant::Dinov2];
+
+fn model(variant: Variant, seed: u64) -> ViT<B> {
+    ViT::random(tiny(variant), &mut StdRng::seed_from_u64(seed), &Default::default()).unwrap()
+}
+
+fn images(batch: usize, side: [usize; 2], seed: u64) -> Tensor<B, 4> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let values: Vec<f64> =
+        (0..batch * 3 * side[0] * side[1]).map(|_| StandardNormal.sample(&mut rng)).collect();
+    Tensor::from_data(TensorData::new(values, [batch, 3, side[0], side[1]]), &Default::default())
+}
+
+fn max_diff<const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> f64 {
+    (a - b).abs().max().into_scalar()
+}
+
+/// Writes `model.safetensors` and `config.json` into `dir`; returns both paths.
+fn write(dir: &Path, tensors: &TensorMap, config: &ViTConfig) -> (PathBuf, PathBuf) {
+    let (weights, json) = (dir.join("model.safetensors"), dir.join("config.json"));
+    write_safetensors(&weights, tensors, Default::default()).unwrap();
+    std::fs::write(&json, config.to_json()).unwrap();
+    (weights, json)
+}
+
+#[test]
+fn hf_config_json_is_read_with_unknown_keys_and_variant_defaults() {
+    // Abridged from google/vit-base-patch16-224 and facebook/dinov2-small on the HF hub.
+    let vit = r#"{"architectures": ["ViTForImageClassification"], "attention_probs_dropout_prob": 0.0,
+        "hidden_act": "gelu", "hidden_size": 768, "id2label": {"0": "tench"}, "image_size": 224,
+        "initializer_range": 0.02, "intermediate_size": 3072, "layer_norm_eps": 1e-12,
+        "model_type": "vit", "num_attention_heads": 12, "num_channels": 3, "num_hidden_layers": 12,
+        "patch_size": 16, "qkv_bias": true}"#;
+    assert_eq!(serde_json::from_str::<ViTConfig>(vit).unwrap(), ViTConfig::vit_base_patch16_224());
+    // No intermediate_size: DINOv2's MLP width is hidden_size · mlp_ratio.
+    let dino = r#"{"architectures": ["Dinov2Model"], "drop_path_rate": 0.0, "hidden_act": "gelu",
+        "hidden_size": 384, "image_size": 518, "layer_norm_eps": 1e-06, "layerscale_value": 1.0,
+        "mlp_ratio": 4, "model_type": "dinov2", "num_attention_heads": 6, "num_channels": 3,
+        "num_hidden_layers": 12, "patch_size": 14, "qkv_bias": true, "use_swiglu_ffn": false}"#;
+    let cfg: ViTConfig = serde_json::from_str(dino).unwrap();
+    assert_eq!(cfg, ViTConfig::dinov2_small());
+    assert_eq!((cfg.intermediate_size, cfg.grid()), (1536, 37));
+    for variant in VARIANTS {
+        assert_eq!(serde_json::from_str::<ViTConfig>(&tiny(variant).to_json()).unwrap(), tiny(variant));
+    }
+    // transformers 5 rejects a float mlp_ratio.
+    assert!(tiny(Variant::Dinov2).to_json().contains("\"mlp_ratio\": 2,"));
+}
+
+#[test]
+fn bad_configs_and_adapter_names_are_errors_that_name_the_field() {
+    let base = tiny(Variant::ViT).to_json();
+    for (from, to, field) in [
+        ("\"num_attention_heads\": 2", "\"num_attention_heads\": 3", "num_attention_heads"),
+        ("\"hidden_act\": \"gelu\"", "\"hidden_act\": \"gelu_new\"", "hidden_act"),
+        ("\"model_type\": \"vit\"", "\"model_type\": \"deit\"", "model_type"),
+        ("\"intermediate_size\": 32", "\"x\": 32", "intermediate_size"),
+    ] {
+        let json = base.replace(from, to);
+        assert_ne!(json, base, "the test edits {from}");
+        let err = serde_json::from_str::<ViTConfig>(&json).unwrap_err();
+        assert!(err.to_string().contains(field), "{err}");
+    }
+    assert_eq!("mlp_fc1".parse::<AdapterTarget>().unwrap(), AdapterTarget::MlpFc1);
+    let err = "qkv".parse::<AdapterTarget>().unwrap_err().to_string();
+    assert!(err.contains("query, key, value, attention_output, mlp_fc1, mlp_fc2"), "{err}");
+    let targets: Vec<AdapterTarget> = serde_json::from_str(r#"["query", "attention_output"]"#).unwrap();
+    assert_eq!(targets, [AdapterTarget::Query, AdapterTarget::AttentionOutput]);
+}
+
+#[test]
+fn safetensors_round_trip_gives_identical_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let x = images(2, [28, 28], 1);
+    for variant in VARIANTS {
+        let vit = model(variant, 2);
+        let (weights, json) = (dir.path().join("model.safetensors"), dir.path().join("config.json"));
+        vit.save(&weights).unwrap();
+        std::fs::write(&json, vit.config().to_json()).unwrap();
+        let back = ViT::<B>::load(&weights, &json, &Default::default()).unwrap();
+        assert_eq!(back.to_tensors(), vit.to_tensors());
+        let (y, y_back) = (vit.forward(x.clone()), back.forward(x.clone()));
+        assert_eq!(y.dims(), [2, 16]);
+        assert_eq!(max_diff(y.clone(), y_back), 0.0, "{variant:?}");
+
+        // HF's names and PyTorch's [out, in] layout, on disk.
+        let (file, _) = read_safetensors(&weights).unwrap();
+        let (prefix, fc1) = match variant {
+            Variant::ViT => ("vit.", "intermediate.dense"),
+            Variant::Dinov2 => ("", "mlp.fc1"),
+        };
+        let shape = |name: &str| file.get(&format!("{prefix}{name}")).map(|(s, _)| s.clone());
+        assert_eq!(shape("embeddings.patch_embeddings.projection.weight"), Some(vec![16, 3, 7, 7]));
+        assert_eq!(shape("embeddings.position_embeddings"), Some(vec![1, 17, 16]));
+        assert_eq!(shape(&format!("encoder.layer.1.{fc1}.weight")), Some(vec![32, 16]));
+        let has_scale = shape("encoder.layer.0.layer_scale2.lambda1").is_some();
+        assert_eq!(has_scale, variant == Variant::Dinov2);
+
+        // ViTModel files have no `vit.` prefix, and heads, poolers and the mask token are ignored.
+        let mut bare: TensorMap =
+            file.into_iter().map(|(k, v)| (k.strip_prefix("vit.").unwrap_or(&k).to_string(), v)).collect();
+        for extra in ["classifier.weight", "pooler.dense.bias", "embeddings.mask_token"] {
+            bare.insert(extra.into(), (vec![1, 16], vec![0.0; 16]));
+        }
+        let (weights, json) = write(dir.path(), &bare, vit.config());
+        let bare = ViT::<B>::load(&weights, &json, &Default::default()).unwrap();
+        assert_eq!(max_diff(y, bare.forward(x.clone())), 0.0);
+    }
+}
+
+#[test]
+fn one_load_error_names_the_file_and_every_bad_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let vit = model(Variant::ViT, 3);
+    let mut tensors = vit.to_tensors();
+    let missing = "vit.encoder.layer.1.attention.attention.key.bias";
+    tensors.remove(missing).unwrap();
+    tensors.insert("vit.encoder.layer.0.extra.weight".into(), (vec![2], vec![1.0, 2.0]));
+    tensors.insert("vit.layernorm.weight".into(), (vec![17], vec![1.0; 17]));
+    tensors.insert("vit.embeddings.mask_token".into(), (vec![1, 1, 16], vec![0.0; 16]));
+    tensors.insert("classifier.weight".into(), (vec![10, 16], vec![0.0; 160]));
+    let (weights, json) = write(dir.path(), &tensors, vit.config());
+    let err = ViT::<B>::load(&weights, &json, &Default::default()).unwrap_err();
+    assert!(matches!(err, Error::BadFile { .. }), "{err:?}");
+    let msg = err.to_string();
+    for part in [
+        weights.to_str().unwrap(),
+        &format!("1 missing: [{missing}]"),
+        "1 unexpected: [vit.encoder.layer.0.extra.weight]",
+        "1 mis-shaped: [vit.layernorm.weight (expected [16], got [17])]",
+    ] {
+        assert!(msg.contains(part), "`{part}` not in: {msg}");
+    }
+    assert!(!msg.contains("mask_token") && !msg.contains("classifier"), "{msg}");
+}
+
+#[test]
+fn adapters_at_s_zero_leave_the_outputs_unchanged() {
+    let x = images(2, [28, 28], 4);
+    for variant in VARIANTS {
+        let mut vit = model(variant, 5);
+        let y0 = vit.forward(x.clone());
+        let mut rng = StdRng::seed_from_u64(6);
+        vit.add_adapters(&AdapterTarget::DEFAULT, 4, &mut rng).unwrap();
+        assert_eq!(vit.low_rank_layers_mut().len(), 2 * 3);
+        vit.add_adapters(
+            &[AdapterTarget::AttentionOutput, AdapterTarget::MlpFc1, AdapterTarget::MlpFc2],
+            4,
+            &mut rng,
+        )
+        .unwrap();
+        let ranks: Vec<_> = vit.low_rank_layers_mut().iter().map(|l| (l.n(), l.m(), l.rank())).collect();
+        let block = [(16, 16, 4), (16, 16, 4), (16, 16, 4), (16, 16, 4), (16, 32, 4), (32, 16, 4)];
+        assert_eq!(
+            ranks,
+            [block, block].concat(),
+            "blocks in order, projections in AdapterTarget::ALL order"
+        );
+        // U S Vᵀ with S = 0 adds exact zeros.
+        assert!(max_diff(y0.clone(), vit.forward(x.clone())) <= 1e-12, "{variant:?}");
+        // r(n + m) + r² + m per adapter.
+        let per_block = 4 * (4 * 32 + 16 + 16) + 2 * (4 * 48 + 16) + 16 + 32;
+        assert_eq!(vit.adapter_params(), 2 * per_block);
+
+        // Adding twice, or a rank that does not fit, is an error that changes nothing.
+        let err = vit.add_adapters(&[AdapterTarget::Query], 2, &mut rng).unwrap_err();
+        assert!(err.to_string().contains("already has an adapter"), "{err}");
+        let mut fresh = model(variant, 5);
+        let err = fresh.add_adapters(&AdapterTarget::ALL, 17, &mut rng).unwrap_err();
+        assert!(matches!(err, Error::InvalidConfig { .. }), "{err}");
+        assert!(fresh.low_rank_layers_mut().is_empty());
+
+        // Merging folds W0 + U S Vᵀ back into dense projections.
+        vit.merge_adapters().unwrap();
+        assert!(vit.low_rank_layers_mut().is_empty());
+        assert!(max_diff(y0, vit.forward(x.clone())) <= 1e-12);
+    }
+}
+
+#[test]
+fn position_interpolation_is_the_identity_on_the_stored_grid_and_resizes_otherwise() {
+    let mut rng = StdRng::seed_from_u64(7);
+    let values: Vec<f64> = (0..17 * 16).map(|_| StandardNormal.sample(&mut rng)).collect();
+    let pos = Tensor::<B, 3>::from_data(TensorData::new(values, [1, 17, 16]), &Default::default());
+    let same = interpolate_pos_encoding(pos.clone(), [4, 4], [4, 4]);
+    assert!(max_diff(same, pos.clone()) <= 1e-12);
+    let bigger = interpolate_pos_encoding(pos.clone(), [4, 4], [6, 5]);
+    assert_eq!(bigger.dims(), [1, 31, 16]);
+    assert_eq!(max_diff(bigger.narrow(1, 0, 1), pos.narrow(1, 0, 1)), 0.0, "the CLS row is kept");
+    // The bicubic weights sum to one: a constant grid stays constant.
+    let constant = Tensor::<B, 3>::full([1, 17, 16], 0.25, &Default::default());
+    let resized = interpolate_pos_encoding(constant, [4, 4], [6, 6]);
+    assert!(max_abs(resized.reshape([37, 16]).sub_scalar(0.25)) <= 1e-12);
+
+    for variant in VARIANTS {
+        let vit = model(variant, 8);
+        for side in [[42, 42], [28, 42], [45, 30]] {
+            let x = images(2, side, 9);
+            let tokens = vit.forward_tokens(x.clone());
+            assert_eq!(tokens.dims(), [2, 1 + (side[0] / 7) * (side[1] / 7), 16], "{side:?}");
+            let y = vit.forward(x);
+            assert_eq!(y.dims(), [2, 16]);
+            assert!(y.to_data().to_vec::<f64>().unwrap().iter().all(|v| v.is_finite()));
+        }
+    }
+}
+
+/// A naive ViT written from the HF tensors with loops, in PyTorch's conventions: W is
+/// [out, in], `y_o = Σ_i W[o][i] x_i + b_o`. Returns every token after the final norm.
+struct Reference<'a> {
+    tensors: &'a TensorMap,
+    prefix: &'a str,
+    config: &'a ViTConfig,
+}
+
+impl Reference<'_> {
+    fn t(&self, name: &str) -> Vec<f64> {
+        let (_, values) = &self.tensors[&format!("{}{name}", self.prefix)];
+        values.iter().map(|&v| v as f64).collect()
+    }
+
+    fn linear(&self, name: &str, x: &[f64]) -> Vec<f64> {
+        let (w, b) = (self.t(&format!("{name}.weight")), self.t(&format!("{name}.bias")));
+        let n = x.len();
+        (0..b.len()).map(|o| b[o] + (0..n).map(|i| w[o * n + i] * x[i]).sum::<f64>()).collect()
+    }
+
+    fn layer_norm(&self, name: &str, x: &[f64]) -> Vec<f64> {
+        let (g, b) = (self.t(&format!("{name}.weight")), self.t(&format!("{name}.bias")));
+        let d = x.len() as f64;
+        let mean = x.iter().sum::<f64>() / d;
+        let var = x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / d;
+        let inv = 1.0 / (var + self.config.layer_norm_eps).sqrt();
+        x.iter().enumerate().map(|(i, v)| (v - mean) * inv * g[i] + b[i]).collect()
+    }
+
+    /// `image` is [C][H][W] flattened; returns [T][D].
+    fn forward(&self, image: &[f64]) -> Vec<Vec<f64>> {
+        let c = self.config;
+        let (d, p, g, ch) = (c.hidden_size, c.patch_size, c.grid(), c.num_channels);
+        let side = g * p;
+        let (kernel, kb) = (
+            self.t("embeddings.patch_embeddings.projection.weight"),
+            self.t("embeddings.patch_embeddings.projection.bias"),
+        );
+        let (cls, pos) = (self.t("embeddings.cls_token"), self.t("embeddings.position_embeddings"));
+        let mut x = vec![(0..d).map(|e| cls[e] + pos[e]).collect::<Vec<f64>>()];
+        for gy in 0..g {
+            for gx in 0..g {
+                let token = x.len();
+                x.push(
+                    (0..d)
+                        .map(|e| {
+                            let mut z = kb[e] + pos[token * d + e];
+                            for (k, i, j) in
+                                (0..ch).flat_map(|k| (0..p).flat_map(move |i| (0..p).map(move |j| (k, i, j))))
+                            {
+                                let pixel = image[k * side * side + (gy * p + i) * side + gx * p + j];
+                                z += kernel[((e * ch + k) * p + i) * p + j] * pixel;
+                            }
+                            z
+                        })
+                        .collect(),
+                );
+            }
+        }
+        let dino = c.variant == Variant::Dinov2;
+        for l in 0..c.num_hidden_layers {
+            let at = |key: &str| format!("encoder.layer.{l}.{key}");
+            let (norm1, norm2, fc1, fc2) = if dino {
+                ("norm1", "norm2", "mlp.fc1", "mlp.fc2")
+            } else {
+                ("layernorm_before", "layernorm_after", "intermediate.dense", "output.dense")
+            };
+            let lambda = |key: &str| if dino { self.t(&at(key)) } else { vec![1.0; d] };
+            let (lambda1, lambda2) = (lambda("layer_scale1.lambda1"), lambda("layer_scale2.lambda1"));
+            let h: Vec<_> = x.iter().map(|t| self.layer_norm(&at(norm1), t)).collect();
+            let proj = |key: &str| -> Vec<Vec<f64>> {
+                h.iter().map(|t| self.linear(&at(&format!("attention.attention.{key}")), t)).collect()
+            };
+            let (q, k, v) = (proj("query"), proj("key"), proj("value"));
+            let (heads, tokens) = (c.num_attention_heads, x.len());
+            let d_h = d / heads;
+            let mut context = vec![vec![0.0; d]; tokens];
+            for head in 0..heads {
+                let cols = head * d_h..(head + 1) * d_h;
+                for t in 0..tokens {
+                    let scores: Vec<f64> = (0..tokens)
+                        .map(|u| cols.clone().map(|e| q[t][e] * k[u][e]).sum::<f64>() / (d_h as f64).sqrt())
+                        .collect();
+                    let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let weights: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+                    let total: f64 = weights.iter().sum();
+                    for e in cols.clone() {
+                        context[t][e] = (0..tokens).map(|u| weights[u] / total * v[u][e]).sum();
+                    }
+                }
+            }
+            for t in 0..tokens {
+                let o = self.linear(&at("attention.output.dense"), &context[t]);
+                (0..d).for_each(|e| x[t][e] += lambda1[e] * o[e]);
+                let hidden: Vec<f64> = self
+                    .linear(&at(fc1), &self.layer_norm(&at(norm2), &x[t]))
+                    .into_iter()
+                    .map(gelu)
+                    .collect();
+                let m = self.linear(&at(fc2), &hidden);
+                (0..d).for_each(|e| x[t][e] += lambda2[e] * m[e]);
+            }
+        }
+        x.iter().map(|t| self.layer_norm("layernorm", t)).collect()
+    }
+}
+
+fn gelu(x: f64) -> f64 {
+    0.5 * x * (1.0 + erf(x / 2f64.sqrt()))
+}
+
+/// erf(x) = 2/√π · e^{−x²} · Σ_n 2ⁿ x^{2n+1} / (1·3·…·(2n+1)): all terms positive, so the sum
+/// loses no digits to cancellation; |erf(6)| = 1 − 2e-17.
+fn erf(x: f64) -> f64 {
+    if x.abs() > 6.0 {
+        return x.signum();
+    }
+    let (mut term, mut sum) = (x, x);
+    for n in 1..500 {
+        term *= 2.0 * x * x / (2 * n + 1) as f64;
+        sum += term;
+        if term.abs() < 1e-17 * sum.abs() {
+            break;
+        }
+    }
+    2.0 / std::f64::consts::PI.sqrt() * (-x * x).exp() * sum
+}
+
+#[test]
+fn forward_matches_a_naive_reference_written_from_the_hf_tensors() {
+    // erf(0.5) = 0.5204998778130465 (Abramowitz & Stegun, table 7.1).
+    assert!((erf(0.5) - 0.520_499_877_813_046_5).abs() < 1e-15);
+    let x = images(2, [28, 28], 10);
+    let pixels = x.to_data().to_vec::<f64>().unwrap();
+    for variant in VARIANTS {
+        let vit = model(variant, 11);
+        let tensors = vit.to_tensors();
+        let prefix = if variant == Variant::ViT { "vit." } else { "" };
+        let reference = Reference { tensors: &tensors, prefix, config: vit.config() };
+        let got = vit.forward_tokens(x.clone()).to_data().to_vec::<f64>().unwrap();
+        let image = 3 * 28 * 28;
+        let mut worst = 0.0f64;
+        for b in 0..2 {
+            let expected = reference.forward(&pixels[b * image..(b + 1) * image]);
+            for (t, token) in expected.iter().enumerate() {
+                for (e, value) in token.iter().enumerate() {
+                    worst = worst.max((got[(b * 17 + t) * 16 + e] - value).abs());
+                }
+            }
+        }
+        assert!(worst < 1e-10, "{variant:?}: max |ViT − reference| = {worst:e}");
+    }
+}
+
+#[test]
+fn an_abc_psi_step_trains_only_the_adapters() {
+    let mut vit = model(Variant::Dinov2, 12);
+    vit.add_adapters(&AdapterTarget::DEFAULT, 2, &mut StdRng::seed_from_u64(13)).unwrap();
+    let x = images(4, [28, 28], 14);
+    let target = vit.forward(x.clone()).mul_scalar(0.5);
+    let loss = |v: &ViT<B>| (v.forward(x.clone()) - target.clone()).square().sum().mul_scalar(0.5);
+    let frozen = |v: &ViT<B>| match v.projection(1, AdapterTarget::MlpFc1) {
+        Some(Projection::Frozen(l)) => l.weight().clone(),
+        _ => panic!("fc1 has no adapter"),
+    };
+    let (before, fc1) = (loss(&vit).into_scalar(), frozen(&vit));
+    let integrator = IntegratorKind::AbcPsi.build::<B>(&TruncationConfig::relative(0.01)).unwrap();
+    train::prepare(&mut vit, integrator.as_ref()).unwrap();
+    train::step(&mut vit, integrator.as_ref(), &Optimizer::sgd(0.01), loss).unwrap();
+    let after = loss(&vit).into_scalar();
+    assert!(after < before, "loss {before} → {after}");
+    assert_eq!(max_abs(frozen(&vit) - fc1), 0.0);
+    assert!(vit.low_rank_layers_mut().iter().any(|l| l.delta_weight().abs().max().into_scalar() > 0.0));
+}
