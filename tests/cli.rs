@@ -40,3 +40,15 @@ fn cuda_without_the_feature_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--features cuda"), "{err}");
 }
+
+#[test]
+fn bench_vit_prints_a_row_per_method_and_rejects_tiny_images() {
+    let args = ["bench-vit", "--image", "14", "--batch", "2", "--steps", "1", "--warmup", "0"];
+    let out = dlrt(&[&args[..], &["--methods", "abc_psi,lora"]].concat());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("| abc_psi |") && text.contains("| lora |"), "{text}");
+    let out = dlrt(&["bench-vit", "--image", "10"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("patch size 14"));
+}
