@@ -86,6 +86,11 @@ fn step_flops<B: AutodiffBackend>(model: &Mlp<B>, passes: &[Pass], b: usize) -> 
     total
 }
 
+/// Waits for the device's queued work, so a step's time includes it (a no-op on the CPU).
+fn sync<B: AutodiffBackend>(device: &B::Device) -> Result<()> {
+    B::sync(device).map_err(|e| crate::Error::Unsupported(format!("device sync failed: {e:?}")))
+}
+
 /// Peak resident memory of this process in MiB (VmHWM), where the OS reports it.
 pub fn peak_memory_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -140,8 +145,7 @@ pub fn run<B: AutodiffBackend>(
             step(&mut model, integrator.as_ref(), &opt, |net| {
                 cross_entropy(net.forward(x.clone()), y.clone())
             })?;
-            // On a GPU the step may still be queued: wait for it (a no-op on the CPU).
-            B::sync(device).map_err(|e| crate::Error::Unsupported(format!("device sync failed: {e:?}")))?;
+            sync::<B>(device)?;
             if k >= warmup {
                 times.push(started.elapsed().as_secs_f64() * 1e6);
             }
@@ -219,7 +223,7 @@ pub fn run_vit<B: AutodiffBackend>(
             step(&mut vit, integrator.as_ref(), &opt, |v| {
                 cross_entropy(v.forward(x.clone()).matmul(head.clone()), labels.clone())
             })?;
-            B::sync(device).map_err(|e| crate::Error::Unsupported(format!("device sync failed: {e:?}")))?;
+            sync::<B>(device)?;
             if k >= warmup {
                 times.push(started.elapsed().as_secs_f64() * 1e3);
             }
