@@ -10,6 +10,8 @@
 //! Files are written to a temporary file, synced, then renamed over the old one, so a crash or
 //! a full disk never leaves a half-written checkpoint and never destroys the previous one.
 
+pub mod adapters;
+
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};

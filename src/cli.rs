@@ -31,9 +31,13 @@ pub struct Cli {
 pub enum Command {
     /// Train an MLP on MNIST or Fashion-MNIST (fetching the data set if it is missing).
     Train(TrainArgs),
-    /// Report the test accuracy of a checkpoint.
+    /// Fine-tune low-rank adapters and a head on a frozen pretrained ViT (fetching the data set
+    /// if it is missing).
+    Finetune(FinetuneArgs),
+    /// Report the test accuracy of a checkpoint (of `train` or `finetune`).
     Eval(EvalArgs),
-    /// Write a checkpoint's dense weights (W = U S Vᵀ, [fan_in, fan_out]) as safetensors.
+    /// Write a checkpoint's dense weights: W = U S Vᵀ ([fan_in, fan_out]) for `train`, the
+    /// backbone with the adapters merged plus the head (HF layout) for `finetune`.
     Export(ExportArgs),
     /// Time one training step of every integrator at the paper's MNIST setting.
     Bench(BenchArgs),
@@ -93,7 +97,63 @@ pub struct TrainArgs {
     pub device: DeviceArg,
 }
 
-/// The compute device of `dlrt train` and `dlrt bench`.
+/// Arguments of `dlrt finetune`.
+#[derive(Debug, clap::Args)]
+pub struct FinetuneArgs {
+    /// The fine-tuning config (TOML); see configs/finetune/.
+    pub config: PathBuf,
+    /// Override backbone.weights (HF safetensors; config.json next to it unless the config
+    /// names one).
+    #[arg(long)]
+    pub backbone: Option<PathBuf>,
+    /// Override backbone.rank (r0).
+    #[arg(long)]
+    pub rank: Option<usize>,
+    /// Override backbone.image (pixels).
+    #[arg(long)]
+    pub image: Option<usize>,
+    /// Override train.epochs.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Override train.seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Override train.dataset.
+    #[arg(long, value_enum)]
+    pub dataset: Option<DatasetName>,
+    /// Override integrator.method.
+    #[arg(long, value_enum)]
+    pub method: Option<IntegratorKind>,
+    /// Override integrator.tol (ϑ).
+    #[arg(long)]
+    pub tau: Option<f64>,
+    /// Override optimizer.lr (λ).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Override train.train_subset (0 = all).
+    #[arg(long)]
+    pub train_subset: Option<usize>,
+    /// Override train.test_subset (0 = all).
+    #[arg(long)]
+    pub test_subset: Option<usize>,
+    /// Override train.max_batches (batches per epoch; 0 = all).
+    #[arg(long)]
+    pub max_batches: Option<usize>,
+    /// The run folder (default: `runs/<config name>`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Where data sets are fetched to (default: $DLRT_DATA or ./data).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// No progress bar or per-epoch lines.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Where to train: `cpu` (Burn flex) or `cuda` (needs a build with `--features cuda`).
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    pub device: DeviceArg,
+}
+
+/// The compute device of `dlrt train`, `dlrt finetune` and the benchmarks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum DeviceArg {
     /// Burn's `flex` CPU backend.
@@ -147,7 +207,7 @@ macro_rules! with_backend {
 /// Arguments of `dlrt eval`.
 #[derive(Debug, clap::Args)]
 pub struct EvalArgs {
-    /// A checkpoint.safetensors written by `dlrt train`.
+    /// A checkpoint.safetensors written by `dlrt train` or `dlrt finetune`.
     pub checkpoint: PathBuf,
     /// Where data sets are (default: $DLRT_DATA or ./data).
     #[arg(long)]
@@ -157,9 +217,10 @@ pub struct EvalArgs {
 /// Arguments of `dlrt export`.
 #[derive(Debug, clap::Args)]
 pub struct ExportArgs {
-    /// A checkpoint.safetensors written by `dlrt train`.
+    /// A checkpoint.safetensors written by `dlrt train` or `dlrt finetune`.
     pub checkpoint: PathBuf,
-    /// Output file (default: dense.safetensors next to the checkpoint).
+    /// Output file (default: dense.safetensors, or merged.safetensors with config.json for a
+    /// fine-tuning checkpoint, next to the checkpoint).
     #[arg(long)]
     pub out: Option<PathBuf>,
 }
@@ -325,9 +386,66 @@ pub fn train_cmd(args: &TrainArgs) -> Result<()> {
     Ok(())
 }
 
+/// Runs `dlrt finetune`: reads the config, applies the overrides, fine-tunes.
+pub fn finetune_cmd(args: &FinetuneArgs) -> Result<()> {
+    let mut cfg = crate::config::FinetuneConfig::load(&args.config)?;
+    let stem = args.config.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or("run".into());
+    let run_dir = args.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(stem));
+    let (b, t) = (&mut cfg.backbone, &mut cfg.train);
+    if let Some(v) = &args.backbone {
+        b.weights = v.clone();
+    }
+    b.rank = args.rank.unwrap_or(b.rank);
+    b.image = args.image.unwrap_or(b.image);
+    t.epochs = args.epochs.unwrap_or(t.epochs);
+    t.seed = args.seed.unwrap_or(t.seed);
+    t.dataset = args.dataset.unwrap_or(t.dataset);
+    t.train_subset = args.train_subset.unwrap_or(t.train_subset);
+    t.test_subset = args.test_subset.unwrap_or(t.test_subset);
+    t.max_batches = args.max_batches.unwrap_or(t.max_batches);
+    cfg.integrator.method = args.method.unwrap_or(cfg.integrator.method);
+    cfg.integrator.tol = args.tau.unwrap_or(cfg.integrator.tol);
+    cfg.optimizer.lr = args.lr.unwrap_or(cfg.optimizer.lr);
+    cfg.validate()?;
+    let dir = data_dir(&args.data_dir);
+    ensure_data(cfg.train.dataset, &dir)?;
+    let opts = RunOptions { run_dir: run_dir.clone(), data_dir: dir, resume: false, progress: !args.quiet };
+    let records =
+        with_backend!(args.device, B, device, { train::finetune::finetune::<B>(&cfg, &opts, &device) })?;
+    if let Some(last) = records.last() {
+        println!(
+            "{}: test accuracy {:.2} % after {} epochs, {} trainable parameters; run folder {}{}",
+            cfg.integrator.method,
+            100.0 * last.test_accuracy,
+            last.epoch,
+            last.params,
+            run_dir.display(),
+            crate::bench::peak_memory_mib().map(|m| format!("; peak memory {m:.0} MiB")).unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
 /// Runs `dlrt eval`.
 pub fn eval_cmd(args: &EvalArgs, out: &mut impl Write) -> Result<()> {
     let device = Default::default();
+    if checkpoint::adapters::is_adapter_checkpoint(&args.checkpoint)? {
+        let (model, cfg, epoch) = checkpoint::adapters::load::<TrainBackend>(&args.checkpoint, &device)?;
+        let mut test = data::load(cfg.train.dataset, Split::Test, &data_dir(&args.data_dir))?;
+        if cfg.train.test_subset > 0 {
+            test.truncate(cfg.train.test_subset);
+        }
+        let (loss, acc) = train::finetune::evaluate(&model, &test, cfg.backbone.image, &device);
+        return writeln!(
+            out,
+            "{}: epoch {epoch}, test accuracy {:.2} % on {} images, test loss {loss:.4}, adapter ranks {:?}",
+            args.checkpoint.display(),
+            100.0 * acc,
+            test.len,
+            model.ranks()
+        )
+        .map_err(|e| Error::io("<stdout>", e));
+    }
     let (model, state) = checkpoint::load::<TrainBackend>(&args.checkpoint, &device)?;
     let test = data::load(state.config.train.dataset, Split::Test, &data_dir(&args.data_dir))?;
     let (loss, acc) = evaluate(&model, &test, &device);
@@ -344,6 +462,13 @@ pub fn eval_cmd(args: &EvalArgs, out: &mut impl Write) -> Result<()> {
 
 /// Runs `dlrt export`.
 pub fn export_cmd(args: &ExportArgs) -> Result<PathBuf> {
+    if checkpoint::adapters::is_adapter_checkpoint(&args.checkpoint)? {
+        let (model, _, _) =
+            checkpoint::adapters::load::<crate::CpuBackend>(&args.checkpoint, &Default::default())?;
+        let out = args.out.clone().unwrap_or_else(|| args.checkpoint.with_file_name("merged.safetensors"));
+        checkpoint::adapters::export_merged(&out, &model)?;
+        return Ok(out);
+    }
     let (model, state) = checkpoint::load::<crate::CpuBackend>(&args.checkpoint, &Default::default())?;
     let out = args.out.clone().unwrap_or_else(|| args.checkpoint.with_file_name("dense.safetensors"));
     checkpoint::export_dense(&out, &model, &state.config)?;

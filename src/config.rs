@@ -4,6 +4,9 @@
 //! Unknown keys are errors that name the key (`deny_unknown_fields`), and [`RunConfig::validate`]
 //! names the field and the value of anything out of range. Every shipped preset lives in
 //! `configs/*.toml`; [`RunConfig::paper_mnist`] is the seed paper's MNIST setting in code.
+//! [`FinetuneConfig`] (in [`finetune`]) is the same for adapter fine-tuning of a ViT.
+
+pub mod finetune;
 
 use std::path::Path;
 
@@ -15,6 +18,8 @@ use crate::linalg::TruncationConfig;
 use crate::models::Init;
 use crate::optim::OptimizerConfig;
 use crate::{Error, Result};
+
+pub use finetune::FinetuneConfig;
 
 /// Which layers of the MLP are low-rank.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -411,6 +416,9 @@ mod tests {
         let mut seen = 0;
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
+            if !path.is_file() {
+                continue; // configs/finetune/ holds FinetuneConfigs, checked in config::finetune
+            }
             let cfg = RunConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
             let name = path.file_stem().unwrap().to_string_lossy().into_owned();
             // configs/mnist_<method>.toml is the paper setting for that method.

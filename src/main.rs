@@ -7,6 +7,7 @@ fn main() -> anyhow::Result<()> {
     let stdout = &mut std::io::stdout().lock();
     match Cli::parse().command {
         Command::Train(args) => cli::train_cmd(&args)?,
+        Command::Finetune(args) => cli::finetune_cmd(&args)?,
         Command::Eval(args) => cli::eval_cmd(&args, stdout)?,
         Command::Export(args) => println!("wrote {}", cli::export_cmd(&args)?.display()),
         Command::Bench(args) => cli::bench_cmd(&args, stdout)?,

@@ -15,6 +15,7 @@
 
 pub mod fetch;
 pub mod idx;
+pub mod images;
 
 use std::path::{Path, PathBuf};
 

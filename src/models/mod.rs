@@ -2,6 +2,8 @@
 
 pub mod mlp;
 pub mod vit;
+pub mod vit_classifier;
 
 pub use mlp::{Init, Layer, Mlp};
 pub use vit::{AdapterTarget, ViT, ViTConfig};
+pub use vit_classifier::ViTClassifier;

@@ -58,7 +58,7 @@ use burn::tensor::{
 };
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, StandardNormal};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{read_safetensors, write_safetensors, TensorMap};
 use crate::layers::{DenseLinear, LowRankLinear};
@@ -277,7 +277,7 @@ impl ViTConfig {
 }
 
 /// A projection that can carry an adapter, named as in peft's `target_modules`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AdapterTarget {
     /// Q (D×D).

@@ -5,6 +5,7 @@
 //! and hands each layer's gradients to the integrator; dense layers take their ordinary
 //! optimizer step from the first pass. There are no integrator-specific branches here.
 
+pub mod finetune;
 pub mod metrics;
 pub mod plot;
 pub mod run;

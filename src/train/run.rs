@@ -15,7 +15,7 @@ use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
 use super::metrics::{EpochRecord, MetricsWriter};
 use super::{plot, prepare, step};
 use crate::checkpoint::{self, RunState};
-use crate::config::{RunConfig, Schedule};
+use crate::config::{OptimizerSection, RunConfig, Schedule};
 use crate::data::{self, Dataset, Split};
 use crate::integrators::CounterSnapshot;
 use crate::models::mlp::{correct, cross_entropy};
@@ -68,9 +68,9 @@ pub fn evaluate<B: AutodiffBackend>(model: &Mlp<B>, data: &Dataset, device: &B::
 }
 
 /// λ at `step` of `total` under the configured schedule.
-pub fn learning_rate(config: &RunConfig, step: u64, total: u64) -> f64 {
-    let lr = config.optimizer.lr;
-    match config.optimizer.schedule {
+pub fn learning_rate(optimizer: &OptimizerSection, step: u64, total: u64) -> f64 {
+    let lr = optimizer.lr;
+    match optimizer.schedule {
         Schedule::Constant => lr,
         Schedule::Cosine => {
             0.5 * lr * (1.0 + (std::f64::consts::PI * step as f64 / total.max(1) as f64).cos())
@@ -146,7 +146,7 @@ pub fn run<B: AutodiffBackend>(
         let bar = progress_bar(opts.progress, per_epoch as u64, epoch, t.epochs);
         let (started, mut loss_sum, mut seen) = (Instant::now(), 0.0, 0usize);
         for (b, idx) in order.chunks(t.batch_size).take(per_epoch).enumerate() {
-            opt.lr = learning_rate(config, state.step, total_steps);
+            opt.lr = learning_rate(&config.optimizer, state.step, total_steps);
             let (x, y) = batch::<B>(&train, idx, device);
             let report = step(&mut model, integrator.as_ref(), &opt, |m| cross_entropy(m.forward(x.clone()), y.clone()))
                 .map_err(|e| match e {
@@ -211,7 +211,7 @@ pub fn run<B: AutodiffBackend>(
     Ok(records)
 }
 
-fn progress_bar(show: bool, len: u64, epoch: usize, epochs: usize) -> ProgressBar {
+pub(super) fn progress_bar(show: bool, len: u64, epoch: usize, epochs: usize) -> ProgressBar {
     if !show {
         return ProgressBar::hidden();
     }

