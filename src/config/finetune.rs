@@ -222,4 +222,19 @@ mod tests {
         c.backbone.rank = 0;
         assert!(c.validate().unwrap_err().to_string().contains("backbone.rank"));
     }
+
+    #[test]
+    fn shipped_finetune_configs_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs").join("finetune");
+        let mut methods = Vec::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let cfg = FinetuneConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(cfg.train.dataset, DatasetName::FashionMnist, "{}", path.display());
+            methods.push(cfg.integrator.method);
+        }
+        for m in [IntegratorKind::AbcPsi, IntegratorKind::Lora, IntegratorKind::ParallelBug] {
+            assert!(methods.contains(&m), "no configs/finetune config for {m}");
+        }
+    }
 }
