@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # One device call (see README, "GPU"): our MNIST benchmark on CUDA, PyTorch's dense MLP of the
-# same shape on the same card, and a short `dlrt train --device cuda` run on real MNIST.
+# same shape on the same card, the ViT-B/16 adapter fine-tuning step (dlrt bench-vit against
+# peft LoRA at the same rank and batch, bf16 and fp32), one table of ratios each, and a short
+# `dlrt train --device cuda` run on real MNIST.
 #
 # Expects, relative to the repository root:
 #   $DLRT_BIN (default target/release/dlrt) built with `--features cuda`,
-#   MNIST in ./data/mnist (or $DLRT_DATA), and PyTorch on the machine.
+#   MNIST in ./data/mnist (or $DLRT_DATA), and PyTorch, transformers and peft on the machine.
+# VIT_BATCHES (default "32 256") and VIT_STEPS (default 3) size the ViT part.
 # Writes its tables to $OUT (default ./runs/gpu-bench).
 set -euo pipefail
 BIN=${DLRT_BIN:-target/release/dlrt}
@@ -26,6 +29,23 @@ echo "== ratios (dlrt µs/step ÷ PyTorch dense µs/step)"
 torch_us=$(awk -F'|' '{gsub(/ /, "", $3); print $3}' "$OUT/torch_cuda.md")
 awk -F'|' -v t="$torch_us" '/^\| [a-z_]+ \| [0-9]/ {gsub(/ /, "", $2); gsub(/ /, "", $3); printf "| %s | %s | %.2f |\n", $2, $3, $3 / t}' \
     "$OUT/dlrt_cuda.md" | tee "$OUT/ratios.md"
+
+echo "== ViT-B/16 adapter step, r = 32 on query/key/value: dlrt bench-vit vs peft LoRA"
+: > "$OUT/vit_ratios.md"
+for batch in ${VIT_BATCHES:-32 256}; do
+    "$BIN" bench-vit --model vit-b16 --image 224 --batch "$batch" --rank 32 --device cuda \
+        --steps "${VIT_STEPS:-3}" | tee "$OUT/dlrt_vit_b$batch.md"
+    for dtype in bf16 fp32; do
+        python3 bench/torch_vit_lora.py --batch "$batch" --rank 32 --dtype "$dtype" | tee "$OUT/peft_vit_b${batch}_$dtype.md"
+    done
+    bf16=$(awk -F'|' '{gsub(/ ms| /, "", $3); print $3}' "$OUT/peft_vit_b${batch}_bf16.md")
+    fp32=$(awk -F'|' '{gsub(/ ms| /, "", $3); print $3}' "$OUT/peft_vit_b${batch}_fp32.md")
+    awk -F'|' -v b="$batch" -v h="$bf16" -v f="$fp32" '/^\| [a-z_]+ \| [0-9]/ {gsub(/ /, "", $2); gsub(/ /, "", $3);
+        printf "| %s | %s | %s ms | %.2f | %s ms | %.2f |\n", b, $2, $3, $3 / h, h, $3 / f}' \
+        "$OUT/dlrt_vit_b$batch.md" | tee -a "$OUT/vit_ratios.md"
+done
+echo "| batch | method | dlrt | ÷ peft bf16 | peft bf16 | ÷ peft fp32 |"
+cat "$OUT/vit_ratios.md"
 
 echo "== dlrt train --device cuda (abc-PSI, paper setting, 300 batches)"
 "$BIN" train configs/mnist_abc_psi.toml --device cuda --epochs 1 --max-batches 300 --out runs/gpu-train --quiet
