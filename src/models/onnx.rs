@@ -11,10 +11,10 @@
 //! initializer that cannot be named is an error that lists it.
 //!
 //! The config is read off the tensors (D, L, the MLP width, p, the grid g and so the
-//! pretraining image side g·p) and the graph (the final layer norm's ε). The number of heads is
-//! not stored anywhere in the graph's tensors: DINOv2 uses heads of 64 channels at every size
-//! (S 6, B 12, L 16, g 24), which [`dinov2_from_onnx`] assumes; the parity test against
-//! onnxruntime checks it for the shipped backbone.
+//! pretraining image side g·p) and the graph: the final layer norm's ε, and the number of heads
+//! h from the constant `[…, h, D/h]` shape the first block's attention reshapes its keys to
+//! (no tensor stores h). Where that shape cannot be found, DINOv2's 64 channels per head at
+//! every size (S 6, B 12, L 16, g 24) are assumed.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -135,14 +135,19 @@ fn config(t: &TensorMap, model: &ModelProto, grid: usize, path: &Path) -> Result
     let fc1 = shape("encoder.layer.0.mlp.fc1.weight")?; // [I, D]
     let layers = (0..).take_while(|i| t.contains_key(&format!("encoder.layer.{i}.norm1.weight"))).count();
     let d = patch[0];
-    if !d.is_multiple_of(HEAD_DIM) {
-        return Err(Error::bad_file(path, "hidden size", format!("a multiple of {HEAD_DIM}"), d));
-    }
+    let heads = match num_heads(model, d) {
+        Some(h) => h,
+        None if d.is_multiple_of(HEAD_DIM) => d / HEAD_DIM,
+        None => {
+            let expected = format!("a multiple of {HEAD_DIM}, as no attention reshape gives the heads");
+            return Err(Error::bad_file(path, "hidden size", expected, d));
+        }
+    };
     Ok(ViTConfig {
         variant: Variant::Dinov2,
         hidden_size: d,
         num_hidden_layers: layers,
-        num_attention_heads: d / HEAD_DIM,
+        num_attention_heads: heads,
         intermediate_size: fc1[0],
         image_size: grid * patch[2],
         patch_size: patch[2],
@@ -152,6 +157,38 @@ fn config(t: &TensorMap, model: &ModelProto, grid: usize, path: &Path) -> Result
         qkv_bias: t.contains_key("encoder.layer.0.attention.attention.query.bias"),
         layerscale_value: 1.0,
     })
+}
+
+/// The number of heads: the first block's attention reshapes its keys (queries, values) to
+/// `[B, N, h, D/h]`, a shape concatenated from the batch and token counts and two constants.
+fn num_heads(model: &ModelProto, d: usize) -> Option<usize> {
+    let graph = &model.graph;
+    let constant = |output: &str| -> Option<i64> {
+        let node =
+            graph.node.iter().find(|n| n.op_type == "Constant" && n.output.iter().any(|o| o == output))?;
+        let t = node.attribute.iter().find(|a| a.name == "value")?.t.as_ref()?;
+        const INT64: i32 = 7;
+        match (t.data_type, t.raw_data.len(), t.int64_data.as_slice()) {
+            (INT64, 8, _) => Some(i64::from_le_bytes(t.raw_data[..].try_into().ok()?)),
+            (INT64, 0, [v]) => Some(*v),
+            _ => None,
+        }
+    };
+    let prefix = format!("/{}encoder/layer.0/attention/attention/", BACKBONE.replace('.', "/"));
+    graph
+        .node
+        .iter()
+        .filter(|n| n.op_type == "Reshape" && n.name.starts_with(&prefix) && n.input.len() == 2)
+        .filter_map(|reshape| {
+            graph.node.iter().find(|n| n.op_type == "Concat" && n.output.contains(&reshape.input[1]))
+        })
+        .find_map(|concat| match concat.input.as_slice() {
+            [_, _, h, w] => {
+                let (h, w) = (constant(h)?, constant(w)?);
+                (h > 0 && w > 0 && (h * w) as usize == d).then_some(h as usize)
+            }
+            _ => None,
+        })
 }
 
 /// ε of the final layer norm: the scalar constant its `Add` adds to the variance.
@@ -316,6 +353,31 @@ mod tests {
         assert!(!t.keys().any(|k| k.contains("decoder")));
         assert_eq!((cfg.hidden_size, cfg.num_attention_heads, cfg.intermediate_size), (64, 1, 3));
         assert_eq!((cfg.num_hidden_layers, cfg.patch_size, cfg.image_size), (1, 2, 4));
+        // The heads come from the constant [B, N, h, D/h] shape the attention reshapes to.
+        let int = |output: &str, v: i64| {
+            let mut t = TensorProto::new();
+            t.data_type = 7;
+            t.raw_data = v.to_le_bytes().to_vec();
+            let mut a = onnx_protobuf::AttributeProto::new();
+            a.name = "value".into();
+            a.t = Some(t).into();
+            let mut n = NodeProto::new();
+            n.op_type = "Constant".into();
+            n.output = vec![output.into()];
+            n.attribute = vec![a];
+            n
+        };
+        let mut concat = NodeProto::new();
+        concat.op_type = "Concat".into();
+        concat.input = ["b", "n", "h", "w"].map(String::from).to_vec();
+        concat.output = vec!["shape".into()];
+        let mut reshape = NodeProto::new();
+        reshape.name = "/backbone/encoder/layer.0/attention/attention/Reshape".into();
+        reshape.op_type = "Reshape".into();
+        reshape.input = vec!["k".into(), "shape".into()];
+        g.node.extend([int("h", 2), int("w", 32), concat, reshape]);
+        m.graph = Some(g.clone()).into();
+        assert_eq!(dinov2_from_onnx(&m, path).unwrap().0.num_attention_heads, 2);
         // An initializer nothing names is an error that lists it.
         g.initializer.push(tensor("onnx::Mul_9", &[3, 3], 0.0));
         m.graph = Some(g).into();
