@@ -278,22 +278,14 @@ impl RunConfig {
 
     /// Parses TOML text; `origin` names the file in errors.
     pub fn from_toml(text: &str, origin: &Path) -> Result<Self> {
-        let cfg: RunConfig = toml::from_str(text).map_err(|e| {
-            Error::bad_file(
-                origin,
-                "config",
-                "a valid dlrt run config",
-                e.message().to_string() + &span(text, e.span()),
-            )
-        })?;
+        let cfg: RunConfig = parse_toml(text, origin, "a valid dlrt run config")?;
         cfg.validate()?;
         Ok(cfg)
     }
 
     /// Reads and validates a TOML file.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        Self::from_toml(&text, path)
+        Self::from_toml(&read(path)?, path)
     }
 
     /// The config as TOML text.
@@ -370,6 +362,17 @@ fn prefix(e: Error, section: &str) -> Error {
         }
         other => other,
     }
+}
+
+/// Parses TOML into `T`; an error names `origin`, the line and what was `expected`.
+fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, origin: &Path, expected: &str) -> Result<T> {
+    toml::from_str(text).map_err(|e| {
+        Error::bad_file(origin, "config", expected, e.message().to_string() + &span(text, e.span()))
+    })
+}
+
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| Error::io(path, e))
 }
 
 fn span(text: &str, span: Option<std::ops::Range<usize>>) -> String {

@@ -4,6 +4,8 @@
 //! `finetune`, `eval` and `export`. Skips with a printed reason when MNIST has not been
 //! fetched (`dlrt fetch mnist`; CI fetches it).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -21,19 +23,6 @@ use dlrt::TrainBackend;
 use rand::{rngs::StdRng, SeedableRng};
 
 type B = TrainBackend;
-
-fn data_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("DLRT_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("data"));
-    match data::load(DatasetName::Mnist, Split::Test, &dir) {
-        Ok(_) => Some(dir),
-        Err(e) => {
-            eprintln!("skipping: MNIST not available in {} ({e}); run `dlrt fetch mnist`", dir.display());
-            None
-        }
-    }
-}
 
 /// A 2-block DINOv2 (D = 16, patch 7) with random weights, saved as HF files in `dir`.
 fn tiny_backbone(dir: &Path) -> PathBuf {
@@ -71,7 +60,7 @@ fn tiny_config(weights: PathBuf, method: IntegratorKind) -> FinetuneConfig {
 
 #[test]
 fn finetune_learns_checkpoints_adapters_and_exports_the_merged_model() {
-    let Some(data) = data_dir() else { return };
+    let Some(data) = common::mnist_dir() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let weights = tiny_backbone(tmp.path());
     let device = Default::default();
@@ -132,7 +121,7 @@ fn finetune_learns_checkpoints_adapters_and_exports_the_merged_model() {
 
 #[test]
 fn cli_finetune_eval_export() {
-    let Some(data) = data_dir() else { return };
+    let Some(data) = common::mnist_dir() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let weights = tiny_backbone(tmp.path());
     let cfg_path = tmp.path().join("ft.toml");

@@ -2,7 +2,9 @@
 //! equality, checkpoint round trips, and the CLI (`train`, `eval`, `export`). Skips with a
 //! printed reason when MNIST has not been fetched (`dlrt fetch mnist`; CI fetches it).
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::Command;
 
 use dlrt::checkpoint;
@@ -11,19 +13,6 @@ use dlrt::data::{self, DatasetName, Split};
 use dlrt::integrators::IntegratorKind;
 use dlrt::train::run::{checkpoint_path, run, RunOptions};
 use dlrt::TrainBackend;
-
-fn data_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("DLRT_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("data"));
-    match data::load(DatasetName::Mnist, Split::Test, &dir) {
-        Ok(_) => Some(dir),
-        Err(e) => {
-            eprintln!("skipping: MNIST not available in {} ({e}); run `dlrt fetch mnist`", dir.display());
-            None
-        }
-    }
-}
 
 /// A short run: 3 epochs of 15 batches on the first 2 000 training images.
 fn short_config(method: IntegratorKind) -> RunConfig {
@@ -45,7 +34,7 @@ fn opts(run_dir: &Path, data: &Path, resume: bool) -> RunOptions {
 
 #[test]
 fn interrupted_and_resumed_run_equals_uninterrupted_run() {
-    let Some(data) = data_dir() else { return };
+    let Some(data) = common::mnist_dir() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let device = Default::default();
     for method in [IntegratorKind::AbcPsi, IntegratorKind::Dense] {
@@ -77,7 +66,7 @@ fn interrupted_and_resumed_run_equals_uninterrupted_run() {
 
 #[test]
 fn checkpoint_round_trip_and_bad_checkpoints() {
-    let Some(data) = data_dir() else { return };
+    let Some(data) = common::mnist_dir() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let mut cfg = short_config(IntegratorKind::AbcPsi);
     cfg.train.epochs = 1;
@@ -109,7 +98,7 @@ fn checkpoint_round_trip_and_bad_checkpoints() {
 
 #[test]
 fn cli_train_eval_export_and_nan_loss() {
-    let Some(data) = data_dir() else { return };
+    let Some(data) = common::mnist_dir() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let dlrt = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_dlrt"))
@@ -174,7 +163,7 @@ fn cli_train_eval_export_and_nan_loss() {
 
 #[test]
 fn real_mnist_files_have_the_known_contents() {
-    let Some(dir) = data_dir() else { return };
+    let Some(dir) = common::mnist_dir() else { return };
     let train = data::load(DatasetName::Mnist, Split::Train, &dir).unwrap();
     let test = data::load(DatasetName::Mnist, Split::Test, &dir).unwrap();
     assert_eq!((train.len, train.rows, train.cols, test.len), (60_000, 28, 28, 10_000));

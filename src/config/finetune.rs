@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{prefix, span, IntegratorConfig, OptimizerSection, Schedule};
+use super::{parse_toml, prefix, read, IntegratorConfig, OptimizerSection, Schedule};
 use crate::data::DatasetName;
 use crate::integrators::IntegratorKind;
 use crate::models::AdapterTarget;
@@ -139,22 +139,14 @@ impl FinetuneConfig {
 
     /// Parses TOML text; `origin` names the file in errors.
     pub fn from_toml(text: &str, origin: &Path) -> Result<Self> {
-        let cfg: FinetuneConfig = toml::from_str(text).map_err(|e| {
-            Error::bad_file(
-                origin,
-                "config",
-                "a valid dlrt fine-tuning config",
-                e.message().to_string() + &span(text, e.span()),
-            )
-        })?;
+        let cfg: FinetuneConfig = parse_toml(text, origin, "a valid dlrt fine-tuning config")?;
         cfg.validate()?;
         Ok(cfg)
     }
 
     /// Reads and validates a TOML file.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        Self::from_toml(&text, path)
+        Self::from_toml(&read(path)?, path)
     }
 
     /// The config as TOML text.

@@ -1,4 +1,4 @@
-//! Helpers shared by the integration tests: f64 backend, random matrices, norms.
+//! Helpers shared by the integration tests: f64 backend, random matrices, norms, the data folder.
 #![allow(dead_code, non_snake_case)]
 
 use burn::backend::{Autodiff, NdArray};
@@ -90,4 +90,20 @@ pub fn expm(a: &Mat<f64>) -> Mat<f64> {
 pub fn skew(n: usize, rng: &mut StdRng) -> Mat<f64> {
     let g = Mat::<f64>::from_fn(n, n, |_, _| StandardNormal.sample(rng));
     (&g - g.transpose()) * faer::Scale(0.5)
+}
+
+/// The folder holding the fetched data sets ($DLRT_DATA or ./data), if MNIST's test split loads
+/// there; otherwise prints why the calling test skips.
+pub fn mnist_dir() -> Option<std::path::PathBuf> {
+    use dlrt::data::{self, DatasetName, Split};
+    let dir = std::env::var_os("DLRT_DATA")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data"));
+    match data::load(DatasetName::Mnist, Split::Test, &dir) {
+        Ok(_) => Some(dir),
+        Err(e) => {
+            eprintln!("skipping: MNIST not available in {} ({e}); run `dlrt fetch mnist`", dir.display());
+            None
+        }
+    }
 }
