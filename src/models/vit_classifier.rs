@@ -52,14 +52,7 @@ impl<B: Backend> ViTClassifier<B> {
 
     /// The adapters' ranks, by block, then in [`AdapterTarget::ALL`]'s order.
     pub fn ranks(&self) -> Vec<usize> {
-        let blocks = 0..self.backbone.config().num_hidden_layers;
-        blocks
-            .flat_map(|i| AdapterTarget::ALL.map(|t| self.backbone.projection(i, t)))
-            .filter_map(|p| match p {
-                Some(super::vit::Projection::Adapted(l)) => Some(l.rank()),
-                _ => None,
-            })
-            .collect()
+        self.backbone.adapters().map(|(_, _, l)| l.rank()).collect()
     }
 
     /// Trainable parameters: the adapters' U, S, V and biases, plus the head.

@@ -62,9 +62,9 @@ pub fn evaluate<B: AutodiffBackend>(
 }
 
 /// 1 − adapter parameters / parameters of the projections they adapt.
-fn adapter_compression<B: AutodiffBackend>(model: &mut ViTClassifier<B>) -> f64 {
+fn adapter_compression<B: AutodiffBackend>(model: &ViTClassifier<B>) -> f64 {
     let (mut low, mut dense) = (0usize, 0usize);
-    for l in model.backbone.low_rank_layers_mut() {
+    for (_, _, l) in model.backbone.adapters() {
         let (n, m, r) = (l.n(), l.m(), l.rank());
         low += r * (n + m) + r * r;
         dense += n * m;
@@ -168,7 +168,7 @@ pub fn finetune<B: AutodiffBackend>(
             test_loss,
             test_accuracy,
             ranks: model.ranks(),
-            compression_low_rank: adapter_compression(&mut model),
+            compression_low_rank: adapter_compression(&model),
             compression_network: 1.0 - trainable as f64 / model.backbone_params().max(1) as f64,
             params: trainable,
             wall_seconds: wall,
@@ -191,7 +191,7 @@ pub fn finetune<B: AutodiffBackend>(
         writer.append(&record)?;
         records.push(record);
         plot::write_plots(&opts.run_dir, &records)?;
-        checkpoint::adapters::save(&ckpt, &mut model, config, epoch)?;
+        checkpoint::adapters::save(&ckpt, &model, config, epoch)?;
     }
     Ok(records)
 }

@@ -4,6 +4,7 @@
 use burn::backend::{Autodiff, NdArray};
 use burn::tensor::Tensor;
 use dlrt::linalg::{from_faer, thin_qr, to_faer};
+use dlrt::models::vit::{Variant, ViTConfig};
 use faer::Mat;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, StandardNormal};
@@ -105,5 +106,22 @@ pub fn mnist_dir() -> Option<std::path::PathBuf> {
             eprintln!("skipping: MNIST not available in {} ({e}); run `dlrt fetch mnist`", dir.display());
             None
         }
+    }
+}
+
+/// Hidden 16, 2 layers, 2 heads, MLP 32, 28 px images in 7 px patches (a 4×4 grid).
+pub fn tiny_vit(variant: Variant) -> ViTConfig {
+    let base = match variant {
+        Variant::ViT => ViTConfig::vit_base_patch16_224(),
+        Variant::Dinov2 => ViTConfig { layerscale_value: 0.5, ..ViTConfig::dinov2_small() },
+    };
+    ViTConfig {
+        hidden_size: 16,
+        num_hidden_layers: 2,
+        num_attention_heads: 2,
+        intermediate_size: 32,
+        image_size: 28,
+        patch_size: 7,
+        ..base
     }
 }
