@@ -3,6 +3,10 @@
 use clap::Parser;
 use dlrt::cli::{self, Cli, Command};
 
+// Why not the system allocator: see Cargo.toml.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let stdout = &mut std::io::stdout().lock();
     match Cli::parse().command {
