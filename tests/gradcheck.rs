@@ -4,7 +4,8 @@
 //! The loss is nonlinear in W, ℒ(W, b) = Σ C ∘ tanh(x W + b). Its gradient G = ∇_W ℒ and
 //! ∇_b ℒ are taken by central differences on the dense W (step 1e-6, error O(1e-10)); each
 //! parametrization's autodiff gradients must then equal the formulas of the layer's docs
-//! (∇_K = G V, ∇_L = Gᵀ U, ∇_S = Uᵀ G V, …) to 1e-7 relative.
+//! (∇_K = G V, ∇_L = Gᵀ U, ∇_S = Uᵀ G V, …; G V and Gᵀ U from the recorded x and δ of the
+//! `Activations` pass) to 1e-7 relative.
 #![allow(non_snake_case)]
 
 mod common;
@@ -71,7 +72,7 @@ fn check_layer(mut layer: LowRankLinear<B>, label: &str, rng: &mut StdRng) {
     let setup = Setup { x: gaussian(4, n, rng), c: gaussian(4, m, rng) };
     let (G, gb) = setup.finite_differences(&layer.to_dense(), layer.bias().unwrap());
     let (U, S, V) = (layer.u().clone(), layer.s().clone(), layer.v().clone());
-    for pass in [Pass::K, Pass::L, Pass::S, Pass::Tangent, Pass::Factors] {
+    for pass in [Pass::K, Pass::L, Pass::S, Pass::Tangent, Pass::Factors, Pass::Activations] {
         layer.begin_pass(pass);
         let z = layer.forward(setup.x.clone());
         // Every parametrization evaluates the same W.
@@ -97,6 +98,14 @@ fn check_layer(mut layer: LowRankLinear<B>, label: &str, rng: &mut StdRng) {
             Pass::Factors => {
                 assert_close(g.u, GV.matmul(S.clone().transpose()), &what("U"));
                 assert_close(g.v, GtU.matmul(S.clone()), &what("V"));
+            }
+            Pass::Activations => {
+                assert_close(g.g_times(&V), GV, &what("K from x, δ"));
+                assert_close(g.gt_times(&U), GtU, &what("L from x, δ"));
+                // Any basis after the pass, as abc-PSI's Û: G Y and Gᵀ X for random X, Y.
+                let (X, Y) = (gaussian(n, 3, rng), gaussian(m, 2, rng));
+                assert_close(g.g_times(&Y), G.clone().matmul(Y), &what("G Y"));
+                assert_close(g.gt_times(&X), G.clone().transpose().matmul(X), &what("Gᵀ X"));
             }
             Pass::Dense => unreachable!(),
         }

@@ -14,6 +14,7 @@ use dlrt::integrators::IntegratorKind;
 use dlrt::linalg::TruncationConfig;
 use dlrt::optim::Optimizer;
 use dlrt::problems::MatrixProblem;
+use dlrt::train::Network;
 use dlrt::{train, Integrator, LowRankLinear};
 use rand::{rngs::StdRng, SeedableRng};
 
@@ -317,6 +318,7 @@ fn counters_match_the_cost_table() {
     // (passes, QR, SVD) per step for one layer, as in the integrators' module docs.
     let expected = [
         (IntegratorKind::AbcPsi, 2, 1, 1),
+        (IntegratorKind::AbcPsiOnePass, 1, 1, 1),
         (IntegratorKind::BcPsi, 2, 2, 0),
         (IntegratorKind::Psi, 3, 2, 0),
         (IntegratorKind::Bug, 3, 2, 1),
@@ -394,6 +396,79 @@ fn adapters_start_at_the_base_and_abc_psi_steps_satisfy_t1_t2_on_a_frozen_base()
     assert!(fro(p.layer.to_dense() - expected.clone()) < ROUND_OFF * fro(expected), "T2 on a frozen base");
     assert!(fro(p.layer.base().unwrap().clone() - base) == 0.0, "the base stays frozen");
     let _: Tensor<B, 2> = p.layer.delta_weight();
+}
+
+#[test]
+fn abc_psi_one_pass_equals_two_passes_when_every_layer_is_low_rank() {
+    use dlrt::models::mlp::{cross_entropy, Init, Mlp};
+    use dlrt::optim::OptimizerConfig;
+    let mut rng = StdRng::seed_from_u64(120);
+    let device = Default::default();
+    let x = gaussian(16, 12, &mut rng);
+    let labels = Tensor::<B, 1, burn::tensor::Int>::from_ints(
+        [0, 1, 2, 3, 0, 1, 2, 3, 3, 2, 1, 0, 0, 0, 1, 1],
+        &device,
+    );
+    let ce = |net: &Mlp<B>| cross_entropy(net.forward(x.clone()), labels.clone());
+    let truncation = TruncationConfig::relative(0.05);
+    let optimizers = [Optimizer::sgd(0.5), Optimizer::new(OptimizerConfig::adamw(0.0), 0.05).unwrap()];
+    // All three layers low-rank (biases included): the L-pass sees exactly the K-pass's network.
+    // With a dense output layer the two-pass form's L-gradient sees that layer's step.
+    for (low_rank, equal) in [([true, true, true], true), ([true, true, false], false)] {
+        for opt in &optimizers {
+            let net = Mlp::<B>::new(&[12, 10, 8, 4], &low_rank, 3, Init::He, 2f64.sqrt(), &mut rng, &device)
+                .unwrap();
+            let (mut two, mut one) = (net.clone(), net);
+            let (integ_two, integ_one) =
+                (AbcPsi::new(truncation.clone()), AbcPsi::new(truncation.clone()).one_pass());
+            for _ in 0..4 {
+                let l2 = train::step(&mut two, &integ_two, opt, ce).unwrap().loss;
+                let l1 = train::step(&mut one, &integ_one, opt, ce).unwrap().loss;
+                assert!(!equal || (l1 - l2).abs() < ROUND_OFF * l2.abs(), "losses {l1} vs {l2}");
+            }
+            assert_eq!(Integrator::<B>::counters(&integ_one).snapshot().passes, 4);
+            let (lr_two, lr_one) = (two.low_rank_layers(), one.low_rank_layers());
+            let mut worst = 0.0f64;
+            for (a, b) in lr_two.iter().zip(&lr_one) {
+                if equal {
+                    assert_eq!(a.rank(), b.rank());
+                }
+                worst = worst.max(fro(a.to_dense() - b.to_dense()) / fro(a.to_dense()));
+                let (ba, bb) = (a.bias().unwrap().clone(), b.bias().unwrap().clone());
+                worst = worst.max((ba.clone() - bb).abs().max().into_scalar() / ba.abs().max().into_scalar());
+            }
+            if equal {
+                assert!(worst < 1e-10, "{:?}: one pass differs from two by {worst:e}", opt.config);
+            } else {
+                assert!(worst > 1e-6, "{:?}: a dense layer's step should show in the L-gradient", opt.config);
+            }
+        }
+    }
+}
+
+#[test]
+fn abc_psi_one_pass_step_satisfies_t2_on_a_frozen_base() {
+    let mut rng = StdRng::seed_from_u64(130);
+    let (n, m, r) = (30, 20, 4);
+    let base = gaussian(n, m, &mut rng);
+    let a = base.clone() + gaussian(n, 3, &mut rng).matmul(gaussian(m, 3, &mut rng).transpose());
+    let mut p = MatrixProblem::new(LowRankLinear::adapter(base, r, None, &mut rng).unwrap());
+    let lr = 0.4;
+    let W0 = p.layer.to_dense();
+    let (U0, V0) = (p.layer.u().clone(), p.layer.v().clone());
+    let G = W0.clone() - a.clone();
+    let integ = build(IntegratorKind::AbcPsiOnePass, TruncationConfig::relative(1e-15));
+    ls_pass(&mut p, integ.as_ref(), &Optimizer::sgd(lr), 0, &a);
+    // Û = orth([K0 − λ G V0 | U0]) spans U0 and G V0 (T3), and W1 = W0 − λ Û Ûᵀ G (T2).
+    let W1 = p.layer.to_dense();
+    let step = W0.clone() - W1.clone();
+    let outside = |X: T2| X.clone() - U0.clone().matmul(U0.clone().transpose().matmul(X));
+    let GV0 = G.clone().matmul(V0);
+    // Û Ûᵀ G is the orthogonal projection of G onto span(U0, G V0).
+    let basis = dlrt::linalg::orth(&Tensor::cat(vec![U0.clone(), outside(GV0)], 1));
+    let expected = basis.clone().matmul(basis.transpose().matmul(G)).mul_scalar(lr);
+    assert!(fro(step.clone() - expected.clone()) < ROUND_OFF * fro(expected), "T2 in one pass");
+    assert!(orthonormality_error(p.layer.u()) < ROUND_OFF && orthonormality_error(p.layer.v()) < ROUND_OFF);
 }
 
 #[test]

@@ -25,6 +25,18 @@
 //! adds a QR of m×2r. With a plain optimizer other than SGD, λ∇ is replaced by that
 //! optimizer's update, whose state is carried across the basis changes ([`crate::optim`]).
 //!
+//! # One shared pass (`abc_psi_one_pass`)
+//!
+//! After step (3) the network computes the same function as before it (T1), so the L-pass
+//! evaluates ∇_L ℒ = Gᵀ Û with the same G = ∇_W ℒ(W0) as the K-pass, unless something else
+//! changed in between: the dense layers, which step after the K-pass. The one-pass form runs a
+//! single forward/backward ([`Pass::Activations`]) that records each layer's input x and output
+//! gradient δ, and forms both gradients from them, `∇_K = xᵀ(δ V0)` and `∇_L = δᵀ(x Û)`. It
+//! equals the two-pass method to round-off when every trainable layer is low-rank (tested), and
+//! otherwise differs only in that ∇_L does not see the dense layers' step of this iteration.
+//! It halves the forward/backward work, which dominates when the layer sits in a large frozen
+//! network (adapters in a ViT).
+//!
 //! Differences from the authors' code: ranks are exact (no max-rank buffers), and the rank
 //! bounds are ours ([`TruncationConfig`]) rather than their "keep the old rank under 10" rule.
 
@@ -53,13 +65,21 @@ pub struct AbcPsi {
     pub truncation: TruncationConfig,
     /// How step (5) is computed.
     pub form: AbcPsiForm,
+    /// Both gradients from one pass (module docs).
+    pub one_pass: bool,
     counters: Counters,
 }
 
 impl AbcPsi {
     /// abc-PSI in the single-QR form.
     pub fn new(truncation: TruncationConfig) -> Self {
-        Self { truncation, form: AbcPsiForm::default(), counters: Counters::default() }
+        Self { truncation, form: AbcPsiForm::default(), one_pass: false, counters: Counters::default() }
+    }
+
+    /// The one-pass form (module docs).
+    pub fn one_pass(mut self) -> Self {
+        self.one_pass = true;
+        self
     }
 
     /// abc-PSI with the given form of step (5).
@@ -71,11 +91,19 @@ impl AbcPsi {
 
 impl<B: AutodiffBackend> Integrator<B> for AbcPsi {
     fn kind(&self) -> IntegratorKind {
-        IntegratorKind::AbcPsi
+        if self.one_pass {
+            IntegratorKind::AbcPsiOnePass
+        } else {
+            IntegratorKind::AbcPsi
+        }
     }
 
     fn passes(&self) -> &'static [Pass] {
-        &[Pass::K, Pass::L]
+        if self.one_pass {
+            &[Pass::Activations]
+        } else {
+            &[Pass::K, Pass::L]
+        }
     }
 
     fn after_pass(
@@ -85,7 +113,18 @@ impl<B: AutodiffBackend> Integrator<B> for AbcPsi {
         grads: FactorGrads<B>,
         opt: &Optimizer,
     ) -> Result<()> {
-        let kind = IntegratorKind::AbcPsi;
+        let kind = Integrator::<B>::kind(self);
+        if self.one_pass {
+            // (1)–(5) in a row, with G V0 and Gᵀ Û formed from this pass's x and δ.
+            let (U0, S0, V0) = (layer.u().clone(), layer.s().clone(), layer.v().clone());
+            let K1 = k_step(layer, required(grads.g_times(&V0), "K (x and δ)", kind)?, opt);
+            let U_hat = augment(&K1, &U0, &self.counters);
+            let S_bar = bc_s_step(&U_hat, &U0, S0);
+            layer.set_factors(U_hat.clone(), S_bar, V0)?;
+            layer.step_bias(grads.bias.clone(), opt);
+            let L1 = l_step(layer, required(grads.gt_times(&U_hat), "L (x and δ)", kind)?, opt);
+            return self.truncate(layer, L1);
+        }
         if pass == 0 {
             let (U0, S0, V0) = (layer.u().clone(), layer.s().clone(), layer.v().clone());
             let K1 = k_step(layer, required(grads.k, "K", kind)?, opt);

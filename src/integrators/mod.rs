@@ -14,6 +14,7 @@
 //! | method | file | passes | QR | SVD | rank |
 //! |---|---|---|---|---|---|
 //! | abc-PSI (Kusch, Schotthöfer, Walter 2025) | [`abc_psi`] | K, L | 1 | 1 | adaptive |
+//! | abc-PSI, one shared pass | [`abc_psi`] | activations | 1 | 1 | adaptive |
 //! | bc-PSI | [`bc_psi`] | K, L | 2 | 0 | fixed |
 //! | PSI / KSL (Lubich, Oseledets 2014) | [`psi`] | K, S, L | 2 | 0 | fixed |
 //! | rank-adaptive BUG (Ceruti, Kusch, Lubich 2022) | [`bug`] | K, L, S | 2 | 1 | adaptive |
@@ -59,6 +60,9 @@ pub enum Pass {
     Factors,
     /// Dense layers only.
     Dense,
+    /// `x U S Vᵀ` with no factor leaf: the pass records the layer's input x and output
+    /// gradient δ, so the integrator can form G V and Gᵀ U for bases it builds afterwards.
+    Activations,
 }
 
 /// How many passes, QR and SVD decompositions an integrator has performed.
@@ -137,6 +141,9 @@ pub trait Integrator<B: AutodiffBackend>: Send + Sync {
 pub enum IntegratorKind {
     /// Augmented backward-corrected PSI (the seed paper).
     AbcPsi,
+    /// abc-PSI with its K- and L-gradients from one pass (equal to two passes when every
+    /// trainable layer is low-rank; otherwise the L-gradient does not see the dense layers' step).
+    AbcPsiOnePass,
     /// Backward-corrected PSI (fixed rank).
     BcPsi,
     /// Projector-splitting / KSL integrator (fixed rank, backward S-step).
@@ -153,8 +160,9 @@ pub enum IntegratorKind {
 
 impl IntegratorKind {
     /// Every integrator, in the order of the table in the module docs.
-    pub const ALL: [IntegratorKind; 7] = [
+    pub const ALL: [IntegratorKind; 8] = [
         IntegratorKind::AbcPsi,
+        IntegratorKind::AbcPsiOnePass,
         IntegratorKind::BcPsi,
         IntegratorKind::Psi,
         IntegratorKind::Bug,
@@ -167,6 +175,7 @@ impl IntegratorKind {
     pub fn name(self) -> &'static str {
         match self {
             IntegratorKind::AbcPsi => "abc_psi",
+            IntegratorKind::AbcPsiOnePass => "abc_psi_one_pass",
             IntegratorKind::BcPsi => "bc_psi",
             IntegratorKind::Psi => "psi",
             IntegratorKind::Bug => "bug",
@@ -182,6 +191,7 @@ impl IntegratorKind {
         let t = truncation.clone();
         Ok(match self {
             IntegratorKind::AbcPsi => Box::new(abc_psi::AbcPsi::new(t)),
+            IntegratorKind::AbcPsiOnePass => Box::new(abc_psi::AbcPsi::new(t).one_pass()),
             IntegratorKind::BcPsi => Box::new(bc_psi::BcPsi::default()),
             IntegratorKind::Psi => Box::new(psi::Psi::default()),
             IntegratorKind::Bug => Box::new(bug::Bug::new(t)),

@@ -16,6 +16,12 @@
 //! | `S` | x U S Vᵀ | S | ∇_S = Uᵀ G V |
 //! | `Tangent` | x (K Vᵀ + U Lᵀ − U S Vᵀ) | K, L, S | G V, Gᵀ U, −Uᵀ G V |
 //! | `Factors` | x U S Vᵀ | U, V | G V Sᵀ, Gᵀ U S |
+//! | `Activations` | x U S Vᵀ + P, P = 0 | P (batch×m) | x and δ = ∇_P ℒ, so G = xᵀ δ |
+//!
+//! The `Activations` pass trains no factor: it records the layer's input x and, through a zero
+//! probe P added to the output, the output gradient δ. From them [`FactorGrads::g_times`] and
+//! [`FactorGrads::gt_times`] give G V and Gᵀ U for *any* basis after the pass, which lets an
+//! integrator take two factor steps at the same W from one forward/backward pass.
 //!
 //! The bias is a leaf in every pass; the integrator decides in which pass it steps. Sizes
 //! follow the current rank exactly: there are no max-rank buffers.
@@ -74,7 +80,29 @@ pub struct FactorGrads<B: Backend> {
     pub v: Option<Tensor<B, 2>>,
     /// ∇_b ℒ.
     pub bias: Option<Tensor<B, 1>>,
+    /// The layer's input x (rows of every call in the pass, stacked), `Activations` pass.
+    pub input: Option<Tensor<B, 2>>,
+    /// The gradient δ = ∂ℒ/∂z of the layer's output, rows matching `input`.
+    pub output_grad: Option<Tensor<B, 2>>,
 }
+
+impl<B: Backend> FactorGrads<B> {
+    /// `G V = xᵀ (δ V)` (n×k) for an m×k `v`, from an `Activations` pass.
+    pub fn g_times(&self, v: &Tensor<B, 2>) -> Option<Tensor<B, 2>> {
+        let (x, delta) = (self.input.as_ref()?, self.output_grad.as_ref()?);
+        Some(x.clone().transpose().matmul(delta.clone().matmul(v.clone())))
+    }
+
+    /// `Gᵀ U = δᵀ (x U)` (m×k) for an n×k `u`, from an `Activations` pass.
+    pub fn gt_times(&self, u: &Tensor<B, 2>) -> Option<Tensor<B, 2>> {
+        let (x, delta) = (self.input.as_ref()?, self.output_grad.as_ref()?);
+        Some(delta.clone().transpose().matmul(x.clone().matmul(u.clone())))
+    }
+}
+
+/// What an `Activations` pass records in the forward: each call's input and zero probe.
+/// Behind a mutex because `forward` takes `&self`.
+type Recorded<B> = std::sync::Arc<std::sync::Mutex<Vec<(Tensor<B, 2>, Tensor<B, 2>)>>>;
 
 /// Trainable leaves of the current pass.
 #[derive(Clone, Debug)]
@@ -86,6 +114,7 @@ struct Leaves<B: Backend> {
     u: Option<Tensor<B, 2>>,
     v: Option<Tensor<B, 2>>,
     bias: Option<Tensor<B, 1>>,
+    recorded: Option<Recorded<B>>,
 }
 
 /// A linear layer stored as `W = U S Vᵀ` (module docs).
@@ -328,7 +357,7 @@ impl<B: Backend> LowRankLinear<B> {
                 let z = match l.pass {
                     Pass::K => x.clone().matmul(leaf(&l.k, &self.u)).matmul(vt(self.v.clone())),
                     Pass::L => x.clone().matmul(self.u.clone()).matmul(vt(leaf(&l.l, &self.v))),
-                    Pass::S | Pass::Factors | Pass::Dense => self.low_rank_product(
+                    Pass::S | Pass::Factors | Pass::Dense | Pass::Activations => self.low_rank_product(
                         x.clone(),
                         &leaf(&l.u, &self.u),
                         &leaf(&l.s, &self.s),
@@ -347,11 +376,19 @@ impl<B: Backend> LowRankLinear<B> {
             }
         };
         let z = match &self.base {
-            Some(w0) => z + x.matmul(w0.clone()),
+            Some(w0) => z + x.clone().matmul(w0.clone()),
             None => z,
         };
-        match bias {
+        let z = match bias {
             Some(b) => z + b.unsqueeze::<2>(),
+            None => z,
+        };
+        match self.leaves.as_ref().and_then(|l| l.recorded.as_ref()) {
+            Some(recorded) => {
+                let probe = Tensor::<B, 2>::zeros(z.dims(), &z.device()).require_grad();
+                recorded.lock().expect("no panic while recording").push((x.detach(), probe.clone()));
+                z + probe
+            }
             None => z,
         }
     }
@@ -380,7 +417,8 @@ impl<B: AutodiffBackend> LowRankLinear<B> {
     /// Makes the leaves of `pass` trainable (module docs); the next forward uses them.
     pub fn begin_pass(&mut self, pass: Pass) {
         let leaf = |t: Tensor<B, 2>| Some(t.detach().require_grad());
-        let mut leaves = Leaves { pass, k: None, l: None, s: None, u: None, v: None, bias: None };
+        let mut leaves =
+            Leaves { pass, k: None, l: None, s: None, u: None, v: None, bias: None, recorded: None };
         match pass {
             Pass::K => leaves.k = leaf(self.u.clone().matmul(self.s.clone())),
             Pass::L => leaves.l = leaf(self.v.clone().matmul(self.s.clone().transpose())),
@@ -394,6 +432,7 @@ impl<B: AutodiffBackend> LowRankLinear<B> {
                 leaves.u = leaf(self.u.clone());
                 leaves.v = leaf(self.v.clone());
             }
+            Pass::Activations => leaves.recorded = Some(Recorded::default()),
             Pass::Dense => {}
         }
         leaves.bias = self.bias.clone().map(|b| b.detach().require_grad());
@@ -412,7 +451,22 @@ impl<B: AutodiffBackend> LowRankLinear<B> {
             return FactorGrads::default();
         };
         let g2 = |t: Option<Tensor<B, 2>>| t.and_then(|t| t.grad(grads)).map(Tensor::from_inner);
+        let (mut input, mut output_grad) = (None, None);
+        if let Some(recorded) = l.recorded {
+            let calls = std::mem::take(&mut *recorded.lock().expect("no panic while recording"));
+            // A layer called k times in the pass has G = Σ xᵢᵀ δᵢ = [x₁; …]ᵀ [δ₁; …].
+            let (xs, deltas): (Vec<_>, Vec<_>) =
+                calls.into_iter().filter_map(|(x, p)| Some((x, Tensor::from_inner(p.grad(grads)?)))).unzip();
+            let stack = |mut t: Vec<Tensor<B, 2>>| match t.len() {
+                0 => None,
+                1 => t.pop(),
+                _ => Some(Tensor::cat(t, 0)),
+            };
+            (input, output_grad) = (stack(xs), stack(deltas));
+        }
         FactorGrads {
+            input,
+            output_grad,
             k: g2(l.k),
             l: g2(l.l),
             s: g2(l.s),
