@@ -11,6 +11,7 @@ pub mod plot;
 pub mod run;
 
 use burn::tensor::{backend::AutodiffBackend, ElementConversion, Tensor};
+use rayon::prelude::*;
 
 use crate::integrators::{CounterSnapshot, Integrator};
 use crate::layers::{DenseLinear, LowRankLinear};
@@ -96,10 +97,10 @@ where
     }
     let grads = value.backward();
     integrator.counters().pass();
-    for layer in net.low_rank_layers() {
-        let g = layer.take_grads(&grads);
-        integrator.after_pass(i, layer, g, opt)?;
-    }
+    // The layers' updates are independent; their host decompositions are sequential in faer,
+    // so running layers side by side uses the cores that a single small QR cannot.
+    let layers: Vec<_> = net.low_rank_layers().into_iter().map(|l| (l.take_grads(&grads), l)).collect();
+    layers.into_par_iter().try_for_each(|(g, layer)| integrator.after_pass(i, layer, g, opt))?;
     if i == 0 {
         for layer in net.dense_layers() {
             layer.step(&grads, opt);
