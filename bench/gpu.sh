@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One device call (see README, "GPU"): our MNIST benchmark on CUDA, PyTorch's dense MLP of the
-# same shape on the same card, the ViT-B/16 adapter fine-tuning step (dlrt bench-vit against
+# same shape on the same card, the ViT-B/16 adapter fine-tuning step (dlrt bench-vit: abc-PSI in
+# two passes and in one, LoRA; against
 # peft LoRA at the same rank and batch, bf16 and fp32), one table of ratios each, and a short
 # `dlrt train --device cuda` run on real MNIST.
 #

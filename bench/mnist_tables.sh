@@ -14,7 +14,7 @@ for s in 0 1 2 3 4; do train configs/mnist_abc_psi.toml --seed "$s" --out "$R/se
 for t in 0.4 0.2 0.1 0.05 0.02 0.01; do train configs/mnist_abc_psi.toml --tau "$t" --out "$R/tau/tau_$t"; done
 "$BIN" report "$R"/tau/tau_* | tee "$R/tau.md"
 
-for m in abc_psi bc_psi psi bug parallel_bug lora dense; do train "configs/mnist_$m.toml" --out "$R/method/$m"; done
+for m in abc_psi abc_psi_one_pass bc_psi psi bug parallel_bug lora dense; do train "configs/mnist_$m.toml" --out "$R/method/$m"; done
 "$BIN" report "$R"/method/* | tee "$R/methods.md"
 
 train configs/mnist_abc_psi_adam.toml --out "$R/recipe/abc_psi_adam"

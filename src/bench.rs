@@ -76,6 +76,9 @@ fn step_flops<B: AutodiffBackend>(model: &Mlp<B>, passes: &[Pass], b: usize) -> 
                     let ru = if matches!(pass, Pass::L | Pass::S) && passes.len() > 1 { 2.0 * r } else { r };
                     match pass {
                         Pass::Tangent => 2.0 * bf * (2.0 * n * r + 2.0 * r * m + r * r),
+                        // Forward and input gradient (no factor leaf), then the integrator's
+                        // xᵀ(δ V0) and δᵀ(x Û) with Û 2r wide: 5 forwards' worth in all.
+                        Pass::Activations => 2.0 * bf * (n * r + r * m) * 5.0 / 3.0,
                         _ => 2.0 * bf * (n * ru + ru * m),
                     }
                 }

@@ -275,7 +275,7 @@ pub struct BenchVitArgs {
     #[arg(long, default_value_t = 32)]
     pub rank: usize,
     /// Methods to time.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [IntegratorKind::AbcPsi, IntegratorKind::Lora])]
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [IntegratorKind::AbcPsi, IntegratorKind::AbcPsiOnePass, IntegratorKind::Lora])]
     pub methods: Vec<IntegratorKind>,
     /// Untimed steps first.
     #[arg(long, default_value_t = 1)]

@@ -44,10 +44,12 @@ fn cuda_without_the_feature_is_a_clear_error() {
 #[test]
 fn bench_vit_prints_a_row_per_method_and_rejects_tiny_images() {
     let args = ["bench-vit", "--image", "14", "--batch", "2", "--steps", "1", "--warmup", "0"];
-    let out = dlrt(&[&args[..], &["--methods", "abc_psi,lora"]].concat());
+    let out = dlrt(&[&args[..], &["--methods", "abc_psi,abc_psi_one_pass,lora"]].concat());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("| abc_psi |") && text.contains("| lora |"), "{text}");
+    for method in ["abc_psi", "abc_psi_one_pass", "lora"] {
+        assert!(text.contains(&format!("| {method} |")), "{text}");
+    }
     let out = dlrt(&["bench-vit", "--image", "10"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("patch size 14"));

@@ -99,8 +99,16 @@ where
     integrator.counters().pass();
     // The layers' updates are independent; their host decompositions are sequential in faer,
     // so running layers side by side uses the cores that a single small QR cannot.
+    // On a GPU the updates are queued from this thread only: CubeCL's behaviour with kernels
+    // from several threads has not been measured here.
     let layers: Vec<_> = net.low_rank_layers().into_iter().map(|l| (l.take_grads(&grads), l)).collect();
-    layers.into_par_iter().try_for_each(|(g, layer)| integrator.after_pass(i, layer, g, opt))?;
+    let on_host = layers.first().is_some_and(|(_, l)| !B::name(&l.u().device()).contains("cubecl"));
+    let update = |(g, layer): (_, &mut LowRankLinear<B>)| integrator.after_pass(i, layer, g, opt);
+    if on_host {
+        layers.into_par_iter().try_for_each(update)?;
+    } else {
+        layers.into_iter().try_for_each(update)?;
+    }
     if i == 0 {
         for layer in net.dense_layers() {
             layer.step(&grads, opt);
