@@ -54,7 +54,7 @@ fn finetune_learns_checkpoints_adapters_and_exports_the_merged_model() {
     let tmp = tempfile::tempdir().unwrap();
     let weights = tiny_backbone(tmp.path());
     let device = Default::default();
-    for method in [IntegratorKind::AbcPsi, IntegratorKind::Lora] {
+    for method in [IntegratorKind::AbcPsi, IntegratorKind::AbcPsiOnePass, IntegratorKind::Lora] {
         let cfg = tiny_config(weights.clone(), method);
         let run_dir = tmp.path().join(method.name());
         let opts =
