@@ -374,14 +374,18 @@ fn every_low_rank_integrator_decreases_a_least_squares_loss_with_every_optimizer
     }
 }
 
+/// A rank-4 adapter (S = 0) on a frozen Gaussian 30×20 base, and the target base + rank 3.
+fn adapter_problem(seed: u64) -> (MatrixProblem<B>, T2, T2) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let base = gaussian(30, 20, &mut rng);
+    let a = base.clone() + gaussian(30, 3, &mut rng).matmul(gaussian(20, 3, &mut rng).transpose());
+    let layer = LowRankLinear::adapter(base.clone(), 4, None, &mut rng).unwrap();
+    (MatrixProblem::new(layer), base, a)
+}
+
 #[test]
 fn adapters_start_at_the_base_and_abc_psi_steps_satisfy_t1_t2_on_a_frozen_base() {
-    let mut rng = StdRng::seed_from_u64(110);
-    let (n, m, r) = (30, 20, 4);
-    let base = gaussian(n, m, &mut rng);
-    let a = base.clone() + gaussian(n, 3, &mut rng).matmul(gaussian(m, 3, &mut rng).transpose());
-    let layer = LowRankLinear::adapter(base.clone(), r, None, &mut rng).unwrap();
-    let mut p = MatrixProblem::new(layer);
+    let (mut p, base, a) = adapter_problem(110);
     assert!(fro(p.layer.to_dense() - base.clone()) == 0.0);
     let lr = 0.4;
     let opt = Optimizer::sgd(lr);
@@ -448,11 +452,7 @@ fn abc_psi_one_pass_equals_two_passes_when_every_layer_is_low_rank() {
 
 #[test]
 fn abc_psi_one_pass_step_satisfies_t2_on_a_frozen_base() {
-    let mut rng = StdRng::seed_from_u64(130);
-    let (n, m, r) = (30, 20, 4);
-    let base = gaussian(n, m, &mut rng);
-    let a = base.clone() + gaussian(n, 3, &mut rng).matmul(gaussian(m, 3, &mut rng).transpose());
-    let mut p = MatrixProblem::new(LowRankLinear::adapter(base, r, None, &mut rng).unwrap());
+    let (mut p, _, a) = adapter_problem(130);
     let lr = 0.4;
     let W0 = p.layer.to_dense();
     let (U0, V0) = (p.layer.u().clone(), p.layer.v().clone());

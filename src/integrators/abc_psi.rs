@@ -114,28 +114,21 @@ impl<B: AutodiffBackend> Integrator<B> for AbcPsi {
         opt: &Optimizer,
     ) -> Result<()> {
         let kind = Integrator::<B>::kind(self);
-        if self.one_pass {
-            // (1)–(5) in a row, with G V0 and Gᵀ Û formed from this pass's x and δ.
-            let (U0, S0, V0) = (layer.u().clone(), layer.s().clone(), layer.v().clone());
-            let K1 = k_step(layer, required(grads.g_times(&V0), "K (x and δ)", kind)?, opt);
-            let U_hat = augment(&K1, &U0, &self.counters);
-            let S_bar = bc_s_step(&U_hat, &U0, S0);
-            layer.set_factors(U_hat.clone(), S_bar, V0)?;
-            layer.step_bias(grads.bias.clone(), opt);
-            let L1 = l_step(layer, required(grads.gt_times(&U_hat), "L (x and δ)", kind)?, opt);
-            return self.truncate(layer, L1);
-        }
         if pass == 0 {
             let (U0, S0, V0) = (layer.u().clone(), layer.s().clone(), layer.v().clone());
-            let K1 = k_step(layer, required(grads.k, "K", kind)?, opt);
+            let K1 = k_step(layer, required(grads.grad_k(&V0), "K", kind)?, opt);
             let U_hat = augment(&K1, &U0, &self.counters);
             let S_bar = bc_s_step(&U_hat, &U0, S0);
-            layer.set_factors(U_hat, S_bar, V0)
-        } else {
-            layer.step_bias(grads.bias, opt);
-            let L1 = l_step(layer, required(grads.l, "L", kind)?, opt);
-            self.truncate(layer, L1)
+            layer.set_factors(U_hat, S_bar, V0)?;
+            if !self.one_pass {
+                return Ok(());
+            }
         }
+        // The L-pass, or in one pass (4)–(5) right away with Gᵀ Û from the same x and δ.
+        let grad_L = required(grads.grad_l(layer.u()), "L", kind)?;
+        layer.step_bias(grads.bias, opt);
+        let L1 = l_step(layer, grad_L, opt);
+        self.truncate(layer, L1)
     }
 
     fn counters(&self) -> &Counters {

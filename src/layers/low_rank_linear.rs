@@ -98,6 +98,18 @@ impl<B: Backend> FactorGrads<B> {
         let (x, delta) = (self.input.as_ref()?, self.output_grad.as_ref()?);
         Some(delta.clone().transpose().matmul(x.clone().matmul(u.clone())))
     }
+
+    /// ∇_K ℒ = G V for the current V: the K leaf's gradient, or [`Self::g_times`] after an
+    /// `Activations` pass.
+    pub fn grad_k(&self, v: &Tensor<B, 2>) -> Option<Tensor<B, 2>> {
+        self.k.clone().or_else(|| self.g_times(v))
+    }
+
+    /// ∇_L ℒ = Gᵀ U for the current U: the L leaf's gradient, or [`Self::gt_times`] after an
+    /// `Activations` pass.
+    pub fn grad_l(&self, u: &Tensor<B, 2>) -> Option<Tensor<B, 2>> {
+        self.l.clone().or_else(|| self.gt_times(u))
+    }
 }
 
 /// What an `Activations` pass records in the forward: each call's input and zero probe.
