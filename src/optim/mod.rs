@@ -15,9 +15,18 @@
 //!
 //! - first moments (momentum, Adam's m): `M ← T_leftᵀ M T_right`, the orthogonal projection
 //!   of the ambient moment `B_left M B_rightᵀ` onto the new bases; exact when the span is kept;
-//! - second moments (Adam's v): `V ← (T_left ∘ T_left)ᵀ V (T_right ∘ T_right)`, the variance of
-//!   the projected gradient when its coordinates are independent. It stays nonnegative and is
-//!   unchanged by permutations and sign flips of the basis.
+//! - second moments (Adam's v): `V ← (T_left ∘ T_left)ᵀ V (T_right ∘ T_right) + F`, the variance
+//!   of the projected gradient when its coordinates are independent, plus a fill F for the
+//!   directions the old bases did not contain. A new basis vector b keeps the fraction
+//!   κ = ‖B_oldᵀ b‖² of the old span; its remaining 1 − κ is fresh, and F gives that part the
+//!   mean of the old V (per row when only the columns change basis, since rows are then
+//!   ambient coordinates with their own scale; overall for S). Without F a fresh coordinate
+//!   starts at v = 0 while the step counter runs on, so its first bias-corrected step is
+//!   `(1 − β₁) g / √((1 − β₂) g² / (1 − β₂ᵗ))`, up to 3.2 λ late in training: augmentation adds
+//!   fresh directions every step, and those kicks, much larger than the steps of established
+//!   coordinates with noisy gradients, were measured to slow abc-PSI adapters down (README).
+//!   With F a fresh coordinate steps like one whose gradient history had mean 0 and the usual
+//!   variance. V stays nonnegative and is unchanged by permutations and sign flips of the basis.
 //!
 //! An identity change (T = I) leaves the state bit-for-bit as it was. Adam's step counter is
 //! kept, so bias correction does not restart. Without recorded bases (dense weights, biases,
@@ -246,6 +255,9 @@ fn transport<B: Backend>(mut state: State<B>, slot: &Slot<B>, bases: Bases<'_, B
     };
     let t_left = change(&slot.left, bases.left);
     let t_right = change(&slot.right, bases.right);
+    if t_left.is_none() && t_right.is_none() {
+        return state;
+    }
     let apply = |m: Tensor<B, 2>, square: bool| {
         let sq = |t: &Tensor<B, 2>| if square { t.clone() * t.clone() } else { t.clone() };
         let m = match &t_left {
@@ -257,8 +269,21 @@ fn transport<B: Backend>(mut state: State<B>, slot: &Slot<B>, bases: Bases<'_, B
             None => m,
         }
     };
+    // κ of each new basis vector (a row for the left side, a column for the right side).
+    let kept = |t: &Tensor<B, 2>| (t.clone() * t.clone()).sum_dim(0).clamp(0.0, 1.0);
     state.moment_1 = state.moment_1.map(|m| apply(m, false));
-    state.moment_2 = state.moment_2.map(|m| apply(m, true));
+    state.moment_2 = state.moment_2.map(|v| {
+        let fill = match (&t_left, &t_right) {
+            (None, Some(tr)) => v.clone().mean_dim(1).matmul(kept(tr).neg().add_scalar(1.0)),
+            (Some(tl), None) => kept(tl).neg().add_scalar(1.0).transpose().matmul(v.clone().mean_dim(0)),
+            (Some(tl), Some(tr)) => {
+                let both = kept(tl).transpose().matmul(kept(tr));
+                both.neg().add_scalar(1.0).mul(v.clone().mean().unsqueeze())
+            }
+            (None, None) => unreachable!("returned above"),
+        };
+        apply(v, true) + fill
+    });
     state
 }
 
@@ -314,6 +339,52 @@ mod tests {
         let after = new_m1.matmul(v_new.transpose());
         assert!((before - after).abs().max().into_scalar() < 1e-12);
         assert!(state.moment_2.unwrap().min().into_scalar() >= 0.0);
+    }
+
+    #[test]
+    fn fresh_directions_get_the_mean_second_moment_and_no_first_moment() {
+        // V_new = orth([V_old | E]): its first 4 columns are ±V_old, its last 4 are new to it.
+        let v_old = orthonormal(30, 4, 10);
+        let v_new = crate::linalg::orth(&Tensor::cat(vec![v_old.clone(), orthonormal(30, 4, 11)], 1));
+        let m1 = orthonormal(6, 4, 12);
+        let m2 = Tensor::<B, 2>::from_data(
+            [[1.0, 2.0, 3.0, 6.0], [4.0, 4.0, 4.0, 4.0], [0.0, 0.0, 0.0, 8.0], [1.0, 1.0, 1.0, 1.0]],
+            &Default::default(),
+        )
+        .repeat_dim(0, 2)
+        .slice([0..6, 0..4]);
+        let slot = slot_with_state(m1, m2.clone(), v_old.clone());
+        let state = transport(slot.state.clone().unwrap(), &slot, Bases::right(&v_new));
+        let close = |a: Tensor<B, 2>, b: Tensor<B, 2>| (a - b).abs().max().into_scalar() < 1e-12;
+        let v = state.moment_2.unwrap();
+        assert!(close(v.clone().slice([0..6, 0..4]), m2.clone()), "kept directions keep their v");
+        let row_mean = m2.mean_dim(1).repeat_dim(1, 4);
+        assert!(close(v.slice([0..6, 4..8]), row_mean), "fresh directions get the row mean of v");
+        let m = state.moment_1.unwrap().slice([0..6, 4..8]);
+        assert!(m.abs().max().into_scalar() < 1e-12, "no momentum in a fresh direction");
+    }
+
+    #[test]
+    fn a_fresh_direction_does_not_take_a_larger_step_than_an_established_one() {
+        // Late in training (t = 1000) a gradient of the same size in an established coordinate
+        // and a fresh one: without the fill the fresh one stepped 2.5× as far.
+        let opt = Optimizer::new(OptimizerConfig::adamw(0.0), 1.0).unwrap();
+        let v0 = orthonormal(20, 1, 13);
+        let v1 = crate::linalg::orth(&Tensor::cat(vec![v0.clone(), orthonormal(20, 1, 14)], 1));
+        let device = Default::default();
+        let mut slot = Slot {
+            state: Some(State {
+                time: 1000,
+                moment_1: Some(Tensor::<B, 2>::zeros([1, 1], &device)),
+                moment_2: Some(Tensor::<B, 2>::ones([1, 1], &device)),
+            }),
+            left: None,
+            right: Some(v0),
+        };
+        let x = Tensor::<B, 2>::zeros([1, 2], &device);
+        let g = Tensor::<B, 2>::ones([1, 2], &device);
+        let x1 = opt.step(x, g, &mut slot, Bases::right(&v1)).into_data().to_vec::<f64>().unwrap();
+        assert!(x1[1].abs() <= x1[0].abs() * (1.0 + 1e-9), "{x1:?}");
     }
 
     #[test]
