@@ -22,18 +22,27 @@ pub struct AdamParams {
     pub weight_decay: f64,
 }
 
-/// One AdamW step.
+/// One AdamW step. `fresh` (entries in [0, 1], the shape of x) marks the part of each
+/// coordinate that a basis change has just brought in ([`super`] docs): its moments are
+/// filled as if g had been the gradient at every earlier step, so that part starts like a new
+/// parameter in Adam (m̂ = g, v̂ = g²) although the step counter is not reset.
 pub fn step<B: Backend>(
     x: Tensor<B, 2>,
     g: Tensor<B, 2>,
     state: Option<State<B>>,
+    fresh: Option<Tensor<B, 2>>,
     lr: f64,
     p: AdamParams,
 ) -> (Tensor<B, 2>, State<B>) {
-    let (time, m, v) = match state {
+    let (time, mut m, mut v) = match state {
         Some(State { time, moment_1: Some(m), moment_2: Some(v) }) => (time, m, v),
         _ => (0, g.zeros_like(), g.zeros_like()),
     };
+    if let Some(f) = fresh.filter(|_| time > 0) {
+        let seen = |beta: f64| 1.0 - beta.powi(time as i32);
+        m = m + (f.clone() * g.clone()).mul_scalar(seen(p.beta1));
+        v = v + (f * g.clone() * g.clone()).mul_scalar(seen(p.beta2));
+    }
     let time = time + 1;
     let m = m.mul_scalar(p.beta1) + g.clone().mul_scalar(1.0 - p.beta1);
     let v = v.mul_scalar(p.beta2) + (g.clone() * g).mul_scalar(1.0 - p.beta2);
@@ -57,7 +66,7 @@ mod tests {
         let x = Tensor::<NdArray<f64>, 2>::from_data([[1.0, -2.0]], &device);
         let g = Tensor::<NdArray<f64>, 2>::from_data([[0.5, -3.0]], &device);
         let p = AdamParams { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 };
-        let (x1, state) = step(x, g, None, 0.1, p);
+        let (x1, state) = step(x, g, None, None, 0.1, p);
         let got = x1.into_data().to_vec::<f64>().unwrap();
         assert!((got[0] - 0.9).abs() < 1e-6 && (got[1] + 1.9).abs() < 1e-6, "{got:?}");
         assert_eq!(state.time, 1);
