@@ -38,7 +38,8 @@ pub fn step<B: Backend>(
         Some(State { time, moment_1: Some(m), moment_2: Some(v) }) => (time, m, v),
         _ => (0, g.zeros_like(), g.zeros_like()),
     };
-    if let Some(f) = fresh.filter(|_| time > 0) {
+    if let Some(f) = fresh {
+        // 1 − βᵗ: the weight t earlier steps of gradient g would have left in the moment.
         let seen = |beta: f64| 1.0 - beta.powi(time as i32);
         m = m + (f.clone() * g.clone()).mul_scalar(seen(p.beta1));
         v = v + (f * g.clone() * g.clone()).mul_scalar(seen(p.beta2));

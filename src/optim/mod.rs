@@ -221,20 +221,14 @@ impl Optimizer {
         if let OptimizerConfig::Sgd = self.config {
             return sgd::step(x, g, self.lr);
         }
-        let (state, fresh) = match slot.state.take() {
-            Some(s) => {
-                let (s, fresh) = transport(s, slot, bases);
-                (Some(s), fresh)
-            }
-            None => (None, None),
-        };
+        let (state, fresh) = slot.state.take().map(|s| transport(s, slot, bases)).unzip();
         let fits = |t: &Tensor<B, 2>| t.dims() == x.dims();
         let state = state.filter(|s| s.moment_1.as_ref().is_none_or(fits));
-        let fresh = fresh.filter(fits);
+        let fresh = fresh.flatten().filter(fits);
         let (x, state) = match self.config {
             OptimizerConfig::Sgd => unreachable!("handled above"),
-            // Momentum has no normalisation: a fresh direction's velocity starts at 0, as a
-            // new parameter's does.
+            // Momentum has no normalisation (and no fill): a fresh direction's velocity starts
+            // at 0, as a new parameter's does.
             OptimizerConfig::Momentum { beta } => momentum::step(x, g, state, self.lr, beta),
             OptimizerConfig::Adam { beta1, beta2, eps, weight_decay } => {
                 let p = adam::AdamParams { beta1, beta2, eps, weight_decay };
@@ -260,8 +254,9 @@ impl Optimizer {
 }
 
 /// Rewrites `state` from the slot's recorded bases into `bases` (module docs give the rule).
-/// Also returns, when a basis changed, the fresh fraction of each entry of the parameter
-/// (0 where the old bases contained its direction, 1 where they had none of it).
+/// Also returns, when a basis changed and the state has a second moment (Adam: the one that
+/// normalises the step), the fresh fraction of each entry of the parameter (0 where the old
+/// bases contained its direction, 1 where they had none of it).
 fn transport<B: Backend>(
     mut state: State<B>,
     slot: &Slot<B>,
@@ -288,7 +283,7 @@ fn transport<B: Backend>(
     state.moment_2 = state.moment_2.map(|v| apply(v, true));
     // κ of each new basis vector as a row (1×r_new); 1 − κ_left,i κ_right,j is the fresh part.
     let kept = |t: &Tensor<B, 2>| (t.clone() * t.clone()).sum_dim(0).clamp(0.0, 1.0);
-    let kept = match (&t_left, &t_right, &state.moment_1) {
+    let kept = match (&t_left, &t_right, &state.moment_2) {
         (None, None, _) | (_, _, None) => None,
         (l, r, Some(m)) => {
             let [rows, cols] = m.dims();
