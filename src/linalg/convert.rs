@@ -28,20 +28,27 @@ pub(crate) fn note_host_read() {
 pub fn to_faer<B: Backend>(t: &Tensor<B, 2>) -> Mat<f64> {
     let [rows, cols] = t.dims();
     note_host_read();
-    let data = t.to_data().convert::<f64>();
-    let values = data.as_slice::<f64>().expect("TensorData::convert::<f64> yields f64 storage");
-    Mat::from_fn(rows, cols, |i, j| values[i * cols + j])
+    let data = t.to_data();
+    // Widen in one sequential pass, then let faer transpose the row-major buffer into its
+    // column-major layout: per-element index arithmetic here cost as much as the QR it feeds.
+    let widened: Vec<f64> = match data.as_slice::<f32>() {
+        Ok(values) => values.iter().map(|&x| x as f64).collect(),
+        Err(_) => {
+            data.convert::<f64>().into_vec::<f64>().expect("TensorData::convert::<f64> yields f64 storage")
+        }
+    };
+    MatRef::from_row_major_slice(&widened, rows, cols).to_owned()
 }
 
 /// Uploads a faer matrix as a rank-2 tensor in the backend's float type.
 pub fn from_faer<B: Backend>(m: MatRef<'_, f64>, device: &B::Device) -> Tensor<B, 2> {
     let (rows, cols) = (m.nrows(), m.ncols());
-    // faer is column-major, Burn row-major: walk faer's columns (contiguous) and scatter.
-    let mut values: Vec<B::FloatElem> = vec![0.0f64.elem(); rows * cols];
-    for j in 0..cols {
-        for (i, &x) in m.col(j).iter().enumerate() {
-            values[i * cols + j] = x.elem();
-        }
+    // faer is column-major, Burn row-major: faer transposes (blocked), then one sequential pass
+    // narrows to the backend's element type.
+    let row_major = m.transpose().to_owned();
+    let mut values: Vec<B::FloatElem> = Vec::with_capacity(rows * cols);
+    for i in 0..rows {
+        values.extend(row_major.col(i).iter().map(|&x| x.elem::<B::FloatElem>()));
     }
     Tensor::from_data(TensorData::new(values, [rows, cols]), device)
 }

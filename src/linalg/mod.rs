@@ -9,7 +9,8 @@
 //! - [`convert`]: Burn tensor ⇄ faer matrix, the only place the two meet.
 //! - [`qr`]: thin QR and orthonormal bases ([`orth`]).
 //! - [`svd`]: thin SVD with a typed non-convergence error.
-//! - [`mod@truncate`]: the rank-selection rule ‖(σ_{r1+1}, …)‖₂ < ϑ‖σ‖₂ and its config.
+//! - [`mod@truncate`]: the rank-selection rule ‖(σ_{r1+1}, …)‖₂ < ϑ‖σ‖₂ and its config, and the
+//!   truncated SVD (from the Gram matrix's eigendecomposition where that is accurate enough).
 #![allow(non_snake_case)]
 
 pub mod convert;
@@ -28,4 +29,4 @@ pub(crate) fn sequential() {
 }
 pub use qr::{augment_basis, cholesky_qr2, householder_qr, orth, tensor_qr, thin_qr, ThinQr};
 pub use svd::{thin_svd, Svd};
-pub use truncate::{truncate, truncated_svd, TruncatedSvd, TruncationConfig};
+pub use truncate::{gram_svd, truncate, truncated_svd, GramSvd, TruncatedSvd, TruncationConfig};
