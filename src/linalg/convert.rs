@@ -43,8 +43,8 @@ pub fn to_faer<B: Backend>(t: &Tensor<B, 2>) -> Mat<f64> {
 /// Uploads a faer matrix as a rank-2 tensor in the backend's float type.
 pub fn from_faer<B: Backend>(m: MatRef<'_, f64>, device: &B::Device) -> Tensor<B, 2> {
     let (rows, cols) = (m.nrows(), m.ncols());
-    // faer is column-major, Burn row-major: faer copies the transposed view, then one sequential pass
-    // narrows to the backend's element type.
+    // faer is column-major, Burn row-major: faer copies the transposed view, then one
+    // sequential pass narrows to the backend's element type.
     let row_major = m.transpose().to_owned();
     let mut values: Vec<B::FloatElem> = Vec::with_capacity(rows * cols);
     for i in 0..rows {
