@@ -117,9 +117,6 @@ pub fn augment_basis<B: Backend>(new: &Tensor<B, 2>, basis: &Tensor<B, 2>) -> Te
     // One device→host read of [U0 | K1] (a synchronisation point on a GPU), not two.
     let mut a = to_faer(&Tensor::cat(vec![basis.clone(), new.clone()], 1));
     let device = new.device();
-    if r == 0 {
-        return from_faer(thin_qr(a.as_ref()).Q.as_ref(), &device);
-    }
     let gram = a.as_ref().subcols(0, r).transpose() * a.as_ref().subcols(0, r);
     // Outside this the polar step need not converge; the QR of the whole matrix repairs it.
     let nearly_orthonormal = departure(gram.as_ref()) < 0.1;
@@ -128,15 +125,17 @@ pub fn augment_basis<B: Backend>(new: &Tensor<B, 2>, basis: &Tensor<B, 2>) -> Te
         let repaired = a.as_ref().subcols(0, r) * correction;
         a.as_mut().subcols_mut(0, r).copy_from(&repaired);
     }
-    let U = a.as_ref().subcols(0, r).to_owned();
     let norms =
         |a: &Mat<f64>| -> Vec<f64> { (r..r + k).map(|j| a.col(j).squared_norm_l2().sqrt()).collect() };
     let before = norms(&a);
-    for _ in 0..2 {
-        let c = U.transpose() * a.as_ref().subcols(r, k);
-        let proj = &U * c;
-        let mut tail = a.as_mut().subcols_mut(r, k);
-        tail -= proj;
+    {
+        // U and the tail are borrowed side by side from `a`, not copied.
+        let (U, mut tail) = a.as_mut().split_at_col_mut(r);
+        for _ in 0..2 {
+            let c = U.as_ref().transpose() * tail.as_ref();
+            let proj = U.as_ref() * c;
+            tail -= proj;
+        }
     }
     // A column that lost all but 1e-8 of its norm to the projection is round-off: normalised,
     // it would not be orthogonal to the basis. Such columns (and widths over n) need the QR of
@@ -145,13 +144,13 @@ pub fn augment_basis<B: Backend>(new: &Tensor<B, 2>, basis: &Tensor<B, 2>) -> Te
         r + k <= a.nrows() && norms(&a).iter().zip(&before).all(|(after, before)| *after > 1e-8 * before);
     if nearly_orthonormal && remainder_is_sound {
         super::sequential();
-        if let Some(tail) = cholesky_qr2(a.as_ref().subcols(r, k)) {
+        if let Some(remainder) = cholesky_qr2(a.as_ref().subcols(r, k)) {
             // The remainder's round-off along U, ε‖N‖, is amplified by R⁻¹ (up to 1/σ_min of
             // the scaled remainder); one more projection takes it back to ε. The columns stay
             // unit to second order in that leak.
-            let leak = U.transpose() * &tail.Q;
-            let Q = tail.Q - &U * leak;
-            a.as_mut().subcols_mut(r, k).copy_from(&Q);
+            let (U, mut tail) = a.as_mut().split_at_col_mut(r);
+            let leak = U.as_ref().transpose() * &remainder.Q;
+            tail.copy_from(remainder.Q - U.as_ref() * leak);
             return from_faer(a.as_ref(), &device);
         }
     }

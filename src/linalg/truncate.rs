@@ -163,16 +163,17 @@ pub fn truncated_svd<B: Backend>(
     let (P, sigma, Q, r1) = match gram {
         Some(g) => (g.P, g.sigma, g.Q, g.rank),
         None => {
+            // All min(p, q) columns; only the first r1 are uploaded below.
             let svd = thin_svd(host.as_ref(), context)?;
             let r1 = cfg.rank(&svd.sigma, n, m);
-            (svd.U.subcols(0, r1).to_owned(), svd.sigma, svd.V.subcols(0, r1).to_owned(), r1)
+            (svd.U, svd.sigma, svd.V, r1)
         }
     };
     let Sigma = Mat::from_fn(r1, r1, |i, j| if i == j { sigma[i] } else { 0.0 });
     Ok(TruncatedSvd {
-        P: from_faer(P.as_ref(), &device),
+        P: from_faer(P.as_ref().subcols(0, r1), &device),
         Sigma: from_faer(Sigma.as_ref(), &device),
-        Q: from_faer(Q.as_ref(), &device),
+        Q: from_faer(Q.as_ref().subcols(0, r1), &device),
         sigma,
     })
 }
