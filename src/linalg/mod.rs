@@ -27,6 +27,12 @@ pub(crate) fn sequential() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| faer::set_global_parallelism(faer::Par::Seq));
 }
+/// Column j of an owned (column-major) faer matrix as a slice, so loops over it vectorise
+/// (faer's column iterators are strided and do not).
+pub(crate) fn column(m: &mut faer::Mat<f64>, j: usize) -> &mut [f64] {
+    m.col_mut(j).try_as_col_major_mut().expect("an owned faer matrix is column-major").as_slice_mut()
+}
+
 pub use qr::{augment_basis, cholesky_qr2, householder_qr, orth, tensor_qr, thin_qr, ThinQr};
 pub use svd::{thin_svd, Svd};
 pub use truncate::{gram_svd, truncate, truncated_svd, GramSvd, TruncatedSvd, TruncationConfig};

@@ -15,9 +15,11 @@
 //!   completion.
 
 use burn::tensor::{backend::Backend, Tensor};
-use faer::linalg::triangular_solve::solve_lower_triangular_in_place;
-use faer::{Mat, MatRef, Par, Side};
+use faer::linalg::matmul::matmul;
+use faer::linalg::triangular_inverse::invert_upper_triangular;
+use faer::{Accum, Mat, MatMut, MatRef, Par, Side};
 
+use super::column;
 use super::convert::{from_faer, to_faer};
 
 /// The factors of a thin QR decomposition.
@@ -50,25 +52,32 @@ pub fn cholesky_qr2(a: MatRef<'_, f64>) -> Option<ThinQr> {
     }
     // Scaling the columns leaves Q unchanged and removes the ill-conditioning that comes from
     // columns of different size (a small gradient step next to an orthonormal basis).
-    // Plain sums of squares: faer's overflow-safe norm_l2 cost more than the whole Gram
-    // matrix here (measured), and these values come from f32 data, far from overflow.
-    let d: Vec<f64> = (0..k).map(|j| a.col(j).iter().map(|x| x * x).sum::<f64>().sqrt()).collect();
+    // Sums of squares, not faer's overflow-safe norm_l2 (which cost more than the whole Gram
+    // matrix here, measured): these values come from f32 data, far from overflow.
+    let d: Vec<f64> = (0..k).map(|j| a.col(j).squared_norm_l2().sqrt()).collect();
     if d.iter().any(|&x| !(x.is_finite() && x > 0.0)) {
         return None;
     }
-    let mut q = Mat::from_fn(n, k, |i, j| a[(i, j)] / d[j]);
+    let mut q = a.to_owned();
+    for (j, &dj) in d.iter().enumerate() {
+        column(&mut q, j).iter_mut().for_each(|x| *x /= dj);
+    }
     let R1 = cholesky_pass(&mut q, None)?;
     // The second pass repairs orthogonality to round-off when Q1 is already close to it.
     let R2 = cholesky_pass(&mut q, Some(0.5))?;
     let mut R = R2 * R1;
     for (j, &dj) in d.iter().enumerate() {
-        R.col_mut(j).iter_mut().for_each(|x| *x *= dj);
+        column(&mut R, j).iter_mut().for_each(|x| *x *= dj);
     }
     Some(ThinQr { Q: q, R })
 }
 
 /// One Gram–Cholesky pass: `G = QᵀQ = RᵀR`, `Q ← Q R⁻¹`; returns R. With `max_departure`,
 /// refuses when ‖G − I‖_F exceeds it.
+///
+/// Q R⁻¹ is a matrix product with the k×k inverse rather than a triangular solve: faer's solve
+/// against the row-major view Qᵀ took longer than inverting R and multiplying (measured at
+/// 784×27); the accuracy of CholeskyQR is set by the Gram matrix either way.
 fn cholesky_pass(q: &mut Mat<f64>, max_departure: Option<f64>) -> Option<Mat<f64>> {
     let g = q.transpose() * q.as_ref();
     if let Some(limit) = max_departure {
@@ -79,13 +88,15 @@ fn cholesky_pass(q: &mut Mat<f64>, max_departure: Option<f64>) -> Option<Mat<f64
         }
     }
     let llt = g.llt(Side::Lower).ok()?;
-    let L = llt.L();
-    // Q R = A with R = Lᵀ  ⇔  L Qᵀ = Aᵀ.
-    solve_lower_triangular_in_place(L, q.as_mut().transpose_mut(), Par::Seq);
-    if !q.is_all_finite() {
+    let R = llt.L().transpose().to_owned();
+    let mut R_inv = Mat::<f64>::zeros(R.nrows(), R.ncols());
+    invert_upper_triangular(R_inv.as_mut(), R.as_ref(), Par::Seq);
+    // A finite Q times a finite inverse is finite: checking the k×k inverse is enough.
+    if !R_inv.is_all_finite() {
         return None;
     }
-    Some(L.transpose().to_owned())
+    *q = &*q * R_inv;
+    Some(R)
 }
 
 /// Orthonormal basis of the column space of a tensor (n×k ↦ n×min(n, k)), via the host.
@@ -133,8 +144,7 @@ pub fn augment_basis<B: Backend>(new: &Tensor<B, 2>, basis: &Tensor<B, 2>) -> Te
         let (U, mut tail) = a.as_mut().split_at_col_mut(r);
         for _ in 0..2 {
             let c = U.as_ref().transpose() * tail.as_ref();
-            let proj = U.as_ref() * c;
-            tail -= proj;
+            subtract_product(tail.as_mut(), U.as_ref(), c.as_ref());
         }
     }
     // A column that lost all but 1e-8 of its norm to the projection is round-off: normalised,
@@ -150,12 +160,18 @@ pub fn augment_basis<B: Backend>(new: &Tensor<B, 2>, basis: &Tensor<B, 2>) -> Te
             // unit to second order in that leak.
             let (U, mut tail) = a.as_mut().split_at_col_mut(r);
             let leak = U.as_ref().transpose() * &remainder.Q;
-            tail.copy_from(remainder.Q - U.as_ref() * leak);
+            tail.copy_from(&remainder.Q);
+            subtract_product(tail, U.as_ref(), leak.as_ref());
             return from_faer(a.as_ref(), &device);
         }
     }
     let f = thin_qr(a.as_ref());
     from_faer(f.Q.as_ref(), &device)
+}
+
+/// `dst ← dst − a b`, accumulated in place (no temporary for the product).
+fn subtract_product(dst: MatMut<'_, f64>, a: MatRef<'_, f64>, b: MatRef<'_, f64>) {
+    matmul(dst, Accum::Add, a, b, -1.0, Par::Seq);
 }
 
 /// ‖G − I‖_F for a square Gram matrix G; NaN for non-finite input.

@@ -225,7 +225,7 @@ pub fn gram_svd(a: MatRef<'_, f64>, cfg: &TruncationConfig, n: usize, m: usize) 
     let Q = Mat::from_fn(q, r1, |i, j| Z[(i, order[j])]);
     let mut P = a * &Q;
     for (j, s) in sigma.iter().take(r1).enumerate() {
-        P.col_mut(j).iter_mut().for_each(|x| *x /= s);
+        super::column(&mut P, j).iter_mut().for_each(|x| *x /= s);
     }
     Some(GramSvd { P, sigma, Q, rank: r1 })
 }
