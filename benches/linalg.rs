@@ -1,7 +1,8 @@
 //! Host decompositions at the sizes of one MNIST abc-PSI step (784-500-500-10, ranks ≈ 27, so
 //! n×2r = 784×54 and m×2r = 500×54): CholeskyQR2 against faer's Householder QR, and the thin
-//! SVD of an m×2r factor against the Gram-matrix SVD abc-PSI uses in f32. `cargo bench --bench
-//! linalg`.
+//! SVD of an m×2r factor against the Gram-matrix SVD abc-PSI uses in f32; and the two host calls
+//! of one abc-PSI layer update as the integrator makes them (Burn tensors in, Burn tensors out).
+//! `cargo bench --bench linalg`.
 
 #![allow(non_snake_case)]
 
