@@ -27,6 +27,7 @@ pub(crate) fn sequential() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| faer::set_global_parallelism(faer::Par::Seq));
 }
+
 /// Column j of an owned (column-major) faer matrix as a slice, so loops over it vectorise
 /// (faer's column iterators are strided and do not).
 pub(crate) fn column(m: &mut faer::Mat<f64>, j: usize) -> &mut [f64] {

@@ -91,7 +91,8 @@ fn cholesky_pass(q: &mut Mat<f64>, max_departure: Option<f64>) -> Option<Mat<f64
     let R = llt.L().transpose().to_owned();
     let mut R_inv = Mat::<f64>::zeros(R.nrows(), R.ncols());
     invert_upper_triangular(R_inv.as_mut(), R.as_ref(), Par::Seq);
-    // A finite Q times a finite inverse is finite: checking the k×k inverse is enough.
+    // Q has unit-scale columns, so with a finite inverse the product cannot overflow: checking
+    // the k×k inverse replaces a scan of the n×k result.
     if !R_inv.is_all_finite() {
         return None;
     }
