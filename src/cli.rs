@@ -718,7 +718,7 @@ pub fn matrix(args: &MatrixArgs, out: &mut impl Write) -> Result<()> {
         let g = faer::Mat::from_fn(rows, cols, |_, _| {
             rand_distr::Distribution::sample(&rand_distr::StandardNormal, rng)
         });
-        from_faer::<TrainBackend>(g.as_ref(), &device)
+        from_faer::<TrainBackend, f64>(g.as_ref(), &device)
     };
     let target: Tensor<TrainBackend, 2> =
         gauss(args.n, k, &mut rng).matmul(gauss(args.m, k, &mut rng).transpose());

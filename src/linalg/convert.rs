@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use burn::tensor::{backend::Backend, ElementConversion, Tensor, TensorData};
 use faer::{Mat, MatRef};
 
+use super::HostFloat;
+
 static HOST_READS: AtomicU64 = AtomicU64::new(0);
 
 /// Device→host reads made so far by this process (decompositions, finiteness checks, loss
@@ -40,15 +42,16 @@ pub fn to_faer<B: Backend>(t: &Tensor<B, 2>) -> Mat<f64> {
     MatRef::from_row_major_slice(&widened, rows, cols).to_owned()
 }
 
-/// Uploads a faer matrix as a rank-2 tensor in the backend's float type.
-pub fn from_faer<B: Backend>(m: MatRef<'_, f64>, device: &B::Device) -> Tensor<B, 2> {
+/// Uploads a faer matrix (f64, or f32 from an f32 step) as a rank-2 tensor in the backend's
+/// float type.
+pub fn from_faer<B: Backend, T: HostFloat>(m: MatRef<'_, T>, device: &B::Device) -> Tensor<B, 2> {
     let (rows, cols) = (m.nrows(), m.ncols());
     // faer is column-major, Burn row-major: faer copies the transposed view, then one
     // sequential pass narrows to the backend's element type.
     let row_major = m.transpose().to_owned();
     let mut values: Vec<B::FloatElem> = Vec::with_capacity(rows * cols);
     for i in 0..rows {
-        values.extend(row_major.col(i).iter().map(|&x| x.elem::<B::FloatElem>()));
+        values.extend(row_major.col(i).iter().map(|&x| x.into().elem::<B::FloatElem>()));
     }
     Tensor::from_data(TensorData::new(values, [rows, cols]), device)
 }

@@ -1,4 +1,5 @@
-//! Host linear algebra on faer, in f64.
+//! Host linear algebra on faer, in f64 (and in f32 for the augmentation of f32 backends, checked
+//! and redone in f64 where it falls short).
 //!
 //! The integrators need a handful of small dense decompositions per layer and step: a thin QR
 //! of an n×2r basis, an SVD of a 2r×2r core (or a thin SVD of an m×2r factor), and the
@@ -28,9 +29,28 @@ pub(crate) fn sequential() {
     ONCE.call_once(|| faer::set_global_parallelism(faer::Par::Seq));
 }
 
+/// The element types of the host decompositions: f64, and f32 where the f32 form of a step
+/// is accurate enough and checked ([`augment_basis`]).
+pub trait HostFloat: faer::traits::RealField + Copy + Into<f64> {
+    /// The nearest value of this type.
+    fn of(x: f64) -> Self;
+}
+
+impl HostFloat for f64 {
+    fn of(x: f64) -> Self {
+        x
+    }
+}
+
+impl HostFloat for f32 {
+    fn of(x: f64) -> Self {
+        x as f32
+    }
+}
+
 /// Column j of an owned (column-major) faer matrix as a slice, so loops over it vectorise
 /// (faer's column iterators are strided and do not).
-pub(crate) fn column(m: &mut faer::Mat<f64>, j: usize) -> &mut [f64] {
+pub(crate) fn column<T: HostFloat>(m: &mut faer::Mat<T>, j: usize) -> &mut [T] {
     m.col_mut(j).try_as_col_major_mut().expect("an owned faer matrix is column-major").as_slice_mut()
 }
 

@@ -3,7 +3,7 @@
 //! Shapes: A n×k, Q n×p, R p×k with p = min(n, k). Q has orthonormal columns even when A is
 //! rank-deficient (for example `[K1 | U0]` with K1 in the span of U0).
 //!
-//! Two algorithms, picked per call:
+//! Two algorithms, picked per call (CholeskyQR2 in f32 or f64, Householder in f64):
 //! - CholeskyQR2 (Yamamoto, Nakatsukasa, Yanagisawa, Fukaya 2015) on the column-scaled matrix:
 //!   two Gram–Cholesky passes, i.e. matrix products and a k×k Cholesky. At the sizes of a
 //!   training step (784×54) it takes about half the time of faer's Householder QR, whose
@@ -19,15 +19,15 @@ use faer::linalg::matmul::matmul;
 use faer::linalg::triangular_inverse::invert_upper_triangular;
 use faer::{Accum, Mat, MatMut, MatRef, Par, Side};
 
-use super::column;
-use super::convert::{from_faer, to_faer};
+use super::convert::{from_faer, note_host_read, to_faer};
+use super::{column, HostFloat};
 
 /// The factors of a thin QR decomposition.
-pub struct ThinQr {
+pub struct ThinQr<T = f64> {
     /// n×p with orthonormal columns, p = min(n, k).
-    pub Q: Mat<f64>,
+    pub Q: Mat<T>,
     /// p×k upper triangular.
-    pub R: Mat<f64>,
+    pub R: Mat<T>,
 }
 
 /// Thin QR of `a` (n×k): `a = Q R`, `QᵀQ = I`.
@@ -45,7 +45,7 @@ pub fn householder_qr(a: MatRef<'_, f64>) -> ThinQr {
 
 /// CholeskyQR2 of `a` with its columns scaled to unit norm, or `None` when it would not be
 /// accurate (module docs).
-pub fn cholesky_qr2(a: MatRef<'_, f64>) -> Option<ThinQr> {
+pub fn cholesky_qr2<T: HostFloat>(a: MatRef<'_, T>) -> Option<ThinQr<T>> {
     let (n, k) = a.shape();
     if k == 0 || n < k {
         return None;
@@ -54,32 +54,53 @@ pub fn cholesky_qr2(a: MatRef<'_, f64>) -> Option<ThinQr> {
     // columns of different size (a small gradient step next to an orthonormal basis).
     // Sums of squares, not faer's overflow-safe norm_l2 (which cost more than the whole Gram
     // matrix here, measured): these values come from f32 data, far from overflow.
-    let d: Vec<f64> = (0..k).map(|j| a.col(j).squared_norm_l2().sqrt()).collect();
-    if d.iter().any(|&x| !(x.is_finite() && x > 0.0)) {
+    let d: Vec<T> = (0..k).map(|j| T::of(a.col(j).squared_norm_l2().into().sqrt())).collect();
+    if d.iter().any(|&x| !(x.into().is_finite() && x.into() > 0.0)) {
         return None;
     }
-    let mut q = a.to_owned();
+    let mut scaled = a.to_owned();
     for (j, &dj) in d.iter().enumerate() {
-        column(&mut q, j).iter_mut().for_each(|x| *x /= dj);
+        column(&mut scaled, j).iter_mut().for_each(|x| *x /= dj);
     }
-    let R1 = cholesky_pass(&mut q, None)?;
-    // The second pass repairs orthogonality to round-off when Q1 is already close to it.
-    let R2 = cholesky_pass(&mut q, Some(0.5))?;
-    let mut R = R2 * R1;
+    let (q, mut R) = match two_passes(scaled.clone()) {
+        Some(qr) => qr,
+        // In f32 (ε ≈ 1e-7) CholeskyQR2 gives up from κ ≈ 1e3, which gradient steps reach
+        // (about one augmentation in six of an MNIST run, measured): shifted CholeskyQR3
+        // (Fukaya, Kannan, Nakatsukasa, Yamamoto, Yanagisawa 2020) first takes the Cholesky
+        // factor of QᵀQ + sI, s = 11(nk + k(k + 1))ε‖Q‖², which exists for any input and
+        // brings κ down by about 1/√s, into the range of the two passes after it (tested at
+        // κ = 1e4; beyond about 1e5 they refuse and the caller's f64 path takes over). In f64
+        // a remainder that needs this goes to Householder instead, as before.
+        None if std::mem::size_of::<T>() == 4 => {
+            let shift = 11.0 * ((n * k + k * (k + 1)) as f64) * f32::EPSILON as f64 * k as f64;
+            let R0 = cholesky_pass(&mut scaled, None, shift)?;
+            let (q, R) = two_passes(scaled)?;
+            (q, R * R0)
+        }
+        None => return None,
+    };
     for (j, &dj) in d.iter().enumerate() {
         column(&mut R, j).iter_mut().for_each(|x| *x *= dj);
     }
     Some(ThinQr { Q: q, R })
 }
 
-/// One Gram–Cholesky pass: `G = QᵀQ = RᵀR`, `Q ← Q R⁻¹`; returns R. With `max_departure`,
-/// refuses when ‖G − I‖_F exceeds it.
+/// Two Gram–Cholesky passes on `q`: (Q, R2 R1), or `None` when either refuses. The second
+/// pass repairs orthogonality to round-off when Q1 is already close to it.
+fn two_passes<T: HostFloat>(mut q: Mat<T>) -> Option<(Mat<T>, Mat<T>)> {
+    let R1 = cholesky_pass(&mut q, None, 0.0)?;
+    let R2 = cholesky_pass(&mut q, Some(0.5), 0.0)?;
+    Some((q, R2 * R1))
+}
+
+/// One Gram–Cholesky pass: `G = QᵀQ + shift·I = RᵀR`, `Q ← Q R⁻¹`; returns R, or `None`
+/// with `q` untouched. With `max_departure`, refuses when ‖QᵀQ − I‖_F exceeds it.
 ///
 /// Q R⁻¹ is a matrix product with the k×k inverse rather than a triangular solve: faer's solve
 /// against the row-major view Qᵀ took longer than inverting R and multiplying (measured at
 /// 784×27); the accuracy of CholeskyQR is set by the Gram matrix either way.
-fn cholesky_pass(q: &mut Mat<f64>, max_departure: Option<f64>) -> Option<Mat<f64>> {
-    let g = q.transpose() * q.as_ref();
+fn cholesky_pass<T: HostFloat>(q: &mut Mat<T>, max_departure: Option<f64>, shift: f64) -> Option<Mat<T>> {
+    let mut g = q.transpose() * q.as_ref();
     if let Some(limit) = max_departure {
         let departure = departure(g.as_ref());
         // NaN compares false: refuse it too.
@@ -87,9 +108,14 @@ fn cholesky_pass(q: &mut Mat<f64>, max_departure: Option<f64>) -> Option<Mat<f64
             return None;
         }
     }
+    if shift > 0.0 {
+        for j in 0..g.ncols() {
+            g[(j, j)] += T::of(shift);
+        }
+    }
     let llt = g.llt(Side::Lower).ok()?;
     let R = llt.L().transpose().to_owned();
-    let mut R_inv = Mat::<f64>::zeros(R.nrows(), R.ncols());
+    let mut R_inv = Mat::<T>::zeros(R.nrows(), R.ncols());
     invert_upper_triangular(R_inv.as_mut(), R.as_ref(), Par::Seq);
     // Q has unit-scale columns, so with a finite inverse the product cannot overflow: checking
     // the k×k inverse replaces a scan of the n×k result.
@@ -119,27 +145,94 @@ pub fn orth<B: Backend>(a: &Tensor<B, 2>) -> Tensor<B, 2> {
 /// over steps. `new` is then projected off the basis (twice, as classical Gram–Schmidt
 /// needs), which removes the large part of K1 that lies inside span(U0), and only the n×k
 /// remainder is orthonormalised (CholeskyQR2): a quarter of the Gram work of a QR of the whole
-/// n×2r matrix (scratch timings at 784×(27 + 27): CholeskyQR2 of 784×27 0.19–0.30 ms, of
-/// 784×54 0.52–0.70 ms).
-/// When the remainder is rank-deficient or too ill-conditioned for CholeskyQR2 (for example
-/// `new` inside span(basis), or n < r + k), the whole `[basis | N]` goes through
+/// n×2r matrix.
+///
+/// Backends that compute in f32 get these steps in f32 first: faer's products run at about
+/// twice the f64 rate and nothing is widened (784×(27 + 27): 0.39 against 0.69 ms in one
+/// scratch run). Their round-off is that of the f32 data itself, and the result is checked
+/// (orthonormal new columns to 1e-5); what the check or CholeskyQR2 declines is done again in
+/// f64. There, and for f64 backends, a remainder that is rank-deficient or too ill-conditioned for CholeskyQR2
+/// (for example `new` inside span(basis), or n < r + k) sends the whole `[basis | N]` through
 /// [`thin_qr`], whose Householder fallback completes it with orthonormal columns.
 pub fn augment_basis<B: Backend>(new: &Tensor<B, 2>, basis: &Tensor<B, 2>) -> Tensor<B, 2> {
-    let (k, r) = (new.dims()[1], basis.dims()[1]);
+    let r = basis.dims()[1];
     // One device→host read of [U0 | K1] (a synchronisation point on a GPU), not two.
-    let mut a = to_faer(&Tensor::cat(vec![basis.clone(), new.clone()], 1));
+    let joined = Tensor::cat(vec![basis.clone(), new.clone()], 1);
     let device = new.device();
-    let gram = a.as_ref().subcols(0, r).transpose() * a.as_ref().subcols(0, r);
-    // Outside this the polar step need not converge; the QR of the whole matrix repairs it.
-    let nearly_orthonormal = departure(gram.as_ref()) < 0.1;
-    if nearly_orthonormal {
-        let correction = Mat::<f64>::from_fn(r, r, |i, j| if i == j { 1.5 } else { 0.0 }) - gram * 0.5;
-        let repaired = a.as_ref().subcols(0, r) * correction;
-        a.as_mut().subcols_mut(0, r).copy_from(&repaired);
+    if std::mem::size_of::<B::FloatElem>() == 4 {
+        // f32 backends: the same steps in f32 first (no widening, twice the product rate),
+        // with the f64 path below for what they decline.
+        let [n, width] = joined.dims();
+        note_host_read();
+        let data = joined.to_data();
+        if let Ok(values) = data.as_slice::<f32>() {
+            let mut a = MatRef::from_row_major_slice(values, n, width).to_owned();
+            if augment_in_place(&mut a, r, &F32) {
+                return from_faer(a.as_ref(), &device);
+            }
+        }
     }
+    let mut a = to_faer(&joined);
+    if augment_in_place(&mut a, r, &F64) {
+        return from_faer(a.as_ref(), &device);
+    }
+    let f = thin_qr(a.as_ref());
+    from_faer(f.Q.as_ref(), &device)
+}
+
+/// How [`augment_in_place`] judges its result in each precision.
+struct Acceptance {
+    /// A column of `new` that keeps less than this fraction of its norm after the projection
+    /// off the basis is taken for round-off.
+    sound_remainder: f64,
+    /// Largest ‖NᵀN − I‖_F accepted for the new columns, if checked.
+    max_departure: Option<f64>,
+}
+
+/// f64: the projection leaves about ε‖column‖ along the basis, so 1e-8 is far from noise, and
+/// the result (narrowed to the backend's type afterwards) needs no check.
+const F64: Acceptance = Acceptance { sound_remainder: 1e-8, max_departure: None };
+
+/// f32: the projection leaves about √n ε ≈ 2e-6 of a column's norm along the basis, and
+/// normalising the remainder amplifies that by 1/(kept fraction) and by the remainder's
+/// conditioning. The last projection removes it, but the columns then depart from unit length
+/// to second order in it, so the result is checked (k² n flops, about 1/20 of the step) and
+/// anything beyond 1e-5 goes to the f64 path. The next step's polar repair squares whatever
+/// departure is accepted here, so it does not build up.
+const F32: Acceptance = Acceptance { sound_remainder: 1e-6, max_departure: Some(1e-5) };
+
+/// The host part of [`augment_basis`] on `a = [U | new]` (n×(r + k)), in place: repairs U,
+/// projects `new` off it and orthonormalises the remainder. Returns false, leaving `a` in an
+/// unspecified state, when the QR of the whole matrix (or, from f32, the f64 path) is needed
+/// instead: U too far from orthonormal for the polar step, a remainder column that lost all but
+/// a fraction `accept.sound_remainder` of its norm to the projection (round-off, which
+/// normalised would not be orthogonal to U), r + k > n, a remainder too ill-conditioned for
+/// CholeskyQR2 in the precision T, or new columns further than `accept.max_departure` from
+/// orthonormal.
+fn augment_in_place<T: HostFloat>(a: &mut Mat<T>, r: usize, accept: &Acceptance) -> bool {
+    let (n, k) = (a.nrows(), a.ncols() - r);
+    if r + k > n {
+        return false;
+    }
+    super::sequential();
+    let gram = a.as_ref().subcols(0, r).transpose() * a.as_ref().subcols(0, r);
+    // Outside this the polar step need not converge.
+    if departure(gram.as_ref()) >= 0.1 {
+        return false;
+    }
+    let (one_and_half, half) = (T::of(1.5), T::of(0.5));
+    let correction = Mat::<T>::from_fn(r, r, |i, j| {
+        if i == j {
+            one_and_half - half * gram[(i, j)]
+        } else {
+            -half * gram[(i, j)]
+        }
+    });
+    let repaired = a.as_ref().subcols(0, r) * correction;
+    a.as_mut().subcols_mut(0, r).copy_from(&repaired);
     let norms =
-        |a: &Mat<f64>| -> Vec<f64> { (r..r + k).map(|j| a.col(j).squared_norm_l2().sqrt()).collect() };
-    let before = norms(&a);
+        |a: &Mat<T>| -> Vec<f64> { (r..r + k).map(|j| a.col(j).squared_norm_l2().into().sqrt()).collect() };
+    let before = norms(a);
     {
         // U and the tail are borrowed side by side from `a`, not copied.
         let (U, mut tail) = a.as_mut().split_at_col_mut(r);
@@ -148,39 +241,36 @@ pub fn augment_basis<B: Backend>(new: &Tensor<B, 2>, basis: &Tensor<B, 2>) -> Te
             subtract_product(tail.as_mut(), U.as_ref(), c.as_ref());
         }
     }
-    // A column that lost all but 1e-8 of its norm to the projection is round-off: normalised,
-    // it would not be orthogonal to the basis. Such columns (and widths over n) need the QR of
-    // the whole matrix, which completes the basis with genuinely orthogonal directions.
-    let remainder_is_sound =
-        r + k <= a.nrows() && norms(&a).iter().zip(&before).all(|(after, before)| *after > 1e-8 * before);
-    if nearly_orthonormal && remainder_is_sound {
-        super::sequential();
-        if let Some(remainder) = cholesky_qr2(a.as_ref().subcols(r, k)) {
-            // The remainder's round-off along U, ε‖N‖, is amplified by R⁻¹ (up to 1/σ_min of
-            // the scaled remainder); one more projection takes it back to ε. The columns stay
-            // unit to second order in that leak.
-            let (U, mut tail) = a.as_mut().split_at_col_mut(r);
-            let leak = U.as_ref().transpose() * &remainder.Q;
-            tail.copy_from(&remainder.Q);
-            subtract_product(tail, U.as_ref(), leak.as_ref());
-            return from_faer(a.as_ref(), &device);
-        }
+    if !norms(a).iter().zip(&before).all(|(after, before)| *after > accept.sound_remainder * before) {
+        return false;
     }
-    let f = thin_qr(a.as_ref());
-    from_faer(f.Q.as_ref(), &device)
+    let Some(remainder) = cholesky_qr2(a.as_ref().subcols(r, k)) else {
+        return false;
+    };
+    // The remainder's round-off along U, ε‖N‖, is amplified by R⁻¹ (up to 1/σ_min of the
+    // scaled remainder); one more projection takes it back to ε. The columns stay unit to
+    // second order in that leak.
+    let (U, mut tail) = a.as_mut().split_at_col_mut(r);
+    let leak = U.as_ref().transpose() * &remainder.Q;
+    tail.copy_from(&remainder.Q);
+    subtract_product(tail.as_mut(), U.as_ref(), leak.as_ref());
+    match accept.max_departure {
+        Some(limit) => departure((tail.as_ref().transpose() * tail.as_ref()).as_ref()) <= limit,
+        None => true,
+    }
 }
 
 /// `dst ← dst − a b`, accumulated in place (no temporary for the product).
-fn subtract_product(dst: MatMut<'_, f64>, a: MatRef<'_, f64>, b: MatRef<'_, f64>) {
-    matmul(dst, Accum::Add, a, b, -1.0, Par::Seq);
+fn subtract_product<T: HostFloat>(dst: MatMut<'_, T>, a: MatRef<'_, T>, b: MatRef<'_, T>) {
+    matmul(dst, Accum::Add, a, b, T::of(-1.0), Par::Seq);
 }
 
 /// ‖G − I‖_F for a square Gram matrix G; NaN for non-finite input.
-fn departure(g: MatRef<'_, f64>) -> f64 {
+fn departure<T: HostFloat>(g: MatRef<'_, T>) -> f64 {
     let k = g.nrows();
     (0..k)
         .flat_map(|j| (0..k).map(move |i| (i, j)))
-        .map(|(i, j)| (g[(i, j)] - if i == j { 1.0 } else { 0.0 }).powi(2))
+        .map(|(i, j)| (g[(i, j)].into() - if i == j { 1.0 } else { 0.0 }).powi(2))
         .sum::<f64>()
         .sqrt()
 }
@@ -326,6 +416,74 @@ pub(crate) mod tests {
             to_faer(&augment_basis::<B>(&from_faer(k1.as_ref(), &device), &from_faer(u0.as_ref(), &device)));
         assert_eq!(q.ncols(), 2 * r);
         assert!(orthonormality_error(q.as_ref()) < tol(n, 2 * r), "{:e}", orthonormality_error(q.as_ref()));
+    }
+
+    #[test]
+    fn f32_cholesky_qr2_shifts_when_the_plain_passes_give_up() {
+        // κ = 1e4 after scaling: plain CholeskyQR2 in f32 breaks down (κ² ε ≫ 1), the shifted
+        // CholeskyQR3 fallback must still give Q R = A with Q orthonormal to f32 round-off.
+        let mut rng = StdRng::seed_from_u64(11);
+        let (n, k) = (300, 12);
+        let u = thin_qr(gaussian(n, k, &mut rng).as_ref()).Q;
+        let v = thin_qr(gaussian(k, k, &mut rng).as_ref()).Q;
+        let d = Mat::from_fn(
+            k,
+            k,
+            |i, j| if i == j { 10f64.powf(-4.0 * i as f64 / (k - 1) as f64) } else { 0.0 },
+        );
+        let a64 = u * d * v.transpose();
+        let a = Mat::<f32>::from_fn(n, k, |i, j| a64[(i, j)] as f32);
+        assert!(two_passes(a.clone()).is_none(), "plain CholeskyQR2 was expected to give up here");
+        let f = cholesky_qr2(a.as_ref()).expect("the shifted form applies at this conditioning");
+        let q = Mat::<f64>::from_fn(n, k, |i, j| f.Q[(i, j)] as f64);
+        assert!(orthonormality_error(q.as_ref()) < 1e-5, "{:e}", orthonormality_error(q.as_ref()));
+        let qr =
+            Mat::<f64>::from_fn(n, k, |i, j| (0..k).map(|l| f.Q[(i, l)] as f64 * f.R[(l, j)] as f64).sum());
+        let a32 = Mat::<f64>::from_fn(n, k, |i, j| a[(i, j)] as f64);
+        assert!(max_abs((qr - &a32).as_ref()) < 1e-5 * max_abs(a32.as_ref()), "Q R ≠ A");
+    }
+
+    #[test]
+    fn augment_basis_in_f32_spans_both_and_is_orthonormal() {
+        // The f32 form (Flex backend): a training-like step, K1 = U0 M + a small gradient step,
+        // one with an ill-conditioned step, and K1 inside span(U0) (declined, the f64 path).
+        use crate::CpuBackend as B;
+        let mut rng = StdRng::seed_from_u64(12);
+        let (n, r) = (400, 10);
+        let u0 = thin_qr(gaussian(n, r, &mut rng).as_ref()).Q;
+        let device = Default::default();
+        let graded =
+            Mat::from_fn(
+                r,
+                r,
+                |i, j| if i == j { 10f64.powf(-4.0 * i as f64 / (r - 1) as f64) } else { 0.0 },
+            );
+        let steps =
+            [gaussian(n, r, &mut rng) * 1e-2, gaussian(n, r, &mut rng) * graded * 1e-2, Mat::zeros(n, r)];
+        for (case, step) in steps.iter().enumerate() {
+            let k1 = &u0 * gaussian(r, r, &mut rng) * 10.0 + step;
+            let q = to_faer(&augment_basis::<B>(
+                &from_faer(k1.as_ref(), &device),
+                &from_faer(u0.as_ref(), &device),
+            ));
+            assert_eq!(q.ncols(), 2 * r);
+            // f32 storage: 1e-5 is a few hundred units of f32 round-off at these sizes.
+            assert!(
+                orthonormality_error(q.as_ref()) < 1e-5,
+                "case {case}: {:e}",
+                orthonormality_error(q.as_ref())
+            );
+            let lead = q.as_ref().subcols(0, r);
+            assert!(
+                max_abs((&u0 * (u0.transpose() * lead) - lead).as_ref()) < 1e-5,
+                "case {case}: leading span"
+            );
+            let proj = &q * (q.transpose() * &k1);
+            assert!(
+                max_abs((proj - &k1).as_ref()) < 1e-5 * max_abs(k1.as_ref()),
+                "case {case}: K1 outside the span"
+            );
+        }
     }
 
     #[test]

@@ -107,7 +107,7 @@ impl<B: Backend> Mlp<B> {
         }
         let mut gaussian = |rows: usize, cols: usize| {
             let g = Mat::from_fn(rows, cols, |_, _| Distribution::<f64>::sample(&StandardNormal, rng));
-            from_faer::<B>(g.as_ref(), device)
+            from_faer::<B, f64>(g.as_ref(), device)
         };
         let layers = layers
             .into_iter()

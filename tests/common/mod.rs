@@ -15,7 +15,7 @@ pub type B = Autodiff<NdArray<f64>>;
 pub type T2 = Tensor<B, 2>;
 
 pub fn gaussian(rows: usize, cols: usize, rng: &mut StdRng) -> T2 {
-    let g = Mat::from_fn(rows, cols, |_, _| StandardNormal.sample(rng));
+    let g = Mat::<f64>::from_fn(rows, cols, |_, _| StandardNormal.sample(rng));
     from_faer(g.as_ref(), &Default::default())
 }
 
