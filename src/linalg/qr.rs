@@ -196,9 +196,10 @@ const F64: Acceptance = Acceptance { sound_remainder: 1e-8, max_departure: None 
 /// f32: the projection leaves about √n ε ≈ 2e-6 of a column's norm along the basis, and
 /// normalising the remainder amplifies that by 1/(kept fraction) and by the remainder's
 /// conditioning. The last projection removes it, but the columns then depart from unit length
-/// to second order in it, so the result is checked (k² n flops, about 1/20 of the step) and
-/// anything beyond 1e-5 goes to the f64 path. The next step's polar repair squares whatever
-/// departure is accepted here, so it does not build up.
+/// to second order in it. So rather than guess from the kept fraction (only columns at 1e-6,
+/// pure round-off, are refused up front), the result is checked (k² n flops, a few percent of
+/// the augmentation) and anything beyond 1e-5 goes to the f64 path. The next step's polar
+/// repair squares whatever departure is accepted here, so it does not build up.
 const F32: Acceptance = Acceptance { sound_remainder: 1e-6, max_departure: Some(1e-5) };
 
 /// The host part of [`augment_basis`] on `a = [U | new]` (n×(r + k)), in place: repairs U,
