@@ -423,16 +423,9 @@ pub(crate) mod tests {
     fn f32_cholesky_qr2_shifts_when_the_plain_passes_give_up() {
         // κ = 1e4 after scaling: plain CholeskyQR2 in f32 breaks down (κ² ε ≫ 1), the shifted
         // CholeskyQR3 fallback must still give Q R = A with Q orthonormal to f32 round-off.
-        let mut rng = StdRng::seed_from_u64(11);
         let (n, k) = (300, 12);
-        let u = thin_qr(gaussian(n, k, &mut rng).as_ref()).Q;
-        let v = thin_qr(gaussian(k, k, &mut rng).as_ref()).Q;
-        let d = Mat::from_fn(
-            k,
-            k,
-            |i, j| if i == j { 10f64.powf(-4.0 * i as f64 / (k - 1) as f64) } else { 0.0 },
-        );
-        let a64 = u * d * v.transpose();
+        let sigma: Vec<f64> = (0..k).map(|i| 10f64.powf(-4.0 * i as f64 / (k - 1) as f64)).collect();
+        let a64 = crate::linalg::truncate::tests::with_spectrum(n, &sigma, 11);
         let a = Mat::<f32>::from_fn(n, k, |i, j| a64[(i, j)] as f32);
         assert!(two_passes(a.clone()).is_none(), "plain CholeskyQR2 was expected to give up here");
         let f = cholesky_qr2(a.as_ref()).expect("the shifted form applies at this conditioning");

@@ -231,7 +231,7 @@ pub fn gram_svd(a: MatRef<'_, f64>, cfg: &TruncationConfig, n: usize, m: usize) 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -267,7 +267,8 @@ mod tests {
         }
     }
 
-    fn with_spectrum(p: usize, sigma: &[f64], seed: u64) -> Mat<f64> {
+    /// A p×q matrix with singular values `sigma` (q = its length) and random singular vectors.
+    pub(crate) fn with_spectrum(p: usize, sigma: &[f64], seed: u64) -> Mat<f64> {
         use crate::linalg::qr::{tests::gaussian, thin_qr};
         use rand::{rngs::StdRng, SeedableRng};
         let mut rng = StdRng::seed_from_u64(seed);
