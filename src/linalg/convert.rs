@@ -28,18 +28,39 @@ pub(crate) fn note_host_read() {
 ///
 /// This is a synchronisation point on asynchronous backends.
 pub fn to_faer<B: Backend>(t: &Tensor<B, 2>) -> Mat<f64> {
-    let [rows, cols] = t.dims();
+    f64_matrix(&read(t))
+}
+
+/// A rank-2 tensor's values on the host (one device→host read, counted), with its shape.
+pub(crate) fn read<B: Backend>(t: &Tensor<B, 2>) -> TensorData {
     note_host_read();
-    let data = t.to_data();
-    // Widen in one sequential pass, then let faer transpose the row-major buffer into its
-    // column-major layout: per-element index arithmetic here cost as much as the QR it feeds.
+    t.to_data()
+}
+
+/// The values of `data` (rank 2) as an f64 faer matrix.
+pub(crate) fn f64_matrix(data: &TensorData) -> Mat<f64> {
+    let (rows, cols) = (data.shape[0], data.shape[1]);
+    // faer transposes the row-major buffer into its column-major layout (per-element index
+    // arithmetic here cost as much as the QR it feeds); f32 is widened first in one pass.
+    if let Ok(values) = data.as_slice::<f64>() {
+        return MatRef::from_row_major_slice(values, rows, cols).to_owned();
+    }
     let widened: Vec<f64> = match data.as_slice::<f32>() {
         Ok(values) => values.iter().map(|&x| x as f64).collect(),
-        Err(_) => {
-            data.convert::<f64>().into_vec::<f64>().expect("TensorData::convert::<f64> yields f64 storage")
-        }
+        Err(_) => data
+            .clone()
+            .convert::<f64>()
+            .into_vec::<f64>()
+            .expect("TensorData::convert::<f64> yields f64 storage"),
     };
     MatRef::from_row_major_slice(&widened, rows, cols).to_owned()
+}
+
+/// The values of `data` (rank 2) as an f32 faer matrix, without widening; `None` unless they
+/// are stored as f32.
+pub(crate) fn f32_matrix(data: &TensorData) -> Option<Mat<f32>> {
+    let values = data.as_slice::<f32>().ok()?;
+    Some(MatRef::from_row_major_slice(values, data.shape[0], data.shape[1]).to_owned())
 }
 
 /// Uploads a faer matrix (f64, or f32 from an f32 step) as a rank-2 tensor in the backend's

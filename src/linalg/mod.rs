@@ -32,20 +32,36 @@ pub(crate) fn sequential() {
 /// The element types of the host decompositions: f64, and f32 where the f32 form of a step
 /// is accurate enough and checked ([`augment_basis`]).
 pub trait HostFloat: faer::traits::RealField + Copy + Into<f64> {
+    /// Machine epsilon of this type.
+    const EPSILON: f64;
+    /// Whether CholeskyQR2 retries as shifted CholeskyQR3 when its plain passes give up
+    /// ([`cholesky_qr2`]): in f32, where that happens in training; f64 callers fall back to
+    /// Householder instead.
+    const SHIFTED_RETRY: bool;
     /// The nearest value of this type.
     fn of(x: f64) -> Self;
 }
 
 impl HostFloat for f64 {
+    const EPSILON: f64 = f64::EPSILON;
+    const SHIFTED_RETRY: bool = false;
     fn of(x: f64) -> Self {
         x
     }
 }
 
 impl HostFloat for f32 {
+    const EPSILON: f64 = f32::EPSILON as f64;
+    const SHIFTED_RETRY: bool = true;
     fn of(x: f64) -> Self {
         x as f32
     }
+}
+
+/// Whether the backend computes in f32 or less, where host results need only f32 accuracy
+/// (the f32 augmentation, the Gram-matrix SVD).
+pub(crate) fn single_precision<B: burn::tensor::backend::Backend>() -> bool {
+    std::mem::size_of::<B::FloatElem>() <= 4
 }
 
 /// Column j of an owned (column-major) faer matrix as a slice, so loops over it vectorise

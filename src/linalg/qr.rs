@@ -19,7 +19,7 @@ use faer::linalg::matmul::matmul;
 use faer::linalg::triangular_inverse::invert_upper_triangular;
 use faer::{Accum, Mat, MatMut, MatRef, Par, Side};
 
-use super::convert::{from_faer, note_host_read, to_faer};
+use super::convert::{f32_matrix, f64_matrix, from_faer, read, to_faer};
 use super::{column, HostFloat};
 
 /// The factors of a thin QR decomposition.
@@ -58,11 +58,14 @@ pub fn cholesky_qr2<T: HostFloat>(a: MatRef<'_, T>) -> Option<ThinQr<T>> {
     if d.iter().any(|&x| !(x.into().is_finite() && x.into() > 0.0)) {
         return None;
     }
-    let mut scaled = a.to_owned();
-    for (j, &dj) in d.iter().enumerate() {
-        column(&mut scaled, j).iter_mut().for_each(|x| *x /= dj);
-    }
-    let (q, mut R) = match two_passes(scaled.clone()) {
+    let scaled = || {
+        let mut q = a.to_owned();
+        for (j, &dj) in d.iter().enumerate() {
+            column(&mut q, j).iter_mut().for_each(|x| *x /= dj);
+        }
+        q
+    };
+    let (q, mut R) = match two_passes(scaled()) {
         Some(qr) => qr,
         // In f32 (ε ≈ 1e-7) CholeskyQR2 gives up from κ ≈ 1e3, which gradient steps reach
         // (about one augmentation in six of an MNIST run, measured): shifted CholeskyQR3
@@ -70,11 +73,13 @@ pub fn cholesky_qr2<T: HostFloat>(a: MatRef<'_, T>) -> Option<ThinQr<T>> {
         // factor of QᵀQ + sI, s = 11(nk + k(k + 1))ε‖Q‖², which exists for any input and
         // brings κ down by about 1/√s, into the range of the two passes after it (tested at
         // κ = 1e4; beyond about 1e5 they refuse and the caller's f64 path takes over). In f64
-        // a remainder that needs this goes to Householder instead, as before.
-        None if std::mem::size_of::<T>() == 4 => {
-            let shift = 11.0 * ((n * k + k * (k + 1)) as f64) * f32::EPSILON as f64 * k as f64;
-            let R0 = cholesky_pass(&mut scaled, None, shift)?;
-            let (q, R) = two_passes(scaled)?;
+        // a remainder that needs this goes to Householder instead, as before. The scaled copy
+        // is made again rather than kept: the retry is rare, the copy would be per call.
+        None if T::SHIFTED_RETRY => {
+            let shift = 11.0 * ((n * k + k * (k + 1)) as f64) * T::EPSILON * k as f64;
+            let mut q = scaled();
+            let R0 = cholesky_pass(&mut q, None, shift)?;
+            let (q, R) = two_passes(q)?;
             (q, R * R0)
         }
         None => return None,
@@ -151,28 +156,25 @@ pub fn orth<B: Backend>(a: &Tensor<B, 2>) -> Tensor<B, 2> {
 /// twice the f64 rate and nothing is widened (784×(27 + 27): 0.39 against 0.69 ms in one
 /// scratch run). Their round-off is that of the f32 data itself, and the result is checked
 /// (orthonormal new columns to 1e-5); what the check or CholeskyQR2 declines is done again in
-/// f64. There, and for f64 backends, a remainder that is rank-deficient or too ill-conditioned for CholeskyQR2
-/// (for example `new` inside span(basis), or n < r + k) sends the whole `[basis | N]` through
-/// [`thin_qr`], whose Householder fallback completes it with orthonormal columns.
+/// f64, from the same host copy. There, and for f64 backends, a remainder that is
+/// rank-deficient or too ill-conditioned for CholeskyQR2 (for example `new` inside
+/// span(basis), or n < r + k) sends the whole `[basis | N]` through [`thin_qr`], whose
+/// Householder fallback completes it with orthonormal columns.
 pub fn augment_basis<B: Backend>(new: &Tensor<B, 2>, basis: &Tensor<B, 2>) -> Tensor<B, 2> {
     let r = basis.dims()[1];
-    // One device→host read of [U0 | K1] (a synchronisation point on a GPU), not two.
-    let joined = Tensor::cat(vec![basis.clone(), new.clone()], 1);
     let device = new.device();
-    if std::mem::size_of::<B::FloatElem>() == 4 {
-        // f32 backends: the same steps in f32 first (no widening, twice the product rate),
-        // with the f64 path below for what they decline.
-        let [n, width] = joined.dims();
-        note_host_read();
-        let data = joined.to_data();
-        if let Ok(values) = data.as_slice::<f32>() {
-            let mut a = MatRef::from_row_major_slice(values, n, width).to_owned();
-            if augment_in_place(&mut a, r, &F32) {
-                return from_faer(a.as_ref(), &device);
-            }
+    // One device→host read of [U0 | K1] (a synchronisation point on a GPU), shared by both
+    // precisions.
+    let data = read(&Tensor::cat(vec![basis.clone(), new.clone()], 1));
+    // f32 backends: the same steps in f32 first (no widening, twice the product rate), with
+    // the f64 path below for what they decline.
+    let f32_host = if super::single_precision::<B>() { f32_matrix(&data) } else { None };
+    if let Some(mut a) = f32_host {
+        if augment_in_place(&mut a, r, &F32) {
+            return from_faer(a.as_ref(), &device);
         }
     }
-    let mut a = to_faer(&joined);
+    let mut a = f64_matrix(&data);
     if augment_in_place(&mut a, r, &F64) {
         return from_faer(a.as_ref(), &device);
     }

@@ -158,8 +158,7 @@ pub fn truncated_svd<B: Backend>(
         return Err(Error::NonFinite { context: context.to_string() });
     }
     let device = a.device();
-    let single_precision = std::mem::size_of::<B::FloatElem>() <= 4;
-    let gram = if single_precision { gram_svd(host.as_ref(), cfg, n, m) } else { None };
+    let gram = if super::single_precision::<B>() { gram_svd(host.as_ref(), cfg, n, m) } else { None };
     let (P, sigma, Q, r1) = match gram {
         Some(g) => (g.P, g.sigma, g.Q, g.rank),
         None => {
