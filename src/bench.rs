@@ -16,10 +16,11 @@ use rand::{rngs::StdRng, SeedableRng};
 use crate::config::RunConfig;
 use crate::data::{self, Split};
 use crate::integrators::{IntegratorKind, Pass};
+use crate::linalg::{host_time, HostTime};
 use crate::models::mlp::cross_entropy;
 use crate::models::{Layer, Mlp};
 use crate::optim::Optimizer;
-use crate::train::{prepare, step};
+use crate::train::{prepare, step, StepTimes};
 use crate::Result;
 
 /// One row of the benchmark table.
@@ -41,6 +42,11 @@ pub struct BenchRow {
     pub flops: f64,
     /// Device→host reads per step ([`crate::linalg::host_reads`]).
     pub host_reads: f64,
+    /// Mean wall time of a timed step's parts, in µs.
+    pub parts_us: StepTimes,
+    /// Mean time per timed step in the host decompositions, in µs, summed over layers
+    /// ([`crate::linalg::host_time`]).
+    pub host_us: HostTime,
 }
 
 /// GFLOP/s of a 1024×1024×1024 matrix product on the backend (median of 5).
@@ -126,6 +132,7 @@ pub fn run<B: AutodiffBackend>(
         let mut times = Vec::with_capacity(steps);
         let before = integrator.counters().snapshot();
         let reads_before = crate::linalg::host_reads();
+        let (mut parts, mut host_before) = (StepTimes::default(), host_time());
         for k in 0..warmup + steps {
             let (x, y) = match &mnist {
                 Some(d) => {
@@ -144,15 +151,21 @@ pub fn run<B: AutodiffBackend>(
                     ),
                 ),
             };
+            if k == warmup {
+                host_before = host_time();
+            }
             let started = Instant::now();
-            step(&mut model, integrator.as_ref(), &opt, |net| {
+            let report = step(&mut model, integrator.as_ref(), &opt, |net| {
                 cross_entropy(net.forward(x.clone()), y.clone())
             })?;
             sync::<B>(device)?;
             if k >= warmup {
                 times.push(started.elapsed().as_secs_f64() * 1e6);
+                parts += report.times;
             }
         }
+        let host = host_time();
+        let mean_us = |seconds: f64| seconds * 1e6 / steps as f64;
         let c = integrator.counters().snapshot();
         let per = |a: u64, b: u64| (a - b) as f64 / (warmup + steps) as f64;
         times.sort_by(f64::total_cmp);
@@ -165,6 +178,15 @@ pub fn run<B: AutodiffBackend>(
             ranks: model.ranks(),
             flops: step_flops(&model, integrator.passes(), batch),
             host_reads: per(crate::linalg::host_reads(), reads_before),
+            parts_us: StepTimes {
+                forward: mean_us(parts.forward),
+                backward: mean_us(parts.backward),
+                update: mean_us(parts.update),
+            },
+            host_us: HostTime {
+                qr: mean_us(host.qr - host_before.qr),
+                svd: mean_us(host.svd - host_before.svd),
+            },
         });
     }
     Ok((rows, mnist.is_some()))
@@ -181,6 +203,10 @@ pub struct VitBenchRow {
     pub adapter_params: usize,
     /// Smallest and largest adapter rank after the timed steps.
     pub ranks: (usize, usize),
+    /// Mean wall time of a timed step's parts, in ms.
+    pub parts_ms: StepTimes,
+    /// Mean time per timed step in the host decompositions, in ms, summed over layers.
+    pub host_ms: HostTime,
 }
 
 /// Times adapter fine-tuning steps of a randomly initialised ViT (`config`, images of
@@ -221,16 +247,23 @@ pub fn run_vit<B: AutodiffBackend>(
         prepare(&mut vit, integrator.as_ref())?;
         let opt = Optimizer::sgd(1e-3);
         let mut times = Vec::with_capacity(steps);
+        let (mut parts, mut host_before) = (StepTimes::default(), host_time());
         for k in 0..warmup + steps {
+            if k == warmup {
+                host_before = host_time();
+            }
             let started = Instant::now();
-            step(&mut vit, integrator.as_ref(), &opt, |v| {
+            let report = step(&mut vit, integrator.as_ref(), &opt, |v| {
                 cross_entropy(v.forward(x.clone()).matmul(head.clone()), labels.clone())
             })?;
             sync::<B>(device)?;
             if k >= warmup {
                 times.push(started.elapsed().as_secs_f64() * 1e3);
+                parts += report.times;
             }
         }
+        let host = host_time();
+        let mean_ms = |seconds: f64| seconds * 1e3 / steps.max(1) as f64;
         times.sort_by(f64::total_cmp);
         let layers = vit.low_rank_layers_mut();
         let ranks = layers.iter().map(|l| l.rank());
@@ -240,6 +273,15 @@ pub fn run_vit<B: AutodiffBackend>(
             median_ms: times.get(times.len() / 2).copied().unwrap_or(f64::NAN),
             adapter_params: vit.adapter_params(),
             ranks,
+            parts_ms: StepTimes {
+                forward: mean_ms(parts.forward),
+                backward: mean_ms(parts.backward),
+                update: mean_ms(parts.update),
+            },
+            host_ms: HostTime {
+                qr: mean_ms(host.qr - host_before.qr),
+                svd: mean_ms(host.svd - host_before.svd),
+            },
         });
     }
     Ok(rows)

@@ -42,14 +42,48 @@ fn cuda_without_the_feature_is_a_clear_error() {
 }
 
 #[test]
+fn bench_prints_both_tables_and_attributes_host_time_to_the_right_methods() {
+    // Gaussian batches where MNIST is absent: the table is the same shape either way.
+    let args = ["bench", "--warmup", "2", "--steps", "3", "--methods", "abc_psi_one_pass,bc_psi,lora,dense"];
+    let out = dlrt(&args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (main, parts) = text.split_once("Where a step's time goes").expect("the breakdown table");
+    // | method | forward | backward | update | host QR | host SVD |
+    let row = |method: &str| -> Vec<f64> {
+        let line = parts
+            .lines()
+            .find(|l| l.starts_with(&format!("| {method} |")))
+            .unwrap_or_else(|| panic!("{text}"));
+        line.split('|').skip(2).filter(|c| !c.trim().is_empty()).map(|c| c.trim().parse().unwrap()).collect()
+    };
+    for method in ["abc_psi_one_pass", "bc_psi", "lora", "dense"] {
+        assert!(main.contains(&format!("| {method} |")), "{text}");
+        let r = row(method);
+        assert_eq!(r.len(), 5, "{text}");
+        assert!(r[..3].iter().all(|&t| t > 0.0), "forward, backward and update take time: {text}");
+    }
+    // Host time goes where the decompositions are: abc-PSI has both, bc-PSI QRs only, LoRA
+    // and dense training none.
+    let (abc, bc, lora, dense) = (row("abc_psi_one_pass"), row("bc_psi"), row("lora"), row("dense"));
+    assert!(abc[3] > 0.0 && abc[4] > 0.0, "{text}");
+    assert!(bc[3] > 0.0 && bc[4] == 0.0, "{text}");
+    assert!(lora[3..] == [0.0, 0.0] && dense[3..] == [0.0, 0.0], "{text}");
+}
+
+#[test]
 fn bench_vit_prints_a_row_per_method_and_rejects_tiny_images() {
     let args = ["bench-vit", "--image", "14", "--batch", "2", "--steps", "1", "--warmup", "0"];
     let out = dlrt(&[&args[..], &["--methods", "abc_psi,abc_psi_one_pass,lora"]].concat());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).unwrap();
+    let (main, parts) = text.split_once("Where a step's time goes").expect("the breakdown table");
     for method in ["abc_psi", "abc_psi_one_pass", "lora"] {
-        assert!(text.contains(&format!("| {method} |")), "{text}");
+        assert!(main.contains(&format!("| {method} |")), "{text}");
+        assert!(parts.contains(&format!("| {method} |")), "{text}");
     }
+    let lora = parts.lines().find(|l| l.starts_with("| lora |")).unwrap();
+    assert!(lora.ends_with("| 0 | 0 |"), "LoRA makes no host decompositions: {text}");
     let out = dlrt(&["bench-vit", "--image", "10"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("patch size 14"));

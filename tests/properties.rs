@@ -346,6 +346,26 @@ fn counters_match_the_cost_table() {
 }
 
 #[test]
+fn step_times_are_disjoint_parts_of_the_step() {
+    let mut rng = StdRng::seed_from_u64(92);
+    let a = gaussian(20, 15, &mut rng);
+    for kind in [IntegratorKind::AbcPsi, IntegratorKind::Psi] {
+        let mut p = problem(20, 15, 3, &mut StdRng::seed_from_u64(93));
+        let integ = build(kind, TruncationConfig::relative(0.1));
+        train::prepare(&mut p, integ.as_ref()).unwrap();
+        let started = std::time::Instant::now();
+        let report = train::step(&mut p, integ.as_ref(), &Optimizer::sgd(0.1), |p: &MatrixProblem<B>| {
+            p.least_squares(&a)
+        })
+        .unwrap();
+        let wall = started.elapsed().as_secs_f64();
+        let t = report.times;
+        assert!(t.forward > 0.0 && t.backward > 0.0 && t.update > 0.0, "{kind}: {t:?}");
+        assert!(t.forward + t.backward + t.update <= wall, "{kind}: {t:?} within {wall} s");
+    }
+}
+
+#[test]
 fn every_low_rank_integrator_decreases_a_least_squares_loss_with_every_optimizer() {
     use dlrt::optim::OptimizerConfig;
     let mut rng = StdRng::seed_from_u64(100);

@@ -24,6 +24,51 @@ pub(crate) fn note_host_read() {
     HOST_READS.fetch_add(1, Ordering::Relaxed);
 }
 
+static QR_NANOS: AtomicU64 = AtomicU64::new(0);
+static SVD_NANOS: AtomicU64 = AtomicU64::new(0);
+
+/// Wall time spent so far by this process in the host decompositions on tensors, their
+/// device↔host copies included, summed over calls (and so over layers that update side by
+/// side): `dlrt bench` reports it per step to show where an update's time goes.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct HostTime {
+    /// Seconds in QR-type calls: [`super::augment_basis`], [`super::orth`], [`super::tensor_qr`].
+    pub qr: f64,
+    /// Seconds in [`super::truncated_svd`].
+    pub svd: f64,
+}
+
+/// The host decompositions' time so far ([`HostTime`]).
+pub fn host_time() -> HostTime {
+    let secs = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64 * 1e-9;
+    HostTime { qr: secs(&QR_NANOS), svd: secs(&SVD_NANOS) }
+}
+
+/// Adds the time from its creation to its drop to one of the [`HostTime`] clocks, so that
+/// every return path of a timed call is counted.
+pub(crate) struct HostClock {
+    clock: &'static AtomicU64,
+    started: std::time::Instant,
+}
+
+impl HostClock {
+    /// Times a QR-type call.
+    pub(crate) fn qr() -> Self {
+        Self { clock: &QR_NANOS, started: std::time::Instant::now() }
+    }
+
+    /// Times an SVD-type call.
+    pub(crate) fn svd() -> Self {
+        Self { clock: &SVD_NANOS, started: std::time::Instant::now() }
+    }
+}
+
+impl Drop for HostClock {
+    fn drop(&mut self) {
+        self.clock.fetch_add(self.started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
+}
+
 /// Copies a rank-2 tensor to the host as an f64 faer matrix of the same shape.
 ///
 /// This is a synchronisation point on asynchronous backends.

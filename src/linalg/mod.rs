@@ -19,7 +19,7 @@ pub mod qr;
 pub mod svd;
 pub mod truncate;
 
-pub use convert::{from_faer, host_reads, to_faer};
+pub use convert::{from_faer, host_reads, host_time, to_faer, HostTime};
 
 /// Makes faer run sequentially. The matrices here are small (n×2r, 2r×2r): waking rayon's
 /// threads for them cost more than the work (measured: about a sixth of an MNIST step).

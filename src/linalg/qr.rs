@@ -19,7 +19,7 @@ use faer::linalg::matmul::matmul;
 use faer::linalg::triangular_inverse::invert_upper_triangular;
 use faer::{Accum, Mat, MatMut, MatRef, Par, Side};
 
-use super::convert::{f32_matrix, f64_matrix, from_faer, read, to_faer};
+use super::convert::{f32_matrix, f64_matrix, from_faer, read, to_faer, HostClock};
 use super::{column, HostFloat};
 
 /// The factors of a thin QR decomposition.
@@ -135,6 +135,7 @@ fn cholesky_pass<T: HostFloat>(q: &mut Mat<T>, max_departure: Option<f64>, shift
 ///
 /// One device→host copy of `a` and one host→device copy of Q.
 pub fn orth<B: Backend>(a: &Tensor<B, 2>) -> Tensor<B, 2> {
+    let _clock = HostClock::qr();
     let f = thin_qr(to_faer(a).as_ref());
     from_faer(f.Q.as_ref(), &a.device())
 }
@@ -161,6 +162,7 @@ pub fn orth<B: Backend>(a: &Tensor<B, 2>) -> Tensor<B, 2> {
 /// span(basis), or n < r + k) sends the whole `[basis | N]` through [`thin_qr`], whose
 /// Householder fallback completes it with orthonormal columns.
 pub fn augment_basis<B: Backend>(new: &Tensor<B, 2>, basis: &Tensor<B, 2>) -> Tensor<B, 2> {
+    let _clock = HostClock::qr();
     let r = basis.dims()[1];
     let device = new.device();
     // One device→host read of [U0 | K1] (a synchronisation point on a GPU), shared by both
@@ -280,6 +282,7 @@ fn departure<T: HostFloat>(g: MatRef<'_, T>) -> f64 {
 
 /// Thin QR of a tensor; returns (Q, R) as tensors on the same device.
 pub fn tensor_qr<B: Backend>(a: &Tensor<B, 2>) -> (Tensor<B, 2>, Tensor<B, 2>) {
+    let _clock = HostClock::qr();
     let f = thin_qr(to_faer(a).as_ref());
     let device = a.device();
     (from_faer(f.Q.as_ref(), &device), from_faer(f.R.as_ref(), &device))

@@ -15,7 +15,8 @@ use burn::tensor::{backend::Backend, Tensor};
 use faer::{Mat, MatRef, Side};
 use serde::{Deserialize, Serialize};
 
-use super::{convert::from_faer, convert::to_faer, svd::thin_svd};
+use super::convert::{from_faer, to_faer, HostClock};
+use super::svd::thin_svd;
 use crate::{Error, Result};
 
 /// Tolerance and rank bounds of the truncation step.
@@ -153,6 +154,7 @@ pub fn truncated_svd<B: Backend>(
     m: usize,
     context: &str,
 ) -> Result<TruncatedSvd<B>> {
+    let _clock = HostClock::svd();
     let host = to_faer(a);
     if !host.is_all_finite() {
         return Err(Error::NonFinite { context: context.to_string() });

@@ -10,6 +10,8 @@ pub mod metrics;
 pub mod plot;
 pub mod run;
 
+use std::time::Instant;
+
 use burn::tensor::{backend::AutodiffBackend, ElementConversion, Tensor};
 use rayon::prelude::*;
 
@@ -33,6 +35,29 @@ pub struct StepReport {
     pub loss: f64,
     /// The integrator's counters after the step.
     pub counters: CounterSnapshot,
+    /// Where the step's wall time went.
+    pub times: StepTimes,
+}
+
+/// Wall time of the parts of a step, in seconds, summed over its passes. On an asynchronous
+/// device a part ends when the host has queued it, except where it reads a value back (the
+/// loss, the host decompositions).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StepTimes {
+    /// The loss forward, up to reading its value.
+    pub forward: f64,
+    /// Backpropagation.
+    pub backward: f64,
+    /// The integrator's work on every low-rank layer and the dense layers' optimizer step.
+    pub update: f64,
+}
+
+impl std::ops::AddAssign for StepTimes {
+    fn add_assign(&mut self, other: Self) {
+        self.forward += other.forward;
+        self.backward += other.backward;
+        self.update += other.update;
+    }
 }
 
 /// Calls [`Integrator::prepare`] on every low-rank layer; once, before the first step.
@@ -56,13 +81,15 @@ where
     F: FnMut(&N) -> Tensor<B, 1>,
 {
     let mut first_loss = f64::NAN;
+    let mut times = StepTimes::default();
     for i in 0..integrator.passes().len() {
-        let value = pass(net, integrator, opt, i, &mut loss)?;
+        let (value, pass_times) = timed_pass(net, integrator, opt, i, &mut loss)?;
+        times += pass_times;
         if i == 0 {
             first_loss = value;
         }
     }
-    Ok(StepReport { loss: first_loss, counters: integrator.counters().snapshot() })
+    Ok(StepReport { loss: first_loss, counters: integrator.counters().snapshot(), times })
 }
 
 /// Pass number `i` of a step (see [`step`]); returns the loss it evaluated.
@@ -80,6 +107,23 @@ where
     N: Network<B>,
     F: FnMut(&N) -> Tensor<B, 1>,
 {
+    timed_pass(net, integrator, opt, i, loss).map(|(value, _)| value)
+}
+
+/// [`pass`], and where its time went.
+fn timed_pass<B, N, F>(
+    net: &mut N,
+    integrator: &dyn Integrator<B>,
+    opt: &Optimizer,
+    i: usize,
+    loss: &mut F,
+) -> Result<(f64, StepTimes)>
+where
+    B: AutodiffBackend,
+    N: Network<B>,
+    F: FnMut(&N) -> Tensor<B, 1>,
+{
+    let started = Instant::now();
     let pass = integrator.passes()[i];
     for layer in net.low_rank_layers() {
         layer.begin_pass(pass);
@@ -95,7 +139,9 @@ where
         net.dense_layers().into_iter().for_each(DenseLinear::end_pass);
         return Err(Error::NonFinite { context: format!("loss ({scalar}) in pass {i} ({pass:?})") });
     }
+    let forward_done = Instant::now();
     let grads = value.backward();
+    let backward_done = Instant::now();
     integrator.counters().pass();
     // The layers' updates are independent; their host decompositions are sequential in faer,
     // so running layers side by side uses the cores that a single small QR cannot.
@@ -114,5 +160,10 @@ where
             layer.step(&grads, opt);
         }
     }
-    Ok(scalar)
+    let times = StepTimes {
+        forward: (forward_done - started).as_secs_f64(),
+        backward: (backward_done - forward_done).as_secs_f64(),
+        update: backward_done.elapsed().as_secs_f64(),
+    };
+    Ok((scalar, times))
 }
