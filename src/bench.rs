@@ -95,6 +95,36 @@ fn step_flops<B: AutodiffBackend>(model: &Mlp<B>, passes: &[Pass], b: usize) -> 
     total
 }
 
+/// The parts of the timed steps ([`StepTimes`]) and the host decompositions' time during them.
+struct Breakdown {
+    parts: StepTimes,
+    host_before: HostTime,
+    steps: usize,
+}
+
+impl Breakdown {
+    /// Starts counting; call it before the first timed step.
+    fn start() -> Self {
+        Self { parts: StepTimes::default(), host_before: host_time(), steps: 0 }
+    }
+
+    /// Adds one timed step.
+    fn add(&mut self, times: StepTimes) {
+        self.parts += times;
+        self.steps += 1;
+    }
+
+    /// Means per timed step, in seconds × `unit` (1e6 for µs, 1e3 for ms).
+    fn means(&self, unit: f64) -> (StepTimes, HostTime) {
+        let (host, p) = (host_time(), &self.parts);
+        let mean = |seconds: f64| seconds * unit / self.steps.max(1) as f64;
+        (
+            StepTimes { forward: mean(p.forward), backward: mean(p.backward), update: mean(p.update) },
+            HostTime { qr: mean(host.qr - self.host_before.qr), svd: mean(host.svd - self.host_before.svd) },
+        )
+    }
+}
+
 /// Waits for the device's queued work, so a step's time includes it (a no-op on the CPU).
 fn sync<B: AutodiffBackend>(device: &B::Device) -> Result<()> {
     B::sync(device).map_err(|e| crate::Error::Unsupported(format!("device sync failed: {e:?}")))
@@ -132,7 +162,7 @@ pub fn run<B: AutodiffBackend>(
         let mut times = Vec::with_capacity(steps);
         let before = integrator.counters().snapshot();
         let reads_before = crate::linalg::host_reads();
-        let (mut parts, mut host_before) = (StepTimes::default(), host_time());
+        let mut breakdown = Breakdown::start();
         for k in 0..warmup + steps {
             let (x, y) = match &mnist {
                 Some(d) => {
@@ -152,7 +182,7 @@ pub fn run<B: AutodiffBackend>(
                 ),
             };
             if k == warmup {
-                host_before = host_time();
+                breakdown = Breakdown::start();
             }
             let started = Instant::now();
             let report = step(&mut model, integrator.as_ref(), &opt, |net| {
@@ -161,11 +191,10 @@ pub fn run<B: AutodiffBackend>(
             sync::<B>(device)?;
             if k >= warmup {
                 times.push(started.elapsed().as_secs_f64() * 1e6);
-                parts += report.times;
+                breakdown.add(report.times);
             }
         }
-        let host = host_time();
-        let mean_us = |seconds: f64| seconds * 1e6 / steps as f64;
+        let (parts_us, host_us) = breakdown.means(1e6);
         let c = integrator.counters().snapshot();
         let per = |a: u64, b: u64| (a - b) as f64 / (warmup + steps) as f64;
         times.sort_by(f64::total_cmp);
@@ -178,15 +207,8 @@ pub fn run<B: AutodiffBackend>(
             ranks: model.ranks(),
             flops: step_flops(&model, integrator.passes(), batch),
             host_reads: per(crate::linalg::host_reads(), reads_before),
-            parts_us: StepTimes {
-                forward: mean_us(parts.forward),
-                backward: mean_us(parts.backward),
-                update: mean_us(parts.update),
-            },
-            host_us: HostTime {
-                qr: mean_us(host.qr - host_before.qr),
-                svd: mean_us(host.svd - host_before.svd),
-            },
+            parts_us,
+            host_us,
         });
     }
     Ok((rows, mnist.is_some()))
@@ -247,10 +269,10 @@ pub fn run_vit<B: AutodiffBackend>(
         prepare(&mut vit, integrator.as_ref())?;
         let opt = Optimizer::sgd(1e-3);
         let mut times = Vec::with_capacity(steps);
-        let (mut parts, mut host_before) = (StepTimes::default(), host_time());
+        let mut breakdown = Breakdown::start();
         for k in 0..warmup + steps {
             if k == warmup {
-                host_before = host_time();
+                breakdown = Breakdown::start();
             }
             let started = Instant::now();
             let report = step(&mut vit, integrator.as_ref(), &opt, |v| {
@@ -259,11 +281,10 @@ pub fn run_vit<B: AutodiffBackend>(
             sync::<B>(device)?;
             if k >= warmup {
                 times.push(started.elapsed().as_secs_f64() * 1e3);
-                parts += report.times;
+                breakdown.add(report.times);
             }
         }
-        let host = host_time();
-        let mean_ms = |seconds: f64| seconds * 1e3 / steps.max(1) as f64;
+        let (parts_ms, host_ms) = breakdown.means(1e3);
         times.sort_by(f64::total_cmp);
         let layers = vit.low_rank_layers_mut();
         let ranks = layers.iter().map(|l| l.rank());
@@ -273,15 +294,8 @@ pub fn run_vit<B: AutodiffBackend>(
             median_ms: times.get(times.len() / 2).copied().unwrap_or(f64::NAN),
             adapter_params: vit.adapter_params(),
             ranks,
-            parts_ms: StepTimes {
-                forward: mean_ms(parts.forward),
-                backward: mean_ms(parts.backward),
-                update: mean_ms(parts.update),
-            },
-            host_ms: HostTime {
-                qr: mean_ms(host.qr - host_before.qr),
-                svd: mean_ms(host.svd - host_before.svd),
-            },
+            parts_ms,
+            host_ms,
         });
     }
     Ok(rows)
