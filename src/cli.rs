@@ -623,8 +623,16 @@ pub fn report_cmd(args: &ReportArgs, out: &mut impl Write) -> Result<()> {
             },
         };
         let records = crate::train::metrics::read_jsonl(&dir.join("metrics.jsonl"))?;
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let Some(last) = records.last() else {
-            return Err(Error::bad_file(dir.join("metrics.jsonl"), "epochs", "at least one epoch", "none"));
+            // A run still in its first epoch: say so and go on with the other runs.
+            writeln!(
+                out,
+                "| {name} | {method} | {tol} | {} {} | 0 | no epoch finished yet | | | | |",
+                o.kind, o.lr
+            )
+            .map_err(io)?;
+            continue;
         };
         let best = records.iter().map(|r| r.test_accuracy).fold(0.0, f64::max);
         let time = records.iter().map(|r| r.wall_seconds).sum::<f64>() / records.len() as f64;
@@ -640,8 +648,7 @@ pub fn report_cmd(args: &ReportArgs, out: &mut impl Write) -> Result<()> {
         };
         writeln!(
             out,
-            "| {} | {} | {} | {} {}{} | {} | {:.2} % | {:.2} % | {ranks} | {:.1} % / {:.1} % | {:.1} s |",
-            dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            "| {name} | {} | {} | {} {}{} | {} | {:.2} % | {:.2} % | {ranks} | {:.1} % / {:.1} % | {:.1} s |",
             method,
             tol,
             o.kind,

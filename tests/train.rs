@@ -120,6 +120,17 @@ fn cli_train_eval_export_and_nan_loss() {
     assert!(r.status.success() && table.contains("| cli-run | abc_psi | 0.01 | sgd 0.01 | 1 |"), "{table}");
     let r = dlrt(&["report", tmp.path().to_str().unwrap()]);
     assert!(!r.status.success() && String::from_utf8_lossy(&r.stderr).contains("config.toml"));
+    // A run still in its first epoch (config written, no metrics yet) gets a row saying so,
+    // and the finished run beside it is still reported.
+    let running = tmp.path().join("running");
+    std::fs::create_dir_all(&running).unwrap();
+    std::fs::copy(out_dir.join("config.toml"), running.join("config.toml")).unwrap();
+    std::fs::write(running.join("metrics.jsonl"), "").unwrap();
+    let r = dlrt(&["report", running.to_str().unwrap(), out]);
+    let table = String::from_utf8_lossy(&r.stdout);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(table.contains("| running | abc_psi | 0.01 | sgd 0.01 | 0 | no epoch finished yet |"), "{table}");
+    assert!(table.contains("| cli-run | abc_psi |"), "{table}");
     let ckpt = out_dir.join("checkpoint.safetensors");
     let r = dlrt(&["eval", ckpt.to_str().unwrap()]);
     assert!(r.status.success() && String::from_utf8_lossy(&r.stdout).contains("test accuracy"));
