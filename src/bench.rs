@@ -162,6 +162,7 @@ pub fn run<B: AutodiffBackend>(
         let mut times = Vec::with_capacity(steps);
         let before = integrator.counters().snapshot();
         let reads_before = crate::linalg::host_reads();
+        // Restarted at the first timed step, so that warm-up decompositions are not counted.
         let mut breakdown = Breakdown::start();
         for k in 0..warmup + steps {
             let (x, y) = match &mnist {
@@ -269,6 +270,7 @@ pub fn run_vit<B: AutodiffBackend>(
         prepare(&mut vit, integrator.as_ref())?;
         let opt = Optimizer::sgd(1e-3);
         let mut times = Vec::with_capacity(steps);
+        // Restarted at the first timed step, so that warm-up decompositions are not counted.
         let mut breakdown = Breakdown::start();
         for k in 0..warmup + steps {
             if k == warmup {

@@ -531,7 +531,6 @@ pub fn bench_cmd(args: &BenchArgs, out: &mut impl Write) -> Result<()> {
         )
         .map_err(io)?;
     }
-    writeln!(out).map_err(io)?;
     write_parts_table(out, "µs", rows.iter().map(|r| (r.method, r.parts_us, r.host_us)))?;
     if let Some(mib) = crate::bench::peak_memory_mib() {
         writeln!(out, "peak resident memory of this process: {mib:.0} MiB").map_err(io)?;
@@ -578,17 +577,18 @@ pub fn bench_vit_cmd(args: &BenchVitArgs, out: &mut impl Write) -> Result<()> {
         writeln!(out, "| {} | {:.0} | {} | {:?} |", r.method, r.median_ms, r.adapter_params, r.ranks)
             .map_err(io)?;
     }
-    writeln!(out).map_err(io)?;
     write_parts_table(out, "ms", rows.iter().map(|r| (r.method, r.parts_ms, r.host_ms)))
 }
 
-/// The "where a step's time goes" table of `dlrt bench` and `dlrt bench-vit`.
+/// The "where a step's time goes" table of `dlrt bench` and `dlrt bench-vit`, after a blank
+/// line.
 fn write_parts_table(
     out: &mut impl Write,
     unit: &str,
     rows: impl Iterator<Item = (IntegratorKind, crate::train::StepTimes, crate::linalg::HostTime)>,
 ) -> Result<()> {
     let io = |e| Error::io("<stdout>", e);
+    writeln!(out).map_err(io)?;
     writeln!(out, "Where a step's time goes (mean {unit} per timed step; host QR and SVD are the host decompositions with their copies, summed over layers, which update side by side on the CPU):").map_err(io)?;
     writeln!(out, "| method | forward | backward | update | host QR | host SVD |").map_err(io)?;
     writeln!(out, "|---|---|---|---|---|---|").map_err(io)?;

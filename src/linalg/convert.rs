@@ -1,8 +1,10 @@
-//! Conversions between Burn tensors (row-major, backend element type) and faer matrices (f64).
+//! Conversions between Burn tensors (row-major, backend element type) and faer matrices (f64,
+//! or f32 for the f32 augmentation), and the counters `dlrt bench` reports about them.
 //!
 //! Every host decomposition goes through here, so this is where a device→host copy happens:
 //! one per call, of the (small) matrix being decomposed. Elements are widened to f64 on the
-//! host, which makes the decompositions accurate even when the backend computes in f32.
+//! host, which makes the decompositions accurate even when the backend computes in f32; only
+//! [`super::augment_basis`] works on f32 data as it is, and checks what it gets.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

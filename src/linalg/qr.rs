@@ -207,9 +207,11 @@ const F64: Acceptance = Acceptance { sound_remainder: 1e-8, max_departure: None 
 const F32: Acceptance = Acceptance { sound_remainder: 1e-6, max_departure: Some(1e-5) };
 
 /// The host part of [`augment_basis`] on `a = [U | new]` (n×(r + k)), in place: repairs U,
-/// projects `new` off it and orthonormalises the remainder. Returns false, leaving `a` in an
-/// unspecified state, when the QR of the whole matrix (or, from f32, the f64 path) is needed
-/// instead: U too far from orthonormal for the polar step, a remainder column that lost all but
+/// projects `new` off it and orthonormalises the remainder. Returns false when the QR of the
+/// whole matrix (or, from f32, the f64 path) is needed instead; `a` may then hold the repaired
+/// U and the projected remainder, column operations that keep span([U | new]) and span(U) in
+/// its first r columns, which is all the caller's [`thin_qr`] fallback needs. That happens for U
+/// too far from orthonormal for the polar step, a remainder column that lost all but
 /// a fraction `accept.sound_remainder` of its norm to the projection (round-off, which
 /// normalised would not be orthogonal to U), r + k > n, a remainder too ill-conditioned for
 /// CholeskyQR2 in the precision T, or new columns further than `accept.max_departure` from
