@@ -156,8 +156,14 @@ fn random_orthonormal(rows: usize, cols: usize, rng: &mut StdRng) -> Mat<f64> {
 
 pub(crate) fn check_finite<B: Backend, const D: usize>(t: &Tensor<B, D>, context: &str) -> Result<()> {
     crate::linalg::convert::note_host_read();
-    let data = t.to_data().convert::<f64>();
-    if data.as_slice::<f64>().map(|x| x.iter().all(|v| v.is_finite())).unwrap_or(false) {
+    let data = t.to_data();
+    // f32 (the training backends) is checked as stored, without a widened copy: LoRA checks
+    // both factors every step (its MNIST update 217–263 → 180–213 µs in paired runs).
+    let finite = match data.as_slice::<f32>() {
+        Ok(values) => values.iter().all(|v| v.is_finite()),
+        Err(_) => data.convert::<f64>().as_slice::<f64>().is_ok_and(|x| x.iter().all(|v| v.is_finite())),
+    };
+    if finite {
         Ok(())
     } else {
         Err(Error::NonFinite { context: context.to_string() })
