@@ -117,3 +117,47 @@ fn dense_integrator_refuses_low_rank_layers() {
     let err = train::prepare(&mut p, integ.as_ref()).unwrap_err();
     assert!(err.to_string().contains("dense layers"), "{err}");
 }
+
+/// A full disk while checkpointing: the write of `checkpoint.safetensors.tmp` fails (a link
+/// to /dev/full, which answers every write with ENOSPC). The error names that file and the
+/// cause, the last good checkpoint is untouched and still loads, and the next save succeeds.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_full_disk_while_checkpointing_keeps_the_last_checkpoint() {
+    use dlrt::checkpoint::{self, RunState};
+    use dlrt::config::RunConfig;
+    use dlrt::models::mlp::{Init, Mlp};
+    if !std::path::Path::new("/dev/full").exists() {
+        eprintln!("skipped: this system has no /dev/full to fill the disk with");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("checkpoint.safetensors");
+    let mut rng = StdRng::seed_from_u64(7);
+    let model =
+        Mlp::<B>::new(&[784, 8, 10], &[true, false], 2, Init::He, 2f64.sqrt(), &mut rng, &Default::default())
+            .unwrap();
+    let mut config = RunConfig::paper_mnist();
+    (config.model.widths, config.model.rank) = (vec![784, 8, 10], 2);
+    let state = |epoch| RunState {
+        config: config.clone(),
+        epoch,
+        step: 10 * epoch as u64,
+        counters: Default::default(),
+    };
+    checkpoint::save(&path, &model, &state(1)).unwrap();
+    let good = std::fs::read(&path).unwrap();
+
+    let pending = tmp.path().join("checkpoint.safetensors.tmp");
+    std::os::unix::fs::symlink("/dev/full", &pending).unwrap();
+    let err = checkpoint::save(&path, &model, &state(2)).unwrap_err().to_string();
+    assert!(err.contains("checkpoint.safetensors.tmp"), "names the file: {err}");
+    assert!(err.contains("No space left"), "names the cause: {err}");
+    assert_eq!(std::fs::read(&path).unwrap(), good, "the last checkpoint changed");
+    assert!(std::fs::symlink_metadata(&pending).is_err(), "the failed temporary file was left behind");
+    let (_, restored) = checkpoint::load::<B>(&path, &Default::default()).unwrap();
+    assert_eq!(restored.epoch, 1);
+
+    checkpoint::save(&path, &model, &state(2)).unwrap();
+    assert_eq!(checkpoint::load::<B>(&path, &Default::default()).unwrap().1.epoch, 2);
+}
