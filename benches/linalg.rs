@@ -10,7 +10,8 @@
 use burn::tensor::{Distribution as TensorDistribution, Tensor};
 use criterion::{criterion_group, criterion_main, Criterion};
 use dlrt::linalg::{
-    augment_basis, cholesky_qr2, gram_svd, householder_qr, orth, thin_svd, truncated_svd, TruncationConfig,
+    augment_basis, augment_f32_in_place, cholesky_qr2, gram_svd, householder_qr, orth, thin_svd,
+    truncated_svd, TruncationConfig,
 };
 use dlrt::TrainBackend;
 use faer::{Mat, Scale};
@@ -69,20 +70,12 @@ fn host_only_update(x: &Mat<f32>, delta: &Mat<f32>, U0: &Mat<f32>, S0: &Mat<f32>
     let (n, m, r, lr) = (U0.nrows(), V0.nrows(), U0.ncols(), 0.01f32);
     // (1) K1 = U0 S0 − λ xᵀ(δ V0)
     let K1 = U0 * S0 - (x.transpose() * (delta * V0)) * Scale(lr);
-    // (2) Û = [Ur | N]: polar repair of U0, K1 projected off it twice, CholeskyQR2 of the
-    // remainder, the last projection and the orthonormality check, as `augment_basis` does.
-    let gram = U0.transpose() * U0;
-    let Ur = U0 * Mat::<f32>::from_fn(r, r, |i, j| if i == j { 1.5 } else { 0.0 } - 0.5 * gram[(i, j)]);
-    let mut N = K1;
-    for _ in 0..2 {
-        N = &N - &Ur * (Ur.transpose() * &N);
-    }
-    let Q = cholesky_qr2(N.as_ref()).expect("a well-conditioned remainder").Q;
-    let N = &Q - &Ur * (Ur.transpose() * &Q);
-    std::hint::black_box(N.transpose() * &N);
+    // (2) Û = [Ur | N], by the f32 path of `augment_basis`: polar repair of U0, K1 projected
+    // off it twice, CholeskyQR2 of the remainder, the last projection and the check.
     let mut U_hat = Mat::<f32>::zeros(n, 2 * r);
-    U_hat.as_mut().subcols_mut(0, r).copy_from(&Ur);
-    U_hat.as_mut().subcols_mut(r, r).copy_from(&N);
+    U_hat.as_mut().subcols_mut(0, r).copy_from(U0);
+    U_hat.as_mut().subcols_mut(r, r).copy_from(&K1);
+    assert!(augment_f32_in_place(&mut U_hat, r), "a gradient step the f32 path accepts");
     // (3) S̄ = (Ûᵀ U0) S0; (4) L1 = V0 S̄ᵀ − λ δᵀ(x Û)
     let S_bar = U_hat.transpose() * U0 * S0;
     let L1 = V0 * S_bar.transpose() - (delta.transpose() * (x * &U_hat)) * Scale(lr);

@@ -70,6 +70,8 @@ pub(crate) fn column<T: HostFloat>(m: &mut faer::Mat<T>, j: usize) -> &mut [T] {
     m.col_mut(j).try_as_col_major_mut().expect("an owned faer matrix is column-major").as_slice_mut()
 }
 
-pub use qr::{augment_basis, cholesky_qr2, householder_qr, orth, tensor_qr, thin_qr, ThinQr};
+pub use qr::{
+    augment_basis, augment_f32_in_place, cholesky_qr2, householder_qr, orth, tensor_qr, thin_qr, ThinQr,
+};
 pub use svd::{thin_svd, Svd};
 pub use truncate::{gram_svd, truncate, truncated_svd, GramSvd, TruncatedSvd, TruncationConfig};

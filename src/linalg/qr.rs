@@ -184,6 +184,14 @@ pub fn augment_basis<B: Backend>(new: &Tensor<B, 2>, basis: &Tensor<B, 2>) -> Te
     from_faer(f.Q.as_ref(), &device)
 }
 
+/// [`augment_basis`]'s f32 host steps on `a = [U | new]` (n×(r + k)), in place, as f32
+/// backends run them before anything else; false when they decline, where `augment_basis`
+/// redoes the step in f64. Public for the benchmark of a layer update without Burn
+/// (`benches/linalg.rs`), so that it times this code rather than a copy of it.
+pub fn augment_f32_in_place(a: &mut Mat<f32>, r: usize) -> bool {
+    augment_in_place(a, r, &F32)
+}
+
 /// How [`augment_in_place`] judges its result in each precision.
 struct Acceptance {
     /// A column of `new` that keeps less than this fraction of its norm after the projection
