@@ -126,19 +126,27 @@ fn dense_integrator_refuses_low_rank_layers() {
 fn a_full_disk_while_checkpointing_keeps_the_last_checkpoint() {
     use dlrt::checkpoint::{self, RunState};
     use dlrt::config::RunConfig;
-    use dlrt::models::mlp::{Init, Mlp};
+    use dlrt::models::mlp::Mlp;
     if !std::path::Path::new("/dev/full").exists() {
         eprintln!("skipped: this system has no /dev/full to fill the disk with");
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("checkpoint.safetensors");
-    let mut rng = StdRng::seed_from_u64(7);
-    let model =
-        Mlp::<B>::new(&[784, 8, 10], &[true, false], 2, Init::He, 2f64.sqrt(), &mut rng, &Default::default())
-            .unwrap();
     let mut config = RunConfig::paper_mnist();
     (config.model.widths, config.model.rank) = (vec![784, 8, 10], 2);
+    let m = &config.model;
+    let mut rng = StdRng::seed_from_u64(7);
+    let model = Mlp::<B>::new(
+        &m.widths,
+        &config.low_rank_flags().unwrap(),
+        m.rank,
+        m.init,
+        m.init_gain,
+        &mut rng,
+        &Default::default(),
+    )
+    .unwrap();
     let state = |epoch| RunState {
         config: config.clone(),
         epoch,
