@@ -15,12 +15,12 @@ use rand::{rngs::StdRng, SeedableRng};
 
 use crate::config::RunConfig;
 use crate::data::{self, Split};
-use crate::integrators::{IntegratorKind, Pass};
+use crate::integrators::IntegratorKind;
+use crate::layers::Pass;
 use crate::linalg::{host_time, HostTime};
-use crate::models::mlp::cross_entropy;
 use crate::models::{Layer, Mlp};
 use crate::optim::Optimizer;
-use crate::train::{prepare, step, StepTimes};
+use crate::train::{loss::cross_entropy, StepTimes, Trainer};
 use crate::Result;
 
 /// One row of the benchmark table.
@@ -156,11 +156,11 @@ pub fn run<B: AutodiffBackend>(
         let m = &cfg.model;
         let mut model =
             Mlp::<B>::new(&m.widths, &cfg.low_rank_flags()?, m.rank, m.init, m.init_gain, &mut rng, device)?;
-        let integrator = method.build::<B>(&cfg.integrator.truncation())?;
-        prepare(&mut model, integrator.as_ref())?;
-        let opt = Optimizer::sgd(cfg.optimizer.lr);
+        let mut trainer =
+            Trainer::new(method, &cfg.integrator.truncation(), Optimizer::sgd(cfg.optimizer.lr))?;
+        trainer.prepare(&mut model)?;
         let mut times = Vec::with_capacity(steps);
-        let before = integrator.counters().snapshot();
+        let before = trainer.counters();
         let reads_before = crate::linalg::host_reads();
         // Restarted at the first timed step, so that warm-up decompositions are not counted.
         let mut breakdown = Breakdown::start();
@@ -186,9 +186,7 @@ pub fn run<B: AutodiffBackend>(
                 breakdown = Breakdown::start();
             }
             let started = Instant::now();
-            let report = step(&mut model, integrator.as_ref(), &opt, |net| {
-                cross_entropy(net.forward(x.clone()), y.clone())
-            })?;
+            let report = trainer.step(&mut model, |net| cross_entropy(net.forward(x.clone()), y.clone()))?;
             sync::<B>(device)?;
             if k >= warmup {
                 times.push(started.elapsed().as_secs_f64() * 1e6);
@@ -196,7 +194,7 @@ pub fn run<B: AutodiffBackend>(
             }
         }
         let (parts_us, host_us) = breakdown.means(1e6);
-        let c = integrator.counters().snapshot();
+        let c = trainer.counters();
         let per = |a: u64, b: u64| (a - b) as f64 / (warmup + steps) as f64;
         times.sort_by(f64::total_cmp);
         rows.push(BenchRow {
@@ -206,7 +204,7 @@ pub fn run<B: AutodiffBackend>(
             qr: per(c.qr, before.qr),
             svd: per(c.svd, before.svd),
             ranks: model.ranks(),
-            flops: step_flops(&model, integrator.passes(), batch),
+            flops: step_flops(&model, trainer.spec().passes, batch),
             host_reads: per(crate::linalg::host_reads(), reads_before),
             parts_us,
             host_us,
@@ -266,9 +264,8 @@ pub fn run_vit<B: AutodiffBackend>(
             device,
         );
         let truncation = crate::linalg::TruncationConfig::relative(0.15).with_bounds(1, Some(rank));
-        let integrator = method.build::<B>(&truncation)?;
-        prepare(&mut vit, integrator.as_ref())?;
-        let opt = Optimizer::sgd(1e-3);
+        let mut trainer = Trainer::new(method, &truncation, Optimizer::sgd(1e-3))?;
+        trainer.prepare(&mut vit)?;
         let mut times = Vec::with_capacity(steps);
         // Restarted at the first timed step, so that warm-up decompositions are not counted.
         let mut breakdown = Breakdown::start();
@@ -277,7 +274,7 @@ pub fn run_vit<B: AutodiffBackend>(
                 breakdown = Breakdown::start();
             }
             let started = Instant::now();
-            let report = step(&mut vit, integrator.as_ref(), &opt, |v| {
+            let report = trainer.step(&mut vit, |v| {
                 cross_entropy(v.forward(x.clone()).matmul(head.clone()), labels.clone())
             })?;
             sync::<B>(device)?;

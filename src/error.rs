@@ -43,6 +43,12 @@ pub enum Error {
     /// An operation was asked of a component that does not support it.
     #[error("unsupported: {0}")]
     Unsupported(String),
+    /// An internal invariant does not hold: a bug in dlrt, not in its input.
+    #[error("internal error (a bug in dlrt): {0}")]
+    Internal(String),
+    /// The compute device or its runtime failed (no usable CUDA device, a failed sync).
+    #[error("device: {0}")]
+    Device(String),
     /// A data or weight file is malformed.
     #[error("{path}: {field}: expected {expected}, got {got}")]
     BadFile {

@@ -6,24 +6,43 @@
 //! PSI, bc-PSI, rank-adaptive BUG, parallel BUG / GeoLoRA, plain factorization and dense
 //! training are here to compare against.
 //!
-//! The crate is laid out by kind of component:
+//! The crate is laid out by kind of component, lowest layer first:
 //!
 //! - [`linalg`]: host linear algebra on faer (thin QR, SVD, the truncation rule) and the
 //!   conversions between Burn tensors and faer matrices;
-//! - [`layers`]: [`LowRankLinear`] with its forward parametrizations, and [`DenseLinear`];
-//! - [`integrators`]: one file per method behind the [`Integrator`] trait, and the
-//!   [`IntegratorKind`] registry;
+//! - [`data`]: MNIST and Fashion-MNIST (IDX files, fetched from pinned registry packages),
+//!   the pretrained backbone's download, batches;
+//! - [`io`]: safetensors files and atomic writes;
+//! - [`layers`]: [`LowRankLinear`] with its training passes ([`layers::Pass`]),
+//!   [`DenseLinear`], and the [`layers::Network`] trait a training step drives;
 //! - [`optim`]: SGD, momentum and Adam per tensor, with their state carried across basis
 //!   changes;
-//! - [`train`]: the training step that drives an integrator over a [`train::Network`];
+//! - [`integrators`]: one file per method behind the [`Integrator`] trait, composing the
+//!   shared step functions of [`integrators::steps`], and the [`IntegratorKind`] registry;
+//! - [`models`]: the paper's MLP, the ViT (HF / DINOv2 weights, ONNX import) with adapters;
+//! - [`train`]: the [`train::Trainer`] that drives an integrator over a network, and the one
+//!   training loop ([`train::fit`]) behind training and fine-tuning;
+//!   [`checkpoint`]: checkpoints and exports; [`config`]: run configs from TOML;
 //! - [`problems`]: matrix problems that check an integrator without data;
+//! - [`bench`]: the step-time benchmarks;
 //! - [`cli`]: the `dlrt` command line, a thin shell over the above.
+//!
+//! The rule the layout keeps: a module imports only modules of its own layer or below it,
+//!
+//! ```text
+//! linalg, data, io  ←  layers  ←  optim, integrators  ←  models  ←  train, checkpoint, config
+//!                   ←  problems, bench  ←  cli
+//! ```
+//!
+//! so models and data never import train, checkpoint or cli, config does not import models,
+//! and layers know nothing of optimizers or integrators. CI checks it
+//! (`../shared/tools/layering`). [`error`] is below everything.
 //!
 //! Orientation: `z = x W + b`, W is n×m (n = fan-in, m = fan-out).
 //!
 //! ```
 //! use dlrt::{integrators::IntegratorKind, linalg::TruncationConfig, optim::Optimizer};
-//! use dlrt::{problems::MatrixProblem, train, LowRankLinear, TrainBackend};
+//! use dlrt::{problems::MatrixProblem, train::Trainer, LowRankLinear, TrainBackend};
 //! use burn::tensor::Tensor;
 //! use rand::{rngs::StdRng, SeedableRng};
 //!
@@ -33,10 +52,11 @@
 //! let a = Tensor::<TrainBackend, 2>::from_data([[3.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 0.0]], &device);
 //! let layer = LowRankLinear::random(3, 3, 1, false, 1.0, &mut rng, &device).unwrap();
 //! let mut problem = MatrixProblem::new(layer);
-//! let integrator = IntegratorKind::AbcPsi.build(&TruncationConfig::relative(1e-3)).unwrap();
-//! let opt = Optimizer::sgd(1.0);
+//! let truncation = TruncationConfig::relative(1e-3);
+//! let mut trainer = Trainer::new(IntegratorKind::AbcPsi, &truncation, Optimizer::sgd(1.0)).unwrap();
+//! trainer.prepare(&mut problem).unwrap();
 //! for _ in 0..3 {
-//!     train::step(&mut problem, integrator.as_ref(), &opt, |p| p.least_squares(&a)).unwrap();
+//!     trainer.step(&mut problem, |p| p.least_squares(&a)).unwrap();
 //! }
 //! assert_eq!(problem.layer.rank(), 2);
 //! ```
@@ -49,6 +69,7 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod integrators;
+pub mod io;
 pub mod layers;
 pub mod linalg;
 pub mod models;
@@ -57,7 +78,8 @@ pub mod problems;
 pub mod train;
 
 pub use error::{Error, Result};
-pub use integrators::{Integrator, IntegratorKind, Pass};
+pub use integrators::{Integrator, IntegratorKind};
+pub use layers::Pass;
 pub use layers::{DenseLinear, LowRankLinear};
 
 /// The default CPU backend (Burn's `flex`, f32).

@@ -14,8 +14,7 @@
 
 use burn::tensor::{backend::AutodiffBackend, Tensor};
 
-use crate::layers::{DenseLinear, LowRankLinear};
-use crate::train::Network;
+use crate::layers::{DenseLinear, LowRankLinear, Network};
 
 /// One low-rank layer and the identity input that makes its output equal W.
 pub struct MatrixProblem<B: AutodiffBackend> {

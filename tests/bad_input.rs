@@ -8,7 +8,8 @@ use dlrt::integrators::IntegratorKind;
 use dlrt::linalg::TruncationConfig;
 use dlrt::optim::{Optimizer, OptimizerConfig};
 use dlrt::problems::MatrixProblem;
-use dlrt::{train, DenseLinear, Error, LowRankLinear};
+use dlrt::train::Trainer;
+use dlrt::{DenseLinear, Error, LowRankLinear};
 use rand::{rngs::StdRng, SeedableRng};
 
 #[test]
@@ -77,14 +78,14 @@ fn nan_loss_stops_the_step_and_leaves_the_layer_usable() {
     let good = gaussian(8, 6, &mut rng);
     let bad = good.clone().div_scalar(0.0);
     for kind in IntegratorKind::ALL.into_iter().filter(|k| *k != IntegratorKind::Dense) {
-        let integ = kind.build::<B>(&TruncationConfig::relative(0.01)).unwrap();
+        let mut integ =
+            Trainer::<B>::new(kind, &TruncationConfig::relative(0.01), Optimizer::sgd(0.1)).unwrap();
         let before = p.layer.to_dense();
-        let err =
-            train::step(&mut p, integ.as_ref(), &Optimizer::sgd(0.1), |p| p.least_squares(&bad)).unwrap_err();
+        let err = integ.step(&mut p, |p| p.least_squares(&bad)).unwrap_err();
         assert!(matches!(&err, Error::NonFinite { context } if context.contains("loss")), "{kind}: {err}");
         assert_eq!(fro(p.layer.to_dense() - before), 0.0, "{kind}: a NaN loss changed the layer");
         // The next step with a finite loss works.
-        train::step(&mut p, integ.as_ref(), &Optimizer::sgd(0.1), |p| p.least_squares(&good)).unwrap();
+        integ.step(&mut p, |p| p.least_squares(&good)).unwrap();
     }
 }
 
@@ -97,24 +98,26 @@ fn an_overflowing_step_is_an_error_not_a_panic() {
             LowRankLinear::random(10, 8, 3, false, 1.0, &mut StdRng::seed_from_u64(5), &Default::default())
                 .unwrap();
         let mut p = MatrixProblem::new(layer);
-        let integ = kind.build::<B>(&TruncationConfig::relative(0.01)).unwrap();
-        train::prepare(&mut p, integ.as_ref()).unwrap();
-        let result = train::step(&mut p, integ.as_ref(), &Optimizer::sgd(1e308), |p| p.least_squares(&a))
-            .and_then(|_| {
-                train::step(&mut p, integ.as_ref(), &Optimizer::sgd(1e308), |p| p.least_squares(&a))
-            });
+        let mut integ =
+            Trainer::<B>::new(kind, &TruncationConfig::relative(0.01), Optimizer::sgd(1e308)).unwrap();
+        integ.prepare(&mut p).unwrap();
+        let result = integ
+            .step(&mut p, |p| p.least_squares(&a))
+            .and_then(|_| integ.step(&mut p, |p| p.least_squares(&a)));
         let err = result.err().unwrap_or_else(|| panic!("{kind}: λ = 1e308 gave no error"));
         assert!(matches!(err, Error::NonFinite { .. }), "{kind}: {err}");
     }
 }
 
 #[test]
-fn dense_integrator_refuses_low_rank_layers() {
+fn dense_training_refuses_low_rank_layers() {
     let mut rng = StdRng::seed_from_u64(6);
     let layer = LowRankLinear::random(6, 5, 2, false, 1.0, &mut rng, &Default::default()).unwrap();
     let mut p = MatrixProblem::new(layer);
-    let integ = IntegratorKind::Dense.build::<B>(&TruncationConfig::default()).unwrap();
-    let err = train::prepare(&mut p, integ.as_ref()).unwrap_err();
+    assert!(IntegratorKind::Dense.build::<B>(&TruncationConfig::default()).unwrap().is_none());
+    let integ =
+        Trainer::<B>::new(IntegratorKind::Dense, &TruncationConfig::default(), Optimizer::sgd(0.1)).unwrap();
+    let err = integ.prepare(&mut p).unwrap_err();
     assert!(err.to_string().contains("dense layers"), "{err}");
 }
 
@@ -153,19 +156,20 @@ fn a_full_disk_while_checkpointing_keeps_the_last_checkpoint() {
         step: 10 * epoch as u64,
         counters: Default::default(),
     };
-    checkpoint::save(&path, &model, &state(1)).unwrap();
+    let train_state = Default::default();
+    checkpoint::save(&path, &model, &train_state, &state(1)).unwrap();
     let good = std::fs::read(&path).unwrap();
 
     let pending = tmp.path().join("checkpoint.safetensors.tmp");
     std::os::unix::fs::symlink("/dev/full", &pending).unwrap();
-    let err = checkpoint::save(&path, &model, &state(2)).unwrap_err().to_string();
+    let err = checkpoint::save(&path, &model, &train_state, &state(2)).unwrap_err().to_string();
     assert!(err.contains("checkpoint.safetensors.tmp"), "names the file: {err}");
     assert!(err.contains("No space left"), "names the cause: {err}");
     assert_eq!(std::fs::read(&path).unwrap(), good, "the last checkpoint changed");
     assert!(std::fs::symlink_metadata(&pending).is_err(), "the failed temporary file was left behind");
-    let (_, restored) = checkpoint::load::<B>(&path, &Default::default()).unwrap();
+    let (_, _, restored) = checkpoint::load::<B>(&path, &Default::default()).unwrap();
     assert_eq!(restored.epoch, 1);
 
-    checkpoint::save(&path, &model, &state(2)).unwrap();
-    assert_eq!(checkpoint::load::<B>(&path, &Default::default()).unwrap().1.epoch, 2);
+    checkpoint::save(&path, &model, &train_state, &state(2)).unwrap();
+    assert_eq!(checkpoint::load::<B>(&path, &Default::default()).unwrap().2.epoch, 2);
 }

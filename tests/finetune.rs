@@ -10,15 +10,15 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use burn::tensor::{Tensor, TensorData};
-use dlrt::checkpoint::{self, adapters};
+use dlrt::checkpoint::adapters;
 use dlrt::config::FinetuneConfig;
 use dlrt::data::{self, images::rgb_batch, DatasetName, Split};
 use dlrt::integrators::IntegratorKind;
 use dlrt::layers::DenseLinear;
 use dlrt::models::vit::Variant;
 use dlrt::models::ViT;
-use dlrt::train::finetune::{evaluate, finetune};
-use dlrt::train::run::{checkpoint_path, RunOptions};
+use dlrt::train::finetune::{finetune, EVAL_BATCH};
+use dlrt::train::fit::{checkpoint_path, evaluate, RunOptions};
 use dlrt::TrainBackend;
 use rand::{rngs::StdRng, SeedableRng};
 
@@ -75,7 +75,7 @@ fn finetune_learns_checkpoints_adapters_and_exports_the_merged_model() {
 
         // The checkpoint holds the adapters and the head, nothing of the frozen backbone.
         let ckpt = checkpoint_path(&run_dir);
-        let (tensors, _) = checkpoint::read_safetensors(&ckpt).unwrap();
+        let (tensors, _) = dlrt::io::read_safetensors(&ckpt).unwrap();
         assert_eq!(tensors.len(), 6 * 4 + 2, "{:?}", tensors.keys().collect::<Vec<_>>());
         assert!(tensors.contains_key("encoder.layer.1.value.s") && tensors.contains_key("head.weight"));
         let stored: usize = tensors.values().map(|(_, v)| v.len()).sum();
@@ -87,14 +87,14 @@ fn finetune_learns_checkpoints_adapters_and_exports_the_merged_model() {
         assert_eq!(model.ranks(), last.ranks);
         let mut test = data::load(DatasetName::Mnist, Split::Test, &data).unwrap();
         test.truncate(200);
-        let (_, acc) = evaluate(&model, &test, 28, &device);
+        let (_, acc) = evaluate(&model, &test, data::ImageFormat::Rgb(28), EVAL_BATCH, &device);
         assert_eq!(acc, last.test_accuracy);
 
         // Merged into the backbone (HF layout + classifier.*), the logits are the same.
         let merged = tmp.path().join(format!("{}-merged.safetensors", method.name()));
         adapters::export_merged(&merged, &model).unwrap();
         let vit = ViT::<B>::load(&merged, merged.with_file_name("config.json"), &device).unwrap();
-        let (mut t, _) = checkpoint::read_safetensors(&merged).unwrap();
+        let (mut t, _) = dlrt::io::read_safetensors(&merged).unwrap();
         let (wshape, w) = t.remove("classifier.weight").unwrap();
         let (_, b) = t.remove("classifier.bias").unwrap();
         assert_eq!(wshape, vec![10, 16], "PyTorch orientation [classes, D]");

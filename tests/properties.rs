@@ -11,11 +11,12 @@ use burn::tensor::Tensor;
 use common::*;
 use dlrt::integrators::abc_psi::{AbcPsi, AbcPsiForm};
 use dlrt::integrators::IntegratorKind;
+use dlrt::layers::Network;
 use dlrt::linalg::TruncationConfig;
 use dlrt::optim::Optimizer;
 use dlrt::problems::MatrixProblem;
-use dlrt::train::Network;
-use dlrt::{train, Integrator, LowRankLinear};
+use dlrt::train::Trainer;
+use dlrt::LowRankLinear;
 use rand::{rngs::StdRng, SeedableRng};
 
 const ROUND_OFF: f64 = 1e-12;
@@ -24,17 +25,25 @@ fn problem(n: usize, m: usize, r: usize, rng: &mut StdRng) -> MatrixProblem<B> {
     MatrixProblem::new(LowRankLinear::random(n, m, r, false, 1.0, rng, &Default::default()).unwrap())
 }
 
-fn build(kind: IntegratorKind, truncation: TruncationConfig) -> Box<dyn Integrator<B>> {
-    kind.build::<B>(&truncation).unwrap()
+/// A trainer for `kind`; the helpers below set its optimizer before each pass.
+fn build(kind: IntegratorKind, truncation: TruncationConfig) -> Trainer<B> {
+    Trainer::new(kind, &truncation, Optimizer::sgd(1.0)).unwrap()
+}
+
+/// A trainer for a configured abc-PSI.
+fn abc_psi(integ: AbcPsi) -> Trainer<B> {
+    Trainer::from_integrator(Some(Box::new(integ)), Optimizer::sgd(1.0))
 }
 
 /// Runs pass `i` of a step on the least-squares loss ½‖W − A‖².
-fn ls_pass(p: &mut MatrixProblem<B>, integ: &dyn Integrator<B>, opt: &Optimizer, i: usize, a: &T2) -> f64 {
-    train::pass(p, integ, opt, i, &mut |p: &MatrixProblem<B>| p.least_squares(a)).unwrap()
+fn ls_pass(p: &mut MatrixProblem<B>, integ: &mut Trainer<B>, opt: &Optimizer, i: usize, a: &T2) -> f64 {
+    integ.opt = opt.clone();
+    integ.pass(p, i, &mut |p: &MatrixProblem<B>| p.least_squares(a)).unwrap()
 }
 
-fn ls_step(p: &mut MatrixProblem<B>, integ: &dyn Integrator<B>, opt: &Optimizer, a: &T2) -> f64 {
-    train::step(p, integ, opt, |p| p.least_squares(a)).unwrap().loss
+fn ls_step(p: &mut MatrixProblem<B>, integ: &mut Trainer<B>, opt: &Optimizer, a: &T2) -> f64 {
+    integ.opt = opt.clone();
+    integ.step(p, |p| p.least_squares(a)).unwrap().loss
 }
 
 fn loss(w: &T2, a: &T2) -> f64 {
@@ -49,8 +58,8 @@ fn t1_abc_psi_bc_s_step_keeps_w0_but_bc_psi_does_not() {
     for kind in [IntegratorKind::AbcPsi, IntegratorKind::BcPsi] {
         let mut p = problem(40, 30, 6, &mut StdRng::seed_from_u64(11));
         let W0 = p.layer.to_dense();
-        let integ = build(kind, TruncationConfig::relative(0.01));
-        ls_pass(&mut p, integ.as_ref(), &opt, 0, &a);
+        let mut integ = build(kind, TruncationConfig::relative(0.01));
+        ls_pass(&mut p, &mut integ, &opt, 0, &a);
         let err = fro(p.layer.to_dense() - W0.clone()) / fro(W0.clone());
         match kind {
             // Û S̄ V0ᵀ = W0 to round-off, with Û of width 2r.
@@ -81,8 +90,8 @@ fn t2_t3_abc_psi_step_is_w0_minus_projected_gradient_in_both_forms() {
         let (U0, V0, W0) = (p.layer.u().clone(), p.layer.v().clone(), p.layer.to_dense());
         let G = W0.clone() - a.clone();
         // ϑ far below round-off of ‖W1‖: the truncation keeps all of W1 = Û L1ᵀ.
-        let integ = AbcPsi::new(TruncationConfig::relative(1e-15)).with_form(form);
-        ls_pass(&mut p, &integ, &opt, 0, &a);
+        let mut integ = abc_psi(AbcPsi::new(TruncationConfig::relative(1e-15)).with_form(form));
+        ls_pass(&mut p, &mut integ, &opt, 0, &a);
         let U_hat = p.layer.u().clone();
         assert!(orthonormality_error(&U_hat) < ROUND_OFF);
         // T3: span(Û) ⊇ span(U0) + span(G V0).
@@ -90,7 +99,7 @@ fn t2_t3_abc_psi_step_is_w0_minus_projected_gradient_in_both_forms() {
         assert!(fro(outside(U0.clone())) < ROUND_OFF);
         let GV0 = G.clone().matmul(V0.clone());
         assert!(fro(outside(GV0.clone())) < ROUND_OFF * fro(GV0));
-        ls_pass(&mut p, &integ, &opt, 1, &a);
+        ls_pass(&mut p, &mut integ, &opt, 1, &a);
         // T2: W1 = W0 − λ Û Ûᵀ G.
         let expected = W0.clone() - U_hat.clone().matmul(U_hat.transpose().matmul(G)).mul_scalar(lr);
         let err = fro(p.layer.to_dense() - expected.clone()) / fro(expected);
@@ -110,11 +119,11 @@ fn t5_truncation_error_is_the_dropped_tail_and_below_tau() {
     let opt = Optimizer::sgd(0.5);
     for tau in [0.4, 0.2, 0.1, 0.05] {
         let mut p = problem(60, 40, 8, &mut StdRng::seed_from_u64(31));
-        let integ = build(IntegratorKind::AbcPsi, TruncationConfig::relative(tau));
+        let mut integ = build(IntegratorKind::AbcPsi, TruncationConfig::relative(tau));
         let W0 = p.layer.to_dense();
-        ls_pass(&mut p, integ.as_ref(), &opt, 0, &a);
+        ls_pass(&mut p, &mut integ, &opt, 0, &a);
         let U_hat = p.layer.u().clone();
-        ls_pass(&mut p, integ.as_ref(), &opt, 1, &a);
+        ls_pass(&mut p, &mut integ, &opt, 1, &a);
         let W1 = W0.clone()
             - U_hat.clone().matmul(U_hat.transpose().matmul(W0.clone() - a.clone())).mul_scalar(0.5);
         let dropped = fro(W1.clone() - p.layer.to_dense());
@@ -139,13 +148,13 @@ fn t4_descent_inequality_and_monotone_loss_for_adaptive_integrators() {
         for lr in [0.3, 1.0, 1.9] {
             let opt = Optimizer::sgd(lr);
             let mut p = problem(30, 25, 2, &mut StdRng::seed_from_u64(41));
-            let integ = build(kind, TruncationConfig::relative(1e-14));
+            let mut integ = build(kind, TruncationConfig::relative(1e-14));
             let mut previous = f64::INFINITY;
             let scale = loss(&p.layer.to_dense(), &a);
             for step in 0..12 {
                 let (U0, V0, W0) = (p.layer.u().clone(), p.layer.v().clone(), p.layer.to_dense());
                 let PG = fro(tangent_projection(&U0, &V0, &(W0.clone() - a.clone()))).powi(2);
-                let l0 = ls_step(&mut p, integ.as_ref(), &opt, &a);
+                let l0 = ls_step(&mut p, &mut integ, &opt, &a);
                 assert!((l0 - loss(&W0, &a)).abs() < 1e-9 * l0);
                 let l1 = loss(&p.layer.to_dense(), &a);
                 // T4 (L = 1): ℒ(W1) ≤ ℒ(W0) − λ(1 − λ/2)‖P(W0)G‖².
@@ -171,9 +180,9 @@ fn t6_converges_to_best_rank_r_approximation_with_vanishing_projected_gradient()
     {
         let opt = Optimizer::sgd(0.8);
         let mut p = problem(40, 30, 4, &mut StdRng::seed_from_u64(51));
-        let integ = build(kind, bounds.clone());
+        let mut integ = build(kind, bounds.clone());
         for _ in 0..80 {
-            ls_step(&mut p, integ.as_ref(), &opt, &a);
+            ls_step(&mut p, &mut integ, &opt, &a);
         }
         let W = p.layer.to_dense();
         let PG = fro(tangent_projection(p.layer.u(), p.layer.v(), &(W.clone() - a.clone())));
@@ -182,7 +191,7 @@ fn t6_converges_to_best_rank_r_approximation_with_vanishing_projected_gradient()
         assert!(PG < 1e-8, "{kind}: ‖P(W)∇ℒ‖ = {PG:e}");
         // At the stationary point P(W)G = 0 a further step does not increase the loss.
         let before = loss(&p.layer.to_dense(), &a);
-        ls_step(&mut p, integ.as_ref(), &opt, &a);
+        ls_step(&mut p, &mut integ, &opt, &a);
         assert!(loss(&p.layer.to_dense(), &a) <= before + 1e-12 * before);
     }
 }
@@ -195,9 +204,9 @@ fn rank_adaptivity_finds_the_target_rank_from_below_and_above() {
         for r0 in [3, 20] {
             let opt = Optimizer::sgd(0.5);
             let mut p = problem(50, 40, r0, &mut StdRng::seed_from_u64(61));
-            let integ = build(kind, TruncationConfig::relative(1e-6));
+            let mut integ = build(kind, TruncationConfig::relative(1e-6));
             for _ in 0..60 {
-                ls_step(&mut p, integ.as_ref(), &opt, &a);
+                ls_step(&mut p, &mut integ, &opt, &a);
             }
             assert_eq!(p.layer.rank(), 7, "{kind} from rank {r0}");
             assert!(fro(p.layer.to_dense() - a.clone()) < 1e-6 * fro(a.clone()));
@@ -243,9 +252,9 @@ fn t7_abc_psi_is_stable_with_tiny_singular_values_where_naive_euler_blows_up() {
     let lr = 1.0; // λ = 1/L for ½‖W − A‖².
 
     let mut p = MatrixProblem::new(init.clone());
-    let integ = build(IntegratorKind::AbcPsi, TruncationConfig::relative(1e-12).with_bounds(r, Some(r)));
+    let mut integ = build(IntegratorKind::AbcPsi, TruncationConfig::relative(1e-12).with_bounds(r, Some(r)));
     for _ in 0..20 {
-        ls_step(&mut p, integ.as_ref(), &Optimizer::sgd(lr), &a);
+        ls_step(&mut p, &mut integ, &Optimizer::sgd(lr), &a);
     }
     let abc_err = fro(p.layer.to_dense() - a.clone());
     assert!(abc_err.is_finite() && abc_err < err0, "abc-PSI: {abc_err:e} vs start {err0:e}");
@@ -293,13 +302,14 @@ fn psi_is_exact_on_the_lubich_oseledets_test_when_a_has_rank_r() {
     let eye_r = eye(n).slice([0..n, 0..r]);
     let layer = LowRankLinear::from_factors(eye_r.clone(), diag(&lo.d[..r]), eye_r, None).unwrap();
     let mut p = MatrixProblem::new(layer);
-    let integ = build(IntegratorKind::Psi, TruncationConfig::default());
+    let mut integ = build(IntegratorKind::Psi, TruncationConfig::default());
     let (h, lr) = (0.1, 0.5);
     let opt = Optimizer::sgd(lr);
     for k in 0..5 {
         let (t0, t1) = (k as f64 * h, (k + 1) as f64 * h);
         let increment = lo.at(t1) - lo.at(t0);
-        train::step(&mut p, integ.as_ref(), &opt, |p| p.linear(&increment, lr)).unwrap();
+        integ.opt = opt.clone();
+        integ.step(&mut p, |p| p.linear(&increment, lr)).unwrap();
         let err = fro(p.layer.to_dense() - lo.at(t1)) / fro(lo.at(t1));
         assert!(err < 1e-12, "step {k}: ‖Y − A(t)‖/‖A(t)‖ = {err:e}");
     }
@@ -309,7 +319,8 @@ fn psi_is_exact_on_the_lubich_oseledets_test_when_a_has_rank_r() {
         LowRankLinear::from_dense(&full.at(0.0), Some(r), &TruncationConfig::default(), None).unwrap();
     let mut p = MatrixProblem::new(layer);
     let increment = full.at(h) - full.at(0.0);
-    train::step(&mut p, integ.as_ref(), &opt, |p| p.linear(&increment, lr)).unwrap();
+    integ.opt = opt.clone();
+    integ.step(&mut p, |p| p.linear(&increment, lr)).unwrap();
     assert!(fro(p.layer.to_dense() - full.at(h)) > 1e-6);
 }
 
@@ -329,19 +340,19 @@ fn counters_match_the_cost_table() {
     let a = gaussian(20, 15, &mut rng);
     for (kind, passes, qr, svd) in expected {
         let mut p = problem(20, 15, 3, &mut StdRng::seed_from_u64(91));
-        let integ = build(kind, TruncationConfig::relative(0.1));
-        train::prepare(&mut p, integ.as_ref()).unwrap();
+        let mut integ = build(kind, TruncationConfig::relative(0.1));
+        integ.prepare(&mut p).unwrap();
         let opt = Optimizer::sgd(0.1);
         for _ in 0..3 {
-            ls_step(&mut p, integ.as_ref(), &opt, &a);
+            ls_step(&mut p, &mut integ, &opt, &a);
         }
-        let c = integ.counters().snapshot();
+        let c = integ.counters();
         assert_eq!((c.passes, c.qr, c.svd), (3 * passes, 3 * qr, 3 * svd), "{kind}");
     }
-    let two_step = AbcPsi::new(TruncationConfig::relative(0.1)).with_form(AbcPsiForm::QrThenSvd);
+    let mut two_step = abc_psi(AbcPsi::new(TruncationConfig::relative(0.1)).with_form(AbcPsiForm::QrThenSvd));
     let mut p = problem(20, 15, 3, &mut rng);
-    ls_step(&mut p, &two_step, &Optimizer::sgd(0.1), &a);
-    let c = Integrator::<B>::counters(&two_step).snapshot();
+    ls_step(&mut p, &mut two_step, &Optimizer::sgd(0.1), &a);
+    let c = two_step.counters();
     assert_eq!((c.qr, c.svd), (2, 1));
 }
 
@@ -351,13 +362,11 @@ fn step_times_are_disjoint_parts_of_the_step() {
     let a = gaussian(20, 15, &mut rng);
     for kind in [IntegratorKind::AbcPsi, IntegratorKind::Psi] {
         let mut p = problem(20, 15, 3, &mut StdRng::seed_from_u64(93));
-        let integ = build(kind, TruncationConfig::relative(0.1));
-        train::prepare(&mut p, integ.as_ref()).unwrap();
+        let mut integ = build(kind, TruncationConfig::relative(0.1));
+        integ.prepare(&mut p).unwrap();
         let started = std::time::Instant::now();
-        let report = train::step(&mut p, integ.as_ref(), &Optimizer::sgd(0.1), |p: &MatrixProblem<B>| {
-            p.least_squares(&a)
-        })
-        .unwrap();
+        integ.opt = Optimizer::sgd(0.1);
+        let report = integ.step(&mut p, |p: &MatrixProblem<B>| p.least_squares(&a)).unwrap();
         let wall = started.elapsed().as_secs_f64();
         let t = report.times;
         assert!(t.forward > 0.0 && t.backward > 0.0 && t.update > 0.0, "{kind}: {t:?}");
@@ -382,11 +391,11 @@ fn every_low_rank_integrator_decreases_a_least_squares_loss_with_every_optimizer
         ];
         for (opt, reduction) in &optimizers {
             let mut p = problem(30, 20, 6, &mut StdRng::seed_from_u64(101));
-            let integ = build(kind, TruncationConfig::relative(1e-3));
-            train::prepare(&mut p, integ.as_ref()).unwrap();
-            let first = ls_step(&mut p, integ.as_ref(), opt, &a);
+            let mut integ = build(kind, TruncationConfig::relative(1e-3));
+            integ.prepare(&mut p).unwrap();
+            let first = ls_step(&mut p, &mut integ, opt, &a);
             for _ in 0..60 {
-                ls_step(&mut p, integ.as_ref(), opt, &a);
+                ls_step(&mut p, &mut integ, opt, &a);
             }
             let last = loss(&p.layer.to_dense(), &a);
             assert!(last < reduction * first, "{kind} with {:?}: {first} → {last}", opt.config);
@@ -409,12 +418,12 @@ fn adapters_start_at_the_base_and_abc_psi_steps_satisfy_t1_t2_on_a_frozen_base()
     assert!(fro(p.layer.to_dense() - base.clone()) == 0.0);
     let lr = 0.4;
     let opt = Optimizer::sgd(lr);
-    let integ = build(IntegratorKind::AbcPsi, TruncationConfig::relative(1e-15));
+    let mut integ = build(IntegratorKind::AbcPsi, TruncationConfig::relative(1e-15));
     let W0 = p.layer.to_dense();
-    ls_pass(&mut p, integ.as_ref(), &opt, 0, &a);
+    ls_pass(&mut p, &mut integ, &opt, 0, &a);
     assert!(fro(p.layer.to_dense() - W0.clone()) < ROUND_OFF * fro(W0.clone()), "T1 on a frozen base");
     let U_hat = p.layer.u().clone();
-    ls_pass(&mut p, integ.as_ref(), &opt, 1, &a);
+    ls_pass(&mut p, &mut integ, &opt, 1, &a);
     let G = W0.clone() - a.clone();
     let expected = W0 - U_hat.clone().matmul(U_hat.transpose().matmul(G)).mul_scalar(lr);
     assert!(fro(p.layer.to_dense() - expected.clone()) < ROUND_OFF * fro(expected), "T2 on a frozen base");
@@ -424,8 +433,9 @@ fn adapters_start_at_the_base_and_abc_psi_steps_satisfy_t1_t2_on_a_frozen_base()
 
 #[test]
 fn abc_psi_one_pass_equals_two_passes_when_every_layer_is_low_rank() {
-    use dlrt::models::mlp::{cross_entropy, Init, Mlp};
+    use dlrt::models::mlp::{Init, Mlp};
     use dlrt::optim::OptimizerConfig;
+    use dlrt::train::loss::cross_entropy;
     let mut rng = StdRng::seed_from_u64(120);
     let device = Default::default();
     let x = gaussian(16, 12, &mut rng);
@@ -443,14 +453,17 @@ fn abc_psi_one_pass_equals_two_passes_when_every_layer_is_low_rank() {
             let net = Mlp::<B>::new(&[12, 10, 8, 4], &low_rank, 3, Init::He, 2f64.sqrt(), &mut rng, &device)
                 .unwrap();
             let (mut two, mut one) = (net.clone(), net);
-            let (integ_two, integ_one) =
-                (AbcPsi::new(truncation.clone()), AbcPsi::new(truncation.clone()).one_pass());
+            let (mut integ_two, mut integ_one) = (
+                abc_psi(AbcPsi::new(truncation.clone())),
+                abc_psi(AbcPsi::new(truncation.clone()).one_pass()),
+            );
+            (integ_two.opt, integ_one.opt) = (opt.clone(), opt.clone());
             for _ in 0..4 {
-                let l2 = train::step(&mut two, &integ_two, opt, ce).unwrap().loss;
-                let l1 = train::step(&mut one, &integ_one, opt, ce).unwrap().loss;
+                let l2 = integ_two.step(&mut two, ce).unwrap().loss;
+                let l1 = integ_one.step(&mut one, ce).unwrap().loss;
                 assert!(!equal || (l1 - l2).abs() < ROUND_OFF * l2.abs(), "losses {l1} vs {l2}");
             }
-            assert_eq!(Integrator::<B>::counters(&integ_one).snapshot().passes, 4);
+            assert_eq!(integ_one.counters().passes, 4);
             let (lr_two, lr_one) = (two.low_rank_layers(), one.low_rank_layers());
             let mut worst = 0.0f64;
             for (a, b) in lr_two.iter().zip(&lr_one) {
@@ -477,8 +490,8 @@ fn abc_psi_one_pass_step_satisfies_t2_on_a_frozen_base() {
     let W0 = p.layer.to_dense();
     let (U0, V0) = (p.layer.u().clone(), p.layer.v().clone());
     let G = W0.clone() - a.clone();
-    let integ = build(IntegratorKind::AbcPsiOnePass, TruncationConfig::relative(1e-15));
-    ls_pass(&mut p, integ.as_ref(), &Optimizer::sgd(lr), 0, &a);
+    let mut integ = build(IntegratorKind::AbcPsiOnePass, TruncationConfig::relative(1e-15));
+    ls_pass(&mut p, &mut integ, &Optimizer::sgd(lr), 0, &a);
     // Û = orth([K0 − λ G V0 | U0]) spans U0 and G V0 (T3), and W1 = W0 − λ Û Ûᵀ G (T2).
     let W1 = p.layer.to_dense();
     let step = W0.clone() - W1.clone();
@@ -508,11 +521,11 @@ fn optimizer_state_carried_across_basis_changes_beats_resetting_it() {
             let mut losses = Vec::new();
             for reset in [false, true] {
                 let mut p = problem(30, 20, 6, &mut StdRng::seed_from_u64(121));
-                let integ = build(kind, TruncationConfig::relative(1e-3));
+                let mut integ = build(kind, TruncationConfig::relative(1e-3));
                 for _ in 0..100 {
-                    ls_step(&mut p, integ.as_ref(), opt, &a);
+                    ls_step(&mut p, &mut integ, opt, &a);
                     if reset {
-                        p.layer.slots = Default::default();
+                        integ.state = Default::default();
                     }
                 }
                 losses.push(loss(&p.layer.to_dense(), &a));

@@ -11,7 +11,8 @@ use dlrt::checkpoint;
 use dlrt::config::RunConfig;
 use dlrt::data::{self, DatasetName, Split};
 use dlrt::integrators::IntegratorKind;
-use dlrt::train::run::{checkpoint_path, run, RunOptions};
+use dlrt::train::fit::{checkpoint_path, RunOptions};
+use dlrt::train::run::run;
 use dlrt::TrainBackend;
 
 /// A short run: 3 epochs of 15 batches on the first 2 000 training images.
@@ -57,8 +58,8 @@ fn interrupted_and_resumed_run_equals_uninterrupted_run() {
                 a.epoch
             );
         }
-        let (wa, _) = checkpoint::read_safetensors(&checkpoint_path(&whole)).unwrap();
-        let (wb, _) = checkpoint::read_safetensors(&checkpoint_path(&parts)).unwrap();
+        let (wa, _) = dlrt::io::read_safetensors(&checkpoint_path(&whole)).unwrap();
+        let (wb, _) = dlrt::io::read_safetensors(&checkpoint_path(&parts)).unwrap();
         assert_eq!(wa, wb, "{method}: final checkpoints differ");
         assert!(full[2].test_accuracy > 0.5, "{method} learned nothing: {:?}", full[2]);
     }
@@ -73,7 +74,7 @@ fn checkpoint_round_trip_and_bad_checkpoints() {
     let dir = tmp.path().join("run");
     let records = run::<TrainBackend>(&cfg, &opts(&dir, &data, false), &Default::default()).unwrap();
     let path = checkpoint_path(&dir);
-    let (model, state) = checkpoint::load::<TrainBackend>(&path, &Default::default()).unwrap();
+    let (model, _, state) = checkpoint::load::<TrainBackend>(&path, &Default::default()).unwrap();
     assert_eq!(state.epoch, 1);
     assert_eq!(model.ranks(), records[0].ranks);
     for name in ["metrics.jsonl", "metrics.csv", "config.toml", "accuracy.png", "loss.svg", "ranks.png"] {
@@ -85,13 +86,13 @@ fn checkpoint_round_trip_and_bad_checkpoints() {
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
     let err = checkpoint::load::<TrainBackend>(&cut, &Default::default()).unwrap_err().to_string();
     assert!(err.contains("cut.safetensors"), "{err}");
-    let (mut tensors, meta) = checkpoint::read_safetensors(&path).unwrap();
+    let (mut tensors, meta) = dlrt::io::read_safetensors(&path).unwrap();
     let (shape, values) = tensors.get_mut("layers.0.v").unwrap();
     let r = shape[1];
     *shape = vec![499, r];
     values.truncate(499 * r);
     let bad = tmp.path().join("bad.safetensors");
-    checkpoint::write_safetensors(&bad, &tensors, meta).unwrap();
+    dlrt::io::write_safetensors(&bad, &tensors, meta).unwrap();
     let err = checkpoint::load::<TrainBackend>(&bad, &Default::default()).unwrap_err().to_string();
     assert!(err.contains("bad.safetensors") && err.contains("layers.0.v") && err.contains("500"), "{err}");
 }
@@ -137,7 +138,7 @@ fn cli_train_eval_export_and_nan_loss() {
     let dense = tmp.path().join("dense.safetensors");
     let r = dlrt(&["export", ckpt.to_str().unwrap(), "--out", dense.to_str().unwrap()]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    let (tensors, _) = checkpoint::read_safetensors(&dense).unwrap();
+    let (tensors, _) = dlrt::io::read_safetensors(&dense).unwrap();
     assert_eq!(tensors["layers.0.weight"].0, vec![784, 500]);
 
     // Resume continues the run folder.

@@ -9,12 +9,13 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::{Tensor, TensorData};
 use common::{max_abs, tiny_vit as tiny, B};
-use dlrt::checkpoint::{read_safetensors, write_safetensors, TensorMap};
 use dlrt::integrators::IntegratorKind;
+use dlrt::io::{read_safetensors, write_safetensors, TensorMap};
 use dlrt::linalg::TruncationConfig;
 use dlrt::models::vit::{interpolate_pos_encoding, AdapterTarget, Projection, Variant, ViT, ViTConfig};
 use dlrt::optim::Optimizer;
-use dlrt::{train, Error};
+use dlrt::train::Trainer;
+use dlrt::Error;
 use rand::{rngs::StdRng, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
 
@@ -391,9 +392,10 @@ fn an_abc_psi_step_trains_only_the_adapters() {
         _ => panic!("fc1 has no adapter"),
     };
     let (before, fc1) = (loss(&vit).into_scalar(), frozen(&vit));
-    let integrator = IntegratorKind::AbcPsi.build::<B>(&TruncationConfig::relative(0.01)).unwrap();
-    train::prepare(&mut vit, integrator.as_ref()).unwrap();
-    train::step(&mut vit, integrator.as_ref(), &Optimizer::sgd(0.01), loss).unwrap();
+    let truncation = TruncationConfig::relative(0.01);
+    let mut trainer = Trainer::<B>::new(IntegratorKind::AbcPsi, &truncation, Optimizer::sgd(0.01)).unwrap();
+    trainer.prepare(&mut vit).unwrap();
+    trainer.step(&mut vit, loss).unwrap();
     let after = loss(&vit).into_scalar();
     assert!(after < before, "loss {before} → {after}");
     assert_eq!(max_abs(frozen(&vit) - fc1), 0.0);

@@ -16,8 +16,9 @@ use std::path::Path;
 use burn::tensor::backend::Backend;
 use rand::{rngs::StdRng, SeedableRng};
 
-use super::{meta_field, read_safetensors, take, to_entry, to_json, write_safetensors, TensorMap};
+use super::{meta_field, take, to_entry, to_json};
 use crate::config::FinetuneConfig;
+use crate::io::{atomic_write, read_safetensors, write_safetensors, TensorMap};
 use crate::layers::{DenseLinear, LowRankLinear};
 use crate::models::vit::{AdapterTarget, ViT};
 use crate::models::ViTClassifier;
@@ -152,5 +153,5 @@ pub fn export_merged<B: Backend>(path: &Path, model: &ViTClassifier<B>) -> Resul
     let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
     write_safetensors(path, &tensors, meta)?;
     let json = path.with_file_name("config.json");
-    super::atomic_write(&json, backbone.config().to_json().as_bytes())
+    atomic_write(&json, backbone.config().to_json().as_bytes())
 }

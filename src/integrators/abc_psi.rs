@@ -30,7 +30,7 @@
 //! After step (3) the network computes the same function as before it (T1), so the L-pass
 //! evaluates ∇_L ℒ = Gᵀ Û with the same G = ∇_W ℒ(W0) as the K-pass, unless something else
 //! changed in between: the dense layers, which step after the K-pass. The one-pass form runs a
-//! single forward/backward ([`Pass::Activations`]) that records each layer's input x and output
+//! single forward/backward ([`Pass::Activations`](crate::layers::Pass::Activations)) that records each layer's input x and output
 //! gradient δ, and forms both gradients from them, `∇_K = xᵀ(δ V0)` and `∇_L = δᵀ(x Û)`. It
 //! equals the two-pass method to round-off when every trainable layer is low-rank (tested), and
 //! otherwise differs only in that ∇_L does not see the dense layers' step of this iteration.
@@ -42,10 +42,11 @@
 
 use burn::tensor::{backend::AutodiffBackend, Tensor};
 
-use super::{required, Counters, Integrator, IntegratorKind, Pass};
-use crate::layers::{FactorGrads, LowRankLinear};
-use crate::linalg::{augment_basis, tensor_qr, truncated_svd, TruncationConfig};
-use crate::optim::{Bases, Optimizer};
+use super::steps::{augment, bc_s_step, bias_step, k_step, l_step, required, truncate_core};
+use super::{Integrator, IntegratorKind, LayerStep, Pass, Spec};
+use crate::layers::LowRankLinear;
+use crate::linalg::{tensor_qr, truncated_svd, TruncationConfig};
+use crate::optim::Optimizer;
 use crate::Result;
 
 /// How step (5) is computed (module docs).
@@ -67,13 +68,12 @@ pub struct AbcPsi {
     pub form: AbcPsiForm,
     /// Both gradients from one pass (module docs).
     pub one_pass: bool,
-    counters: Counters,
 }
 
 impl AbcPsi {
     /// abc-PSI in the single-QR form.
     pub fn new(truncation: TruncationConfig) -> Self {
-        Self { truncation, form: AbcPsiForm::default(), one_pass: false, counters: Counters::default() }
+        Self { truncation, form: AbcPsiForm::default(), one_pass: false }
     }
 
     /// The one-pass form (module docs).
@@ -90,103 +90,50 @@ impl AbcPsi {
 }
 
 impl<B: AutodiffBackend> Integrator<B> for AbcPsi {
-    fn kind(&self) -> IntegratorKind {
-        if self.one_pass {
-            IntegratorKind::AbcPsiOnePass
-        } else {
-            IntegratorKind::AbcPsi
+    fn spec(&self) -> Spec {
+        let qr = if self.form == AbcPsiForm::QrThenSvd { 2 } else { 1 };
+        match self.one_pass {
+            true => Spec { kind: IntegratorKind::AbcPsiOnePass, passes: &[Pass::Activations], qr, svd: 1 },
+            false => Spec { kind: IntegratorKind::AbcPsi, passes: &[Pass::K, Pass::L], qr, svd: 1 },
         }
     }
 
-    fn passes(&self) -> &'static [Pass] {
-        if self.one_pass {
-            &[Pass::Activations]
-        } else {
-            &[Pass::K, Pass::L]
-        }
-    }
-
-    fn after_pass(
-        &self,
-        pass: usize,
-        layer: &mut LowRankLinear<B>,
-        grads: FactorGrads<B>,
-        opt: &Optimizer,
-    ) -> Result<()> {
-        let kind = Integrator::<B>::kind(self);
-        if pass == 0 {
+    fn after_pass(&self, pass: Pass, step: LayerStep<'_, B>, opt: &Optimizer) -> Result<()> {
+        let LayerStep { layer, state, grads } = step;
+        let kind = Integrator::<B>::spec(self).kind;
+        if pass != Pass::L {
+            // (1) K-step, (2) augment, (3) backward-corrected S-step.
             let (U0, S0, V0) = (layer.u().clone(), layer.s().clone(), layer.v().clone());
-            let K1 = k_step(layer, required(grads.grad_k(&V0), "K", kind)?, opt);
-            let U_hat = augment(&K1, &U0, &self.counters);
+            let K1 = k_step(layer, &mut state.slots, required(grads.grad_k(&V0), "K", kind)?, opt);
+            let U_hat = augment(&K1, &U0);
             let S_bar = bc_s_step(&U_hat, &U0, S0);
             layer.set_factors(U_hat, S_bar, V0)?;
-            if !self.one_pass {
+            if pass == Pass::K {
                 return Ok(());
             }
         }
-        // The L-pass, or in one pass (4)–(5) right away with Gᵀ Û from the same x and δ.
+        // (4) the L-pass, or in one pass right away with Gᵀ Û from the same x and δ; (5).
         let grad_L = required(grads.grad_l(layer.u()), "L", kind)?;
-        layer.step_bias(grads.bias, opt);
-        let L1 = l_step(layer, grad_L, opt);
+        bias_step(layer, &mut state.slots, grads.bias, opt)?;
+        let L1 = l_step(layer, &mut state.slots, grad_L, opt);
         self.truncate(layer, L1)
     }
-
-    fn counters(&self) -> &Counters {
-        &self.counters
-    }
-}
-
-/// (1) K1 = K0 − λ ∇_K ℒ, with K0 = U0 S0 in the basis V0.
-fn k_step<B: AutodiffBackend>(
-    layer: &mut LowRankLinear<B>,
-    grad_K: Tensor<B, 2>,
-    opt: &Optimizer,
-) -> Tensor<B, 2> {
-    let K0 = layer.u().clone().matmul(layer.s().clone());
-    let V0 = layer.v().clone();
-    opt.step(K0, grad_K, &mut layer.slots.k, Bases::right(&V0))
-}
-
-/// (2) Û = orth([K1 | U0]) (as [U0 | N], [`augment_basis`]).
-fn augment<B: AutodiffBackend>(K1: &Tensor<B, 2>, U0: &Tensor<B, 2>, counters: &Counters) -> Tensor<B, 2> {
-    counters.qr(1);
-    augment_basis(K1, U0)
-}
-
-/// (3) S̄ = (Ûᵀ U0) S0: the weights do not change.
-fn bc_s_step<B: AutodiffBackend>(U_hat: &Tensor<B, 2>, U0: &Tensor<B, 2>, S0: Tensor<B, 2>) -> Tensor<B, 2> {
-    U_hat.clone().transpose().matmul(U0.clone()).matmul(S0)
-}
-
-/// (4) L1 = L0 − λ ∇_L ℒ, with L0 = V0 S̄ᵀ in the basis Û.
-fn l_step<B: AutodiffBackend>(
-    layer: &mut LowRankLinear<B>,
-    grad_L: Tensor<B, 2>,
-    opt: &Optimizer,
-) -> Tensor<B, 2> {
-    let L0 = layer.v().clone().matmul(layer.s().clone().transpose());
-    let U_hat = layer.u().clone();
-    opt.step(L0, grad_L, &mut layer.slots.l, Bases::right(&U_hat))
 }
 
 impl AbcPsi {
     /// (5) Truncate W1 = Û L1ᵀ.
     fn truncate<B: AutodiffBackend>(&self, layer: &mut LowRankLinear<B>, L1: Tensor<B, 2>) -> Result<()> {
-        let (n, m) = (layer.n(), layer.m());
         let U_hat = layer.u().clone();
-        self.counters.svd();
         match self.form {
             AbcPsiForm::SingleQr => {
                 // L1 = Y Σ Zᵀ  ⇒  W1 = (Û Z) Σ Yᵀ.
-                let t = truncated_svd(&L1, &self.truncation, n, m, "abc-PSI L1")?;
+                let t = truncated_svd(&L1, &self.truncation, layer.n(), layer.m(), "abc-PSI L1")?;
                 layer.set_factors(U_hat.matmul(t.Q), t.Sigma, t.P)
             }
             AbcPsiForm::QrThenSvd => {
                 // V̂, R = qr(L1), Ŝ = Rᵀ = P Σ Qᵀ  ⇒  W1 = (Û P) Σ (V̂ Q)ᵀ.
-                self.counters.qr(1);
                 let (V_hat, R) = tensor_qr(&L1);
-                let t = truncated_svd(&R.transpose(), &self.truncation, n, m, "abc-PSI Ŝ")?;
-                layer.set_factors(U_hat.matmul(t.P), t.Sigma, V_hat.matmul(t.Q))
+                truncate_core(layer, U_hat, &R.transpose(), V_hat, &self.truncation, "abc-PSI Ŝ")
             }
         }
     }

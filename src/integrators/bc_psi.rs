@@ -18,67 +18,36 @@
 
 use burn::tensor::backend::AutodiffBackend;
 
-use super::{required, Counters, Integrator, IntegratorKind, Pass};
-use crate::layers::{FactorGrads, LowRankLinear};
-use crate::linalg::{orth, tensor_qr};
-use crate::optim::{Bases, Optimizer};
+use super::steps::{bc_s_step, bias_step, k_step, l_step, qr_l_step, required};
+use super::{Integrator, IntegratorKind, LayerStep, Pass, Spec};
+use crate::linalg::orth;
+use crate::optim::Optimizer;
 use crate::Result;
 
 /// The bc-PSI integrator.
 #[derive(Debug, Default)]
-pub struct BcPsi {
-    counters: Counters,
-}
+pub struct BcPsi;
 
 impl<B: AutodiffBackend> Integrator<B> for BcPsi {
-    fn kind(&self) -> IntegratorKind {
-        IntegratorKind::BcPsi
+    fn spec(&self) -> Spec {
+        Spec { kind: IntegratorKind::BcPsi, passes: &[Pass::K, Pass::L], qr: 2, svd: 0 }
     }
 
-    fn passes(&self) -> &'static [Pass] {
-        &[Pass::K, Pass::L]
-    }
-
-    fn after_pass(
-        &self,
-        pass: usize,
-        layer: &mut LowRankLinear<B>,
-        grads: FactorGrads<B>,
-        opt: &Optimizer,
-    ) -> Result<()> {
+    fn after_pass(&self, pass: Pass, step: LayerStep<'_, B>, opt: &Optimizer) -> Result<()> {
+        let LayerStep { layer, state, grads } = step;
         let kind = IntegratorKind::BcPsi;
-        let (U0, S0, V0) = (layer.u().clone(), layer.s().clone(), layer.v().clone());
-        if pass == 0 {
-            // (1) K1 = K0 − λ ∇_K ℒ
-            let K1 = opt.step(
-                U0.clone().matmul(S0.clone()),
-                required(grads.k, "K", kind)?,
-                &mut layer.slots.k,
-                Bases::right(&V0),
-            );
-            // (2) U1 = qr(K1).Q
-            self.counters.qr(1);
+        if pass == Pass::K {
+            let (U0, S0, V0) = (layer.u().clone(), layer.s().clone(), layer.v().clone());
+            // (1) K1 = K0 − λ ∇_K ℒ;  (2) U1 = qr(K1).Q;  (3) S̃ = (U1ᵀ U0) S0
+            let K1 = k_step(layer, &mut state.slots, required(grads.k, "K", kind)?, opt);
             let U1 = orth(&K1);
-            // (3) S̃ = (U1ᵀ U0) S0
-            let S_tilde = U1.clone().transpose().matmul(U0).matmul(S0);
+            let S_tilde = bc_s_step(&U1, &U0, S0);
             layer.set_factors(U1, S_tilde, V0)
         } else {
-            layer.step_bias(grads.bias, opt);
-            // (4) L1 = L0 − λ ∇_L ℒ
-            let L1 = opt.step(
-                V0.matmul(S0.transpose()),
-                required(grads.l, "L", kind)?,
-                &mut layer.slots.l,
-                Bases::right(&U0),
-            );
-            // (5) V1, R = qr(L1), S1 = Rᵀ
-            self.counters.qr(1);
-            let (V1, R) = tensor_qr(&L1);
-            layer.set_factors(U0, R.transpose(), V1)
+            bias_step(layer, &mut state.slots, grads.bias, opt)?;
+            // (4) L1 = L0 − λ ∇_L ℒ;  (5) V1, R = qr(L1), S1 = Rᵀ
+            let L1 = l_step(layer, &mut state.slots, required(grads.l, "L", kind)?, opt);
+            qr_l_step(layer, &L1)
         }
-    }
-
-    fn counters(&self) -> &Counters {
-        &self.counters
     }
 }

@@ -11,24 +11,19 @@
 
 use burn::tensor::{backend::AutodiffBackend, Tensor};
 
-use super::{required, Counters, Integrator, IntegratorKind, Pass};
-use crate::layers::{low_rank_linear::check_finite, FactorGrads, LowRankLinear};
+use super::steps::{bias_step, required};
+use super::{Integrator, IntegratorKind, LayerStep, Pass, Spec};
+use crate::layers::{low_rank_linear::check_finite, LowRankLinear};
 use crate::optim::{Bases, Optimizer};
 use crate::Result;
 
 /// The plain-factorization integrator.
 #[derive(Debug, Default)]
-pub struct Lora {
-    counters: Counters,
-}
+pub struct Lora;
 
 impl<B: AutodiffBackend> Integrator<B> for Lora {
-    fn kind(&self) -> IntegratorKind {
-        IntegratorKind::Lora
-    }
-
-    fn passes(&self) -> &'static [Pass] {
-        &[Pass::Factors]
+    fn spec(&self) -> Spec {
+        Spec { kind: IntegratorKind::Lora, passes: &[Pass::Factors], qr: 0, svd: 0 }
     }
 
     fn prepare(&self, layer: &mut LowRankLinear<B>) -> Result<()> {
@@ -38,26 +33,17 @@ impl<B: AutodiffBackend> Integrator<B> for Lora {
         layer.set_factors(A, Tensor::eye(r, &B_.device()), B_)
     }
 
-    fn after_pass(
-        &self,
-        _pass: usize,
-        layer: &mut LowRankLinear<B>,
-        grads: FactorGrads<B>,
-        opt: &Optimizer,
-    ) -> Result<()> {
+    fn after_pass(&self, _pass: Pass, step: LayerStep<'_, B>, opt: &Optimizer) -> Result<()> {
+        let LayerStep { layer, state, grads } = step;
         let kind = IntegratorKind::Lora;
-        layer.step_bias(grads.bias, opt);
-        let A = opt.step(layer.u().clone(), required(grads.u, "A", kind)?, &mut layer.slots.u, Bases::none());
-        let B_ =
-            opt.step(layer.v().clone(), required(grads.v, "B", kind)?, &mut layer.slots.v, Bases::none());
+        bias_step(layer, &mut state.slots, grads.bias, opt)?;
+        let slots = &mut state.slots;
+        let A = opt.step(layer.u().clone(), required(grads.u, "A", kind)?, &mut slots.u, Bases::none());
+        let B_ = opt.step(layer.v().clone(), required(grads.v, "B", kind)?, &mut slots.v, Bases::none());
         // S = I carries no NaN of A or B (unlike the other integrators' cores), so check here.
         check_finite(&A, "lora factor A")?;
         check_finite(&B_, "lora factor B")?;
         let S = layer.s().clone();
         layer.set_factors(A, S, B_)
-    }
-
-    fn counters(&self) -> &Counters {
-        &self.counters
     }
 }

@@ -1,15 +1,24 @@
 //! Time integrators for the low-rank gradient flow, one file each, behind one trait.
 //!
-//! An integrator answers three questions, and the training step ([`crate::train::step`])
-//! asks nothing else:
+//! An integrator answers three questions, and the training step (`train::Trainer`) asks
+//! nothing else:
 //!
-//! 1. which forward parametrizations ([`Pass`]) one step evaluates, in order;
+//! 1. what one step is ([`Integrator::spec`]): which forward parametrizations ([`Pass`]) it
+//!    evaluates, in order, and how many QR and SVD decompositions it does per layer;
 //! 2. how a layer is set up when training starts ([`Integrator::prepare`]);
-//! 3. what to do with each pass's gradients ([`Integrator::after_pass`]): the factor
-//!    updates, basis augmentation, and after the last pass the truncation to a new rank.
+//! 3. what to do with a pass's gradients ([`Integrator::after_pass`]): the factor updates,
+//!    basis augmentation, and after the last pass the truncation to a new rank.
+//!
+//! The integrator files compose the shared step functions of [`steps`] (K-, L-, S-steps,
+//! augmentation, truncation) in the order of their pseudocode. Per-layer state (optimizer
+//! slots, a factor carried from one pass to the next) lives in a [`LayerState`] that the
+//! training step owns and hands in with each layer. [`Integrator::after_pass_all`] receives
+//! every layer of a pass at once, so an integrator can batch one phase across layers; by
+//! default the layers update side by side on the CPU.
 //!
 //! Dense layers are not the integrator's business: they take an ordinary optimizer step from
-//! the first pass of every step.
+//! the first pass of every step. Dense training has no integrator at all
+//! ([`IntegratorKind::build`] gives `None`).
 //!
 //! | method | file | passes | QR | SVD | rank |
 //! |---|---|---|---|---|---|
@@ -20,7 +29,7 @@
 //! | rank-adaptive BUG (Ceruti, Kusch, Lubich 2022) | [`bug`] | K, L, S | 2 | 1 | adaptive |
 //! | parallel BUG / GeoLoRA | [`parallel_bug`] | tangent | 2 | 1 | adaptive |
 //! | plain factorization (LoRA-style) | [`lora`] | factors | 0 | 0 | fixed |
-//! | dense training | [`dense`] | dense | 0 | 0 | full |
+//! | dense training | none | dense | 0 | 0 | full |
 //!
 //! Adding an integrator means one new file and one arm in [`IntegratorKind::build`].
 #![allow(non_snake_case)]
@@ -28,113 +37,134 @@
 pub mod abc_psi;
 pub mod bc_psi;
 pub mod bug;
-pub mod dense;
 pub mod lora;
 pub mod parallel_bug;
 pub mod psi;
+pub mod steps;
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{
+    backend::{AutodiffBackend, Backend},
+    Tensor,
+};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+pub use crate::layers::Pass;
 use crate::layers::{FactorGrads, LowRankLinear};
 use crate::linalg::TruncationConfig;
-use crate::optim::Optimizer;
+use crate::optim::{DenseSlots, Optimizer, Slot};
 use crate::Result;
 
-/// The forward parametrization a pass evaluates each low-rank layer in (see
-/// [`crate::layers::low_rank_linear`] for the table of leaves and gradients).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Pass {
-    /// `x K Vᵀ`, K = U S trainable.
-    K,
-    /// `x U Lᵀ`, L = V Sᵀ trainable.
-    L,
-    /// `x U S Vᵀ`, S trainable.
-    S,
-    /// `x (K Vᵀ + U Lᵀ − U S Vᵀ)`, K, L, S trainable: all tangent directions in one pass.
-    Tangent,
-    /// `x U S Vᵀ`, U and V trainable as free factors.
-    Factors,
-    /// Dense layers only.
-    Dense,
-    /// `x U S Vᵀ` with no factor leaf: the pass records the layer's input x and output
-    /// gradient δ, so the integrator can form G V and Gᵀ U for bases it builds afterwards.
-    Activations,
+/// What one step of an integrator is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Spec {
+    /// Which method this is.
+    pub kind: IntegratorKind,
+    /// The forward parametrizations of one step, in order (no pass appears twice).
+    pub passes: &'static [Pass],
+    /// Thin QR decompositions per layer and step.
+    pub qr: u64,
+    /// SVDs (of a 2r×2r core or an m×2r factor) per layer and step.
+    pub svd: u64,
 }
 
-/// How many passes, QR and SVD decompositions an integrator has performed.
-#[derive(Debug, Default)]
-pub struct Counters {
-    passes: AtomicU64,
-    qr: AtomicU64,
-    svd: AtomicU64,
-}
-
-/// A copy of [`Counters`] at one moment.
+/// Passes, QRs and SVDs performed, summed over steps (and over layers for QR and SVD).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CounterSnapshot {
     /// Forward + backward passes over the whole network.
     pub passes: u64,
     /// Thin QR decompositions, summed over layers.
     pub qr: u64,
-    /// SVDs (of a 2r×2r core or an m×2r factor), summed over layers.
+    /// SVDs, summed over layers.
     pub svd: u64,
 }
 
-impl Counters {
-    /// Records one forward + backward pass.
-    pub fn pass(&self) {
-        self.passes.fetch_add(1, Ordering::Relaxed);
+impl std::ops::Add for CounterSnapshot {
+    type Output = Self;
+    fn add(self, b: Self) -> Self {
+        Self { passes: self.passes + b.passes, qr: self.qr + b.qr, svd: self.svd + b.svd }
     }
-    /// Records `k` QR decompositions.
-    pub fn qr(&self, k: u64) {
-        self.qr.fetch_add(k, Ordering::Relaxed);
-    }
-    /// Records one SVD.
-    pub fn svd(&self) {
-        self.svd.fetch_add(1, Ordering::Relaxed);
-    }
-    /// The current counts.
-    pub fn snapshot(&self) -> CounterSnapshot {
-        CounterSnapshot {
-            passes: self.passes.load(Ordering::Relaxed),
-            qr: self.qr.load(Ordering::Relaxed),
-            svd: self.svd.load(Ordering::Relaxed),
-        }
-    }
+}
+
+/// Optimizer state of each factor role of a layer, carried across basis changes by
+/// [`Optimizer::step`].
+#[derive(Clone, Debug, Default)]
+pub struct FactorSlots<B: Backend> {
+    /// K = U S, columns in V.
+    pub k: Slot<B>,
+    /// L = V Sᵀ, columns in U.
+    pub l: Slot<B>,
+    /// S, rows in U, columns in V.
+    pub s: Slot<B>,
+    /// U as a free factor (LoRA's A).
+    pub u: Slot<B>,
+    /// V as a free factor (LoRA's B).
+    pub v: Slot<B>,
+    /// The bias.
+    pub bias: Slot<B>,
+}
+
+/// What training carries for one low-rank layer besides its weights.
+#[derive(Clone, Debug, Default)]
+pub struct LayerState<B: Backend> {
+    /// Optimizer state per factor role.
+    pub slots: FactorSlots<B>,
+    /// A factor computed in one pass and used in a later pass of the same step (BUG's K1);
+    /// `None` between steps.
+    pub pending: Option<Tensor<B, 2>>,
+}
+
+/// Everything training carries for a network besides its weights: a [`LayerState`] per
+/// low-rank layer and the optimizer slots of each dense layer, in the network's order.
+#[derive(Clone, Debug, Default)]
+pub struct TrainState<B: Backend> {
+    /// One per low-rank layer.
+    pub low_rank: Vec<LayerState<B>>,
+    /// One per dense layer.
+    pub dense: Vec<DenseSlots<B>>,
+}
+
+/// One layer's part of a pass: the layer, its state and the gradients the pass produced.
+pub struct LayerStep<'a, B: AutodiffBackend> {
+    /// The layer being updated.
+    pub layer: &'a mut LowRankLinear<B>,
+    /// Its optimizer slots and pending factors.
+    pub state: &'a mut LayerState<B>,
+    /// The gradients of its leaves in this pass.
+    pub grads: FactorGrads<B>,
 }
 
 /// A time integrator for low-rank layers (module docs).
 pub trait Integrator<B: AutodiffBackend>: Send + Sync {
-    /// Which method this is.
-    fn kind(&self) -> IntegratorKind;
-
-    /// The forward parametrizations of one step, in order.
-    fn passes(&self) -> &'static [Pass];
+    /// The method, its passes and its decompositions per layer and step.
+    fn spec(&self) -> Spec;
 
     /// Sets a layer up before its first step (the default leaves it as it is).
     fn prepare(&self, _layer: &mut LowRankLinear<B>) -> Result<()> {
         Ok(())
     }
 
-    /// Consumes the gradients of pass number `pass` (an index into [`Integrator::passes`])
-    /// for one layer, and updates its factors.
-    fn after_pass(
-        &self,
-        pass: usize,
-        layer: &mut LowRankLinear<B>,
-        grads: FactorGrads<B>,
-        opt: &Optimizer,
-    ) -> Result<()>;
+    /// Consumes one layer's gradients of `pass` and updates its factors.
+    fn after_pass(&self, pass: Pass, step: LayerStep<'_, B>, opt: &Optimizer) -> Result<()>;
 
-    /// Passes, QRs and SVDs performed so far.
-    fn counters(&self) -> &Counters;
+    /// Every layer's update after `pass`. The default runs [`Integrator::after_pass`] per
+    /// layer: side by side on the CPU, where each layer's host decompositions are sequential
+    /// and a single small QR cannot use the cores; in order on a GPU, where the updates are
+    /// queued from this thread only (CubeCL's behaviour with kernels from several threads has
+    /// not been measured here).
+    fn after_pass_all(&self, pass: Pass, layers: Vec<LayerStep<'_, B>>, opt: &Optimizer) -> Result<()> {
+        let on_host = layers.first().is_some_and(|s| !B::name(&s.layer.u().device()).contains("cubecl"));
+        if on_host {
+            layers.into_par_iter().try_for_each(|s| self.after_pass(pass, s, opt))
+        } else {
+            layers.into_iter().try_for_each(|s| self.after_pass(pass, s, opt))
+        }
+    }
 }
 
-/// The registry of integrators; the serde name, the CLI name and the file name agree.
+/// The registry of methods; the serde name, the CLI name and the file name agree.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 #[value(rename_all = "snake_case")]
@@ -154,12 +184,12 @@ pub enum IntegratorKind {
     ParallelBug,
     /// Plain factorization `W = A Bᵀ` trained by the optimizer.
     Lora,
-    /// Dense training.
+    /// Dense training: no low-rank layer, no integrator.
     Dense,
 }
 
 impl IntegratorKind {
-    /// Every integrator, in the order of the table in the module docs.
+    /// Every method, in the order of the table in the module docs.
     pub const ALL: [IntegratorKind; 8] = [
         IntegratorKind::AbcPsi,
         IntegratorKind::AbcPsiOnePass,
@@ -185,20 +215,24 @@ impl IntegratorKind {
         }
     }
 
-    /// Builds the integrator; `truncation` is validated and used by the rank-adaptive ones.
-    pub fn build<B: AutodiffBackend>(self, truncation: &TruncationConfig) -> Result<Box<dyn Integrator<B>>> {
+    /// Builds the integrator, or `None` for dense training; `truncation` is validated and
+    /// used by the rank-adaptive methods.
+    pub fn build<B: AutodiffBackend>(
+        self,
+        truncation: &TruncationConfig,
+    ) -> Result<Option<Box<dyn Integrator<B>>>> {
         truncation.validate()?;
         let t = truncation.clone();
-        Ok(match self {
+        Ok(Some(match self {
             IntegratorKind::AbcPsi => Box::new(abc_psi::AbcPsi::new(t)),
             IntegratorKind::AbcPsiOnePass => Box::new(abc_psi::AbcPsi::new(t).one_pass()),
-            IntegratorKind::BcPsi => Box::new(bc_psi::BcPsi::default()),
-            IntegratorKind::Psi => Box::new(psi::Psi::default()),
+            IntegratorKind::BcPsi => Box::new(bc_psi::BcPsi),
+            IntegratorKind::Psi => Box::new(psi::Psi),
             IntegratorKind::Bug => Box::new(bug::Bug::new(t)),
             IntegratorKind::ParallelBug => Box::new(parallel_bug::ParallelBug::new(t)),
-            IntegratorKind::Lora => Box::new(lora::Lora::default()),
-            IntegratorKind::Dense => Box::new(dense::Dense::default()),
-        })
+            IntegratorKind::Lora => Box::new(lora::Lora),
+            IntegratorKind::Dense => return Ok(None),
+        }))
     }
 }
 
@@ -206,13 +240,4 @@ impl fmt::Display for IntegratorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
-}
-
-/// The gradient a pass must have produced, or an error naming it.
-pub(crate) fn required<T>(grad: Option<T>, what: &str, kind: IntegratorKind) -> Result<T> {
-    grad.ok_or_else(|| {
-        crate::Error::Unsupported(format!(
-            "{kind}: the pass produced no gradient for {what} (does the loss depend on this layer?)"
-        ))
-    })
 }

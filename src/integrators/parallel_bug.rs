@@ -24,10 +24,10 @@
 
 use burn::tensor::{backend::AutodiffBackend, Tensor};
 
-use super::{required, Counters, Integrator, IntegratorKind, Pass};
-use crate::layers::{FactorGrads, LowRankLinear};
-use crate::linalg::{augment_basis, truncated_svd, TruncationConfig};
-use crate::optim::{Bases, Optimizer};
+use super::steps::{bias_step, k_step, l_step, new_directions, required, s_step, truncate_core};
+use super::{Integrator, IntegratorKind, LayerStep, Pass, Spec};
+use crate::linalg::TruncationConfig;
+use crate::optim::Optimizer;
 use crate::Result;
 
 /// The parallel BUG / GeoLoRA integrator.
@@ -35,63 +35,32 @@ use crate::Result;
 pub struct ParallelBug {
     /// ϑ and the rank bounds of step (4).
     pub truncation: TruncationConfig,
-    counters: Counters,
 }
 
 impl ParallelBug {
     /// Parallel BUG with the given truncation.
     pub fn new(truncation: TruncationConfig) -> Self {
-        Self { truncation, counters: Counters::default() }
+        Self { truncation }
     }
-}
-
-/// (2) The directions of orth([B0 | X]) orthogonal to the orthonormal B0 (at most n − r).
-fn new_directions<B: AutodiffBackend>(B0: &Tensor<B, 2>, X: Tensor<B, 2>) -> Tensor<B, 2> {
-    let [n, r] = B0.dims();
-    let Q = augment_basis(&X, B0);
-    let width = Q.dims()[1];
-    // augment_basis returns [B0 | N] with N orthogonal to B0.
-    Q.slice([0..n, r..width])
 }
 
 impl<B: AutodiffBackend> Integrator<B> for ParallelBug {
-    fn kind(&self) -> IntegratorKind {
-        IntegratorKind::ParallelBug
+    fn spec(&self) -> Spec {
+        Spec { kind: IntegratorKind::ParallelBug, passes: &[Pass::Tangent], qr: 2, svd: 1 }
     }
 
-    fn passes(&self) -> &'static [Pass] {
-        &[Pass::Tangent]
-    }
-
-    fn after_pass(
-        &self,
-        _pass: usize,
-        layer: &mut LowRankLinear<B>,
-        grads: FactorGrads<B>,
-        opt: &Optimizer,
-    ) -> Result<()> {
+    fn after_pass(&self, _pass: Pass, step: LayerStep<'_, B>, opt: &Optimizer) -> Result<()> {
+        let LayerStep { layer, state, grads } = step;
         let kind = IntegratorKind::ParallelBug;
-        layer.step_bias(grads.bias, opt);
-        let (U0, S0, V0) = (layer.u().clone(), layer.s().clone(), layer.v().clone());
-        let (r_u, r_v) = (U0.dims()[1], V0.dims()[1]);
+        bias_step(layer, &mut state.slots, grads.bias, opt)?;
+        let (U0, V0) = (layer.u().clone(), layer.v().clone());
         // (1) K1, L1, S1 from the one tangent pass (the pass gives ∇_S = −U0ᵀ G V0).
-        let K1 = opt.step(
-            U0.clone().matmul(S0.clone()),
-            required(grads.k, "K", kind)?,
-            &mut layer.slots.k,
-            Bases::right(&V0),
-        );
-        let L1 = opt.step(
-            V0.clone().matmul(S0.clone().transpose()),
-            required(grads.l, "L", kind)?,
-            &mut layer.slots.l,
-            Bases::right(&U0),
-        );
-        let S1 = opt.step(S0, required(grads.s, "S", kind)?.neg(), &mut layer.slots.s, Bases::both(&U0, &V0));
-        // (2) augment
-        self.counters.qr(2);
-        let U_new = (r_u < layer.n()).then(|| new_directions(&U0, K1.clone()));
-        let V_new = (r_v < layer.m()).then(|| new_directions(&V0, L1.clone()));
+        let K1 = k_step(layer, &mut state.slots, required(grads.k, "K", kind)?, opt);
+        let L1 = l_step(layer, &mut state.slots, required(grads.l, "L", kind)?, opt);
+        let S1 = s_step(layer, &mut state.slots, required(grads.s, "S", kind)?.neg(), opt);
+        // (2) augment: the new directions Ũ, Ṽ (none once a basis spans its whole space)
+        let U_new = (U0.dims()[1] < layer.n()).then(|| new_directions(&U0, &K1));
+        let V_new = (V0.dims()[1] < layer.m()).then(|| new_directions(&V0, &L1));
         // (3) the augmented core, block by block
         let mut top = vec![S1];
         if let Some(V_new) = &V_new {
@@ -106,21 +75,11 @@ impl<B: AutodiffBackend> Integrator<B> for ParallelBug {
             rows.push(Tensor::cat(bottom, 1));
         }
         let S_hat = Tensor::cat(rows, 0);
-        let U_hat = match U_new {
-            Some(U_new) => Tensor::cat(vec![U0, U_new], 1),
-            None => U0,
-        };
-        let V_hat = match V_new {
-            Some(V_new) => Tensor::cat(vec![V0, V_new], 1),
-            None => V0,
+        let widen = |B0: Tensor<B, 2>, new: Option<Tensor<B, 2>>| match new {
+            Some(new) => Tensor::cat(vec![B0, new], 1),
+            None => B0,
         };
         // (4) truncate
-        self.counters.svd();
-        let t = truncated_svd(&S_hat, &self.truncation, layer.n(), layer.m(), "parallel BUG Ŝ")?;
-        layer.set_factors(U_hat.matmul(t.P), t.Sigma, V_hat.matmul(t.Q))
-    }
-
-    fn counters(&self) -> &Counters {
-        &self.counters
+        truncate_core(layer, widen(U0, U_new), &S_hat, widen(V0, V_new), &self.truncation, "parallel BUG Ŝ")
     }
 }

@@ -17,72 +17,42 @@
 
 use burn::tensor::backend::AutodiffBackend;
 
-use super::{required, Counters, Integrator, IntegratorKind, Pass};
-use crate::layers::{FactorGrads, LowRankLinear};
+use super::steps::{bias_step, k_step, l_step, qr_l_step, required, s_step};
+use super::{Integrator, IntegratorKind, LayerStep, Pass, Spec};
 use crate::linalg::tensor_qr;
-use crate::optim::{Bases, Optimizer};
+use crate::optim::Optimizer;
 use crate::Result;
 
 /// The PSI (KSL) integrator.
 #[derive(Debug, Default)]
-pub struct Psi {
-    counters: Counters,
-}
+pub struct Psi;
 
 impl<B: AutodiffBackend> Integrator<B> for Psi {
-    fn kind(&self) -> IntegratorKind {
-        IntegratorKind::Psi
+    fn spec(&self) -> Spec {
+        Spec { kind: IntegratorKind::Psi, passes: &[Pass::K, Pass::S, Pass::L], qr: 2, svd: 0 }
     }
 
-    fn passes(&self) -> &'static [Pass] {
-        &[Pass::K, Pass::S, Pass::L]
-    }
-
-    fn after_pass(
-        &self,
-        pass: usize,
-        layer: &mut LowRankLinear<B>,
-        grads: FactorGrads<B>,
-        opt: &Optimizer,
-    ) -> Result<()> {
+    fn after_pass(&self, pass: Pass, step: LayerStep<'_, B>, opt: &Optimizer) -> Result<()> {
+        let LayerStep { layer, state, grads } = step;
         let kind = IntegratorKind::Psi;
-        let (U, S, V) = (layer.u().clone(), layer.s().clone(), layer.v().clone());
         match pass {
-            0 => {
+            Pass::K => {
                 // (1) K1 = K0 − λ ∇_K ℒ;  (2) U1, Ŝ = qr(K1)
-                let K1 = opt.step(
-                    U.matmul(S),
-                    required(grads.k, "K", kind)?,
-                    &mut layer.slots.k,
-                    Bases::right(&V),
-                );
-                self.counters.qr(1);
+                let K1 = k_step(layer, &mut state.slots, required(grads.k, "K", kind)?, opt);
                 let (U1, S_hat) = tensor_qr(&K1);
-                layer.set_factors(U1, S_hat, V)
+                layer.set_factors(U1, S_hat, layer.v().clone())
             }
-            1 => {
+            Pass::S => {
                 // (3) S̃ = Ŝ + λ ∇_S ℒ: an optimizer step on −∇_S, i.e. backward in time.
-                let grad_S = required(grads.s, "S", kind)?.neg();
-                let S_tilde = opt.step(S, grad_S, &mut layer.slots.s, Bases::both(&U, &V));
-                layer.set_factors(U, S_tilde, V)
+                let S_tilde = s_step(layer, &mut state.slots, required(grads.s, "S", kind)?.neg(), opt);
+                layer.set_factors(layer.u().clone(), S_tilde, layer.v().clone())
             }
             _ => {
-                layer.step_bias(grads.bias, opt);
+                bias_step(layer, &mut state.slots, grads.bias, opt)?;
                 // (4) L1 = L0 − λ ∇_L ℒ;  (5) V1, R = qr(L1), S1 = Rᵀ
-                let L1 = opt.step(
-                    V.matmul(S.transpose()),
-                    required(grads.l, "L", kind)?,
-                    &mut layer.slots.l,
-                    Bases::right(&U),
-                );
-                self.counters.qr(1);
-                let (V1, R) = tensor_qr(&L1);
-                layer.set_factors(U, R.transpose(), V1)
+                let L1 = l_step(layer, &mut state.slots, required(grads.l, "L", kind)?, opt);
+                qr_l_step(layer, &L1)
             }
         }
-    }
-
-    fn counters(&self) -> &Counters {
-        &self.counters
     }
 }

@@ -15,7 +15,6 @@ use rand::rngs::StdRng;
 use rand_distr::{Distribution, Normal};
 
 use crate::linalg::from_faer;
-use crate::optim::{Bases, Optimizer, Slot};
 use crate::{Error, Result};
 
 /// A dense linear layer.
@@ -24,10 +23,6 @@ pub struct DenseLinear<B: Backend> {
     w: Tensor<B, 2>,
     bias: Option<Tensor<B, 1>>,
     leaves: Option<(Tensor<B, 2>, Option<Tensor<B, 1>>)>,
-    /// Optimizer state of W.
-    pub slot_w: Slot<B>,
-    /// Optimizer state of the bias.
-    pub slot_bias: Slot<B>,
 }
 
 impl<B: Backend> DenseLinear<B> {
@@ -39,8 +34,6 @@ impl<B: Backend> DenseLinear<B> {
             w: from_faer(w.as_ref(), device),
             bias: bias.then(|| Tensor::zeros([m], device)),
             leaves: None,
-            slot_w: Slot::default(),
-            slot_bias: Slot::default(),
         }
     }
 
@@ -52,7 +45,7 @@ impl<B: Backend> DenseLinear<B> {
                 return Err(Error::shape("bias of DenseLinear", format!("[{m}]"), format!("{:?}", b.dims())));
             }
         }
-        Ok(Self { w, bias, leaves: None, slot_w: Slot::default(), slot_bias: Slot::default() })
+        Ok(Self { w, bias, leaves: None })
     }
 
     /// W (n×m).
@@ -62,6 +55,19 @@ impl<B: Backend> DenseLinear<B> {
     /// The bias, if any.
     pub fn bias(&self) -> Option<&Tensor<B, 1>> {
         self.bias.as_ref()
+    }
+    /// Replaces W (an optimizer step).
+    #[track_caller]
+    pub fn set_weight(&mut self, w: Tensor<B, 2>) {
+        assert_eq!(w.dims(), self.w.dims(), "DenseLinear: W keeps its shape");
+        self.w = w;
+    }
+    /// Replaces the bias of a layer that has one (an optimizer step).
+    #[track_caller]
+    pub fn set_bias(&mut self, bias: Tensor<B, 1>) {
+        assert!(self.bias.is_some(), "DenseLinear: a layer without a bias gets none");
+        assert_eq!(bias.dims(), [self.w.dims()[1]], "DenseLinear: the bias keeps its shape");
+        self.bias = Some(bias);
     }
     /// n·m plus the bias.
     pub fn num_params(&self) -> usize {
@@ -95,17 +101,12 @@ impl<B: AutodiffBackend> DenseLinear<B> {
         self.leaves = Some((w, b));
     }
 
-    /// Takes this pass's gradients and steps W and b with `opt`; a no-op outside a pass.
-    pub fn step(&mut self, grads: &B::Gradients, opt: &Optimizer) {
-        let Some((w, b)) = self.leaves.take() else { return };
-        if let Some(g) = w.grad(grads).map(Tensor::from_inner) {
-            self.w = opt.step(self.w.clone(), g, &mut self.slot_w, Bases::none());
-        }
-        if let Some(g) = b.and_then(|b| b.grad(grads)).map(Tensor::from_inner) {
-            if let Some(bias) = self.bias.take() {
-                self.bias = Some(opt.step_vector(bias, g, &mut self.slot_bias));
-            }
-        }
+    /// The gradients of W and b from this pass (none outside a pass); drops the leaves.
+    pub fn take_grads(&mut self, grads: &B::Gradients) -> (Option<Tensor<B, 2>>, Option<Tensor<B, 1>>) {
+        let Some((w, b)) = self.leaves.take() else { return (None, None) };
+        let g_w = w.grad(grads).map(Tensor::from_inner);
+        let g_b = b.and_then(|b| b.grad(grads)).map(Tensor::from_inner);
+        (g_w, g_b)
     }
 
     /// Drops the leaves without stepping (a pass in which this layer does not train).

@@ -6,25 +6,10 @@
 //!
 //! # Forward parametrizations
 //!
-//! Each training pass evaluates the same W through different trainable leaves, so autodiff
-//! returns the factor gradient the integrator needs (with G = ∇_W ℒ):
-//!
-//! | [`Pass`] | forward | leaves | gradients |
-//! |---|---|---|---|
-//! | `K` | x K Vᵀ, K = U S | K (n×r_v) | ∇_K = G V |
-//! | `L` | x U Lᵀ, L = V Sᵀ | L (m×r_u) | ∇_L = Gᵀ U |
-//! | `S` | x U S Vᵀ | S | ∇_S = Uᵀ G V |
-//! | `Tangent` | x (K Vᵀ + U Lᵀ − U S Vᵀ) | K, L, S | G V, Gᵀ U, −Uᵀ G V |
-//! | `Factors` | x U S Vᵀ | U, V | G V Sᵀ, Gᵀ U S |
-//! | `Activations` | x U S Vᵀ + P, P = 0 | P (batch×m) | x and δ = ∇_P ℒ, so G = xᵀ δ |
-//!
-//! The `Activations` pass trains no factor: it records the layer's input x and, through a zero
-//! probe P added to the output, the output gradient δ. From them [`FactorGrads::g_times`] and
-//! [`FactorGrads::gt_times`] give G V and Gᵀ U for *any* basis after the pass, which lets an
-//! integrator take two factor steps at the same W from one forward/backward pass.
-//!
-//! The bias is a leaf in every pass; the integrator decides in which pass it steps. Sizes
-//! follow the current rank exactly: there are no max-rank buffers.
+//! Each training pass evaluates the same W through different trainable leaves (K, L, S, the
+//! free factors, or an activation probe), so that autodiff returns the factor gradient an
+//! integrator needs; [`super::passes`] has the table. Sizes follow the current rank exactly:
+//! there are no max-rank buffers.
 //!
 //! # Initialisation
 //!
@@ -35,114 +20,24 @@
 
 use std::fmt;
 
-use burn::tensor::{
-    backend::{AutodiffBackend, Backend},
-    Tensor,
-};
+use burn::tensor::{backend::Backend, Tensor};
 use faer::Mat;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, StandardNormal};
 
-use crate::integrators::Pass;
+use super::passes::{Leaves, Pass};
 use crate::linalg::{from_faer, thin_qr, truncated_svd, TruncationConfig};
-use crate::optim::{Optimizer, Slot};
 use crate::{Error, Result};
-
-/// Optimizer state of each factor role of a layer.
-#[derive(Clone, Debug, Default)]
-pub struct FactorSlots<B: Backend> {
-    /// K = U S, columns in V.
-    pub k: Slot<B>,
-    /// L = V Sᵀ, columns in U.
-    pub l: Slot<B>,
-    /// S, rows in U, columns in V.
-    pub s: Slot<B>,
-    /// U as a free factor (LoRA's A).
-    pub u: Slot<B>,
-    /// V as a free factor (LoRA's B).
-    pub v: Slot<B>,
-    /// The bias.
-    pub bias: Slot<B>,
-}
-
-/// The gradients one pass produced for a layer's leaves (see the module docs).
-#[derive(Clone, Debug, Default)]
-pub struct FactorGrads<B: Backend> {
-    /// ∇_K ℒ.
-    pub k: Option<Tensor<B, 2>>,
-    /// ∇_L ℒ.
-    pub l: Option<Tensor<B, 2>>,
-    /// ∇_S ℒ.
-    pub s: Option<Tensor<B, 2>>,
-    /// ∇_U ℒ.
-    pub u: Option<Tensor<B, 2>>,
-    /// ∇_V ℒ.
-    pub v: Option<Tensor<B, 2>>,
-    /// ∇_b ℒ.
-    pub bias: Option<Tensor<B, 1>>,
-    /// The layer's input x (rows of every call in the pass, stacked), `Activations` pass.
-    pub input: Option<Tensor<B, 2>>,
-    /// The gradient δ = ∂ℒ/∂z of the layer's output, rows matching `input`.
-    pub output_grad: Option<Tensor<B, 2>>,
-}
-
-impl<B: Backend> FactorGrads<B> {
-    /// `G V = xᵀ (δ V)` (n×k) for an m×k `v`, from an `Activations` pass.
-    pub fn g_times(&self, v: &Tensor<B, 2>) -> Option<Tensor<B, 2>> {
-        let (x, delta) = (self.input.as_ref()?, self.output_grad.as_ref()?);
-        Some(x.clone().transpose().matmul(delta.clone().matmul(v.clone())))
-    }
-
-    /// `Gᵀ U = δᵀ (x U)` (m×k) for an n×k `u`, from an `Activations` pass.
-    pub fn gt_times(&self, u: &Tensor<B, 2>) -> Option<Tensor<B, 2>> {
-        let (x, delta) = (self.input.as_ref()?, self.output_grad.as_ref()?);
-        Some(delta.clone().transpose().matmul(x.clone().matmul(u.clone())))
-    }
-
-    /// ∇_K ℒ = G V for the current V: the K leaf's gradient, or [`Self::g_times`] after an
-    /// `Activations` pass.
-    pub fn grad_k(&self, v: &Tensor<B, 2>) -> Option<Tensor<B, 2>> {
-        self.k.clone().or_else(|| self.g_times(v))
-    }
-
-    /// ∇_L ℒ = Gᵀ U for the current U: the L leaf's gradient, or [`Self::gt_times`] after an
-    /// `Activations` pass.
-    pub fn grad_l(&self, u: &Tensor<B, 2>) -> Option<Tensor<B, 2>> {
-        self.l.clone().or_else(|| self.gt_times(u))
-    }
-}
-
-/// What an `Activations` pass records in the forward: each call's input and zero probe.
-/// Behind a mutex because `forward` takes `&self`.
-type Recorded<B> = std::sync::Arc<std::sync::Mutex<Vec<(Tensor<B, 2>, Tensor<B, 2>)>>>;
-
-/// Trainable leaves of the current pass.
-#[derive(Clone, Debug)]
-struct Leaves<B: Backend> {
-    pass: Pass,
-    k: Option<Tensor<B, 2>>,
-    l: Option<Tensor<B, 2>>,
-    s: Option<Tensor<B, 2>>,
-    u: Option<Tensor<B, 2>>,
-    v: Option<Tensor<B, 2>>,
-    bias: Option<Tensor<B, 1>>,
-    recorded: Option<Recorded<B>>,
-}
 
 /// A linear layer stored as `W = U S Vᵀ` (module docs).
 #[derive(Clone, Debug)]
 pub struct LowRankLinear<B: Backend> {
-    u: Tensor<B, 2>,
-    s: Tensor<B, 2>,
-    v: Tensor<B, 2>,
-    bias: Option<Tensor<B, 1>>,
+    pub(super) u: Tensor<B, 2>,
+    pub(super) s: Tensor<B, 2>,
+    pub(super) v: Tensor<B, 2>,
+    pub(super) bias: Option<Tensor<B, 1>>,
     base: Option<Tensor<B, 2>>,
-    leaves: Option<Leaves<B>>,
-    /// Optimizer state per factor, carried across basis changes by [`Optimizer::step`].
-    pub slots: FactorSlots<B>,
-    /// Values an integrator carries from one pass of a step to the next (for example BUG's
-    /// K1); empty between steps.
-    pub scratch: Vec<Tensor<B, 2>>,
+    pub(super) leaves: Option<Leaves<B>>,
 }
 
 fn dims<B: Backend, const D: usize>(t: &Tensor<B, D>) -> String {
@@ -248,16 +143,8 @@ impl<B: Backend> LowRankLinear<B> {
         v: Tensor<B, 2>,
         bias: Option<Tensor<B, 1>>,
     ) -> Result<Self> {
-        let mut layer = Self {
-            u: u.clone(),
-            s: s.clone(),
-            v: v.clone(),
-            bias: None,
-            base: None,
-            leaves: None,
-            slots: FactorSlots::default(),
-            scratch: Vec::new(),
-        };
+        let mut layer =
+            Self { u: u.clone(), s: s.clone(), v: v.clone(), bias: None, base: None, leaves: None };
         layer.set_factors(u, s, v)?;
         check_finite(&layer.u, "factor U")?;
         check_finite(&layer.v, "factor V")?;
@@ -421,92 +308,14 @@ impl<B: Backend> LowRankLinear<B> {
         x.matmul(u.clone()).matmul(s.clone()).matmul(v.clone().transpose())
     }
 
-    /// Steps the bias with its gradient from the current pass, if both exist.
-    pub fn step_bias(&mut self, grad: Option<Tensor<B, 1>>, opt: &Optimizer) {
-        if let Some(g) = grad {
-            if let Some(b) = self.bias.take() {
-                self.bias = Some(opt.step_vector(b, g, &mut self.slots.bias));
-            }
+    /// Replaces the bias of a layer that has one (an optimizer step); shapes must agree.
+    pub fn set_bias(&mut self, bias: Tensor<B, 1>) -> Result<()> {
+        if self.bias.is_none() || bias.dims() != [self.m()] {
+            return Err(Error::shape("bias of LowRankLinear", format!("[{}]", self.m()), dims(&bias)));
         }
+        self.bias = Some(bias);
+        Ok(())
     }
-}
-
-impl<B: AutodiffBackend> LowRankLinear<B> {
-    /// Makes the leaves of `pass` trainable (module docs); the next forward uses them.
-    pub fn begin_pass(&mut self, pass: Pass) {
-        let leaf = |t: Tensor<B, 2>| Some(t.detach().require_grad());
-        let mut leaves =
-            Leaves { pass, k: None, l: None, s: None, u: None, v: None, bias: None, recorded: None };
-        match pass {
-            Pass::K => leaves.k = leaf(self.u.clone().matmul(self.s.clone())),
-            Pass::L => leaves.l = leaf(self.v.clone().matmul(self.s.clone().transpose())),
-            Pass::S => leaves.s = leaf(self.s.clone()),
-            Pass::Tangent => {
-                leaves.k = leaf(self.u.clone().matmul(self.s.clone()));
-                leaves.l = leaf(self.v.clone().matmul(self.s.clone().transpose()));
-                leaves.s = leaf(self.s.clone());
-            }
-            Pass::Factors => {
-                leaves.u = leaf(self.u.clone());
-                leaves.v = leaf(self.v.clone());
-            }
-            Pass::Activations => leaves.recorded = Some(Recorded::default()),
-            Pass::Dense => {}
-        }
-        leaves.bias = self.bias.clone().map(|b| b.detach().require_grad());
-        self.leaves = Some(leaves);
-    }
-
-    /// Drops this pass's leaves and the step's scratch: the step was abandoned (a NaN loss).
-    pub fn abort_step(&mut self) {
-        self.leaves = None;
-        self.scratch.clear();
-    }
-
-    /// The gradients of this pass's leaves, and the leaves' values (K0, L0, …) dropped.
-    pub fn take_grads(&mut self, grads: &B::Gradients) -> FactorGrads<B> {
-        let Some(l) = self.leaves.take() else {
-            return FactorGrads::default();
-        };
-        let g2 = |t: Option<Tensor<B, 2>>| {
-            t.and_then(|t| t.grad(grads)).map(|g| contiguous(Tensor::from_inner(g)))
-        };
-        let (mut input, mut output_grad) = (None, None);
-        if let Some(recorded) = l.recorded {
-            let calls = std::mem::take(&mut *recorded.lock().expect("no panic while recording"));
-            // A layer called k times in the pass has G = Σ xᵢᵀ δᵢ = [x₁; …]ᵀ [δ₁; …].
-            let (xs, deltas): (Vec<_>, Vec<_>) =
-                calls.into_iter().filter_map(|(x, p)| Some((x, Tensor::from_inner(p.grad(grads)?)))).unzip();
-            let stack = |mut t: Vec<Tensor<B, 2>>| match t.len() {
-                0 => None,
-                1 => t.pop(),
-                _ => Some(Tensor::cat(t, 0)),
-            };
-            (input, output_grad) = (stack(xs), stack(deltas));
-        }
-        FactorGrads {
-            input,
-            output_grad,
-            k: g2(l.k),
-            l: g2(l.l),
-            s: g2(l.s),
-            u: g2(l.u),
-            v: g2(l.v),
-            bias: l.bias.and_then(|b| b.grad(grads)).map(Tensor::from_inner),
-        }
-    }
-}
-
-/// `t` with its elements stored in row-major order.
-///
-/// Autodiff hands back the gradient of a leaf used transposed in the forward (L in `x U Lᵀ`,
-/// V in `x U S Vᵀ`) as a transposed view, and burn-flex applies element-wise ops to such a view
-/// one strided index at a time: an SGD step on a 500×54 one took 184 µs against 28 µs for the
-/// same step after this copy (measured). A flattening reshape copies a non-contiguous tensor
-/// once and only relabels a contiguous one; the values, and so every step, are unchanged.
-fn contiguous<B: Backend>(t: Tensor<B, 2>) -> Tensor<B, 2> {
-    let dims = t.dims();
-    t.reshape([dims[0] * dims[1]]).reshape(dims)
 }
 
 impl<B: Backend> fmt::Display for LowRankLinear<B> {
@@ -534,17 +343,6 @@ mod tests {
 
     fn max_abs(t: Tensor<B, 2>) -> f64 {
         t.abs().max().into_scalar()
-    }
-
-    #[test]
-    fn contiguous_keeps_a_transposed_views_shape_and_values() {
-        let device = Default::default();
-        let t = Tensor::<crate::CpuBackend, 2>::from_data([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], &device);
-        let view = t.clone().transpose();
-        let copy = contiguous(view.clone());
-        assert_eq!(copy.dims(), [3, 2]);
-        assert_eq!(copy.to_data(), view.to_data());
-        assert_eq!(contiguous(t.clone()).to_data(), t.to_data());
     }
 
     #[test]

@@ -5,18 +5,18 @@
 //! normalised with the paper's mean 0.1307 and std 0.3081; outputs are logits over 10 classes.
 
 use burn::tensor::{
-    activation::{log_softmax, relu},
+    activation::relu,
     backend::{AutodiffBackend, Backend},
-    Int, Tensor,
+    Tensor,
 };
 use faer::Mat;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
+use crate::layers::Network;
 use crate::layers::{DenseLinear, LowRankLinear};
 use crate::linalg::from_faer;
-use crate::train::Network;
 use crate::Result;
 
 /// How the MLP's weights start.
@@ -178,6 +178,23 @@ impl<B: Backend> Mlp<B> {
     }
 }
 
+impl<B: AutodiffBackend> super::Classifier<B> for Mlp<B> {
+    /// Flattens `[batch, C, H, W]` to the first layer's `[batch, C·H·W]`.
+    fn logits(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+        let [batch, c, h, w] = images.dims();
+        self.forward(images.reshape([batch, c * h * w]))
+    }
+    fn ranks(&self) -> Vec<usize> {
+        Mlp::ranks(self)
+    }
+    fn compression(&self) -> (f64, f64) {
+        Mlp::compression(self)
+    }
+    fn params(&self) -> usize {
+        self.num_params()
+    }
+}
+
 impl<B: AutodiffBackend> Network<B> for Mlp<B> {
     fn low_rank_layers(&mut self) -> Vec<&mut LowRankLinear<B>> {
         self.layers
@@ -198,20 +215,6 @@ impl<B: AutodiffBackend> Network<B> for Mlp<B> {
             })
             .collect()
     }
-}
-
-/// Mean cross-entropy of `logits` (`[batch, classes]`) against integer `labels` (`[batch]`).
-pub fn cross_entropy<B: Backend>(logits: Tensor<B, 2>, labels: Tensor<B, 1, Int>) -> Tensor<B, 1> {
-    let [batch, _] = logits.dims();
-    let picked = log_softmax(logits, 1).gather(1, labels.reshape([batch, 1]));
-    picked.mean().neg()
-}
-
-/// Number of rows whose largest logit is at the label.
-pub fn correct<B: Backend>(logits: Tensor<B, 2>, labels: Tensor<B, 1, Int>) -> usize {
-    let [batch, _] = logits.dims();
-    let predicted = logits.argmax(1).reshape([batch]);
-    predicted.equal(labels).int().sum().into_scalar().to_string().parse().unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -264,16 +267,5 @@ mod tests {
         let Layer::Dense(d) = &mlp.layers[2] else { panic!("layer 2 is dense") };
         let w2: f64 = d.weight().clone().powf_scalar(2.0).mean().into_scalar();
         assert!((w2 - 1.0).abs() < 0.1, "E[W²] = {w2}");
-    }
-
-    #[test]
-    fn cross_entropy_and_accuracy_on_known_logits() {
-        let device = Default::default();
-        let logits = Tensor::<B, 2>::from_data([[0.0, 0.0], [10.0, -10.0]], &device);
-        let labels = Tensor::<B, 1, Int>::from_data([1, 0], &device);
-        let ce: f64 = cross_entropy(logits.clone(), labels.clone()).into_scalar();
-        // (ln 2 + ~0) / 2
-        assert!((ce - 0.5 * 2f64.ln()).abs() < 1e-8, "{ce}");
-        assert_eq!(correct(logits, labels), 1, "argmax of a tie is the first index");
     }
 }

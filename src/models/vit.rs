@@ -60,9 +60,8 @@ use rand::rngs::StdRng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{read_safetensors, write_safetensors, TensorMap};
-use crate::layers::{DenseLinear, LowRankLinear};
-use crate::train::Network;
+use crate::io::{read_safetensors, write_safetensors, TensorMap};
+use crate::layers::{DenseLinear, LowRankLinear, Network};
 use crate::{Error, Result};
 
 /// Which HuggingFace architecture, and so which tensor names and whether there is layer scale.

@@ -9,8 +9,7 @@ use burn::tensor::{backend::AutodiffBackend, backend::Backend, Tensor};
 use rand::rngs::StdRng;
 
 use super::vit::{AdapterTarget, ViT};
-use crate::layers::{DenseLinear, LowRankLinear};
-use crate::train::Network;
+use crate::layers::{DenseLinear, LowRankLinear, Network};
 use crate::Result;
 
 /// A ViT with adapters and a classification head on its CLS features.
@@ -63,6 +62,32 @@ impl<B: Backend> ViTClassifier<B> {
     /// Parameters of the frozen backbone.
     pub fn backbone_params(&self) -> usize {
         self.backbone_params
+    }
+}
+
+/// The metrics read for adapters: `ranks` are the adapters' (by block, then query, key, value,
+/// …); the low-rank compression is 1 − adapter parameters / parameters of the adapted
+/// projections (what the adapters save against fully fine-tuning those projections), the
+/// network's is 1 − trainable / backbone parameters; `params` counts the trainable parameters.
+impl<B: AutodiffBackend> super::Classifier<B> for ViTClassifier<B> {
+    fn logits(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+        self.forward(images)
+    }
+    fn ranks(&self) -> Vec<usize> {
+        ViTClassifier::ranks(self)
+    }
+    fn compression(&self) -> (f64, f64) {
+        let (mut low, mut dense) = (0usize, 0usize);
+        for (_, _, l) in self.backbone.adapters() {
+            let (n, m, r) = (l.n(), l.m(), l.rank());
+            low += r * (n + m) + r * r;
+            dense += n * m;
+        }
+        let trainable = self.trainable_params() as f64;
+        (1.0 - low as f64 / dense.max(1) as f64, 1.0 - trainable / self.backbone_params().max(1) as f64)
+    }
+    fn params(&self) -> usize {
+        self.trainable_params()
     }
 }
 

@@ -153,6 +153,15 @@ impl<B: Backend> Default for Slot<B> {
     }
 }
 
+/// Optimizer state of a dense layer's weight and bias (ambient coordinates).
+#[derive(Clone, Debug, Default)]
+pub struct DenseSlots<B: Backend> {
+    /// State of W.
+    pub weight: Slot<B>,
+    /// State of the bias.
+    pub bias: Slot<B>,
+}
+
 /// The bases a factor is expressed in during this step (see the module docs).
 pub struct Bases<'a, B: Backend> {
     /// Row basis, for S.

@@ -1,39 +1,39 @@
-//! Training: one step of an integrator over a network.
+//! Training: the step that drives an integrator over a network, and the one loop around it.
 //!
-//! [`step`] is the batch body of every training loop in dlrt. For each pass the integrator
-//! lists, it sets every low-rank layer's parametrization, runs the loss forward and backward,
-//! and hands each layer's gradients to the integrator; dense layers take their ordinary
-//! optimizer step from the first pass. There are no integrator-specific branches here.
+//! - [`Trainer`]: one step is, for each pass the integrator lists, set every low-rank layer's
+//!   parametrization, run the loss forward and backward, and hand all layers' gradients to the
+//!   integrator; dense layers take their ordinary optimizer step from the first pass. There
+//!   are no integrator-specific branches, and the trainer keeps the counters and the
+//!   per-layer state ([`TrainState`]).
+//! - [`fit`]: the loop (shuffle, step through the batches, evaluate, record, plot,
+//!   checkpoint) that [`run`] (an MLP on MNIST) and [`finetune`] (adapters on a ViT) share.
+//! - [`loss`], [`schedule`]: the loss and the learning-rate schedule; [`metrics`], [`plot`]:
+//!   what a run writes.
 
 pub mod finetune;
+pub mod fit;
+pub mod loss;
 pub mod metrics;
 pub mod plot;
 pub mod run;
+pub mod schedule;
 
 use std::time::Instant;
 
 use burn::tensor::{backend::AutodiffBackend, ElementConversion, Tensor};
-use rayon::prelude::*;
 
-use crate::integrators::{CounterSnapshot, Integrator};
-use crate::layers::{DenseLinear, LowRankLinear};
-use crate::optim::Optimizer;
+use crate::integrators::{CounterSnapshot, Integrator, IntegratorKind, LayerStep, Spec, TrainState};
+use crate::layers::{DenseLinear, LowRankLinear, Network, Pass};
+use crate::linalg::TruncationConfig;
+use crate::optim::{Bases, DenseSlots, Optimizer};
 use crate::{Error, Result};
-
-/// A network an integrator can train: it exposes its low-rank and its dense layers.
-pub trait Network<B: AutodiffBackend> {
-    /// The low-rank layers, in a fixed order.
-    fn low_rank_layers(&mut self) -> Vec<&mut LowRankLinear<B>>;
-    /// The dense layers, in a fixed order.
-    fn dense_layers(&mut self) -> Vec<&mut DenseLinear<B>>;
-}
 
 /// What one step measured.
 #[derive(Clone, Copy, Debug)]
 pub struct StepReport {
     /// The loss at the start of the step (from the first pass).
     pub loss: f64,
-    /// The integrator's counters after the step.
+    /// The counters after the step.
     pub counters: CounterSnapshot,
     /// Where the step's wall time went.
     pub times: StepTimes,
@@ -60,110 +60,155 @@ impl std::ops::AddAssign for StepTimes {
     }
 }
 
-/// Calls [`Integrator::prepare`] on every low-rank layer; once, before the first step.
-pub fn prepare<B: AutodiffBackend, N: Network<B>>(net: &mut N, integrator: &dyn Integrator<B>) -> Result<()> {
-    net.low_rank_layers().into_iter().try_for_each(|layer| integrator.prepare(layer))
+/// The passes and decompositions of dense training.
+const DENSE: Spec = Spec { kind: IntegratorKind::Dense, passes: &[Pass::Dense], qr: 0, svd: 0 };
+
+/// An integrator (none for dense training), the optimizer, and what training carries between
+/// steps: the per-layer state and the counters.
+pub struct Trainer<B: AutodiffBackend> {
+    integrator: Option<Box<dyn Integrator<B>>>,
+    /// The optimizer; the training loop sets its learning rate before each step.
+    pub opt: Optimizer,
+    /// Optimizer slots and pending factors of every layer, in the network's order.
+    pub state: TrainState<B>,
+    counters: CounterSnapshot,
 }
 
-/// One training step: every pass of `integrator`, with `loss` evaluated on the network.
-///
-/// A non-finite loss stops the step with [`Error::NonFinite`] before that pass updates
-/// anything; one loss value per pass is read back, a synchronisation point on the GPU.
-pub fn step<B, N, F>(
-    net: &mut N,
-    integrator: &dyn Integrator<B>,
-    opt: &Optimizer,
-    mut loss: F,
-) -> Result<StepReport>
-where
-    B: AutodiffBackend,
-    N: Network<B>,
-    F: FnMut(&N) -> Tensor<B, 1>,
-{
-    let mut first_loss = f64::NAN;
-    let mut times = StepTimes::default();
-    for i in 0..integrator.passes().len() {
-        let (value, pass_times) = timed_pass(net, integrator, opt, i, &mut loss)?;
-        times += pass_times;
+impl<B: AutodiffBackend> Trainer<B> {
+    /// A trainer for `kind` with the truncation rule of the rank-adaptive methods.
+    pub fn new(kind: IntegratorKind, truncation: &TruncationConfig, opt: Optimizer) -> Result<Self> {
+        Ok(Self::from_integrator(kind.build(truncation)?, opt))
+    }
+
+    /// A trainer for a given integrator (`None`: dense training).
+    pub fn from_integrator(integrator: Option<Box<dyn Integrator<B>>>, opt: Optimizer) -> Self {
+        Self { integrator, opt, state: TrainState::default(), counters: CounterSnapshot::default() }
+    }
+
+    /// Continues from a checkpoint's state and counters.
+    pub fn resume(mut self, state: TrainState<B>, counters: CounterSnapshot) -> Self {
+        (self.state, self.counters) = (state, counters);
+        self
+    }
+
+    /// What one step is: the integrator's passes and decompositions.
+    pub fn spec(&self) -> Spec {
+        self.integrator.as_ref().map_or(DENSE, |i| i.spec())
+    }
+
+    /// Passes, QRs and SVDs so far.
+    pub fn counters(&self) -> CounterSnapshot {
+        self.counters
+    }
+
+    /// Sets every low-rank layer up for the integrator; once, before the first step of a new
+    /// run (not on resume). Dense training of a network with low-rank layers is an error.
+    pub fn prepare<N: Network<B>>(&self, net: &mut N) -> Result<()> {
+        let layers = net.low_rank_layers();
+        match &self.integrator {
+            Some(integrator) => layers.into_iter().try_for_each(|layer| integrator.prepare(layer)),
+            None if layers.is_empty() => Ok(()),
+            None => Err(Error::Unsupported(
+                "dense training got a low-rank layer: build the network with dense layers only".into(),
+            )),
+        }
+    }
+
+    /// One training step: every pass, with `loss` evaluated on the network.
+    ///
+    /// A non-finite loss stops the step with [`Error::NonFinite`] before that pass updates
+    /// anything; one loss value per pass is read back, a synchronisation point on the GPU.
+    pub fn step<N, F>(&mut self, net: &mut N, mut loss: F) -> Result<StepReport>
+    where
+        N: Network<B>,
+        F: FnMut(&N) -> Tensor<B, 1>,
+    {
+        let (mut first_loss, mut times) = (f64::NAN, StepTimes::default());
+        for i in 0..self.spec().passes.len() {
+            let (value, pass_times) = self.timed_pass(net, i, &mut loss)?;
+            times += pass_times;
+            if i == 0 {
+                first_loss = value;
+            }
+        }
+        Ok(StepReport { loss: first_loss, counters: self.counters, times })
+    }
+
+    /// Pass number `i` of a step (see [`Trainer::step`]); returns the loss it evaluated.
+    /// Exposed so tests can look at a layer between the passes of a step (property T1).
+    pub fn pass<N, F>(&mut self, net: &mut N, i: usize, loss: &mut F) -> Result<f64>
+    where
+        N: Network<B>,
+        F: FnMut(&N) -> Tensor<B, 1>,
+    {
+        self.timed_pass(net, i, loss).map(|(value, _)| value)
+    }
+
+    fn timed_pass<N, F>(&mut self, net: &mut N, i: usize, loss: &mut F) -> Result<(f64, StepTimes)>
+    where
+        N: Network<B>,
+        F: FnMut(&N) -> Tensor<B, 1>,
+    {
+        let started = Instant::now();
+        let spec = self.spec();
+        let pass = spec.passes[i];
+        let low_rank = net.low_rank_layers().len();
+        self.state.low_rank.resize_with(low_rank, Default::default);
+        self.state.dense.resize_with(net.dense_layers().len(), Default::default);
+        net.low_rank_layers().into_iter().for_each(|layer| layer.begin_pass(pass));
         if i == 0 {
-            first_loss = value;
+            net.dense_layers().into_iter().for_each(DenseLinear::begin_pass);
         }
+        let value = loss(net);
+        crate::linalg::convert::note_host_read();
+        let scalar: f64 = value.clone().into_scalar().elem();
+        if !scalar.is_finite() {
+            net.low_rank_layers().into_iter().for_each(LowRankLinear::abort_pass);
+            net.dense_layers().into_iter().for_each(DenseLinear::end_pass);
+            self.state.low_rank.iter_mut().for_each(|s| s.pending = None);
+            return Err(Error::NonFinite { context: format!("loss ({scalar}) in pass {i} ({pass:?})") });
+        }
+        let forward_done = Instant::now();
+        let grads = value.backward();
+        let backward_done = Instant::now();
+        self.counters.passes += 1;
+        if let Some(integrator) = &self.integrator {
+            let layers = net.low_rank_layers().into_iter().zip(&mut self.state.low_rank);
+            let steps =
+                layers.map(|(layer, state)| LayerStep { grads: layer.take_grads(&grads), layer, state });
+            integrator.after_pass_all(pass, steps.collect(), &self.opt)?;
+        }
+        if i == 0 {
+            for (layer, slots) in net.dense_layers().into_iter().zip(&mut self.state.dense) {
+                dense_step(layer, slots, &grads, &self.opt);
+            }
+        }
+        if i + 1 == spec.passes.len() {
+            self.counters.qr += spec.qr * low_rank as u64;
+            self.counters.svd += spec.svd * low_rank as u64;
+        }
+        let times = StepTimes {
+            forward: (forward_done - started).as_secs_f64(),
+            backward: (backward_done - forward_done).as_secs_f64(),
+            update: backward_done.elapsed().as_secs_f64(),
+        };
+        Ok((scalar, times))
     }
-    Ok(StepReport { loss: first_loss, counters: integrator.counters().snapshot(), times })
 }
 
-/// Pass number `i` of a step (see [`step`]); returns the loss it evaluated.
-///
-/// Exposed so tests can look at a layer between the passes of a step (property T1).
-pub fn pass<B, N, F>(
-    net: &mut N,
-    integrator: &dyn Integrator<B>,
+/// An ordinary optimizer step of a dense layer's W and b from this pass's gradients.
+fn dense_step<B: AutodiffBackend>(
+    layer: &mut DenseLinear<B>,
+    slots: &mut DenseSlots<B>,
+    grads: &B::Gradients,
     opt: &Optimizer,
-    i: usize,
-    loss: &mut F,
-) -> Result<f64>
-where
-    B: AutodiffBackend,
-    N: Network<B>,
-    F: FnMut(&N) -> Tensor<B, 1>,
-{
-    timed_pass(net, integrator, opt, i, loss).map(|(value, _)| value)
-}
-
-/// [`pass`], and where its time went.
-fn timed_pass<B, N, F>(
-    net: &mut N,
-    integrator: &dyn Integrator<B>,
-    opt: &Optimizer,
-    i: usize,
-    loss: &mut F,
-) -> Result<(f64, StepTimes)>
-where
-    B: AutodiffBackend,
-    N: Network<B>,
-    F: FnMut(&N) -> Tensor<B, 1>,
-{
-    let started = Instant::now();
-    let pass = integrator.passes()[i];
-    for layer in net.low_rank_layers() {
-        layer.begin_pass(pass);
+) {
+    let (grad_w, grad_b) = layer.take_grads(grads);
+    if let Some(g) = grad_w {
+        layer.set_weight(opt.step(layer.weight().clone(), g, &mut slots.weight, Bases::none()));
     }
-    if i == 0 {
-        net.dense_layers().into_iter().for_each(DenseLinear::begin_pass);
+    if let (Some(g), Some(b)) = (grad_b, layer.bias()) {
+        let b1 = opt.step_vector(b.clone(), g, &mut slots.bias);
+        layer.set_bias(b1);
     }
-    let value = loss(net);
-    crate::linalg::convert::note_host_read();
-    let scalar: f64 = value.clone().into_scalar().elem();
-    if !scalar.is_finite() {
-        net.low_rank_layers().into_iter().for_each(LowRankLinear::abort_step);
-        net.dense_layers().into_iter().for_each(DenseLinear::end_pass);
-        return Err(Error::NonFinite { context: format!("loss ({scalar}) in pass {i} ({pass:?})") });
-    }
-    let forward_done = Instant::now();
-    let grads = value.backward();
-    let backward_done = Instant::now();
-    integrator.counters().pass();
-    // The layers' updates are independent; their host decompositions are sequential in faer,
-    // so running layers side by side uses the cores that a single small QR cannot.
-    // On a GPU the updates are queued from this thread only: CubeCL's behaviour with kernels
-    // from several threads has not been measured here.
-    let layers: Vec<_> = net.low_rank_layers().into_iter().map(|l| (l.take_grads(&grads), l)).collect();
-    let on_host = layers.first().is_some_and(|(_, l)| !B::name(&l.u().device()).contains("cubecl"));
-    let update = |(g, layer): (_, &mut LowRankLinear<B>)| integrator.after_pass(i, layer, g, opt);
-    if on_host {
-        layers.into_par_iter().try_for_each(update)?;
-    } else {
-        layers.into_iter().try_for_each(update)?;
-    }
-    if i == 0 {
-        for layer in net.dense_layers() {
-            layer.step(&grads, opt);
-        }
-    }
-    let times = StepTimes {
-        forward: (forward_done - started).as_secs_f64(),
-        backward: (backward_done - forward_done).as_secs_f64(),
-        update: backward_done.elapsed().as_secs_f64(),
-    };
-    Ok((scalar, times))
 }

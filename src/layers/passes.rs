@@ -1,0 +1,219 @@
+//! Training passes: which leaves of a low-rank layer a forward/backward pass trains, and the
+//! gradients it hands back.
+//!
+//! Each training pass evaluates the same W through different trainable leaves, so autodiff
+//! returns the factor gradient an integrator needs (with G = ∇_W ℒ):
+//!
+//! | [`Pass`] | forward | leaves | gradients |
+//! |---|---|---|---|
+//! | `K` | x K Vᵀ, K = U S | K (n×r_v) | ∇_K = G V |
+//! | `L` | x U Lᵀ, L = V Sᵀ | L (m×r_u) | ∇_L = Gᵀ U |
+//! | `S` | x U S Vᵀ | S | ∇_S = Uᵀ G V |
+//! | `Tangent` | x (K Vᵀ + U Lᵀ − U S Vᵀ) | K, L, S | G V, Gᵀ U, −Uᵀ G V |
+//! | `Factors` | x U S Vᵀ | U, V | G V Sᵀ, Gᵀ U S |
+//! | `Activations` | x U S Vᵀ + P, P = 0 | P (batch×m) | x and δ = ∇_P ℒ, so G = xᵀ δ |
+//!
+//! The `Activations` pass trains no factor: it records the layer's input x and, through a zero
+//! probe P added to the output, the output gradient δ. From them [`FactorGrads::g_times`] and
+//! [`FactorGrads::gt_times`] give G V and Gᵀ U for *any* basis after the pass, which lets an
+//! integrator take two factor steps at the same W from one forward/backward pass.
+//!
+//! The bias is a leaf in every pass; the integrator decides in which pass it steps. A
+//! [`Network`] exposes its layers to the training step, which calls
+//! [`LowRankLinear::begin_pass`] before the forward and [`LowRankLinear::take_grads`] after the
+//! backward.
+
+use std::sync::{Arc, Mutex};
+
+use burn::tensor::{
+    backend::{AutodiffBackend, Backend},
+    Tensor,
+};
+use serde::{Deserialize, Serialize};
+
+use super::{DenseLinear, LowRankLinear};
+
+/// The forward parametrization a pass evaluates each low-rank layer in (module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Pass {
+    /// `x K Vᵀ`, K = U S trainable.
+    K,
+    /// `x U Lᵀ`, L = V Sᵀ trainable.
+    L,
+    /// `x U S Vᵀ`, S trainable.
+    S,
+    /// `x (K Vᵀ + U Lᵀ − U S Vᵀ)`, K, L, S trainable: all tangent directions in one pass.
+    Tangent,
+    /// `x U S Vᵀ`, U and V trainable as free factors.
+    Factors,
+    /// Dense layers only: low-rank layers are evaluated as they are, with no leaf.
+    Dense,
+    /// `x U S Vᵀ` with no factor leaf: the pass records the layer's input x and output
+    /// gradient δ, so the integrator can form G V and Gᵀ U for bases it builds afterwards.
+    Activations,
+}
+
+/// A network a training step can drive: it exposes its low-rank and its dense layers.
+pub trait Network<B: AutodiffBackend> {
+    /// The low-rank layers, in a fixed order.
+    fn low_rank_layers(&mut self) -> Vec<&mut LowRankLinear<B>>;
+    /// The dense (trainable, not low-rank) layers, in a fixed order.
+    fn dense_layers(&mut self) -> Vec<&mut DenseLinear<B>>;
+}
+
+/// The gradients one pass produced for a layer's leaves (module docs).
+#[derive(Clone, Debug, Default)]
+pub struct FactorGrads<B: Backend> {
+    /// ∇_K ℒ.
+    pub k: Option<Tensor<B, 2>>,
+    /// ∇_L ℒ.
+    pub l: Option<Tensor<B, 2>>,
+    /// ∇_S ℒ.
+    pub s: Option<Tensor<B, 2>>,
+    /// ∇_U ℒ.
+    pub u: Option<Tensor<B, 2>>,
+    /// ∇_V ℒ.
+    pub v: Option<Tensor<B, 2>>,
+    /// ∇_b ℒ.
+    pub bias: Option<Tensor<B, 1>>,
+    /// The layer's input x (rows of every call in the pass, stacked), `Activations` pass.
+    pub input: Option<Tensor<B, 2>>,
+    /// The gradient δ = ∂ℒ/∂z of the layer's output, rows matching `input`.
+    pub output_grad: Option<Tensor<B, 2>>,
+}
+
+impl<B: Backend> FactorGrads<B> {
+    /// `G V = xᵀ (δ V)` (n×k) for an m×k `v`, from an `Activations` pass.
+    pub fn g_times(&self, v: &Tensor<B, 2>) -> Option<Tensor<B, 2>> {
+        let (x, delta) = (self.input.as_ref()?, self.output_grad.as_ref()?);
+        Some(x.clone().transpose().matmul(delta.clone().matmul(v.clone())))
+    }
+
+    /// `Gᵀ U = δᵀ (x U)` (m×k) for an n×k `u`, from an `Activations` pass.
+    pub fn gt_times(&self, u: &Tensor<B, 2>) -> Option<Tensor<B, 2>> {
+        let (x, delta) = (self.input.as_ref()?, self.output_grad.as_ref()?);
+        Some(delta.clone().transpose().matmul(x.clone().matmul(u.clone())))
+    }
+
+    /// ∇_K ℒ = G V for the current V: the K leaf's gradient, or [`Self::g_times`] after an
+    /// `Activations` pass.
+    pub fn grad_k(&self, v: &Tensor<B, 2>) -> Option<Tensor<B, 2>> {
+        self.k.clone().or_else(|| self.g_times(v))
+    }
+
+    /// ∇_L ℒ = Gᵀ U for the current U: the L leaf's gradient, or [`Self::gt_times`] after an
+    /// `Activations` pass.
+    pub fn grad_l(&self, u: &Tensor<B, 2>) -> Option<Tensor<B, 2>> {
+        self.l.clone().or_else(|| self.gt_times(u))
+    }
+}
+
+/// What an `Activations` pass records in the forward: each call's input and zero probe.
+/// Behind a mutex because `forward` takes `&self`.
+pub(super) type Recorded<B> = Arc<Mutex<Vec<(Tensor<B, 2>, Tensor<B, 2>)>>>;
+
+/// Trainable leaves of the current pass.
+#[derive(Clone, Debug)]
+pub(super) struct Leaves<B: Backend> {
+    pub(super) pass: Pass,
+    pub(super) k: Option<Tensor<B, 2>>,
+    pub(super) l: Option<Tensor<B, 2>>,
+    pub(super) s: Option<Tensor<B, 2>>,
+    pub(super) u: Option<Tensor<B, 2>>,
+    pub(super) v: Option<Tensor<B, 2>>,
+    pub(super) bias: Option<Tensor<B, 1>>,
+    pub(super) recorded: Option<Recorded<B>>,
+}
+
+impl<B: AutodiffBackend> LowRankLinear<B> {
+    /// Makes the leaves of `pass` trainable (module docs); the next forward uses them.
+    pub fn begin_pass(&mut self, pass: Pass) {
+        let leaf = |t: Tensor<B, 2>| Some(t.detach().require_grad());
+        let mut leaves =
+            Leaves { pass, k: None, l: None, s: None, u: None, v: None, bias: None, recorded: None };
+        match pass {
+            Pass::K => leaves.k = leaf(self.u.clone().matmul(self.s.clone())),
+            Pass::L => leaves.l = leaf(self.v.clone().matmul(self.s.clone().transpose())),
+            Pass::S => leaves.s = leaf(self.s.clone()),
+            Pass::Tangent => {
+                leaves.k = leaf(self.u.clone().matmul(self.s.clone()));
+                leaves.l = leaf(self.v.clone().matmul(self.s.clone().transpose()));
+                leaves.s = leaf(self.s.clone());
+            }
+            Pass::Factors => {
+                leaves.u = leaf(self.u.clone());
+                leaves.v = leaf(self.v.clone());
+            }
+            Pass::Activations => leaves.recorded = Some(Recorded::default()),
+            Pass::Dense => {}
+        }
+        leaves.bias = self.bias.clone().map(|b| b.detach().require_grad());
+        self.leaves = Some(leaves);
+    }
+
+    /// Drops this pass's leaves: the step was abandoned (a NaN loss).
+    pub fn abort_pass(&mut self) {
+        self.leaves = None;
+    }
+
+    /// The gradients of this pass's leaves, and the leaves' values (K0, L0, …) dropped.
+    pub fn take_grads(&mut self, grads: &B::Gradients) -> FactorGrads<B> {
+        let Some(l) = self.leaves.take() else {
+            return FactorGrads::default();
+        };
+        let g2 = |t: Option<Tensor<B, 2>>| {
+            t.and_then(|t| t.grad(grads)).map(|g| contiguous(Tensor::from_inner(g)))
+        };
+        let (mut input, mut output_grad) = (None, None);
+        if let Some(recorded) = l.recorded {
+            let calls = std::mem::take(&mut *recorded.lock().expect("no panic while recording"));
+            // A layer called k times in the pass has G = Σ xᵢᵀ δᵢ = [x₁; …]ᵀ [δ₁; …].
+            let (xs, deltas): (Vec<_>, Vec<_>) =
+                calls.into_iter().filter_map(|(x, p)| Some((x, Tensor::from_inner(p.grad(grads)?)))).unzip();
+            let stack = |mut t: Vec<Tensor<B, 2>>| match t.len() {
+                0 => None,
+                1 => t.pop(),
+                _ => Some(Tensor::cat(t, 0)),
+            };
+            (input, output_grad) = (stack(xs), stack(deltas));
+        }
+        FactorGrads {
+            input,
+            output_grad,
+            k: g2(l.k),
+            l: g2(l.l),
+            s: g2(l.s),
+            u: g2(l.u),
+            v: g2(l.v),
+            bias: l.bias.and_then(|b| b.grad(grads)).map(Tensor::from_inner),
+        }
+    }
+}
+
+/// `t` with its elements stored in row-major order.
+///
+/// Autodiff hands back the gradient of a leaf used transposed in the forward (L in `x U Lᵀ`,
+/// V in `x U S Vᵀ`) as a transposed view, and burn-flex applies element-wise ops to such a view
+/// one strided index at a time, several times slower than on the same values in row-major
+/// order (docs/performance-log.md). A flattening reshape copies a non-contiguous tensor once
+/// and only relabels a contiguous one; the values, and so every step, are unchanged.
+fn contiguous<B: Backend>(t: Tensor<B, 2>) -> Tensor<B, 2> {
+    let dims = t.dims();
+    t.reshape([dims[0] * dims[1]]).reshape(dims)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contiguous_keeps_a_transposed_views_shape_and_values() {
+        let device = Default::default();
+        let t = Tensor::<crate::CpuBackend, 2>::from_data([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], &device);
+        let view = t.clone().transpose();
+        let copy = contiguous(view.clone());
+        assert_eq!(copy.dims(), [3, 2]);
+        assert_eq!(copy.to_data(), view.to_data());
+        assert_eq!(contiguous(t.clone()).to_data(), t.to_data());
+    }
+}

@@ -1,0 +1,230 @@
+//! [`fit`]: the training loop, the same for every integrator and every model.
+//!
+//! nanoGPT's shape: helpers (`batch`, [`evaluate`]) above, then one linear loop: per epoch
+//! shuffle, step through the batches with a progress bar, evaluate, record the metrics, plot,
+//! and checkpoint. The batch order of epoch e depends only on (seed, e), so a run resumed from
+//! the checkpoint of epoch e continues exactly as if never interrupted. [`super::run`] and
+//! [`super::finetune`] set a run up (data, model, trainer, checkpoint format) and call it.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::tensor::{backend::AutodiffBackend, ElementConversion, Int, Tensor, TensorData};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
+
+use super::loss::{correct, cross_entropy};
+use super::metrics::{EpochRecord, MetricsWriter};
+use super::schedule::learning_rate;
+use super::{plot, Trainer};
+use crate::config::Schedule;
+use crate::data::{Dataset, ImageFormat};
+use crate::models::Classifier;
+use crate::{Error, Result};
+
+/// Where a run reads and writes, and how it reports.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// The run folder: config.toml, metrics.{jsonl,csv}, plots, checkpoint.safetensors.
+    pub run_dir: PathBuf,
+    /// Where the fetched data sets are.
+    pub data_dir: PathBuf,
+    /// Continue from `run_dir/checkpoint.safetensors`.
+    pub resume: bool,
+    /// Show a progress bar and print one summary line per epoch.
+    pub progress: bool,
+}
+
+/// The checkpoint file of a run folder.
+pub fn checkpoint_path(run_dir: &Path) -> PathBuf {
+    run_dir.join("checkpoint.safetensors")
+}
+
+/// The loop's settings, from a run's config.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// Epochs in the whole run (a resumed run continues up to this many).
+    pub epochs: usize,
+    /// Images per step.
+    pub batch_size: usize,
+    /// Batches per epoch at most (0 = all).
+    pub max_batches: usize,
+    /// Seed of the batch order.
+    pub seed: u64,
+    /// λ at the start and its schedule over the run.
+    pub lr: f64,
+    /// How λ changes over the run.
+    pub schedule: Schedule,
+    /// How the model sees the images.
+    pub format: ImageFormat,
+    /// Images per evaluation batch.
+    pub eval_batch: usize,
+}
+
+/// Where a run starts: epochs and steps already done, and their records (empty for a new run).
+#[derive(Clone, Debug, Default)]
+pub struct Start {
+    /// Epochs completed.
+    pub epoch: usize,
+    /// Steps taken.
+    pub step: u64,
+    /// The records of the completed epochs.
+    pub records: Vec<EpochRecord>,
+}
+
+fn batch<B: AutodiffBackend>(
+    data: &Dataset,
+    idx: &[usize],
+    format: ImageFormat,
+    device: &B::Device,
+) -> (Tensor<B, 4>, Tensor<B, 1, Int>) {
+    let (pixels, shape, labels) = data.batch(idx, format);
+    let x = Tensor::from_data(TensorData::new(pixels, shape), device);
+    let y = Tensor::from_data(TensorData::new(labels, [idx.len()]), device);
+    (x, y)
+}
+
+/// Mean cross-entropy and accuracy of `model` on `data`, `chunk` images at a time.
+pub fn evaluate<B: AutodiffBackend, M: Classifier<B>>(
+    model: &M,
+    data: &Dataset,
+    format: ImageFormat,
+    chunk: usize,
+    device: &B::Device,
+) -> (f64, f64) {
+    let (mut loss, mut hits) = (0.0, 0usize);
+    let all: Vec<usize> = (0..data.len).collect();
+    for idx in all.chunks(chunk.max(1)) {
+        let (x, y) = batch::<B>(data, idx, format, device);
+        let logits = model.logits(x);
+        let l: f64 = cross_entropy(logits.clone(), y.clone()).into_scalar().elem();
+        loss += l * idx.len() as f64;
+        hits += correct(logits, y);
+    }
+    (loss / data.len.max(1) as f64, hits as f64 / data.len.max(1) as f64)
+}
+
+/// `[a, b]`, or `min..max (mean over n)` for many layers.
+pub fn ranks_summary(ranks: &[usize]) -> String {
+    match ranks {
+        r if r.len() > 4 => format!(
+            "{}..{} (mean {:.1} over {})",
+            r.iter().min().unwrap_or(&0),
+            r.iter().max().unwrap_or(&0),
+            r.iter().sum::<usize>() as f64 / r.len() as f64,
+            r.len()
+        ),
+        r => format!("{r:?}"),
+    }
+}
+
+/// Trains `model` on `train` from `start` up to `plan.epochs`, evaluating on `test` after each
+/// epoch; returns every epoch's record (those of `start` first). After each epoch it appends
+/// the record to `writer`, redraws the plots and calls `save(model, trainer, epoch, step)`.
+///
+/// A non-finite loss stops the run with an error; the checkpoint of the last finished epoch
+/// stays as it was.
+#[allow(clippy::too_many_arguments)]
+pub fn fit<B: AutodiffBackend, M: Classifier<B>>(
+    model: &mut M,
+    trainer: &mut Trainer<B>,
+    (train, test): (&Dataset, &Dataset),
+    plan: &Plan,
+    opts: &RunOptions,
+    start: Start,
+    writer: &mut MetricsWriter,
+    mut save: impl FnMut(&M, &Trainer<B>, usize, u64) -> Result<()>,
+    device: &B::Device,
+) -> Result<Vec<EpochRecord>> {
+    let full = train.len.div_ceil(plan.batch_size);
+    let per_epoch = if plan.max_batches > 0 { full.min(plan.max_batches) } else { full };
+    let total_steps = (per_epoch * plan.epochs) as u64;
+    let Start { epoch: done, mut step, mut records } = start;
+    let mut last_good = if done > 0 {
+        checkpoint_path(&opts.run_dir).display().to_string()
+    } else {
+        "none (first epoch)".into()
+    };
+
+    for epoch in done + 1..=plan.epochs {
+        let mut order: Vec<usize> = (0..train.len).collect();
+        let key = plan.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        order.shuffle(&mut StdRng::seed_from_u64(key));
+        let bar = progress_bar(opts.progress, per_epoch as u64, epoch, plan.epochs);
+        let (started, mut loss_sum, mut seen) = (Instant::now(), 0.0, 0usize);
+        for (b, idx) in order.chunks(plan.batch_size).take(per_epoch).enumerate() {
+            trainer.opt.lr = learning_rate(plan.lr, plan.schedule, step, total_steps);
+            let (x, y) = batch::<B>(train, idx, plan.format, device);
+            let report = trainer.step(model, |m| cross_entropy(m.logits(x.clone()), y.clone())).map_err(|e| match e {
+                Error::NonFinite { context } => Error::NonFinite {
+                    context: format!(
+                        "{context} at epoch {epoch}, step {}: training stopped; the last good checkpoint is {last_good}",
+                        step + 1
+                    ),
+                },
+                other => other,
+            })?;
+            step += 1;
+            loss_sum += report.loss;
+            seen += idx.len();
+            let rate = seen as f64 / started.elapsed().as_secs_f64();
+            bar.set_position(b as u64 + 1);
+            bar.set_message(format!(
+                "loss {:.4}  {rate:.1} images/s  ranks {}",
+                loss_sum / (b + 1) as f64,
+                ranks_summary(&model.ranks())
+            ));
+        }
+        let wall = started.elapsed().as_secs_f64();
+        bar.finish_and_clear();
+        let (test_loss, test_accuracy) = evaluate(model, test, plan.format, plan.eval_batch, device);
+        let (compression_low_rank, compression_network) = model.compression();
+        let counters = trainer.counters();
+        let record = EpochRecord {
+            epoch,
+            step,
+            train_loss: loss_sum / per_epoch.max(1) as f64,
+            test_loss,
+            test_accuracy,
+            ranks: model.ranks(),
+            compression_low_rank,
+            compression_network,
+            params: model.params(),
+            wall_seconds: wall,
+            samples_per_second: seen as f64 / wall,
+            passes: counters.passes,
+            qr: counters.qr,
+            svd: counters.svd,
+        };
+        if opts.progress {
+            println!(
+                "epoch {epoch}/{}: test accuracy {:.2} %, test loss {test_loss:.4}, ranks {}, compression {:.1} % (low-rank layers) / {:.1} % (network), {} parameters, {wall:.1} s",
+                plan.epochs,
+                100.0 * test_accuracy,
+                ranks_summary(&record.ranks),
+                100.0 * compression_low_rank,
+                100.0 * compression_network,
+                record.params
+            );
+        }
+        writer.append(&record)?;
+        records.push(record);
+        plot::write_plots(&opts.run_dir, &records)?;
+        save(model, trainer, epoch, step)?;
+        last_good = checkpoint_path(&opts.run_dir).display().to_string();
+    }
+    Ok(records)
+}
+
+fn progress_bar(show: bool, len: u64, epoch: usize, epochs: usize) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    let style = ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {elapsed} {msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    bar.set_style(style);
+    bar.set_prefix(format!("{epoch}/{epochs}"));
+    bar
+}

@@ -1,0 +1,162 @@
+//! The crate's layering rule (the crate docs): no module of `src/` names a module above it.
+//!
+//! ```text
+//! linalg, data, io  ←  layers  ←  optim, integrators  ←  models  ←  train, checkpoint, config
+//!                   ←  problems, bench  ←  cli
+//! ```
+//!
+//! A module is the first path component under `src/`; every `crate::NAME` a file names outside
+//! comments (in `use` lines, `use crate::{…}` groups or inline paths) is an arrow to NAME.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+/// The modules each module may never import.
+fn forbidden(module: &str) -> &'static [&'static str] {
+    const ABOVE_MODELS: &[&str] = &["train", "checkpoint", "config", "problems", "bench", "cli"];
+    match module {
+        "error" => &[
+            "linalg",
+            "data",
+            "io",
+            "layers",
+            "optim",
+            "integrators",
+            "models",
+            "train",
+            "checkpoint",
+            "config",
+            "problems",
+            "bench",
+            "cli",
+        ],
+        "linalg" | "io" => &[
+            "data",
+            "layers",
+            "optim",
+            "integrators",
+            "models",
+            "train",
+            "checkpoint",
+            "config",
+            "problems",
+            "bench",
+            "cli",
+        ],
+        "data" => &[
+            "layers",
+            "optim",
+            "integrators",
+            "models",
+            "train",
+            "checkpoint",
+            "config",
+            "problems",
+            "bench",
+            "cli",
+        ],
+        "layers" => {
+            &["optim", "integrators", "models", "train", "checkpoint", "config", "problems", "bench", "cli"]
+        }
+        "optim" => {
+            &["integrators", "models", "train", "checkpoint", "config", "data", "problems", "bench", "cli"]
+        }
+        "integrators" => &["models", "train", "checkpoint", "config", "data", "problems", "bench", "cli"],
+        "models" => ABOVE_MODELS,
+        "checkpoint" => &["train", "problems", "bench", "cli"],
+        "config" => &["models", "train", "checkpoint", "problems", "bench", "cli"],
+        "train" => &["problems", "bench", "cli"],
+        "problems" => &["bench", "cli"],
+        "bench" => &["cli"],
+        _ => &[],
+    }
+}
+
+/// The text of `source` with `//` comments and `/* */` blocks removed (lines kept).
+fn code(source: &str) -> String {
+    let mut out = String::new();
+    let mut in_block = false;
+    for line in source.lines() {
+        let mut rest = line;
+        let mut kept = String::new();
+        loop {
+            if in_block {
+                match rest.find("*/") {
+                    Some(end) => (in_block, rest) = (false, &rest[end + 2..]),
+                    None => break,
+                }
+            } else {
+                match (rest.find("//"), rest.find("/*")) {
+                    (Some(c), b) if b.is_none_or(|b| c < b) => {
+                        kept.push_str(&rest[..c]);
+                        break;
+                    }
+                    (_, Some(b)) => {
+                        kept.push_str(&rest[..b]);
+                        (in_block, rest) = (true, &rest[b + 2..]);
+                    }
+                    (None, None) => {
+                        kept.push_str(rest);
+                        break;
+                    }
+                }
+            }
+        }
+        out.push_str(&kept);
+        out.push('\n');
+    }
+    out
+}
+
+/// The modules `code` names: `crate::NAME` and the first names of `use crate::{NAME, …}`.
+fn imports(code: &str) -> BTreeSet<String> {
+    let ident =
+        |s: &str| s.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect::<String>();
+    let mut names = BTreeSet::new();
+    for (i, _) in code.match_indices("crate::") {
+        let rest = &code[i + "crate::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            let group = &group[..group.find('}').unwrap_or(group.len())];
+            names.extend(group.split(',').map(|item| ident(item.trim())).filter(|n| !n.is_empty()));
+        } else {
+            names.insert(ident(rest));
+        }
+    }
+    names
+}
+
+#[test]
+fn no_module_imports_one_above_it() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut violations = Vec::new();
+    let mut files = vec![src.clone()];
+    while let Some(path) = files.pop() {
+        if path.is_dir() {
+            files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+            continue;
+        }
+        let rel = path.strip_prefix(&src).unwrap();
+        let first = rel.components().next().unwrap().as_os_str().to_string_lossy().into_owned();
+        let module = first.trim_end_matches(".rs");
+        if path.extension().is_none_or(|e| e != "rs") || module == "lib" || module == "main" {
+            continue;
+        }
+        let text = code(&std::fs::read_to_string(&path).unwrap());
+        for name in imports(&text) {
+            if forbidden(module).contains(&name.as_str()) {
+                violations.push(format!("{}: {module} -> {name}", rel.display()));
+            }
+        }
+    }
+    violations.sort();
+    assert!(violations.is_empty(), "imports against the layering rule:\n{}", violations.join("\n"));
+}
+
+#[test]
+fn the_checker_sees_paths_groups_and_skips_comments() {
+    let text = code(
+        "use crate::{models::Mlp, Result};\n// crate::train\nlet x = crate::cli::run(); /* crate::bench */",
+    );
+    assert_eq!(imports(&text), ["Result", "cli", "models"].map(String::from).into_iter().collect());
+    assert!(forbidden("models").contains(&"train") && forbidden("layers").contains(&"optim"));
+}
