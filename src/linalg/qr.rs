@@ -154,8 +154,7 @@ pub fn orth<B: Backend>(a: &Tensor<B, 2>) -> Tensor<B, 2> {
 /// n×2r matrix.
 ///
 /// Backends that compute in f32 get these steps in f32 first: faer's products run at about
-/// twice the f64 rate and nothing is widened (784×(27 + 27): 0.39 against 0.69 ms in one
-/// scratch run). Their round-off is that of the f32 data itself, and the result is checked
+/// twice the f64 rate and nothing is widened (docs/performance-log.md). Their round-off is that of the f32 data itself, and the result is checked
 /// (orthonormal new columns to 1e-5); what the check or CholeskyQR2 declines is done again in
 /// f64, from the same host copy. There, and for f64 backends, a remainder that is
 /// rank-deficient or too ill-conditioned for CholeskyQR2 (for example `new` inside
