@@ -271,7 +271,7 @@ pub fn load<B: Backend>(path: &Path, device: &B::Device) -> Result<(Mlp<B>, RunS
     let times: BTreeMap<String, usize> = meta_json(&meta, path, "optimizer_steps")?;
     let flags = state.config.low_rank_flags()?;
     let mut layers = Vec::new();
-    for (i, (w, &low_rank)) in state.config.model.widths.windows(2).zip(&flags).enumerate() {
+    for (i, (w, &low_rank)) in state.config.dataset_widths().windows(2).zip(&flags).enumerate() {
         let (n, m, p) = (w[0], w[1], format!("layers.{i}"));
         let bias = Some(take(&mut tensors, path, &format!("{p}.bias"), Some([m]), device)?);
         if low_rank {

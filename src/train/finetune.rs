@@ -24,7 +24,6 @@ use crate::config::FinetuneConfig;
 use crate::data::{self, images::rgb_batch, Dataset, Split};
 use crate::models::mlp::{correct, cross_entropy};
 use crate::models::{ViT, ViTClassifier};
-use crate::optim::Optimizer;
 use crate::{Error, Result};
 
 /// Classes of MNIST and Fashion-MNIST.
@@ -118,7 +117,7 @@ pub fn finetune<B: AutodiffBackend>(
             model.backbone_params()
         );
     }
-    let mut opt = Optimizer::new(config.optimizer.rule()?, config.optimizer.lr)?;
+    let mut opt = config.optimizer.build()?;
     let full = train.len.div_ceil(t.batch_size);
     let per_epoch = if t.max_batches > 0 { full.min(t.max_batches) } else { full };
     let total_steps = (per_epoch * t.epochs) as u64;

@@ -9,6 +9,7 @@ pub mod finetune;
 pub mod metrics;
 pub mod plot;
 pub mod run;
+pub mod schedule;
 
 use std::time::Instant;
 

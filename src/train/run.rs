@@ -15,12 +15,11 @@ use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
 use super::metrics::{EpochRecord, MetricsWriter};
 use super::{plot, prepare, step};
 use crate::checkpoint::{self, RunState};
-use crate::config::{OptimizerSection, RunConfig, Schedule};
+use crate::config::{OptimizerSection, RunConfig};
 use crate::data::{self, Dataset, Split};
 use crate::integrators::CounterSnapshot;
 use crate::models::mlp::{correct, cross_entropy};
 use crate::models::Mlp;
-use crate::optim::Optimizer;
 use crate::{Error, Result};
 
 /// Where a run reads and writes, and how it reports.
@@ -69,13 +68,7 @@ pub fn evaluate<B: AutodiffBackend>(model: &Mlp<B>, data: &Dataset, device: &B::
 
 /// λ at `step` of `total` under the configured schedule.
 pub fn learning_rate(optimizer: &OptimizerSection, step: u64, total: u64) -> f64 {
-    let lr = optimizer.lr;
-    match optimizer.schedule {
-        Schedule::Constant => lr,
-        Schedule::Cosine => {
-            0.5 * lr * (1.0 + (std::f64::consts::PI * step as f64 / total.max(1) as f64).cos())
-        }
-    }
+    super::schedule::learning_rate(optimizer.lr, optimizer.schedule, step, total)
 }
 
 fn add(a: CounterSnapshot, b: CounterSnapshot) -> CounterSnapshot {
@@ -117,9 +110,9 @@ pub fn run<B: AutodiffBackend>(
         (model, state, writer, records)
     } else {
         let mut rng = StdRng::seed_from_u64(t.seed);
-        let m = &config.model;
+        let (m, widths) = (&config.model, config.dataset_widths());
         let mut model =
-            Mlp::new(&m.widths, &config.low_rank_flags()?, m.rank, m.init, m.init_gain, &mut rng, device)?;
+            Mlp::new(&widths, &config.low_rank_flags()?, m.rank, m.init, m.init_gain, &mut rng, device)?;
         prepare(&mut model, integrator.as_ref())?;
         let state =
             RunState { config: config.clone(), epoch: 0, step: 0, counters: CounterSnapshot::default() };
@@ -128,7 +121,7 @@ pub fn run<B: AutodiffBackend>(
     state.config = config.clone();
     checkpoint::atomic_write(&opts.run_dir.join("config.toml"), config.to_toml().as_bytes())?;
     let counters_before = state.counters;
-    let mut opt = Optimizer::new(config.optimizer.rule()?, config.optimizer.lr)?;
+    let mut opt = config.optimizer.build()?;
     let per_epoch = {
         let full = train.len.div_ceil(t.batch_size);
         if t.max_batches > 0 {
