@@ -8,6 +8,7 @@
 pub mod finetune;
 pub mod metrics;
 pub mod plot;
+pub mod report;
 pub mod run;
 pub mod schedule;
 
