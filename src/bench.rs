@@ -9,7 +9,7 @@
 //! large matrix product.
 //!
 //! Also here: the ViT adapter step benchmark of `dlrt bench-vit` ([`vit`]) and the matrix
-//! problem of `dlrt matrix` ([`matrix`]).
+//! problem of `dlrt matrix` ([`mod@matrix`]).
 
 pub mod flops;
 pub mod matrix;
