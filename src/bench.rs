@@ -1,12 +1,22 @@
 //! `dlrt bench`: time per training step of every integrator at the paper's MNIST setting.
 //!
-//! 784-500-500-10, batch 64, r0 = 20, ϑ = 0.01, plain SGD λ = 0.01. Each method first trains
-//! `warmup` steps (so the ranks settle where training takes them), then `steps` steps are
-//! timed one by one; the table gives the median. Batches come from MNIST when it has been
-//! fetched, otherwise from Gaussian inputs (the ranks then differ from real training).
-//! FLOPs are counted from the layer shapes at the final ranks (a backward pass costs twice
-//! its forward), and compared with this machine's measured rate for a large matrix product.
+//! The setting is [`RunConfig::paper_mnist_with`] for each method (the table's first line is
+//! derived from it). Each method first trains `warmup` steps (so the ranks settle where
+//! training takes them), then `steps` steps are timed one by one; the table gives the median.
+//! Batches come from MNIST when it has been fetched, otherwise from Gaussian inputs (the ranks
+//! then differ from real training). FLOPs are counted per method from its passes and factor
+//! sizes at the final ranks ([`flops`]), and compared with this machine's measured rate for a
+//! large matrix product.
+//!
+//! Also here: the ViT adapter step benchmark of `dlrt bench-vit` ([`vit`]) and the matrix
+//! problem of `dlrt matrix` ([`mod@matrix`]).
 
+pub mod flops;
+pub mod matrix;
+pub mod vit;
+
+use std::fmt::Debug;
+use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
@@ -16,12 +26,15 @@ use rand::{rngs::StdRng, SeedableRng};
 use crate::config::RunConfig;
 use crate::data::{self, Split};
 use crate::integrators::IntegratorKind;
-use crate::layers::Pass;
 use crate::linalg::{host_time, HostTime};
 use crate::models::{Layer, Mlp};
-use crate::optim::Optimizer;
+use crate::optim::OptimizerConfig;
 use crate::train::{loss::cross_entropy, StepTimes, Trainer};
-use crate::Result;
+use crate::{Error, Result};
+
+pub use crate::train::report::peak_memory_mib;
+pub use matrix::{matrix, MatrixArgs};
+pub use vit::{run_vit, VitBench, VitBenchRow, VitShape};
 
 /// One row of the benchmark table.
 #[derive(Clone, Debug)]
@@ -38,7 +51,7 @@ pub struct BenchRow {
     pub svd: f64,
     /// Ranks of the low-rank layers after the timed steps.
     pub ranks: Vec<usize>,
-    /// Floating-point operations of one step (matrix products only).
+    /// Floating-point operations of one step (matrix products only, [`flops`]).
     pub flops: f64,
     /// Device→host reads per step ([`crate::linalg::host_reads`]).
     pub host_reads: f64,
@@ -47,6 +60,24 @@ pub struct BenchRow {
     /// Mean time per timed step in the host decompositions, in µs, summed over layers
     /// ([`crate::linalg::host_time`]).
     pub host_us: HostTime,
+}
+
+/// The result of [`run`]: the rows and what they were measured on.
+#[derive(Clone, Debug)]
+pub struct MlpBench {
+    /// The setting (of abc-PSI; the other methods differ only in `integrator.method` and the
+    /// initialisation, see [`RunConfig::paper_mnist_with`]).
+    pub config: RunConfig,
+    /// One row per method, in the order asked for.
+    pub rows: Vec<BenchRow>,
+    /// Whether the batches were MNIST's (otherwise Gaussian).
+    pub mnist: bool,
+    /// This machine's rate for a 1024³ matrix product, in GFLOP/s ([`matmul_rate`]).
+    pub matmul_gflops: f64,
+    /// Untimed steps per method.
+    pub warmup: usize,
+    /// Timed steps per method.
+    pub steps: usize,
 }
 
 /// GFLOP/s of a 1024×1024×1024 matrix product on the backend (median of 5).
@@ -67,32 +98,20 @@ pub fn matmul_rate<B: AutodiffBackend>(device: &B::Device) -> f64 {
     2.0 * (n * n * n) as f64 / times[times.len() / 2] / 1e9
 }
 
-/// Matrix-product FLOPs of one step of `method` on `model` at batch size `b`.
-fn step_flops<B: AutodiffBackend>(model: &Mlp<B>, passes: &[Pass], b: usize) -> f64 {
-    let mut total = 0.0;
-    for &pass in passes {
-        for layer in &model.layers {
-            let (n, m) = layer.shape();
-            let (n, m, bf) = (n as f64, m as f64, b as f64);
-            let forward = match layer {
-                Layer::Dense(_) => 2.0 * bf * n * m,
-                Layer::LowRank(l) => {
-                    let r = l.rank() as f64;
-                    // Between passes abc-PSI's basis is 2r wide: use r_u = 2r for L and S passes.
-                    let ru = if matches!(pass, Pass::L | Pass::S) && passes.len() > 1 { 2.0 * r } else { r };
-                    match pass {
-                        Pass::Tangent => 2.0 * bf * (2.0 * n * r + 2.0 * r * m + r * r),
-                        // Forward and input gradient (no factor leaf), then the integrator's
-                        // xᵀ(δ V0) and δᵀ(x Û) with Û 2r wide: 5 forwards' worth in all.
-                        Pass::Activations => 2.0 * bf * (n * r + r * m) * 5.0 / 3.0,
-                        _ => 2.0 * bf * (n * ru + ru * m),
-                    }
-                }
-            };
-            total += 3.0 * forward;
-        }
+/// The median of `times` (sorted here); `steps ≥ 1` is checked before any timing, so it has one.
+fn median(mut times: Vec<f64>) -> Result<f64> {
+    times.sort_by(f64::total_cmp);
+    times.get(times.len() / 2).copied().ok_or_else(|| Error::Internal("a benchmark timed no step".into()))
+}
+
+/// Checks the step counts of a benchmark: at least one timed step, and a total that fits.
+fn check_steps(warmup: usize, steps: usize) -> Result<usize> {
+    if steps == 0 {
+        return Err(Error::config("steps", steps, "at least 1 timed step (the table shows their median)"));
     }
-    total
+    warmup
+        .checked_add(steps)
+        .ok_or_else(|| Error::config("warmup", warmup, "warmup + steps that fit a usize"))
 }
 
 /// The parts of the timed steps ([`StepTimes`]) and the host decompositions' time during them.
@@ -127,57 +146,53 @@ impl Breakdown {
 
 /// Waits for the device's queued work, so a step's time includes it (a no-op on the CPU).
 fn sync<B: AutodiffBackend>(device: &B::Device) -> Result<()> {
-    B::sync(device).map_err(|e| crate::Error::Unsupported(format!("device sync failed: {e:?}")))
+    B::sync(device).map_err(|e| Error::Device(format!("device sync failed: {e:?}")))
 }
 
-/// Peak resident memory of this process in MiB (VmHWM), where the OS reports it.
-pub fn peak_memory_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
-}
-
-/// Benchmarks `methods` with `warmup` untimed and `steps` timed steps each.
+/// Benchmarks `methods` (all when empty) with `warmup` untimed and `steps` timed steps each.
 pub fn run<B: AutodiffBackend>(
     methods: &[IntegratorKind],
     warmup: usize,
     steps: usize,
     data_dir: &Path,
     device: &B::Device,
-) -> Result<(Vec<BenchRow>, bool)> {
+) -> Result<MlpBench> {
+    let total = check_steps(warmup, steps)?;
+    let methods = if methods.is_empty() { &IntegratorKind::ALL[..] } else { methods };
     let base = RunConfig::paper_mnist();
-    let batch = base.train.batch_size;
-    let mnist = data::load(base.train.dataset, Split::Train, data_dir).ok();
+    let (batch, dataset) = (base.train.batch_size, base.train.dataset);
+    let (features, classes) = (dataset.features(), dataset.classes());
+    let mnist = data::load(dataset, Split::Train, data_dir).ok();
+    let matmul_gflops = matmul_rate::<B>(device);
     let mut rng = StdRng::seed_from_u64(0);
     let mut rows = Vec::new();
     for &method in methods {
         let cfg = RunConfig::paper_mnist_with(method);
         let m = &cfg.model;
+        let flags = cfg.low_rank_flags()?;
         let mut model =
-            Mlp::<B>::new(&m.widths, &cfg.low_rank_flags()?, m.rank, m.init, m.init_gain, &mut rng, device)?;
-        let mut trainer =
-            Trainer::new(method, &cfg.integrator.truncation(), Optimizer::sgd(cfg.optimizer.lr))?;
+            Mlp::<B>::new(&cfg.dataset_widths(), &flags, m.rank, m.init, m.init_gain, &mut rng, device)?;
+        let mut trainer = Trainer::new(method, &cfg.integrator.truncation(), cfg.optimizer.build()?)?;
         trainer.prepare(&mut model)?;
         let mut times = Vec::with_capacity(steps);
         let before = trainer.counters();
         let reads_before = crate::linalg::host_reads();
         // Restarted at the first timed step, so that warm-up decompositions are not counted.
         let mut breakdown = Breakdown::start();
-        for k in 0..warmup + steps {
+        for k in 0..total {
             let (x, y) = match &mnist {
                 Some(d) => {
                     let idx: Vec<usize> = (0..batch).map(|i| (k * batch + i) % d.len).collect();
                     let (px, lb) = d.gather(&idx);
                     (
-                        Tensor::<B, 2>::from_data(TensorData::new(px, [batch, 784]), device),
+                        Tensor::<B, 2>::from_data(TensorData::new(px, [batch, features]), device),
                         Tensor::<B, 1, Int>::from_data(TensorData::new(lb, [batch]), device),
                     )
                 }
                 None => (
-                    Tensor::<B, 2>::random([batch, 784], Distribution::Normal(0.0, 1.0), device),
+                    Tensor::<B, 2>::random([batch, features], Distribution::Normal(0.0, 1.0), device),
                     Tensor::<B, 1, Int>::from_data(
-                        TensorData::new((0..batch as i64).map(|i| i % 10).collect(), [batch]),
+                        TensorData::new((0..batch as i64).map(|i| i % classes as i64).collect(), [batch]),
                         device,
                     ),
                 ),
@@ -195,107 +210,183 @@ pub fn run<B: AutodiffBackend>(
         }
         let (parts_us, host_us) = breakdown.means(1e6);
         let c = trainer.counters();
-        let per = |a: u64, b: u64| (a - b) as f64 / (warmup + steps) as f64;
-        times.sort_by(f64::total_cmp);
+        let per = |a: u64, b: u64| (a - b) as f64 / total as f64;
+        let shapes: Vec<flops::LayerShape> = model
+            .layers
+            .iter()
+            .map(|layer| {
+                let (n, m) = layer.shape();
+                let rank = match layer {
+                    Layer::Dense(_) => None,
+                    Layer::LowRank(l) => Some(l.rank()),
+                };
+                flops::LayerShape { n, m, rank }
+            })
+            .collect();
         rows.push(BenchRow {
             method,
-            median_us: times[times.len() / 2],
+            median_us: median(times)?,
             passes: per(c.passes, before.passes),
             qr: per(c.qr, before.qr),
             svd: per(c.svd, before.svd),
             ranks: model.ranks(),
-            flops: step_flops(&model, trainer.spec().passes, batch),
+            flops: flops::step_flops(method, &shapes, batch),
             host_reads: per(crate::linalg::host_reads(), reads_before),
             parts_us,
             host_us,
         });
     }
-    Ok((rows, mnist.is_some()))
+    Ok(MlpBench { config: base, rows, mnist: mnist.is_some(), matmul_gflops, warmup, steps })
 }
 
-/// One row of the ViT adapter benchmark.
-#[derive(Clone, Debug)]
-pub struct VitBenchRow {
-    /// The method driving the adapters.
-    pub method: IntegratorKind,
-    /// Median wall time of one training step, in ms.
-    pub median_ms: f64,
-    /// Adapter parameters (U, S, V and biases) after the timed steps.
-    pub adapter_params: usize,
-    /// Smallest and largest adapter rank after the timed steps.
-    pub ranks: (usize, usize),
-    /// Mean wall time of a timed step's parts, in ms.
-    pub parts_ms: StepTimes,
-    /// Mean time per timed step in the host decompositions, in ms, summed over layers.
-    pub host_ms: HostTime,
+/// The setting line of a run config: `784-500-500-10, batch 64, r0 = 20, tol = 0.01, SGD lr = 0.01`.
+pub fn setting(cfg: &RunConfig) -> String {
+    let widths: Vec<String> = cfg.dataset_widths().iter().map(|w| w.to_string()).collect();
+    let optimizer = match cfg.optimizer.rule {
+        OptimizerConfig::Sgd => "SGD",
+        OptimizerConfig::Momentum { .. } => "momentum",
+        OptimizerConfig::Adam { .. } => "Adam",
+    };
+    format!(
+        "{}, batch {}, r0 = {}, tol = {}, {optimizer} lr = {}",
+        widths.join("-"),
+        cfg.train.batch_size,
+        cfg.model.rank,
+        cfg.integrator.tol,
+        cfg.optimizer.lr
+    )
 }
 
-/// Times adapter fine-tuning steps of a randomly initialised ViT (`config`, images of
-/// `image`×`image` pixels, position embeddings interpolated) with adapters of initial rank
-/// `rank` on query, key and value, AdamW-free plain SGD λ = 1e-3, ϑ = 0.15 and r_max = `rank`
-/// (the paper's ViT setting). The loss is the cross-entropy of a frozen random 10-class head on
-/// the CLS features with random labels: the timing needs the backbone's forward and backward
-/// passes and the integrator's work, not a trained head.
-#[allow(clippy::too_many_arguments)]
-pub fn run_vit<B: AutodiffBackend>(
-    config: crate::models::vit::ViTConfig,
-    image: usize,
-    batch: usize,
-    rank: usize,
-    methods: &[IntegratorKind],
-    warmup: usize,
-    steps: usize,
-    device: &B::Device,
-) -> Result<Vec<VitBenchRow>> {
-    use crate::models::vit::{AdapterTarget, ViT};
-    let mut rows = Vec::new();
-    for &method in methods {
-        let mut rng = StdRng::seed_from_u64(0);
-        let mut vit = ViT::<B>::random(config.clone(), &mut rng, device)?;
-        vit.add_adapters(&AdapterTarget::DEFAULT, rank, &mut rng)?;
-        let d = config.hidden_size;
-        let channels = config.num_channels;
-        let x =
-            Tensor::<B, 4>::random([batch, channels, image, image], Distribution::Normal(0.0, 1.0), device);
-        let head =
-            Tensor::<B, 2>::random([d, 10], Distribution::Normal(0.0, (1.0 / d as f64).sqrt()), device);
-        let labels = Tensor::<B, 1, Int>::from_data(
-            TensorData::new((0..batch as i64).map(|i| i % 10).collect(), [batch]),
-            device,
-        );
-        let truncation = crate::linalg::TruncationConfig::relative(0.15).with_bounds(1, Some(rank));
-        let mut trainer = Trainer::new(method, &truncation, Optimizer::sgd(1e-3))?;
-        trainer.prepare(&mut vit)?;
-        let mut times = Vec::with_capacity(steps);
-        // Restarted at the first timed step, so that warm-up decompositions are not counted.
-        let mut breakdown = Breakdown::start();
-        for k in 0..warmup + steps {
-            if k == warmup {
-                breakdown = Breakdown::start();
-            }
-            let started = Instant::now();
-            let report = trainer.step(&mut vit, |v| {
-                cross_entropy(v.forward(x.clone()).matmul(head.clone()), labels.clone())
-            })?;
-            sync::<B>(device)?;
-            if k >= warmup {
-                times.push(started.elapsed().as_secs_f64() * 1e3);
-                breakdown.add(report.times);
-            }
-        }
-        let (parts_ms, host_ms) = breakdown.means(1e3);
-        times.sort_by(f64::total_cmp);
-        let layers = vit.low_rank_layers_mut();
-        let ranks = layers.iter().map(|l| l.rank());
-        let ranks = (ranks.clone().min().unwrap_or(0), ranks.max().unwrap_or(0));
-        rows.push(VitBenchRow {
-            method,
-            median_ms: times.get(times.len() / 2).copied().unwrap_or(f64::NAN),
-            adapter_params: vit.adapter_params(),
-            ranks,
-            parts_ms,
-            host_ms,
-        });
+/// `dlrt bench`'s tables: the setting, the matrix-product rate, one row per method, then
+/// where a step's time goes. `device` is shown as it prints with `{:?}`.
+pub fn write_table(out: &mut impl Write, bench: &MlpBench, device: impl Debug) -> Result<()> {
+    let io = Error::Output;
+    let (rate, batches) = (bench.matmul_gflops, if bench.mnist { "MNIST" } else { "Gaussian" });
+    writeln!(
+        out,
+        "{}; {batches} batches; median of {} steps after {} warm-up",
+        setting(&bench.config),
+        bench.steps,
+        bench.warmup
+    )
+    .map_err(io)?;
+    writeln!(out, "matrix-product rate (1024^3 f32): {rate:.1} GFLOP/s").map_err(io)?;
+    writeln!(out, "device: {device:?}").map_err(io)?;
+    writeln!(out, "| method | µs/step | passes | QR | SVD | host reads | ranks | MFLOP/step | GFLOP/s | % of matmul rate | vs dense |").map_err(io)?;
+    writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|").map_err(io)?;
+    let dense = bench.rows.iter().find(|r| r.method == IntegratorKind::Dense).map(|r| r.median_us);
+    for r in &bench.rows {
+        let gflops = r.flops / (r.median_us * 1e-6) / 1e9;
+        let ratio = dense.map_or("-".to_string(), |d| format!("{:.2}", r.median_us / d));
+        writeln!(
+            out,
+            "| {} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} | {:?} | {:.1} | {:.1} | {:.0} % | {ratio} |",
+            r.method,
+            r.median_us,
+            r.passes,
+            r.qr,
+            r.svd,
+            r.host_reads,
+            r.ranks,
+            r.flops / 1e6,
+            gflops,
+            100.0 * gflops / rate
+        )
+        .map_err(io)?;
     }
-    Ok(rows)
+    write_parts_table(out, "µs", bench.rows.iter().map(|r| (r.method, r.parts_us, r.host_us)))?;
+    if let Some(mib) = peak_memory_mib() {
+        writeln!(out, "peak resident memory of this process: {mib:.0} MiB").map_err(io)?;
+    }
+    Ok(())
+}
+
+/// The "where a step's time goes" table of `dlrt bench` and `dlrt bench-vit`, after a blank
+/// line.
+fn write_parts_table(
+    out: &mut impl Write,
+    unit: &str,
+    rows: impl Iterator<Item = (IntegratorKind, StepTimes, HostTime)>,
+) -> Result<()> {
+    let io = Error::Output;
+    writeln!(out).map_err(io)?;
+    writeln!(out, "Where a step's time goes (mean {unit} per timed step; host QR and SVD are the host decompositions with their copies, summed over layers, which update side by side on the CPU):").map_err(io)?;
+    writeln!(out, "| method | forward | backward | update | host QR | host SVD |").map_err(io)?;
+    writeln!(out, "|---|---|---|---|---|---|").map_err(io)?;
+    for (method, p, h) in rows {
+        writeln!(
+            out,
+            "| {method} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            p.forward, p.backward, p.update, h.qr, h.svd
+        )
+        .map_err(io)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_setting_line_is_derived_from_the_paper_config() {
+        assert_eq!(
+            setting(&RunConfig::paper_mnist()),
+            "784-500-500-10, batch 64, r0 = 20, tol = 0.01, SGD lr = 0.01"
+        );
+        let mut cfg = RunConfig::paper_mnist();
+        (cfg.model.hidden, cfg.optimizer.rule, cfg.optimizer.lr) =
+            (vec![8], OptimizerConfig::adamw(0.0), 1e-3);
+        assert_eq!(setting(&cfg), "784-8-10, batch 64, r0 = 20, tol = 0.01, Adam lr = 0.001");
+    }
+
+    #[test]
+    fn zero_timed_steps_are_an_error_not_a_panic() {
+        let device = Default::default();
+        let err = run::<crate::TrainBackend>(&[IntegratorKind::Dense], 0, 0, Path::new("/nowhere"), &device)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("steps") && err.contains("at least 1"), "{err}");
+        assert!(check_steps(usize::MAX, 1).is_err());
+        assert_eq!(check_steps(2, 3).unwrap(), 5);
+        assert!(matches!(median(Vec::new()), Err(Error::Internal(_))));
+        assert_eq!(median(vec![3.0, 1.0, 2.0]).unwrap(), 2.0);
+    }
+
+    #[test]
+    fn the_table_has_a_row_per_method_and_compares_with_dense() {
+        let parts = StepTimes { forward: 1.0, backward: 2.0, update: 3.0 };
+        let row = |method, median_us| BenchRow {
+            method,
+            median_us,
+            passes: 2.0,
+            qr: 2.0,
+            svd: 2.0,
+            ranks: vec![20, 18],
+            flops: 4e6,
+            host_reads: 4.0,
+            parts_us: parts,
+            host_us: HostTime { qr: 5.0, svd: 6.0 },
+        };
+        let bench = MlpBench {
+            config: RunConfig::paper_mnist(),
+            rows: vec![row(IntegratorKind::AbcPsi, 2000.0), row(IntegratorKind::Dense, 1000.0)],
+            mnist: false,
+            matmul_gflops: 10.0,
+            warmup: 1,
+            steps: 3,
+        };
+        let mut out = Vec::new();
+        write_table(&mut out, &bench, "Cpu").unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "784-500-500-10, batch 64, r0 = 20, tol = 0.01, SGD lr = 0.01; Gaussian batches; median of 3 steps after 1 warm-up"
+        );
+        assert_eq!(lines[2], "device: \"Cpu\"");
+        // 4 MFLOP in 2 ms: 2 GFLOP/s, 20 % of 10 GFLOP/s; twice dense's time.
+        assert_eq!(lines[5], "| abc_psi | 2000 | 2 | 2.0 | 2.0 | 4.0 | [20, 18] | 4.0 | 2.0 | 20 % | 2.00 |");
+        assert!(text.contains("| abc_psi | 1 | 2 | 3 | 5 | 6 |"), "{text}");
+    }
 }

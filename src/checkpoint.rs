@@ -12,14 +12,14 @@
 pub mod adapters;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use burn::tensor::{backend::Backend, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::config::RunConfig;
 use crate::integrators::{CounterSnapshot, FactorSlots, LayerState, TrainState};
-use crate::io::{read_safetensors, write_safetensors, TensorMap};
+use crate::io::{read_metadata, read_safetensors, write_safetensors, TensorMap};
 use crate::layers::{DenseLinear, LowRankLinear};
 use crate::models::{Layer, Mlp};
 use crate::optim::{DenseSlots, Slot, State};
@@ -178,17 +178,44 @@ fn meta_json<T: serde::de::DeserializeOwned>(
     serde_json::from_str(raw).map_err(|e| Error::bad_file(path, format!("metadata.{key}"), "valid JSON", e))
 }
 
-/// Loads a checkpoint written by [`save`]; every tensor's name and shape is checked against
-/// the config stored with it, and unexpected tensors are reported.
-pub fn load<B: Backend>(path: &Path, device: &B::Device) -> Result<(Mlp<B>, TrainState<B>, RunState)> {
-    let (mut tensors, meta) = read_safetensors(path)?;
+/// The run config stored in a checkpoint written by [`save`], from its header alone.
+pub fn load_config(path: &Path) -> Result<RunConfig> {
+    config_of(&read_metadata(path)?, path)
+}
+
+fn config_of(meta: &HashMap<String, String>, path: &Path) -> Result<RunConfig> {
     match meta.get("format") {
         Some(f) if f == FORMAT => {}
         other => return Err(Error::bad_file(path, "metadata.format", FORMAT, format!("{other:?}"))),
     }
     let text =
         meta.get("config").ok_or_else(|| Error::bad_file(path, "metadata.config", "a run config", "none"))?;
-    let config = RunConfig::from_toml(text, &path.join("<metadata.config>"))?;
+    RunConfig::from_toml(text, &path.join("<metadata.config>"))
+}
+
+/// Writes the dense weights of a checkpoint of either kind: W = U S Vᵀ of a trained network
+/// ([`export_dense`], default `dense.safetensors`), or a fine-tuned backbone with its adapters
+/// merged and the head ([`adapters::export_merged`], default `merged.safetensors` and
+/// `config.json`), next to the checkpoint unless `out` says where. Returns the file written.
+pub fn export(path: &Path, out: Option<PathBuf>) -> Result<PathBuf> {
+    let device = Default::default();
+    if adapters::is_adapter_checkpoint(path)? {
+        let (model, _, _) = adapters::load::<crate::CpuBackend>(path, &device)?;
+        let out = out.unwrap_or_else(|| path.with_file_name("merged.safetensors"));
+        adapters::export_merged(&out, &model)?;
+        return Ok(out);
+    }
+    let (model, _, state) = load::<crate::CpuBackend>(path, &device)?;
+    let out = out.unwrap_or_else(|| path.with_file_name("dense.safetensors"));
+    export_dense(&out, &model, &state.config)?;
+    Ok(out)
+}
+
+/// Loads a checkpoint written by [`save`]; every tensor's name and shape is checked against
+/// the config stored with it, and unexpected tensors are reported.
+pub fn load<B: Backend>(path: &Path, device: &B::Device) -> Result<(Mlp<B>, TrainState<B>, RunState)> {
+    let (mut tensors, meta) = read_safetensors(path)?;
+    let config = config_of(&meta, path)?;
     let state = RunState {
         epoch: meta_field(&meta, path, "epoch")?,
         step: meta_field(&meta, path, "step")?,
@@ -198,7 +225,7 @@ pub fn load<B: Backend>(path: &Path, device: &B::Device) -> Result<(Mlp<B>, Trai
     let times: BTreeMap<String, usize> = meta_json(&meta, path, "optimizer_steps")?;
     let flags = state.config.low_rank_flags()?;
     let (mut layers, mut train) = (Vec::new(), TrainState::default());
-    for (i, (w, &low_rank)) in state.config.model.widths.windows(2).zip(&flags).enumerate() {
+    for (i, (w, &low_rank)) in state.config.dataset_widths().windows(2).zip(&flags).enumerate() {
         let (n, m, p) = (w[0], w[1], format!("layers.{i}"));
         let bias = Some(take(&mut tensors, path, &format!("{p}.bias"), Some([m]), device)?);
         if low_rank {

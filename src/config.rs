@@ -4,9 +4,16 @@
 //! Unknown keys are errors that name the key (`deny_unknown_fields`), and [`RunConfig::validate`]
 //! names the field and the value of anything out of range. Every shipped preset lives in
 //! `configs/*.toml`; [`RunConfig::paper_mnist`] is the seed paper's MNIST setting in code.
-//! [`FinetuneConfig`] (in [`finetune`]) is the same for adapter fine-tuning of a ViT.
+//! [`FinetuneConfig`] (in [`finetune`]) is the same for adapter fine-tuning of a ViT; the
+//! `[optimizer]` section of both is [`OptimizerSection`] (in [`optimizer`]), and
+//! [`Overrides`] (in [`overrides`]) are the command line's changes to either.
+//!
+//! The MLP's input and output widths are not in the config: they come from the data set
+//! ([`RunConfig::widths`]), so `[model] hidden` lists only the hidden layers.
 
 pub mod finetune;
+pub mod optimizer;
+pub mod overrides;
 
 use std::path::Path;
 
@@ -14,12 +21,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::DatasetName;
 use crate::integrators::IntegratorKind;
+use crate::layers::Init;
 use crate::linalg::TruncationConfig;
-use crate::models::Init;
-use crate::optim::OptimizerConfig;
 use crate::{Error, Result};
 
 pub use finetune::FinetuneConfig;
+pub use optimizer::{OptimizerSection, Schedule};
+pub use overrides::{FinetuneOverrides, Overrides};
 
 /// Which layers of the MLP are low-rank.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -31,13 +39,15 @@ pub enum LowRankLayers {
     Flags(Vec<bool>),
 }
 
-/// The network: an MLP `widths[0] → … → widths[last]` with ReLU between layers.
+/// The network: an MLP `inputs → hidden[0] → … → hidden[last] → classes` with ReLU between
+/// layers, its inputs and classes those of the data set ([`RunConfig::widths`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
-    /// Layer widths, input first: `[784, 500, 500, 10]`.
-    pub widths: Vec<usize>,
-    /// Which layers are low-rank (`"hidden"`, `"none"` or one flag per layer).
+    /// Widths of the hidden layers: `[500, 500]` for the paper's 784-500-500-10.
+    pub hidden: Vec<usize>,
+    /// Which layers are low-rank (`"hidden"`, `"none"` or one flag per layer, the output layer
+    /// included: `hidden.len() + 1` flags).
     #[serde(default = "default_low_rank")]
     pub low_rank: LowRankLayers,
     /// Initial rank r0 of each low-rank layer (clamped to min(n, m)).
@@ -96,95 +106,6 @@ impl IntegratorConfig {
     pub fn truncation(&self) -> TruncationConfig {
         TruncationConfig { tol: self.tol, absolute: self.absolute, r_min: self.r_min, r_max: self.r_max }
     }
-}
-
-/// The optimizer of the factor and dense steps.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OptimizerSection {
-    /// `sgd` (the paper's Euler step), `momentum` or `adam` (AdamW when `weight_decay` > 0).
-    #[serde(default = "default_kind")]
-    pub kind: String,
-    /// Learning rate λ.
-    pub lr: f64,
-    /// Momentum β (`momentum` only; default 0.9).
-    #[serde(default)]
-    pub beta: Option<f64>,
-    /// Adam's β₁ (default 0.9).
-    #[serde(default)]
-    pub beta1: Option<f64>,
-    /// Adam's β₂ (default 0.999).
-    #[serde(default)]
-    pub beta2: Option<f64>,
-    /// Adam's ε (default 1e-8).
-    #[serde(default)]
-    pub eps: Option<f64>,
-    /// Adam's decoupled weight decay (default 0).
-    #[serde(default)]
-    pub weight_decay: Option<f64>,
-    /// Learning-rate schedule over the run.
-    #[serde(default)]
-    pub schedule: Schedule,
-}
-
-fn default_kind() -> String {
-    "sgd".into()
-}
-
-impl OptimizerSection {
-    /// The update rule these values describe; names a key that does not belong to `kind`.
-    pub fn rule(&self) -> Result<OptimizerConfig> {
-        let adam_keys = [
-            ("beta1", self.beta1),
-            ("beta2", self.beta2),
-            ("eps", self.eps),
-            ("weight_decay", self.weight_decay),
-        ];
-        let unused = |keys: &[(&str, Option<f64>)]| -> Result<()> {
-            match keys.iter().find(|(_, v)| v.is_some()) {
-                Some((k, v)) => Err(Error::config(
-                    &format!("optimizer.{k}"),
-                    v.unwrap_or_default(),
-                    &format!("no `{k}` with kind = \"{}\"", self.kind),
-                )),
-                None => Ok(()),
-            }
-        };
-        let rule = match self.kind.as_str() {
-            "sgd" => {
-                unused(&adam_keys)?;
-                unused(&[("beta", self.beta)])?;
-                OptimizerConfig::Sgd
-            }
-            "momentum" => {
-                unused(&adam_keys)?;
-                OptimizerConfig::Momentum { beta: self.beta.unwrap_or(0.9) }
-            }
-            "adam" => {
-                unused(&[("beta", self.beta)])?;
-                OptimizerConfig::Adam {
-                    beta1: self.beta1.unwrap_or(0.9),
-                    beta2: self.beta2.unwrap_or(0.999),
-                    eps: self.eps.unwrap_or(1e-8),
-                    weight_decay: self.weight_decay.unwrap_or(0.0),
-                }
-            }
-            other => return Err(Error::config("optimizer.kind", other, "\"sgd\", \"momentum\" or \"adam\"")),
-        };
-        rule.validate().map_err(|e| prefix(e, "optimizer."))?;
-        Ok(rule)
-    }
-}
-
-/// Learning-rate schedule.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Schedule {
-    /// λ throughout.
-    #[default]
-    Constant,
-    /// Cosine decay from λ to 0 over all steps of the run.
-    Cosine,
 }
 
 /// The training loop.
@@ -248,23 +169,14 @@ impl RunConfig {
         };
         RunConfig {
             model: ModelConfig {
-                widths: vec![784, 500, 500, 10],
+                hidden: vec![500, 500],
                 low_rank: default_low_rank(),
                 rank: 20,
                 init,
                 init_gain: default_gain(),
             },
             integrator: IntegratorConfig { method, tol: 0.01, absolute: false, r_min: 1, r_max: None },
-            optimizer: OptimizerSection {
-                kind: "sgd".into(),
-                lr: 0.01,
-                beta: None,
-                beta1: None,
-                beta2: None,
-                eps: None,
-                weight_decay: None,
-                schedule: Schedule::Constant,
-            },
+            optimizer: OptimizerSection::sgd(0.01),
             train: TrainSection {
                 dataset: DatasetName::Mnist,
                 batch_size: 64,
@@ -293,9 +205,25 @@ impl RunConfig {
         toml::to_string(self).expect("a RunConfig always serialises")
     }
 
-    /// Which layers are low-rank, one flag per layer.
+    /// The MLP's layer widths for a data set of `inputs` features and `classes` classes:
+    /// `[inputs, hidden…, classes]`.
+    pub fn widths(&self, inputs: usize, classes: usize) -> Vec<usize> {
+        let mut widths = Vec::with_capacity(self.model.hidden.len() + 2);
+        widths.push(inputs);
+        widths.extend(&self.model.hidden);
+        widths.push(classes);
+        widths
+    }
+
+    /// [`RunConfig::widths`] for the configured data set (`train.dataset`).
+    pub fn dataset_widths(&self) -> Vec<usize> {
+        let d = self.train.dataset;
+        self.widths(d.features(), d.classes())
+    }
+
+    /// Which layers are low-rank, one flag per layer (`hidden.len() + 1` layers).
     pub fn low_rank_flags(&self) -> Result<Vec<bool>> {
-        let layers = self.model.widths.len().saturating_sub(1);
+        let layers = self.model.hidden.len() + 1;
         if self.integrator.method == IntegratorKind::Dense {
             return Ok(vec![false; layers]);
         }
@@ -317,12 +245,8 @@ impl RunConfig {
     /// Checks every value's range and the combinations (names the field and the value).
     pub fn validate(&self) -> Result<()> {
         let m = &self.model;
-        if m.widths.len() < 2 || m.widths.contains(&0) {
-            return Err(Error::config(
-                "model.widths",
-                format!("{:?}", m.widths),
-                "at least two positive widths",
-            ));
+        if m.hidden.contains(&0) {
+            return Err(Error::config("model.hidden", format!("{:?}", m.hidden), "positive widths"));
         }
         if m.rank == 0 {
             return Err(Error::config("model.rank", m.rank, "an initial rank ≥ 1"));
@@ -332,7 +256,7 @@ impl RunConfig {
         }
         self.low_rank_flags()?;
         self.integrator.truncation().validate().map_err(|e| prefix(e, "integrator."))?;
-        self.optimizer.rule()?;
+        self.optimizer.rule.validate().map_err(|e| prefix(e, "optimizer."))?;
         let lr = self.optimizer.lr;
         if !(lr > 0.0 && lr.is_finite()) {
             return Err(Error::config("optimizer.lr", lr, "a finite learning rate > 0"));
@@ -343,13 +267,6 @@ impl RunConfig {
         }
         if t.epochs == 0 {
             return Err(Error::config("train.epochs", t.epochs, "at least 1"));
-        }
-        if *m.widths.last().unwrap_or(&0) != 10 || m.widths[0] != 784 {
-            return Err(Error::config(
-                "model.widths",
-                format!("{:?}", m.widths),
-                "784 inputs and 10 outputs for MNIST / Fashion-MNIST",
-            ));
         }
         Ok(())
     }
@@ -414,6 +331,28 @@ mod tests {
     }
 
     #[test]
+    fn widths_come_from_the_data_set_and_flags_count_the_output_layer() {
+        let mut cfg = RunConfig::paper_mnist();
+        assert_eq!(cfg.widths(784, 10), vec![784, 500, 500, 10]);
+        assert_eq!(cfg.dataset_widths(), vec![784, 500, 500, 10]);
+        assert_eq!(cfg.widths(3, 2), vec![3, 500, 500, 2]);
+        cfg.model.hidden = vec![];
+        assert_eq!(cfg.dataset_widths(), vec![784, 10]);
+        assert_eq!(cfg.low_rank_flags().unwrap(), vec![false]);
+        cfg.model.low_rank = LowRankLayers::Flags(vec![true]);
+        assert_eq!(cfg.low_rank_flags().unwrap(), vec![true]);
+        cfg.model.hidden = vec![8, 0];
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("model.hidden") && err.contains("[8, 0]"), "{err}");
+    }
+
+    #[test]
+    fn the_paper_config_file_is_the_paper_preset() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs").join("mnist_abc_psi.toml");
+        assert_eq!(RunConfig::load(&path).unwrap(), RunConfig::paper_mnist());
+    }
+
+    #[test]
     fn shipped_configs_load_and_match_the_paper_setting() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
         let mut seen = 0;
@@ -432,6 +371,8 @@ mod tests {
             }
             seen += 1;
         }
-        assert!(seen >= 15, "expected the 7 + 7 paper configs and the recipe, found {seen}");
+        // mnist_<method> and mnist4_<method> (four hidden layers) for the 8 methods, and the
+        // Adam recipe.
+        assert!(seen >= 17, "expected the 8 + 8 paper configs and the recipe, found {seen}");
     }
 }

@@ -43,10 +43,11 @@ pub enum Error {
     /// An operation was asked of a component that does not support it.
     #[error("unsupported: {0}")]
     Unsupported(String),
-    /// An internal invariant does not hold: a bug in dlrt, not in its input.
-    #[error("internal error (a bug in dlrt): {0}")]
+    /// A broken internal invariant: a bug in dlrt, not a problem with the input.
+    #[error("internal error (a bug in dlrt, please report it): {0}")]
     Internal(String),
-    /// The compute device or its runtime failed (no usable CUDA device, a failed sync).
+    /// The compute device or its runtime failed: CUDA not usable, a sync that returned an
+    /// error.
     #[error("device: {0}")]
     Device(String),
     /// A data or weight file is malformed.
@@ -70,6 +71,9 @@ pub enum Error {
         /// status with the program's stderr.
         problem: String,
     },
+    /// Writing the command's output (a table, a summary line) failed, e.g. a closed pipe.
+    #[error("writing the output: {0}")]
+    Output(#[source] std::io::Error),
     /// Reading or writing a file failed.
     #[error("{path}: {source}")]
     Io {
@@ -117,5 +121,21 @@ impl Error {
     /// Shorthand for [`Error::Shape`].
     pub fn shape(context: impl Into<String>, expected: impl Into<String>, got: impl Into<String>) -> Self {
         Error::Shape { context: context.into(), expected: expected.into(), got: got.into() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_say_what_kind_of_failure_it_is() {
+        let closed = std::io::Error::new(std::io::ErrorKind::BrokenPipe, "broken pipe");
+        assert_eq!(Error::Output(closed).to_string(), "writing the output: broken pipe");
+        let bug = Error::Internal("a benchmark timed no step".into()).to_string();
+        assert!(bug.starts_with("internal error (a bug in dlrt") && bug.ends_with("timed no step"), "{bug}");
+        assert_eq!(Error::Device("sync failed".into()).to_string(), "device: sync failed");
+        let full = Error::Output(std::io::ErrorKind::StorageFull.into());
+        assert!(std::error::Error::source(&full).is_some(), "the I/O error is the source");
     }
 }

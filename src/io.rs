@@ -87,3 +87,27 @@ pub fn read_safetensors(path: &Path) -> Result<(TensorMap, HashMap<String, Strin
     }
     Ok((out, meta.metadata().clone().unwrap_or_default()))
 }
+
+/// The metadata of a safetensors file, from its header alone (the tensors are not read).
+pub fn read_metadata(path: &Path) -> Result<HashMap<String, String>> {
+    use std::io::Read;
+    let bad = |e: &dyn std::fmt::Display| {
+        Error::bad_file(path, "safetensors header", "a valid safetensors file", e.to_string())
+    };
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len).map_err(|e| bad(&e))?;
+    let len = u64::from_le_bytes(len);
+    let mut header = Vec::new();
+    file.take(len).read_to_end(&mut header).map_err(|e| bad(&e))?;
+    if header.len() as u64 != len {
+        return Err(bad(&format!("a header of {len} bytes in a file with {} after it", header.len())));
+    }
+    #[derive(serde::Deserialize)]
+    struct Header {
+        #[serde(rename = "__metadata__", default)]
+        metadata: HashMap<String, String>,
+    }
+    let header: Header = serde_json::from_slice(&header).map_err(|e| bad(&e))?;
+    Ok(header.metadata)
+}

@@ -10,16 +10,16 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> anyhow::Result<()> {
     let stdout = &mut std::io::stdout().lock();
     match Cli::parse().command {
-        Command::Train(args) => cli::train_cmd(&args)?,
-        Command::Finetune(args) => cli::finetune_cmd(&args)?,
+        Command::Train(args) => cli::train_cmd(&args, stdout)?,
+        Command::Finetune(args) => cli::finetune_cmd(&args, stdout)?,
         Command::Eval(args) => cli::eval_cmd(&args, stdout)?,
-        Command::Export(args) => println!("wrote {}", cli::export_cmd(&args)?.display()),
+        Command::Export(args) => cli::export_cmd(&args, stdout)?,
         Command::Bench(args) => cli::bench_cmd(&args, stdout)?,
         Command::BenchVit(args) => cli::bench_vit_cmd(&args, stdout)?,
         Command::Fetch(args) => cli::fetch_cmd(&args)?,
         Command::ConvertOnnx(args) => cli::convert_onnx_cmd(&args, stdout)?,
         Command::Report(args) => cli::report_cmd(&args, stdout)?,
-        Command::Matrix(args) => cli::matrix(&args, stdout)?,
+        Command::Matrix(args) => cli::matrix_cmd(&args, stdout)?,
     }
     Ok(())
 }

@@ -137,11 +137,11 @@ fn a_full_disk_while_checkpointing_keeps_the_last_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("checkpoint.safetensors");
     let mut config = RunConfig::paper_mnist();
-    (config.model.widths, config.model.rank) = (vec![784, 8, 10], 2);
+    (config.model.hidden, config.model.rank) = (vec![8], 2);
     let m = &config.model;
     let mut rng = StdRng::seed_from_u64(7);
     let model = Mlp::<B>::new(
-        &m.widths,
+        &config.dataset_widths(),
         &config.low_rank_flags().unwrap(),
         m.rank,
         m.init,

@@ -88,3 +88,138 @@ fn bench_vit_prints_a_row_per_method_and_rejects_tiny_images() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("patch size 14"));
 }
+
+/// Fails with exit status 1 (an error, not a panic's 101); returns stderr.
+fn fails(args: &[&str]) -> String {
+    let out = dlrt(args);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+    err
+}
+
+#[test]
+fn benchmark_sizes_without_work_are_errors_not_panics() {
+    let err = fails(&["bench", "--steps", "0", "--methods", "dense"]);
+    assert!(err.contains("steps") && err.contains("at least 1"), "{err}");
+    for (flag, name) in [("--steps", "steps"), ("--batch", "batch")] {
+        let err = fails(&["bench-vit", flag, "0", "--methods", "lora"]);
+        assert!(err.contains(name), "{err}");
+    }
+    let err = fails(&["bench-vit", "--rank", "0", "--image", "14", "--batch", "1", "--methods", "lora"]);
+    assert!(err.contains("rank"), "{err}");
+    for args in [&["matrix", "--n", "0"][..], &["matrix", "--rank", "0"], &["matrix", "--lr", "0"]] {
+        fails(args);
+    }
+}
+
+#[test]
+fn overrides_are_checked_like_config_keys() {
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/mnist_abc_psi.toml");
+    let err = fails(&["train", config, "--tau", "1.5"]);
+    assert!(err.contains("integrator.tol") && err.contains("1.5"), "{err}");
+    let err = fails(&["train", config, "--epochs", "0"]);
+    assert!(err.contains("train.epochs"), "{err}");
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/finetune/fashion_lora.toml");
+    let err = fails(&["finetune", config, "--rank", "0"]);
+    assert!(err.contains("backbone.rank"), "{err}");
+    let help = String::from_utf8(dlrt(&["finetune", "--help"]).stdout).unwrap();
+    for flag in ["--backbone", "--rank", "--test-subset", "--epochs", "--tau", "--lr", "--max-batches"] {
+        assert!(help.contains(flag), "finetune --help lacks {flag}: {help}");
+    }
+}
+
+#[test]
+fn a_resumed_run_refuses_any_override_but_epochs() {
+    use dlrt::checkpoint::{self, RunState};
+    use dlrt::config::RunConfig;
+    use dlrt::models::Mlp;
+    use rand::{rngs::StdRng, SeedableRng};
+    let tmp = tempfile::tempdir().unwrap();
+    let mut config = RunConfig::paper_mnist();
+    (config.model.hidden, config.model.rank) = (vec![8], 2);
+    let m = &config.model;
+    let flags = config.low_rank_flags().unwrap();
+    let mut rng = StdRng::seed_from_u64(0);
+    let model = Mlp::<dlrt::CpuBackend>::new(
+        &config.dataset_widths(),
+        &flags,
+        m.rank,
+        m.init,
+        m.init_gain,
+        &mut rng,
+        &Default::default(),
+    )
+    .unwrap();
+    let state = RunState { config: config.clone(), epoch: 1, step: 10, counters: Default::default() };
+    checkpoint::save(&tmp.path().join("checkpoint.safetensors"), &model, &Default::default(), &state)
+        .unwrap();
+    let dir = tmp.path().to_str().unwrap();
+    let err = fails(&["train", "--resume", dir, "--seed", "3"]);
+    assert!(err.contains("train.seed") && err.contains("only train.epochs"), "{err}");
+    let err = fails(&["train", "--resume", dir, "--epochs", "4", "--max-batches", "2"]);
+    assert!(err.contains("train.max_batches"), "{err}");
+}
+
+#[test]
+fn report_reads_train_and_finetune_folders() {
+    use dlrt::config::{FinetuneConfig, RunConfig};
+    use dlrt::train::metrics::{EpochRecord, MetricsWriter};
+    let tmp = tempfile::tempdir().unwrap();
+    let record = |accuracy, ranks: Vec<usize>, params| EpochRecord {
+        epoch: 1,
+        step: 60,
+        train_loss: 0.3,
+        test_loss: 0.25,
+        test_accuracy: accuracy,
+        ranks,
+        compression_low_rank: 0.9,
+        compression_network: 0.99,
+        params,
+        wall_seconds: 12.0,
+        samples_per_second: 160.0,
+        passes: 60,
+        qr: 0,
+        svd: 0,
+    };
+    let vit = FinetuneConfig::paper_vit("w/model.safetensors".into(), dlrt::IntegratorKind::Lora);
+    let runs = [
+        ("mlp", RunConfig::paper_mnist().to_toml(), record(0.97, vec![20, 18, 0], 50_000)),
+        ("vit", vit.to_toml(), record(0.86, vec![32; 36], 900_000)),
+    ];
+    let mut args = vec!["report".to_string()];
+    for (name, config, rec) in runs {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("config.toml"), config).unwrap();
+        MetricsWriter::create(&dir).unwrap().append(&rec).unwrap();
+        args.push(dir.to_string_lossy().into_owned());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = dlrt(&args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("| mlp | abc_psi | 0.01 | sgd 0.01 | 1 | 97.00 % | 97.00 % | [20, 18, 0] |"),
+        "{text}"
+    );
+    assert!(text.contains("| vit | lora | 0.15 | adam 0.001 | 1 | 86.00 % |"), "{text}");
+    assert!(text.contains("32..32 (mean 32.0 over 36) | 90.0 % / 99.0 % | 12.0 s |"), "{text}");
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_failed_write_of_the_output_is_an_error() {
+    if !std::path::Path::new("/dev/full").exists() {
+        eprintln!("skipped: this system has no /dev/full");
+        return;
+    }
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_dlrt"))
+        .args(["matrix", "--steps", "1"])
+        .stdout(full)
+        .output()
+        .expect("run dlrt");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("writing the output") && !err.contains("<stdout>"), "{err}");
+}

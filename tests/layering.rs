@@ -87,11 +87,15 @@ fn code(source: &str) -> String {
                 }
             } else {
                 match (rest.find("//"), rest.find("/*")) {
-                    (Some(c), b) if b.is_none_or(|b| c < b) => {
+                    (Some(c), Some(b)) if b < c => {
+                        kept.push_str(&rest[..b]);
+                        (in_block, rest) = (true, &rest[b + 2..]);
+                    }
+                    (Some(c), _) => {
                         kept.push_str(&rest[..c]);
                         break;
                     }
-                    (_, Some(b)) => {
+                    (None, Some(b)) => {
                         kept.push_str(&rest[..b]);
                         (in_block, rest) = (true, &rest[b + 2..]);
                     }

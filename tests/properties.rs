@@ -433,7 +433,8 @@ fn adapters_start_at_the_base_and_abc_psi_steps_satisfy_t1_t2_on_a_frozen_base()
 
 #[test]
 fn abc_psi_one_pass_equals_two_passes_when_every_layer_is_low_rank() {
-    use dlrt::models::mlp::{Init, Mlp};
+    use dlrt::layers::Init;
+    use dlrt::models::Mlp;
     use dlrt::optim::OptimizerConfig;
     use dlrt::train::loss::cross_entropy;
     let mut rng = StdRng::seed_from_u64(120);

@@ -22,10 +22,10 @@ fn short_config(method: IntegratorKind) -> RunConfig {
     cfg.train.epochs = 3;
     cfg.train.max_batches = 15;
     cfg.train.train_subset = 2000;
-    cfg.optimizer.kind = "adam".into();
+    cfg.optimizer.rule = dlrt::optim::OptimizerConfig::adamw(0.0);
     cfg.optimizer.lr = 1e-3;
     // Adam with the authors' N(0, 1) init needs far more than 45 steps to learn.
-    cfg.model.init = dlrt::models::mlp::Init::He;
+    cfg.model.init = dlrt::layers::Init::He;
     cfg
 }
 

@@ -18,9 +18,10 @@ use rand::{rngs::StdRng, SeedableRng};
 
 use super::{meta_field, take, to_entry, to_json};
 use crate::config::FinetuneConfig;
-use crate::io::{atomic_write, read_safetensors, write_safetensors, TensorMap};
+use crate::io::{atomic_write, read_metadata, read_safetensors, write_safetensors, TensorMap};
+use crate::layers::AdapterTarget;
 use crate::layers::{DenseLinear, LowRankLinear};
-use crate::models::vit::{AdapterTarget, ViT};
+use crate::models::vit::ViT;
 use crate::models::ViTClassifier;
 use crate::{Error, Result};
 
@@ -64,19 +65,7 @@ pub fn save<B: Backend>(
 
 /// Whether `path` is an adapter checkpoint (by its metadata); `false` for other safetensors.
 pub fn is_adapter_checkpoint(path: &Path) -> Result<bool> {
-    // Only the header: a u64 length, then that much JSON (the caller reads the whole file next).
-    use std::io::Read;
-    let bad = |e: &dyn std::fmt::Display| {
-        Error::bad_file(path, "safetensors header", "a valid safetensors file", e.to_string())
-    };
-    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut len = [0u8; 8];
-    file.read_exact(&mut len).map_err(|e| bad(&e))?;
-    let len = usize::try_from(u64::from_le_bytes(len)).map_err(|e| bad(&e))?;
-    let mut header = Vec::new();
-    file.take(len as u64).read_to_end(&mut header).map_err(|e| bad(&e))?;
-    let header: serde_json::Value = serde_json::from_slice(&header).map_err(|e| bad(&e))?;
-    Ok(header["__metadata__"]["format"] == FORMAT)
+    Ok(read_metadata(path)?.get("format").is_some_and(|f| f == FORMAT))
 }
 
 /// Loads the backbone named by the checkpoint's config and puts the checkpoint's adapters and

@@ -8,10 +8,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{parse_toml, prefix, read, IntegratorConfig, OptimizerSection, Schedule};
+use super::{parse_toml, prefix, read, IntegratorConfig, OptimizerSection};
 use crate::data::DatasetName;
 use crate::integrators::IntegratorKind;
-use crate::models::AdapterTarget;
+use crate::layers::AdapterTarget;
+use crate::optim::OptimizerConfig;
 use crate::{Error, Result};
 
 /// The frozen backbone and its adapters.
@@ -116,14 +117,9 @@ impl FinetuneConfig {
             },
             integrator: IntegratorConfig { method, tol: 0.15, absolute: false, r_min: 1, r_max: Some(32) },
             optimizer: OptimizerSection {
-                kind: "adam".into(),
+                rule: OptimizerConfig::adamw(0.0),
                 lr: 1e-3,
-                beta: None,
-                beta1: None,
-                beta2: None,
-                eps: None,
-                weight_decay: None,
-                schedule: Schedule::Constant,
+                schedule: Default::default(),
             },
             train: FinetuneTrainSection {
                 dataset: DatasetName::FashionMnist,
@@ -175,7 +171,7 @@ impl FinetuneConfig {
             ));
         }
         self.integrator.truncation().validate().map_err(|e| prefix(e, "integrator."))?;
-        self.optimizer.rule()?;
+        self.optimizer.rule.validate().map_err(|e| prefix(e, "optimizer."))?;
         let lr = self.optimizer.lr;
         if !(lr > 0.0 && lr.is_finite()) {
             return Err(Error::config("optimizer.lr", lr, "a finite learning rate > 0"));

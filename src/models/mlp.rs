@@ -12,26 +12,10 @@ use burn::tensor::{
 use faer::Mat;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, StandardNormal};
-use serde::{Deserialize, Serialize};
 
-use crate::layers::Network;
-use crate::layers::{DenseLinear, LowRankLinear};
+use crate::layers::{DenseLinear, Init, LowRankLinear, Network};
 use crate::linalg::from_faer;
 use crate::Result;
-
-/// How the MLP's weights start.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Init {
-    /// Variance-preserving: dense entries N(0, gain²/n); low-rank U, V orthonormal with
-    /// S = gain·√(m/r)·I (the same ‖W‖²_F); zero biases.
-    #[default]
-    He,
-    /// The authors' PyTorch code: U, V orthonormal, S with N(0, 1) entries (full r×r), dense
-    /// weights and all biases N(0, 1), unscaled. Its large weights make the gradient steps at
-    /// λ = 0.01 large enough for the rank to grow; needed to reproduce the paper's numbers.
-    Reference,
-}
 
 /// One layer of the MLP.
 #[derive(Clone, Debug)]

@@ -9,8 +9,8 @@ use burn::tensor::{backend::AutodiffBackend, Tensor};
 
 use crate::layers::Network;
 
-pub use mlp::{Init, Layer, Mlp};
-pub use vit::{AdapterTarget, ViT, ViTConfig};
+pub use mlp::{Layer, Mlp};
+pub use vit::{ViT, ViTConfig};
 pub use vit_classifier::ViTClassifier;
 
 /// A network that classifies images: what the training loop trains and evaluates.

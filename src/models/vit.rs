@@ -47,7 +47,6 @@
 //! integrators step, as for every low-rank layer; W0 never changes.
 
 use std::path::Path;
-use std::str::FromStr;
 
 use burn::tensor::{
     activation::softmax,
@@ -58,10 +57,10 @@ use burn::tensor::{
 };
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, StandardNormal};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::io::{read_safetensors, write_safetensors, TensorMap};
-use crate::layers::{DenseLinear, LowRankLinear, Network};
+use crate::layers::{AdapterTarget, DenseLinear, LowRankLinear, Network};
 use crate::{Error, Result};
 
 /// Which HuggingFace architecture, and so which tensor names and whether there is layer scale.
@@ -272,54 +271,6 @@ impl ViTConfig {
     fn describe(&self) -> String {
         let (d, l, i, g) = (self.hidden_size, self.num_hidden_layers, self.intermediate_size, self.grid());
         format!("the tensors of a {:?} with D = {d}, {l} layers, I = {i}, {g}×{g} grid", self.variant)
-    }
-}
-
-/// A projection that can carry an adapter, named as in peft's `target_modules`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AdapterTarget {
-    /// Q (D×D).
-    Query,
-    /// K (D×D).
-    Key,
-    /// V (D×D).
-    Value,
-    /// The attention output projection (D×D).
-    AttentionOutput,
-    /// The MLP's first projection (D×I).
-    MlpFc1,
-    /// The MLP's second projection (I×D).
-    MlpFc2,
-}
-
-impl AdapterTarget {
-    /// Every target, in the order of [`ViT::low_rank_layers_mut`] within a block.
-    pub const ALL: [Self; 6] =
-        [Self::Query, Self::Key, Self::Value, Self::AttentionOutput, Self::MlpFc1, Self::MlpFc2];
-    /// Q, K and V: the seed paper's (and LoRA's) choice.
-    pub const DEFAULT: [Self; 3] = [Self::Query, Self::Key, Self::Value];
-
-    /// The config / command-line name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Query => "query",
-            Self::Key => "key",
-            Self::Value => "value",
-            Self::AttentionOutput => "attention_output",
-            Self::MlpFc1 => "mlp_fc1",
-            Self::MlpFc2 => "mlp_fc2",
-        }
-    }
-}
-
-impl FromStr for AdapterTarget {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        Self::ALL.into_iter().find(|t| t.name() == s).ok_or_else(|| {
-            let names: Vec<_> = Self::ALL.iter().map(|t| t.name()).collect();
-            Error::config("adapter target", s, &format!("one of {}", names.join(", ")))
-        })
     }
 }
 

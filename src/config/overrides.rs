@@ -1,0 +1,223 @@
+//! Command-line overrides of a config: [`Overrides`] for the values both kinds of run have,
+//! [`FinetuneOverrides`] for the backbone and subsets of fine-tuning.
+//!
+//! Each field is `None` (keep the config's value) or the new value, and is also the clap
+//! argument of `dlrt train` / `dlrt finetune` (its doc line is the `--help` text). Applying
+//! overrides validates the result, so a bad value is named like a bad config key. A resumed
+//! run may change only `train.epochs`: anything else would not continue the same run.
+
+use std::path::PathBuf;
+
+use super::{FinetuneConfig, IntegratorConfig, OptimizerSection, RunConfig};
+use crate::data::DatasetName;
+use crate::integrators::IntegratorKind;
+use crate::{Error, Result};
+
+/// Overrides of the values `dlrt train` and `dlrt finetune` share; `None` keeps the config's.
+#[derive(Clone, Debug, Default, PartialEq, clap::Args)]
+pub struct Overrides {
+    /// Override train.epochs.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Override train.seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Override train.dataset.
+    #[arg(long, value_enum)]
+    pub dataset: Option<DatasetName>,
+    /// Override integrator.method.
+    #[arg(long, value_enum)]
+    pub method: Option<IntegratorKind>,
+    /// Override integrator.tol (ϑ).
+    #[arg(long = "tau")]
+    pub tol: Option<f64>,
+    /// Override optimizer.lr (λ).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Override train.max_batches (batches per epoch; 0 = all).
+    #[arg(long)]
+    pub max_batches: Option<usize>,
+}
+
+/// Overrides of `dlrt finetune`: the shared ones and those of the backbone and the subsets.
+#[derive(Clone, Debug, Default, PartialEq, clap::Args)]
+pub struct FinetuneOverrides {
+    /// Override backbone.weights (HF safetensors; config.json next to it unless the config
+    /// names one).
+    #[arg(long)]
+    pub backbone: Option<PathBuf>,
+    /// Override backbone.rank (r0).
+    #[arg(long)]
+    pub rank: Option<usize>,
+    /// Override backbone.image (pixels).
+    #[arg(long)]
+    pub image: Option<usize>,
+    /// Override train.train_subset (0 = all).
+    #[arg(long)]
+    pub train_subset: Option<usize>,
+    /// Override train.test_subset (0 = all).
+    #[arg(long)]
+    pub test_subset: Option<usize>,
+    /// The overrides `dlrt train` has too.
+    #[command(flatten)]
+    pub common: Overrides,
+}
+
+/// `*slot = value` if there is a value.
+fn set<T: Clone>(slot: &mut T, value: &Option<T>) {
+    if let Some(v) = value {
+        *slot = v.clone();
+    }
+}
+
+impl Overrides {
+    /// The config keys these overrides change, with their new values, in field order.
+    pub fn keys(&self) -> Vec<(&'static str, String)> {
+        let show = |v: Option<String>, key| v.map(|v| (key, v));
+        [
+            show(self.epochs.map(|v| v.to_string()), "train.epochs"),
+            show(self.seed.map(|v| v.to_string()), "train.seed"),
+            show(self.dataset.map(|v| v.to_string()), "train.dataset"),
+            show(self.method.map(|v| v.to_string()), "integrator.method"),
+            show(self.tol.map(|v| v.to_string()), "integrator.tol"),
+            show(self.lr.map(|v| v.to_string()), "optimizer.lr"),
+            show(self.max_batches.map(|v| v.to_string()), "train.max_batches"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
+    fn apply_to(&self, integrator: &mut IntegratorConfig, optimizer: &mut OptimizerSection) {
+        set(&mut integrator.method, &self.method);
+        set(&mut integrator.tol, &self.tol);
+        set(&mut optimizer.lr, &self.lr);
+    }
+}
+
+impl RunConfig {
+    /// Applies `overrides` and validates the result; on an error the config is unchanged.
+    pub fn apply(&mut self, overrides: &Overrides) -> Result<()> {
+        let (o, mut cfg) = (overrides, self.clone());
+        let t = &mut cfg.train;
+        set(&mut t.epochs, &o.epochs);
+        set(&mut t.seed, &o.seed);
+        set(&mut t.dataset, &o.dataset);
+        set(&mut t.max_batches, &o.max_batches);
+        o.apply_to(&mut cfg.integrator, &mut cfg.optimizer);
+        cfg.validate()?;
+        *self = cfg;
+        Ok(())
+    }
+
+    /// Applies `overrides` to the config of a run being resumed: only `train.epochs` may
+    /// change; any other override is an error naming its key.
+    pub fn apply_on_resume(&mut self, overrides: &Overrides) -> Result<()> {
+        if let Some((key, value)) = overrides.keys().into_iter().find(|(key, _)| *key != "train.epochs") {
+            return Err(Error::config(
+                key,
+                value,
+                "the checkpoint's value: only train.epochs may change when resuming a run",
+            ));
+        }
+        self.apply(overrides)
+    }
+}
+
+impl FinetuneConfig {
+    /// Applies `overrides` and validates the result; on an error the config is unchanged.
+    pub fn apply(&mut self, overrides: &FinetuneOverrides) -> Result<()> {
+        let (o, mut cfg) = (overrides, self.clone());
+        let (b, t) = (&mut cfg.backbone, &mut cfg.train);
+        set(&mut b.weights, &o.backbone);
+        set(&mut b.rank, &o.rank);
+        set(&mut b.image, &o.image);
+        set(&mut t.train_subset, &o.train_subset);
+        set(&mut t.test_subset, &o.test_subset);
+        let c = &o.common;
+        set(&mut t.epochs, &c.epochs);
+        set(&mut t.seed, &c.seed);
+        set(&mut t.dataset, &c.dataset);
+        set(&mut t.max_batches, &c.max_batches);
+        c.apply_to(&mut cfg.integrator, &mut cfg.optimizer);
+        cfg.validate()?;
+        *self = cfg;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_replace_exactly_their_keys() {
+        let mut cfg = RunConfig::paper_mnist();
+        cfg.apply(&Overrides::default()).unwrap();
+        assert_eq!(cfg, RunConfig::paper_mnist());
+        let o = Overrides {
+            epochs: Some(7),
+            seed: Some(3),
+            dataset: Some(DatasetName::FashionMnist),
+            method: Some(IntegratorKind::Bug),
+            tol: Some(0.2),
+            lr: Some(0.5),
+            max_batches: Some(10),
+        };
+        cfg.apply(&o).unwrap();
+        let mut expected = RunConfig::paper_mnist();
+        (expected.train.epochs, expected.train.seed, expected.train.max_batches) = (7, 3, 10);
+        expected.train.dataset = DatasetName::FashionMnist;
+        (expected.integrator.method, expected.integrator.tol, expected.optimizer.lr) =
+            (IntegratorKind::Bug, 0.2, 0.5);
+        assert_eq!(cfg, expected);
+        assert_eq!(o.keys().len(), 7);
+    }
+
+    #[test]
+    fn a_bad_override_is_named_like_a_bad_key() {
+        let mut cfg = RunConfig::paper_mnist();
+        let err = cfg.apply(&Overrides { tol: Some(1.5), ..Default::default() }).unwrap_err().to_string();
+        assert!(err.contains("integrator.tol") && err.contains("1.5"), "{err}");
+        assert_eq!(cfg, RunConfig::paper_mnist(), "a failed apply changes nothing");
+        let err = cfg.apply(&Overrides { epochs: Some(0), ..Default::default() }).unwrap_err().to_string();
+        assert!(err.contains("train.epochs"), "{err}");
+    }
+
+    #[test]
+    fn a_resumed_run_may_change_only_its_epochs() {
+        let mut cfg = RunConfig::paper_mnist();
+        cfg.apply_on_resume(&Overrides { epochs: Some(5), ..Default::default() }).unwrap();
+        assert_eq!(cfg.train.epochs, 5);
+        for o in [
+            Overrides { seed: Some(1), ..Default::default() },
+            Overrides { epochs: Some(6), lr: Some(0.1), ..Default::default() },
+            Overrides { max_batches: Some(3), ..Default::default() },
+        ] {
+            let err = cfg.clone().apply_on_resume(&o).unwrap_err().to_string();
+            let key = o.keys().into_iter().find(|(k, _)| *k != "train.epochs").unwrap().0;
+            assert!(err.contains(key) && err.contains("only train.epochs"), "{err}");
+        }
+    }
+
+    #[test]
+    fn finetune_overrides_reach_every_section() {
+        let weights = PathBuf::from("w/model.safetensors");
+        let mut cfg = FinetuneConfig::paper_vit(weights, IntegratorKind::AbcPsi);
+        let o = FinetuneOverrides {
+            backbone: Some("b/model.safetensors".into()),
+            rank: Some(8),
+            image: Some(28),
+            train_subset: Some(100),
+            test_subset: Some(50),
+            common: Overrides { method: Some(IntegratorKind::Lora), lr: Some(0.01), ..Default::default() },
+        };
+        cfg.apply(&o).unwrap();
+        assert_eq!(cfg.backbone.weights, PathBuf::from("b/model.safetensors"));
+        assert_eq!((cfg.backbone.rank, cfg.backbone.image), (8, 28));
+        assert_eq!((cfg.train.train_subset, cfg.train.test_subset), (100, 50));
+        assert_eq!((cfg.integrator.method, cfg.optimizer.lr), (IntegratorKind::Lora, 0.01));
+        let err = cfg.apply(&FinetuneOverrides { rank: Some(0), ..Default::default() }).unwrap_err();
+        assert!(err.to_string().contains("backbone.rank"), "{err}");
+    }
+}

@@ -1,0 +1,75 @@
+//! [`evaluate_checkpoint`]: the test accuracy of a checkpoint of either kind (`dlrt eval`).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use super::finetune::EVAL_BATCH;
+use super::fit::evaluate;
+use crate::checkpoint::{self, adapters};
+use crate::data::{self, ImageFormat, Split};
+use crate::models::Classifier;
+use crate::{Result, TrainBackend};
+
+/// What a checkpoint scores on its data set's test split.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Evaluation {
+    /// The checkpoint.
+    pub path: PathBuf,
+    /// Epochs it had trained.
+    pub epoch: usize,
+    /// Test accuracy in [0, 1].
+    pub accuracy: f64,
+    /// Mean test cross-entropy.
+    pub loss: f64,
+    /// Test images evaluated (a fine-tuning run's `test_subset`, or the whole split).
+    pub images: usize,
+    /// The ranks of its low-rank layers (adapters for a fine-tuning checkpoint).
+    pub ranks: Vec<usize>,
+    /// Whether it holds adapters on a pretrained backbone.
+    pub adapters: bool,
+}
+
+/// Loads the checkpoint at `path` (of `dlrt train` or `dlrt finetune`) and evaluates it on the
+/// test split of its run's data set, read from `data_dir`.
+pub fn evaluate_checkpoint(path: &Path, data_dir: &Path) -> Result<Evaluation> {
+    let device = Default::default();
+    let adapters = adapters::is_adapter_checkpoint(path)?;
+    let (model, dataset, epoch, images, format, chunk): (Box<dyn Classifier<TrainBackend>>, _, _, _, _, _) =
+        if adapters {
+            let (model, cfg, epoch) = adapters::load::<TrainBackend>(path, &device)?;
+            let format = ImageFormat::Rgb(cfg.backbone.image);
+            (Box::new(model), cfg.train.dataset, epoch, cfg.train.test_subset, format, EVAL_BATCH)
+        } else {
+            let (model, _, state) = checkpoint::load::<TrainBackend>(path, &device)?;
+            (Box::new(model), state.config.train.dataset, state.epoch, 0, ImageFormat::AsStored, 1000)
+        };
+    let mut test = data::load(dataset, Split::Test, data_dir)?;
+    if images > 0 {
+        test.truncate(images);
+    }
+    let (loss, accuracy) = evaluate(model.as_ref(), &test, format, chunk, &device);
+    Ok(Evaluation {
+        path: path.to_path_buf(),
+        epoch,
+        accuracy,
+        loss,
+        images: test.len,
+        ranks: model.ranks(),
+        adapters,
+    })
+}
+
+impl fmt::Display for Evaluation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (path, epoch, accuracy, loss) =
+            (self.path.display(), self.epoch, 100.0 * self.accuracy, self.loss);
+        match self.adapters {
+            true => write!(
+                f,
+                "{path}: epoch {epoch}, test accuracy {accuracy:.2} % on {} images, test loss {loss:.4}, adapter ranks {:?}",
+                self.images, self.ranks
+            ),
+            false => write!(f, "{path}: epoch {epoch}, test accuracy {accuracy:.2} %, test loss {loss:.4}, ranks {:?}", self.ranks),
+        }
+    }
+}
