@@ -27,9 +27,9 @@ use crate::config::RunConfig;
 use crate::data::{self, Split};
 use crate::integrators::IntegratorKind;
 use crate::linalg::{host_time, HostTime};
-use crate::models::{Layer, Mlp};
+use crate::models::Layer;
 use crate::optim::OptimizerConfig;
-use crate::train::{loss::cross_entropy, StepTimes, Trainer};
+use crate::train::{loss::cross_entropy, run::new_model, StepTimes, Trainer};
 use crate::{Error, Result};
 
 pub use crate::train::report::peak_memory_mib;
@@ -168,10 +168,7 @@ pub fn run<B: AutodiffBackend>(
     let mut rows = Vec::new();
     for &method in methods {
         let cfg = RunConfig::paper_mnist_with(method);
-        let m = &cfg.model;
-        let flags = cfg.low_rank_flags()?;
-        let mut model =
-            Mlp::<B>::new(&cfg.dataset_widths(), &flags, m.rank, m.init, m.init_gain, &mut rng, device)?;
+        let mut model = new_model::<B>(&cfg, &mut rng, device)?;
         let mut trainer = Trainer::new(method, &cfg.integrator.truncation(), cfg.optimizer.build()?)?;
         trainer.prepare(&mut model)?;
         let mut times = Vec::with_capacity(steps);

@@ -69,6 +69,27 @@ pub struct TrainArgs {
     /// Changes to the config's values.
     #[command(flatten)]
     pub overrides: Overrides,
+    /// Where the run writes and reads, and on what.
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Arguments of `dlrt finetune`.
+#[derive(Debug, clap::Args)]
+pub struct FinetuneArgs {
+    /// The fine-tuning config (TOML); see configs/finetune/.
+    pub config: PathBuf,
+    /// Changes to the config's values.
+    #[command(flatten)]
+    pub overrides: FinetuneOverrides,
+    /// Where the run writes and reads, and on what.
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// The options `dlrt train` and `dlrt finetune` share.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
     /// The run folder (default: `runs/<config name>`).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -83,26 +104,14 @@ pub struct TrainArgs {
     pub device: DeviceArg,
 }
 
-/// Arguments of `dlrt finetune`.
-#[derive(Debug, clap::Args)]
-pub struct FinetuneArgs {
-    /// The fine-tuning config (TOML); see configs/finetune/.
-    pub config: PathBuf,
-    /// Changes to the config's values.
-    #[command(flatten)]
-    pub overrides: FinetuneOverrides,
-    /// The run folder (default: `runs/<config name>`).
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// Where data sets are fetched to (default: $DLRT_DATA or ./data).
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
-    /// No progress bar or per-epoch lines.
-    #[arg(long)]
-    pub quiet: bool,
-    /// Where to train: `cpu` (Burn flex) or `cuda` (needs a build with `--features cuda`).
-    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
-    pub device: DeviceArg,
+impl RunArgs {
+    /// The run's options: a resumed run stays in its folder, a new one writes to `--out` or
+    /// `run_dir`.
+    fn options(&self, run_dir: PathBuf, resume: bool) -> RunOptions {
+        let run_dir = if resume { run_dir } else { self.out.clone().unwrap_or(run_dir) };
+        let data_dir = self.data_dir.clone().unwrap_or_else(data::default_data_dir);
+        RunOptions { run_dir, data_dir, resume, progress: !self.quiet }
+    }
 }
 
 /// The compute device of `dlrt train`, `dlrt finetune` and the benchmarks.
@@ -254,15 +263,9 @@ fn data_dir(arg: &Option<PathBuf>) -> PathBuf {
 
 /// Runs `dlrt train`: the config (or a resumed run's) with the overrides, then the run.
 pub fn train_cmd(args: &TrainArgs, out: &mut impl Write) -> Result<()> {
-    let (cfg, run_dir) =
-        run::run_config(args.config.as_deref(), args.resume.as_deref(), &args.overrides, args.out.clone())?;
-    let opts = RunOptions {
-        run_dir,
-        data_dir: data_dir(&args.data_dir),
-        resume: args.resume.is_some(),
-        progress: !args.quiet,
-    };
-    let records = with_backend!(args.device, B, device, { run::run::<B>(&cfg, &opts, &device) })?;
+    let (cfg, run_dir) = run::run_config(args.config.as_deref(), args.resume.as_deref(), &args.overrides)?;
+    let opts = args.run.options(run_dir, args.resume.is_some());
+    let records = with_backend!(args.run.device, B, device, { run::run::<B>(&cfg, &opts, &device) })?;
     write_train_summary(out, cfg.integrator.method, &records, &opts.run_dir)
 }
 
@@ -270,10 +273,9 @@ pub fn train_cmd(args: &TrainArgs, out: &mut impl Write) -> Result<()> {
 pub fn finetune_cmd(args: &FinetuneArgs, out: &mut impl Write) -> Result<()> {
     let mut cfg = FinetuneConfig::load(&args.config)?;
     cfg.apply(&args.overrides)?;
-    let run_dir = args.out.clone().unwrap_or_else(|| default_run_dir(&args.config));
-    let opts =
-        RunOptions { run_dir, data_dir: data_dir(&args.data_dir), resume: false, progress: !args.quiet };
-    let records = with_backend!(args.device, B, device, { finetune::finetune::<B>(&cfg, &opts, &device) })?;
+    let opts = args.run.options(default_run_dir(&args.config), false);
+    let records =
+        with_backend!(args.run.device, B, device, { finetune::finetune::<B>(&cfg, &opts, &device) })?;
     write_finetune_summary(out, cfg.integrator.method, &records, &opts.run_dir)
 }
 

@@ -123,9 +123,12 @@ pub struct TrainSection {
     /// Seed of the initialisation and the shuffling.
     #[serde(default)]
     pub seed: u64,
-    /// Train on the first `train_subset` examples only (0 = all); for quick checks.
+    /// Train on the first `train_subset` examples only (0 = all).
     #[serde(default)]
     pub train_subset: usize,
+    /// Evaluate on the first `test_subset` test images only (0 = all 10 000).
+    #[serde(default)]
+    pub test_subset: usize,
     /// Stop each epoch after this many batches (0 = a full epoch); for quick checks.
     #[serde(default)]
     pub max_batches: usize,
@@ -183,6 +186,7 @@ impl RunConfig {
                 epochs: 3,
                 seed: 0,
                 train_subset: 0,
+                test_subset: 0,
                 max_batches: 0,
             },
         }

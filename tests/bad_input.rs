@@ -129,7 +129,7 @@ fn dense_training_refuses_low_rank_layers() {
 fn a_full_disk_while_checkpointing_keeps_the_last_checkpoint() {
     use dlrt::checkpoint::{self, RunState};
     use dlrt::config::RunConfig;
-    use dlrt::models::mlp::Mlp;
+    use dlrt::train::run::new_model;
     if !std::path::Path::new("/dev/full").exists() {
         eprintln!("skipped: this system has no /dev/full to fill the disk with");
         return;
@@ -138,18 +138,7 @@ fn a_full_disk_while_checkpointing_keeps_the_last_checkpoint() {
     let path = tmp.path().join("checkpoint.safetensors");
     let mut config = RunConfig::paper_mnist();
     (config.model.hidden, config.model.rank) = (vec![8], 2);
-    let m = &config.model;
-    let mut rng = StdRng::seed_from_u64(7);
-    let model = Mlp::<B>::new(
-        &config.dataset_widths(),
-        &config.low_rank_flags().unwrap(),
-        m.rank,
-        m.init,
-        m.init_gain,
-        &mut rng,
-        &Default::default(),
-    )
-    .unwrap();
+    let model = new_model::<B>(&config, &mut StdRng::seed_from_u64(7), &Default::default()).unwrap();
     let state = |epoch| RunState {
         config: config.clone(),
         epoch,

@@ -132,24 +132,13 @@ fn overrides_are_checked_like_config_keys() {
 fn a_resumed_run_refuses_any_override_but_epochs() {
     use dlrt::checkpoint::{self, RunState};
     use dlrt::config::RunConfig;
-    use dlrt::models::Mlp;
+    use dlrt::train::run::new_model;
     use rand::{rngs::StdRng, SeedableRng};
     let tmp = tempfile::tempdir().unwrap();
     let mut config = RunConfig::paper_mnist();
     (config.model.hidden, config.model.rank) = (vec![8], 2);
-    let m = &config.model;
-    let flags = config.low_rank_flags().unwrap();
-    let mut rng = StdRng::seed_from_u64(0);
-    let model = Mlp::<dlrt::CpuBackend>::new(
-        &config.dataset_widths(),
-        &flags,
-        m.rank,
-        m.init,
-        m.init_gain,
-        &mut rng,
-        &Default::default(),
-    )
-    .unwrap();
+    let model =
+        new_model::<dlrt::CpuBackend>(&config, &mut StdRng::seed_from_u64(0), &Default::default()).unwrap();
     let state = RunState { config: config.clone(), epoch: 1, step: 10, counters: Default::default() };
     checkpoint::save(&tmp.path().join("checkpoint.safetensors"), &model, &Default::default(), &state)
         .unwrap();

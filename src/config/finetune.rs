@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{parse_toml, prefix, read, IntegratorConfig, OptimizerSection};
+use super::{parse_toml, prefix, read, IntegratorConfig, OptimizerSection, TrainSection};
 use crate::data::DatasetName;
 use crate::integrators::IntegratorKind;
 use crate::layers::AdapterTarget;
@@ -56,39 +56,6 @@ impl BackboneSection {
     }
 }
 
-/// The fine-tuning loop.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FinetuneTrainSection {
-    /// Which data set (28×28 grey images, resized to `backbone.image` and put on 3 channels).
-    #[serde(default = "default_dataset")]
-    pub dataset: DatasetName,
-    /// Batch size.
-    #[serde(default = "default_batch")]
-    pub batch_size: usize,
-    /// Number of epochs (passes over the training subset).
-    pub epochs: usize,
-    /// Seed of the adapters, the head and the shuffling.
-    #[serde(default)]
-    pub seed: u64,
-    /// Train on the first `train_subset` images (0 = all 60 000).
-    #[serde(default)]
-    pub train_subset: usize,
-    /// Evaluate on the first `test_subset` test images (0 = all 10 000).
-    #[serde(default)]
-    pub test_subset: usize,
-    /// Stop each epoch after this many batches (0 = a full epoch); for quick checks.
-    #[serde(default)]
-    pub max_batches: usize,
-}
-
-fn default_dataset() -> DatasetName {
-    DatasetName::FashionMnist
-}
-fn default_batch() -> usize {
-    32
-}
-
 /// A whole fine-tuning run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -100,7 +67,7 @@ pub struct FinetuneConfig {
     /// The optimizer of the adapters and the head.
     pub optimizer: OptimizerSection,
     /// The loop.
-    pub train: FinetuneTrainSection,
+    pub train: TrainSection,
 }
 
 impl FinetuneConfig {
@@ -121,7 +88,7 @@ impl FinetuneConfig {
                 lr: 1e-3,
                 schedule: Default::default(),
             },
-            train: FinetuneTrainSection {
+            train: TrainSection {
                 dataset: DatasetName::FashionMnist,
                 batch_size: 32,
                 epochs: 1,

@@ -41,7 +41,14 @@ pub fn evaluate_checkpoint(path: &Path, data_dir: &Path) -> Result<Evaluation> {
             (Box::new(model), cfg.train.dataset, epoch, cfg.train.test_subset, format, EVAL_BATCH)
         } else {
             let (model, _, state) = checkpoint::load::<TrainBackend>(path, &device)?;
-            (Box::new(model), state.config.train.dataset, state.epoch, 0, ImageFormat::AsStored, 1000)
+            (
+                Box::new(model),
+                state.config.train.dataset,
+                state.epoch,
+                state.config.train.test_subset,
+                ImageFormat::AsStored,
+                super::run::EVAL_BATCH,
+            )
         };
     let mut test = data::load(dataset, Split::Test, data_dir)?;
     if images > 0 {

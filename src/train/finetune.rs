@@ -10,12 +10,12 @@ use std::path::{Path, PathBuf};
 use burn::tensor::backend::AutodiffBackend;
 use rand::{rngs::StdRng, SeedableRng};
 
-use super::fit::{checkpoint_path, fit, Plan, RunOptions, Start};
+use super::fit::{checkpoint_path, fit, load_data, Plan, RunOptions, Start};
 use super::metrics::{EpochRecord, MetricsWriter};
 use super::Trainer;
 use crate::checkpoint;
 use crate::config::FinetuneConfig;
-use crate::data::{self, ImageFormat, Split};
+use crate::data::{self, ImageFormat};
 use crate::io::atomic_write;
 use crate::models::{onnx, ViT, ViTClassifier};
 use crate::{Error, Result};
@@ -55,16 +55,8 @@ pub fn finetune<B: AutodiffBackend>(
     }
     let (b, t) = (&config.backbone, &config.train);
     std::fs::create_dir_all(&opts.run_dir).map_err(|e| Error::io(&opts.run_dir, e))?;
-    data::fetch::ensure(t.dataset, &opts.data_dir, &mut opts.log())?;
+    let (train, test) = load_data(t, opts)?;
     ensure_backbone(&b.weights, &opts.data_dir, &mut opts.log())?;
-    let mut train = data::load(t.dataset, Split::Train, &opts.data_dir)?;
-    let mut test = data::load(t.dataset, Split::Test, &opts.data_dir)?;
-    if t.train_subset > 0 {
-        train.truncate(t.train_subset);
-    }
-    if t.test_subset > 0 {
-        test.truncate(t.test_subset);
-    }
     let backbone = ViT::<B>::load(&b.weights, b.config_json(), device)?;
     let patch = backbone.config().patch_size;
     if b.image < patch {
@@ -89,16 +81,7 @@ pub fn finetune<B: AutodiffBackend>(
             model.backbone_params()
         );
     }
-    let plan = Plan {
-        epochs: t.epochs,
-        batch_size: t.batch_size,
-        max_batches: t.max_batches,
-        seed: t.seed,
-        lr: config.optimizer.lr,
-        schedule: config.optimizer.schedule,
-        format: ImageFormat::Rgb(b.image),
-        eval_batch: EVAL_BATCH,
-    };
+    let plan = Plan::new(t, &config.optimizer, ImageFormat::Rgb(b.image), EVAL_BATCH);
     let ckpt = checkpoint_path(&opts.run_dir);
     let save = |model: &ViTClassifier<B>, _: &Trainer<B>, epoch, _| {
         checkpoint::adapters::save(&ckpt, model, config, epoch)

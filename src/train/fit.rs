@@ -17,8 +17,8 @@ use super::loss::{correct, cross_entropy};
 use super::metrics::{EpochRecord, MetricsWriter};
 use super::schedule::learning_rate;
 use super::{plot, Trainer};
-use crate::config::Schedule;
-use crate::data::{Dataset, ImageFormat};
+use crate::config::{OptimizerSection, Schedule, TrainSection};
+use crate::data::{self, Dataset, ImageFormat, Split};
 use crate::models::Classifier;
 use crate::{Error, Result};
 
@@ -58,7 +58,7 @@ impl RunOptions {
 }
 
 /// The loop's settings, from a run's config.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
     /// Epochs in the whole run (a resumed run continues up to this many).
     pub epochs: usize,
@@ -76,6 +76,43 @@ pub struct Plan {
     pub format: ImageFormat,
     /// Images per evaluation batch.
     pub eval_batch: usize,
+}
+
+impl Plan {
+    /// The plan of a run: its `[train]` and `[optimizer]` sections, and how its model sees the
+    /// images, evaluated `eval_batch` at a time.
+    pub fn new(
+        train: &TrainSection,
+        optimizer: &OptimizerSection,
+        format: ImageFormat,
+        eval_batch: usize,
+    ) -> Self {
+        Self {
+            epochs: train.epochs,
+            batch_size: train.batch_size,
+            max_batches: train.max_batches,
+            seed: train.seed,
+            lr: optimizer.lr,
+            schedule: optimizer.schedule,
+            format,
+            eval_batch,
+        }
+    }
+}
+
+/// The training and test images of a run's `[train]` section (fetching the data set into
+/// `opts.data_dir` when it is missing), cut to its `train_subset` and `test_subset`.
+pub fn load_data(train: &TrainSection, opts: &RunOptions) -> Result<(Dataset, Dataset)> {
+    data::fetch::ensure(train.dataset, &opts.data_dir, &mut opts.log())?;
+    let load = |split| data::load(train.dataset, split, &opts.data_dir);
+    let (mut train_data, mut test_data) = (load(Split::Train)?, load(Split::Test)?);
+    if train.train_subset > 0 {
+        train_data.truncate(train.train_subset);
+    }
+    if train.test_subset > 0 {
+        test_data.truncate(train.test_subset);
+    }
+    Ok((train_data, test_data))
 }
 
 /// Where a run starts: epochs and steps already done, and their records (empty for a new run).

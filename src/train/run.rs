@@ -6,27 +6,29 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use rand::{rngs::StdRng, SeedableRng};
 
-use super::fit::{checkpoint_path, default_run_dir, fit, Plan, RunOptions, Start};
+use super::fit::{checkpoint_path, default_run_dir, fit, load_data, Plan, RunOptions, Start};
 use super::metrics::{EpochRecord, MetricsWriter};
 use super::Trainer;
 use crate::checkpoint::{self, RunState};
 use crate::config::{Overrides, RunConfig};
-use crate::data::{self, ImageFormat, Split};
+use crate::data::ImageFormat;
 use crate::io::atomic_write;
 use crate::models::Mlp;
 use crate::{Error, Result};
 
-/// The config and run folder of `dlrt train`: a new run's config file with `overrides` (its
-/// folder `out`, or [`default_run_dir`]), or a resumed run's checkpoint config, where only
-/// the epochs may change.
+/// Images per evaluation batch.
+pub const EVAL_BATCH: usize = 1000;
+
+/// The config and run folder of `dlrt train`: a new run's config file with `overrides` (and
+/// [`default_run_dir`]), or a resumed run's checkpoint config, where only the epochs may
+/// change, and its folder.
 pub fn run_config(
     config: Option<&Path>,
     resume: Option<&Path>,
     overrides: &Overrides,
-    out: Option<PathBuf>,
 ) -> Result<(RunConfig, PathBuf)> {
     match (resume, config) {
         (Some(dir), _) => {
@@ -37,10 +39,17 @@ pub fn run_config(
         (None, Some(path)) => {
             let mut cfg = RunConfig::load(path)?;
             cfg.apply(overrides)?;
-            Ok((cfg, out.unwrap_or_else(|| default_run_dir(path))))
+            Ok((cfg, default_run_dir(path)))
         }
         (None, None) => Err(Error::config("config", "none", "a config file or --resume RUN_DIR")),
     }
+}
+
+/// The untrained network of `config`: the data set's inputs, the hidden widths, its outputs,
+/// low-rank where the config says, initialised from `rng`.
+pub fn new_model<B: Backend>(config: &RunConfig, rng: &mut StdRng, device: &B::Device) -> Result<Mlp<B>> {
+    let m = &config.model;
+    Mlp::new(&config.dataset_widths(), &config.low_rank_flags()?, m.rank, m.init, m.init_gain, rng, device)
 }
 
 /// Trains (or resumes) the run described by `config`, fetching its data set if it is missing;
@@ -57,12 +66,7 @@ pub fn run<B: AutodiffBackend>(
     let t = &config.train;
     std::fs::create_dir_all(&opts.run_dir).map_err(|e| Error::io(&opts.run_dir, e))?;
     let ckpt = checkpoint_path(&opts.run_dir);
-    data::fetch::ensure(t.dataset, &opts.data_dir, &mut opts.log())?;
-    let mut train = data::load(t.dataset, Split::Train, &opts.data_dir)?;
-    if t.train_subset > 0 {
-        train.truncate(t.train_subset);
-    }
-    let test = data::load(t.dataset, Split::Test, &opts.data_dir)?;
+    let (train, test) = load_data(t, opts)?;
     let opt = config.optimizer.build()?;
     let mut trainer = Trainer::new(config.integrator.method, &config.integrator.truncation(), opt)?;
     let (mut model, start, mut writer) = if opts.resume {
@@ -80,24 +84,12 @@ pub fn run<B: AutodiffBackend>(
         trainer = trainer.resume(train_state, state.counters);
         (model, Start { epoch: state.epoch, step: state.step, records }, writer)
     } else {
-        let mut rng = StdRng::seed_from_u64(t.seed);
-        let (m, widths) = (&config.model, config.dataset_widths());
-        let mut model =
-            Mlp::new(&widths, &config.low_rank_flags()?, m.rank, m.init, m.init_gain, &mut rng, device)?;
+        let mut model = new_model(config, &mut StdRng::seed_from_u64(t.seed), device)?;
         trainer.prepare(&mut model)?;
         (model, Start::default(), MetricsWriter::create(&opts.run_dir)?)
     };
     atomic_write(&opts.run_dir.join("config.toml"), config.to_toml().as_bytes())?;
-    let plan = Plan {
-        epochs: t.epochs,
-        batch_size: t.batch_size,
-        max_batches: t.max_batches,
-        seed: t.seed,
-        lr: config.optimizer.lr,
-        schedule: config.optimizer.schedule,
-        format: ImageFormat::AsStored,
-        eval_batch: 1000,
-    };
+    let plan = Plan::new(t, &config.optimizer, ImageFormat::AsStored, EVAL_BATCH);
     let save = |model: &Mlp<B>, trainer: &Trainer<B>, epoch, step| {
         let state = RunState { config: config.clone(), epoch, step, counters: trainer.counters() };
         checkpoint::save(&ckpt, model, &trainer.state, &state)
