@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The MNIST accuracy tables of the README: seeds of the paper setting, the ϑ sweep, all
+# The MNIST accuracy tables of docs/benchmarks.md (and the README): seeds of the paper setting, the ϑ sweep, all
 # integrators at equal epochs, and the Adam recipe. About 5 minutes on 2 cores.
 # Usage: bash bench/mnist_tables.sh [DLRT_BIN]   (tables go to runs/tables/*.md)
 set -euo pipefail

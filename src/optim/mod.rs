@@ -25,7 +25,7 @@
 //! correction, but the step counter runs on, so a fresh coordinate's first step was
 //! `(1 − β₁) g / √((1 − β₂) g² / (1 − β₂ᵗ))`: up to 3.2 λ late in training, against λ for a
 //! new parameter in Adam itself and much less for established coordinates with noisy
-//! gradients. Those kicks, every step, slowed abc-PSI adapters down (README). So Adam fills
+//! gradients. Those kicks, every step, slowed abc-PSI adapters down (docs/performance-log.md). So Adam fills
 //! the fresh part as Adam would start it: moments as if the current gradient had been seen at
 //! every earlier step ([`adam::step`]), which makes the bias-corrected m̂ = g and v̂ = g² there.
 //!
