@@ -24,7 +24,7 @@ use burn::tensor::{backend::AutodiffBackend, Distribution, Int, Tensor, TensorDa
 use rand::{rngs::StdRng, SeedableRng};
 
 use crate::config::RunConfig;
-use crate::data::{self, Split};
+use crate::data::{self, DatasetName, Split};
 use crate::integrators::IntegratorKind;
 use crate::linalg::{host_time, HostTime};
 use crate::models::Layer;
@@ -160,7 +160,7 @@ pub fn run<B: AutodiffBackend>(
     let total = check_steps(warmup, steps)?;
     let methods = if methods.is_empty() { &IntegratorKind::ALL[..] } else { methods };
     let base = RunConfig::paper_mnist();
-    let (batch, dataset) = (base.train.batch_size, base.train.dataset);
+    let (batch, dataset) = (base.train.batch_size, DatasetName::Mnist);
     let (features, classes) = (dataset.features(), dataset.classes());
     let mnist = data::load(dataset, Split::Train, data_dir).ok();
     let matmul_gflops = matmul_rate::<B>(device);
@@ -168,7 +168,7 @@ pub fn run<B: AutodiffBackend>(
     let mut rows = Vec::new();
     for &method in methods {
         let cfg = RunConfig::paper_mnist_with(method);
-        let mut model = new_model::<B>(&cfg, &mut rng, device)?;
+        let mut model = new_model::<B>(&cfg, (features, classes), &mut rng, device)?;
         let mut trainer = Trainer::new(method, &cfg.integrator.truncation(), cfg.optimizer.build()?)?;
         trainer.prepare(&mut model)?;
         let mut times = Vec::with_capacity(steps);
@@ -238,7 +238,8 @@ pub fn run<B: AutodiffBackend>(
 
 /// The setting line of a run config: `784-500-500-10, batch 64, r0 = 20, tol = 0.01, SGD lr = 0.01`.
 pub fn setting(cfg: &RunConfig) -> String {
-    let widths: Vec<String> = cfg.dataset_widths().iter().map(|w| w.to_string()).collect();
+    let (inputs, classes) = cfg.train.known_shape().unwrap_or((0, 0));
+    let widths: Vec<String> = cfg.widths(inputs, classes).iter().map(|w| w.to_string()).collect();
     let optimizer = match cfg.optimizer.rule {
         OptimizerConfig::Sgd => "SGD",
         OptimizerConfig::Momentum { .. } => "momentum",

@@ -6,7 +6,8 @@
 //! - optimizer state: `opt.{role}.m1`, `.m2` and the bases `.left`, `.right` it is expressed in;
 //!
 //! and in the metadata the format version, the run config (TOML), the epoch, the step, the
-//! integrator counters, the ranks and the optimizer step counts. Tensors are stored as f32,
+//! integrator counters, the ranks, the optimizer step counts, the network's input width
+//! (`inputs`) and the class names in label order (`labels`, JSON). Tensors are stored as f32,
 //! written atomically ([`crate::io`]).
 
 pub mod adapters;
@@ -18,6 +19,7 @@ use burn::tensor::{backend::Backend, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::config::RunConfig;
+use crate::data::DatasetSource;
 use crate::integrators::{CounterSnapshot, FactorSlots, LayerState, TrainState};
 use crate::io::{read_metadata, read_safetensors, write_safetensors, TensorMap};
 use crate::layers::{DenseLinear, LowRankLinear};
@@ -39,6 +41,17 @@ pub struct RunState {
     pub step: u64,
     /// The integrator's counters at the checkpoint.
     pub counters: CounterSnapshot,
+    /// The network's input width (channels·rows·cols of the data set's images).
+    pub inputs: usize,
+    /// The class names in label order (the head's labels; their count is the output width).
+    pub labels: Vec<String>,
+}
+
+impl RunState {
+    /// The MLP's layer widths: `[inputs, hidden…, labels.len()]`.
+    pub fn widths(&self) -> Vec<usize> {
+        self.config.widths(self.inputs, self.labels.len())
+    }
 }
 
 fn to_entry<B: Backend, const D: usize>(t: &Tensor<B, D>) -> (Vec<usize>, Vec<f32>) {
@@ -152,6 +165,8 @@ pub fn save<B: Backend>(path: &Path, model: &Mlp<B>, train: &TrainState<B>, stat
         ("counters".to_string(), to_json(&state.counters)),
         ("ranks".to_string(), to_json(&model.ranks())),
         ("optimizer_steps".to_string(), to_json(&times)),
+        ("inputs".to_string(), state.inputs.to_string()),
+        ("labels".to_string(), to_json(&state.labels)),
     ]);
     write_safetensors(path, &tensors, meta)
 }
@@ -201,8 +216,9 @@ pub fn export(path: &Path, out: Option<PathBuf>) -> Result<PathBuf> {
     let device = Default::default();
     if adapters::is_adapter_checkpoint(path)? {
         let (model, _, _) = adapters::load::<crate::CpuBackend>(path, &device)?;
+        let labels = adapters::labels(path, model.head.weight().dims()[1])?;
         let out = out.unwrap_or_else(|| path.with_file_name("merged.safetensors"));
-        adapters::export_merged(&out, &model)?;
+        adapters::export_merged(&out, &model, &labels)?;
         return Ok(out);
     }
     let (model, _, state) = load::<crate::CpuBackend>(path, &device)?;
@@ -216,16 +232,25 @@ pub fn export(path: &Path, out: Option<PathBuf>) -> Result<PathBuf> {
 pub fn load<B: Backend>(path: &Path, device: &B::Device) -> Result<(Mlp<B>, TrainState<B>, RunState)> {
     let (mut tensors, meta) = read_safetensors(path)?;
     let config = config_of(&meta, path)?;
+    // Checkpoints of a built-in data set written before `inputs` and `labels` were stored.
+    let (inputs, labels) = match (meta.contains_key("inputs"), &config.train.dataset) {
+        (false, DatasetSource::Named(d)) => {
+            (d.features(), d.class_names().iter().map(|c| c.to_string()).collect())
+        }
+        _ => (meta_field(&meta, path, "inputs")?, meta_json(&meta, path, "labels")?),
+    };
     let state = RunState {
         epoch: meta_field(&meta, path, "epoch")?,
         step: meta_field(&meta, path, "step")?,
         counters: meta_json(&meta, path, "counters")?,
         config,
+        inputs,
+        labels,
     };
     let times: BTreeMap<String, usize> = meta_json(&meta, path, "optimizer_steps")?;
     let flags = state.config.low_rank_flags()?;
     let (mut layers, mut train) = (Vec::new(), TrainState::default());
-    for (i, (w, &low_rank)) in state.config.dataset_widths().windows(2).zip(&flags).enumerate() {
+    for (i, (w, &low_rank)) in state.widths().windows(2).zip(&flags).enumerate() {
         let (n, m, p) = (w[0], w[1], format!("layers.{i}"));
         let bias = Some(take(&mut tensors, path, &format!("{p}.bias"), Some([m]), device)?);
         if low_rank {

@@ -28,7 +28,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Train an MLP on MNIST or Fashion-MNIST (fetching the data set if it is missing).
+    /// Train an MLP on MNIST, Fashion-MNIST (fetching the data set if it is missing) or an
+    /// image folder (--data DIR).
     Train(TrainArgs),
     /// Fine-tune low-rank adapters and a head on a frozen pretrained ViT (fetching the data set
     /// if it is missing).
@@ -55,6 +56,41 @@ pub enum Command {
     /// Fit a random rank-k target with an integrator (least squares ½‖W − A‖²) and print the
     /// loss and rank after every step: a check of an integrator without a data set.
     Matrix(MatrixArgs),
+    /// Write a built-in data set as an image folder (DIR/train/<class>/*.png and DIR/test/…),
+    /// which `--data DIR` reads back to the same pixels.
+    WriteImages(WriteImagesArgs),
+    /// Read an image folder as a run would and print its classes, sizes and images/s.
+    ReadImages(ReadImagesArgs),
+}
+
+/// Arguments of `dlrt write-images`.
+#[derive(Debug, clap::Args)]
+pub struct WriteImagesArgs {
+    /// Which data set (fetched into the data folder if it is missing).
+    #[arg(value_enum)]
+    pub dataset: DatasetName,
+    /// The folder to write.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Where data sets are fetched to (default: $DLRT_DATA or ./data).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Arguments of `dlrt read-images`.
+#[derive(Debug, clap::Args)]
+pub struct ReadImagesArgs {
+    /// The folder (DIR/train and DIR/test of class folders, or class folders to split).
+    pub path: PathBuf,
+    /// Share of each class to test on, for a folder without train/ and test/.
+    #[arg(long)]
+    pub test_fraction: Option<f64>,
+    /// Seed of that split.
+    #[arg(long, default_value_t = 0)]
+    pub split_seed: u64,
+    /// Resize every image to this square side (default: the first image's size).
+    #[arg(long)]
+    pub image_size: Option<usize>,
 }
 
 /// Arguments of `dlrt train`.
@@ -337,6 +373,27 @@ pub fn convert_onnx_cmd(args: &ConvertOnnxArgs, out: &mut impl Write) -> Result<
         c.grid()
     )
     .map_err(Error::Output)
+}
+
+/// Runs `dlrt write-images`.
+pub fn write_images_cmd(args: &WriteImagesArgs, out: &mut impl Write) -> Result<()> {
+    let dir = data_dir(&args.data_dir);
+    data::fetch::ensure(args.dataset, &dir, &mut std::io::stderr())?;
+    let (train, test) = data::folder::write_dataset(args.dataset, &dir, &args.out)?;
+    writeln!(out, "wrote {train} train and {test} test images of {} to {}", args.dataset, args.out.display())
+        .map_err(Error::Output)
+}
+
+/// Runs `dlrt read-images`.
+pub fn read_images_cmd(args: &ReadImagesArgs, out: &mut impl Write) -> Result<()> {
+    let spec = data::FolderSpec {
+        path: args.path.clone(),
+        test_fraction: args.test_fraction,
+        split_seed: args.split_seed,
+        image_size: args.image_size,
+    };
+    let summary = data::folder::inspect(&spec, &mut std::io::stderr())?;
+    writeln!(out, "{summary}").map_err(Error::Output)
 }
 
 /// Runs `dlrt matrix`, writing one line per step to `out`.

@@ -19,7 +19,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::DatasetName;
+use crate::data::{DatasetName, DatasetSource};
 use crate::integrators::IntegratorKind;
 use crate::layers::Init;
 use crate::linalg::TruncationConfig;
@@ -112,9 +112,11 @@ impl IntegratorConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainSection {
-    /// Which data set.
+    /// Which data set: `"mnist"`, `"fashion_mnist"` or an image folder,
+    /// `{ path = "DIR", test_fraction = 0.2, split_seed = 0, image_size = 32 }` (see
+    /// [`crate::data::folder`]).
     #[serde(default = "default_dataset")]
-    pub dataset: DatasetName,
+    pub dataset: DatasetSource,
     /// Batch size.
     #[serde(default = "default_batch")]
     pub batch_size: usize,
@@ -134,8 +136,30 @@ pub struct TrainSection {
     pub max_batches: usize,
 }
 
-fn default_dataset() -> DatasetName {
-    DatasetName::Mnist
+fn default_dataset() -> DatasetSource {
+    DatasetSource::Named(DatasetName::Mnist)
+}
+
+impl TrainSection {
+    /// The MLP's input width and number of classes when they are known without reading any
+    /// images (a built-in data set); an image folder's come from its images.
+    pub fn known_shape(&self) -> Option<(usize, usize)> {
+        match &self.dataset {
+            DatasetSource::Named(d) => Some((d.features(), d.classes())),
+            DatasetSource::Folder(_) => None,
+        }
+    }
+
+    /// Checks the values of the section (names the key and the value).
+    pub fn validate(&self) -> Result<()> {
+        if self.batch_size == 0 {
+            return Err(Error::config("train.batch_size", self.batch_size, "at least 1"));
+        }
+        if self.epochs == 0 {
+            return Err(Error::config("train.epochs", self.epochs, "at least 1"));
+        }
+        self.dataset.validate()
+    }
 }
 fn default_batch() -> usize {
     64
@@ -181,7 +205,7 @@ impl RunConfig {
             integrator: IntegratorConfig { method, tol: 0.01, absolute: false, r_min: 1, r_max: None },
             optimizer: OptimizerSection::sgd(0.01),
             train: TrainSection {
-                dataset: DatasetName::Mnist,
+                dataset: DatasetName::Mnist.into(),
                 batch_size: 64,
                 epochs: 3,
                 seed: 0,
@@ -217,12 +241,6 @@ impl RunConfig {
         widths.extend(&self.model.hidden);
         widths.push(classes);
         widths
-    }
-
-    /// [`RunConfig::widths`] for the configured data set (`train.dataset`).
-    pub fn dataset_widths(&self) -> Vec<usize> {
-        let d = self.train.dataset;
-        self.widths(d.features(), d.classes())
     }
 
     /// Which layers are low-rank, one flag per layer (`hidden.len() + 1` layers).
@@ -265,14 +283,7 @@ impl RunConfig {
         if !(lr > 0.0 && lr.is_finite()) {
             return Err(Error::config("optimizer.lr", lr, "a finite learning rate > 0"));
         }
-        let t = &self.train;
-        if t.batch_size == 0 {
-            return Err(Error::config("train.batch_size", t.batch_size, "at least 1"));
-        }
-        if t.epochs == 0 {
-            return Err(Error::config("train.epochs", t.epochs, "at least 1"));
-        }
-        Ok(())
+        self.train.validate()
     }
 }
 
@@ -338,16 +349,46 @@ mod tests {
     fn widths_come_from_the_data_set_and_flags_count_the_output_layer() {
         let mut cfg = RunConfig::paper_mnist();
         assert_eq!(cfg.widths(784, 10), vec![784, 500, 500, 10]);
-        assert_eq!(cfg.dataset_widths(), vec![784, 500, 500, 10]);
+        assert_eq!(cfg.train.known_shape(), Some((784, 10)));
         assert_eq!(cfg.widths(3, 2), vec![3, 500, 500, 2]);
         cfg.model.hidden = vec![];
-        assert_eq!(cfg.dataset_widths(), vec![784, 10]);
+        assert_eq!(cfg.widths(784, 10), vec![784, 10]);
         assert_eq!(cfg.low_rank_flags().unwrap(), vec![false]);
         cfg.model.low_rank = LowRankLayers::Flags(vec![true]);
         assert_eq!(cfg.low_rank_flags().unwrap(), vec![true]);
         cfg.model.hidden = vec![8, 0];
         let err = cfg.validate().unwrap_err().to_string();
         assert!(err.contains("model.hidden") && err.contains("[8, 0]"), "{err}");
+    }
+
+    #[test]
+    fn the_data_set_is_a_name_or_an_image_folder() {
+        use crate::data::FolderSpec;
+        let base = RunConfig::paper_mnist().to_toml();
+        let with = |value: &str| base.replace("dataset = \"mnist\"", &format!("dataset = {value}"));
+        let cfg = |value: &str| RunConfig::from_toml(&with(value), Path::new("c.toml"));
+        assert_eq!(cfg("\"fashion_mnist\"").unwrap().train.dataset, DatasetName::FashionMnist.into());
+        let folder =
+            cfg("{ path = \"imgs\", test_fraction = 0.2, split_seed = 3, image_size = 32 }").unwrap();
+        let spec = FolderSpec {
+            test_fraction: Some(0.2),
+            split_seed: 3,
+            image_size: Some(32),
+            ..FolderSpec::new("imgs")
+        };
+        assert_eq!(folder.train.dataset, DatasetSource::Folder(spec));
+        assert_eq!(RunConfig::from_toml(&folder.to_toml(), Path::new("c.toml")).unwrap(), folder);
+        let err = cfg("{ path = \"imgs\", test_fraction = 2.0 }").unwrap_err().to_string();
+        assert!(err.contains("train.dataset.test_fraction") && err.contains('2'), "{err}");
+        // A bad name or key is named (not "no variant of an untagged enum matched").
+        for (bad, named) in [
+            ("\"cifar\"", "unknown variant `cifar`"),
+            ("{ path = \"imgs\", fraction = 0.2 }", "unknown field `fraction`"),
+            ("{ test_fraction = 0.2 }", "missing field `path`"),
+        ] {
+            let err = cfg(bad).unwrap_err().to_string();
+            assert!(err.contains("c.toml") && err.contains(named), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -11,7 +11,8 @@
 //! - [`linalg`]: host linear algebra on faer (thin QR, SVD, the truncation rule) and the
 //!   conversions between Burn tensors and faer matrices;
 //! - [`data`]: MNIST and Fashion-MNIST (IDX files, fetched from pinned registry packages),
-//!   the pretrained backbone's download, batches;
+//!   image folders of PNG/JPEG files ([`data::folder`]), the pretrained backbone's download,
+//!   batches;
 //! - [`io`]: safetensors files and atomic writes;
 //! - [`layers`]: [`LowRankLinear`] with its training passes ([`layers::Pass`]),
 //!   [`DenseLinear`], and the [`layers::Network`] trait a training step drives;

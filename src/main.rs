@@ -20,6 +20,8 @@ fn main() -> anyhow::Result<()> {
         Command::ConvertOnnx(args) => cli::convert_onnx_cmd(&args, stdout)?,
         Command::Report(args) => cli::report_cmd(&args, stdout)?,
         Command::Matrix(args) => cli::matrix_cmd(&args, stdout)?,
+        Command::WriteImages(args) => cli::write_images_cmd(&args, stdout)?,
+        Command::ReadImages(args) => cli::read_images_cmd(&args, stdout)?,
     }
     Ok(())
 }

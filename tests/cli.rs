@@ -138,8 +138,17 @@ fn a_resumed_run_refuses_any_override_but_epochs() {
     let mut config = RunConfig::paper_mnist();
     (config.model.hidden, config.model.rank) = (vec![8], 2);
     let model =
-        new_model::<dlrt::CpuBackend>(&config, &mut StdRng::seed_from_u64(0), &Default::default()).unwrap();
-    let state = RunState { config: config.clone(), epoch: 1, step: 10, counters: Default::default() };
+        new_model::<dlrt::CpuBackend>(&config, (784, 10), &mut StdRng::seed_from_u64(0), &Default::default())
+            .unwrap();
+    let labels = (0..10).map(|c| c.to_string()).collect();
+    let state = RunState {
+        config: config.clone(),
+        epoch: 1,
+        step: 10,
+        counters: Default::default(),
+        inputs: 784,
+        labels,
+    };
     checkpoint::save(&tmp.path().join("checkpoint.safetensors"), &model, &Default::default(), &state)
         .unwrap();
     let dir = tmp.path().to_str().unwrap();

@@ -15,23 +15,16 @@ use dlrt::config::FinetuneConfig;
 use dlrt::data::{self, images::rgb_batch, DatasetName, Split};
 use dlrt::integrators::IntegratorKind;
 use dlrt::layers::DenseLinear;
-use dlrt::models::vit::Variant;
 use dlrt::models::ViT;
 use dlrt::train::finetune::{finetune, EVAL_BATCH};
 use dlrt::train::fit::{checkpoint_path, evaluate, RunOptions};
 use dlrt::TrainBackend;
-use rand::{rngs::StdRng, SeedableRng};
 
 type B = TrainBackend;
 
 /// A 2-block DINOv2 (D = 16, patch 7) with random weights, saved as HF files in `dir`.
 fn tiny_backbone(dir: &Path) -> PathBuf {
-    let config = common::tiny_vit(Variant::Dinov2);
-    let vit = ViT::<B>::random(config.clone(), &mut StdRng::seed_from_u64(3), &Default::default()).unwrap();
-    let weights = dir.join("model.safetensors");
-    vit.save(&weights).unwrap();
-    std::fs::write(dir.join("config.json"), config.to_json()).unwrap();
-    weights
+    common::tiny_backbone_files(dir)
 }
 
 fn tiny_config(weights: PathBuf, method: IntegratorKind) -> FinetuneConfig {
@@ -41,7 +34,7 @@ fn tiny_config(weights: PathBuf, method: IntegratorKind) -> FinetuneConfig {
     cfg.integrator.r_max = Some(8);
     cfg.integrator.tol = 0.05;
     cfg.optimizer.lr = 1e-2;
-    cfg.train.dataset = DatasetName::Mnist;
+    cfg.train.dataset = DatasetName::Mnist.into();
     cfg.train.epochs = 2;
     cfg.train.train_subset = 1920;
     cfg.train.test_subset = 200;
@@ -92,7 +85,7 @@ fn finetune_learns_checkpoints_adapters_and_exports_the_merged_model() {
 
         // Merged into the backbone (HF layout + classifier.*), the logits are the same.
         let merged = tmp.path().join(format!("{}-merged.safetensors", method.name()));
-        adapters::export_merged(&merged, &model).unwrap();
+        adapters::export_merged(&merged, &model, &adapters::labels(&ckpt, 10).unwrap()).unwrap();
         let vit = ViT::<B>::load(&merged, merged.with_file_name("config.json"), &device).unwrap();
         let (mut t, _) = dlrt::io::read_safetensors(&merged).unwrap();
         let (wshape, w) = t.remove("classifier.weight").unwrap();

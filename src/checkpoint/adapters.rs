@@ -6,7 +6,8 @@
 //! - `head.weight` `[D, classes]`, `head.bias` `[classes]`;
 //!
 //! metadata: the format, the fine-tuning config (TOML, which names the backbone's files), the
-//! epoch and the ranks. [`load`] reads the backbone from the config's paths and puts the
+//! epoch, the ranks and the class names in label order (`labels`, JSON; also written into the
+//! export's `config.json` as `id2label` / `label2id`). [`load`] reads the backbone from the config's paths and puts the
 //! adapters back on it; [`export_merged`] folds them in and writes a HuggingFace-layout
 //! backbone plus `classifier.*` that `ViT::load` (and transformers) read.
 
@@ -18,6 +19,7 @@ use rand::{rngs::StdRng, SeedableRng};
 
 use super::{meta_field, take, to_entry, to_json};
 use crate::config::FinetuneConfig;
+use crate::data::DatasetSource;
 use crate::io::{atomic_write, read_metadata, read_safetensors, write_safetensors, TensorMap};
 use crate::layers::AdapterTarget;
 use crate::layers::{DenseLinear, LowRankLinear};
@@ -33,12 +35,13 @@ fn adapter_name(layer: usize, target: AdapterTarget) -> String {
     format!("encoder.layer.{layer}.{}", target.name())
 }
 
-/// Saves the adapters and the head of `model` (atomically).
+/// Saves the adapters and the head of `model` (atomically), with the class names `labels`.
 pub fn save<B: Backend>(
     path: &Path,
     model: &ViTClassifier<B>,
     config: &FinetuneConfig,
     epoch: usize,
+    labels: &[String],
 ) -> Result<()> {
     let mut tensors = TensorMap::new();
     for (i, t, l) in model.backbone.adapters() {
@@ -59,6 +62,7 @@ pub fn save<B: Backend>(
         ("config".to_string(), config.to_toml()),
         ("epoch".to_string(), epoch.to_string()),
         ("ranks".to_string(), to_json(&model.ranks())),
+        ("labels".to_string(), to_json(&labels)),
     ]);
     write_safetensors(path, &tensors, meta)
 }
@@ -128,10 +132,33 @@ pub fn load<B: Backend>(
     Ok((model, config, epoch))
 }
 
+/// The class names stored in the adapter checkpoint at `path`, in label order: its `labels`
+/// metadata, or for a checkpoint written before it was stored, the names of its built-in data
+/// set (else `"0"`, `"1"`, … for `classes` classes).
+pub fn labels(path: &Path, classes: usize) -> Result<Vec<String>> {
+    let meta = read_metadata(path)?;
+    if let Some(raw) = meta.get("labels") {
+        return serde_json::from_str(raw)
+            .map_err(|e| Error::bad_file(path, "metadata.labels", "a JSON list of class names", e));
+    }
+    let named =
+        meta.get("config").and_then(|text| FinetuneConfig::from_toml(text, path).ok()).and_then(|cfg| {
+            match cfg.train.dataset {
+                DatasetSource::Named(d) if d.classes() == classes => Some(d.class_names().to_vec()),
+                _ => None,
+            }
+        });
+    Ok(match named {
+        Some(names) => names.iter().map(|c| c.to_string()).collect(),
+        None => (0..classes).map(|i| i.to_string()).collect(),
+    })
+}
+
 /// Folds the adapters into the backbone and writes it in HuggingFace's layout to `path`, with
 /// the head as `classifier.weight` `[classes, D]` / `classifier.bias` (as in
-/// `ViTForImageClassification`), and the backbone's `config.json` next to it.
-pub fn export_merged<B: Backend>(path: &Path, model: &ViTClassifier<B>) -> Result<()> {
+/// `ViTForImageClassification`), and the backbone's `config.json` next to it with the class
+/// names `labels` as `id2label` and `label2id`.
+pub fn export_merged<B: Backend>(path: &Path, model: &ViTClassifier<B>, labels: &[String]) -> Result<()> {
     let mut backbone = model.backbone.clone();
     backbone.merge_adapters()?;
     let mut tensors = backbone.to_tensors();
@@ -142,5 +169,16 @@ pub fn export_merged<B: Backend>(path: &Path, model: &ViTClassifier<B>) -> Resul
     let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
     write_safetensors(path, &tensors, meta)?;
     let json = path.with_file_name("config.json");
-    atomic_write(&json, backbone.config().to_json().as_bytes())
+    let mut config: serde_json::Value = serde_json::from_str(&backbone.config().to_json())
+        .map_err(|e| Error::Internal(format!("the backbone's config.json does not parse: {e}")))?;
+    if let Some(obj) = config.as_object_mut() {
+        let id2label: serde_json::Map<String, serde_json::Value> =
+            labels.iter().enumerate().map(|(i, l)| (i.to_string(), l.clone().into())).collect();
+        let label2id: serde_json::Map<String, serde_json::Value> =
+            labels.iter().enumerate().map(|(i, l)| (l.clone(), i.into())).collect();
+        obj.insert("id2label".into(), id2label.into());
+        obj.insert("label2id".into(), label2id.into());
+    }
+    let text = serde_json::to_string_pretty(&config).expect("JSON values serialise");
+    atomic_write(&json, text.as_bytes())
 }

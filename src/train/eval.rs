@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use super::finetune::EVAL_BATCH;
 use super::fit::evaluate;
 use crate::checkpoint::{self, adapters};
-use crate::data::{self, ImageFormat, Split};
+use crate::data::{self, DatasetSource, ImageFormat, Split};
 use crate::models::Classifier;
-use crate::{Result, TrainBackend};
+use crate::{Error, Result, TrainBackend};
 
 /// What a checkpoint scores on its data set's test split.
 #[derive(Clone, Debug, PartialEq)]
@@ -34,23 +34,39 @@ pub struct Evaluation {
 pub fn evaluate_checkpoint(path: &Path, data_dir: &Path) -> Result<Evaluation> {
     let device = Default::default();
     let adapters = adapters::is_adapter_checkpoint(path)?;
-    let (model, dataset, epoch, images, format, chunk): (Box<dyn Classifier<TrainBackend>>, _, _, _, _, _) =
-        if adapters {
-            let (model, cfg, epoch) = adapters::load::<TrainBackend>(path, &device)?;
-            let format = ImageFormat::Rgb(cfg.backbone.image);
-            (Box::new(model), cfg.train.dataset, epoch, cfg.train.test_subset, format, EVAL_BATCH)
-        } else {
-            let (model, _, state) = checkpoint::load::<TrainBackend>(path, &device)?;
-            (
-                Box::new(model),
-                state.config.train.dataset,
-                state.epoch,
-                state.config.train.test_subset,
-                ImageFormat::AsStored,
-                super::run::EVAL_BATCH,
-            )
-        };
-    let mut test = data::load(dataset, Split::Test, data_dir)?;
+    let (model, dataset, epoch, images, format, chunk, labels): (
+        Box<dyn Classifier<TrainBackend>>,
+        _,
+        _,
+        _,
+        _,
+        _,
+        _,
+    ) = if adapters {
+        let (model, cfg, epoch) = adapters::load::<TrainBackend>(path, &device)?;
+        let labels = adapters::labels(path, model.head.weight().dims()[1])?;
+        let format = ImageFormat::Rgb(cfg.backbone.image);
+        (Box::new(model), cfg.train.dataset, epoch, cfg.train.test_subset, format, EVAL_BATCH, labels)
+    } else {
+        let (model, _, state) = checkpoint::load::<TrainBackend>(path, &device)?;
+        (
+            Box::new(model),
+            state.config.train.dataset,
+            state.epoch,
+            state.config.train.test_subset,
+            ImageFormat::AsStored,
+            super::run::EVAL_BATCH,
+            state.labels,
+        )
+    };
+    let mut test = match &dataset {
+        DatasetSource::Named(name) => data::load(*name, Split::Test, data_dir)?,
+        DatasetSource::Folder(spec) => data::folder::load(spec, &mut std::io::stderr())?.1,
+    };
+    if test.classes != labels {
+        let expected = format!("the checkpoint's classes {labels:?}");
+        return Err(Error::config("train.dataset", dataset, &expected));
+    }
     if images > 0 {
         test.truncate(images);
     }

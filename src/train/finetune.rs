@@ -63,7 +63,7 @@ pub fn finetune<B: AutodiffBackend>(
         return Err(Error::config("backbone.image", b.image, &format!("at least the patch size {patch}")));
     }
     let mut rng = StdRng::seed_from_u64(t.seed);
-    let mut model = ViTClassifier::new(backbone, &b.targets, b.rank, t.dataset.classes(), &mut rng, device)?;
+    let mut model = ViTClassifier::new(backbone, &b.targets, b.rank, train.classes.len(), &mut rng, device)?;
     let opt = config.optimizer.build()?;
     let mut trainer = Trainer::new(config.integrator.method, &config.integrator.truncation(), opt)?;
     trainer.prepare(&mut model)?;
@@ -84,7 +84,7 @@ pub fn finetune<B: AutodiffBackend>(
     let plan = Plan::new(t, &config.optimizer, ImageFormat::Rgb(b.image), EVAL_BATCH);
     let ckpt = checkpoint_path(&opts.run_dir);
     let save = |model: &ViTClassifier<B>, _: &Trainer<B>, epoch, _| {
-        checkpoint::adapters::save(&ckpt, model, config, epoch)
+        checkpoint::adapters::save(&ckpt, model, config, epoch, &train.classes)
     };
     fit(&mut model, &mut trainer, (&train, &test), &plan, opts, Start::default(), &mut writer, save, device)
 }

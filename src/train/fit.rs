@@ -18,7 +18,7 @@ use super::metrics::{EpochRecord, MetricsWriter};
 use super::schedule::learning_rate;
 use super::{plot, Trainer};
 use crate::config::{OptimizerSection, Schedule, TrainSection};
-use crate::data::{self, Dataset, ImageFormat, Split};
+use crate::data::{self, Dataset, DatasetSource, ImageFormat};
 use crate::models::Classifier;
 use crate::{Error, Result};
 
@@ -100,12 +100,14 @@ impl Plan {
     }
 }
 
-/// The training and test images of a run's `[train]` section (fetching the data set into
-/// `opts.data_dir` when it is missing), cut to its `train_subset` and `test_subset`.
+/// The training and test images of a run's `[train]` section (fetching a built-in data set
+/// into `opts.data_dir` when it is missing, or reading an image folder), cut to its
+/// `train_subset` and `test_subset`.
 pub fn load_data(train: &TrainSection, opts: &RunOptions) -> Result<(Dataset, Dataset)> {
-    data::fetch::ensure(train.dataset, &opts.data_dir, &mut opts.log())?;
-    let load = |split| data::load(train.dataset, split, &opts.data_dir);
-    let (mut train_data, mut test_data) = (load(Split::Train)?, load(Split::Test)?);
+    if let DatasetSource::Named(name) = &train.dataset {
+        data::fetch::ensure(*name, &opts.data_dir, &mut opts.log())?;
+    }
+    let (mut train_data, mut test_data) = train.dataset.load(&opts.data_dir, &mut opts.log())?;
     if train.train_subset > 0 {
         train_data.truncate(train.train_subset);
     }

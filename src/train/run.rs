@@ -1,4 +1,5 @@
-//! [`run`]: training an MLP from scratch on MNIST or Fashion-MNIST (what `dlrt train` does).
+//! [`run`]: training an MLP from scratch on MNIST, Fashion-MNIST or an image folder (what
+//! `dlrt train` does).
 //!
 //! Sets the run up (data, model or checkpoint, trainer, metrics files) and hands it to
 //! [`fit`]; each epoch's checkpoint holds the network, the optimizer state and the counters,
@@ -45,11 +46,18 @@ pub fn run_config(
     }
 }
 
-/// The untrained network of `config`: the data set's inputs, the hidden widths, its outputs,
-/// low-rank where the config says, initialised from `rng`.
-pub fn new_model<B: Backend>(config: &RunConfig, rng: &mut StdRng, device: &B::Device) -> Result<Mlp<B>> {
+/// The untrained network of `config` for a data set of `inputs` numbers per image and
+/// `classes` classes: `inputs`, the hidden widths, `classes` outputs, low-rank where the config
+/// says, initialised from `rng`.
+pub fn new_model<B: Backend>(
+    config: &RunConfig,
+    (inputs, classes): (usize, usize),
+    rng: &mut StdRng,
+    device: &B::Device,
+) -> Result<Mlp<B>> {
     let m = &config.model;
-    Mlp::new(&config.dataset_widths(), &config.low_rank_flags()?, m.rank, m.init, m.init_gain, rng, device)
+    let widths = config.widths(inputs, classes);
+    Mlp::new(&widths, &config.low_rank_flags()?, m.rank, m.init, m.init_gain, rng, device)
 }
 
 /// Trains (or resumes) the run described by `config`, fetching its data set if it is missing;
@@ -71,6 +79,13 @@ pub fn run<B: AutodiffBackend>(
     let mut trainer = Trainer::new(config.integrator.method, &config.integrator.truncation(), opt)?;
     let (mut model, start, mut writer) = if opts.resume {
         let (model, train_state, state) = checkpoint::load::<B>(&ckpt, device)?;
+        if (state.inputs, &state.labels) != (train.features(), &train.classes) {
+            return Err(Error::config(
+                "train.dataset",
+                &t.dataset,
+                &format!("images of the checkpoint's size and classes {:?}", state.labels),
+            ));
+        }
         let mut same = state.config.clone();
         same.train.epochs = t.epochs;
         if &same != config {
@@ -84,14 +99,17 @@ pub fn run<B: AutodiffBackend>(
         trainer = trainer.resume(train_state, state.counters);
         (model, Start { epoch: state.epoch, step: state.step, records }, writer)
     } else {
-        let mut model = new_model(config, &mut StdRng::seed_from_u64(t.seed), device)?;
+        let shape = (train.features(), train.classes.len());
+        let mut model = new_model(config, shape, &mut StdRng::seed_from_u64(t.seed), device)?;
         trainer.prepare(&mut model)?;
         (model, Start::default(), MetricsWriter::create(&opts.run_dir)?)
     };
     atomic_write(&opts.run_dir.join("config.toml"), config.to_toml().as_bytes())?;
     let plan = Plan::new(t, &config.optimizer, ImageFormat::AsStored, EVAL_BATCH);
     let save = |model: &Mlp<B>, trainer: &Trainer<B>, epoch, step| {
-        let state = RunState { config: config.clone(), epoch, step, counters: trainer.counters() };
+        let (inputs, labels) = (train.features(), train.classes.clone());
+        let state =
+            RunState { config: config.clone(), epoch, step, counters: trainer.counters(), inputs, labels };
         checkpoint::save(&ckpt, model, &trainer.state, &state)
     };
     fit(&mut model, &mut trainer, (&train, &test), &plan, opts, start, &mut writer, save, device)

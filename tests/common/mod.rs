@@ -125,3 +125,17 @@ pub fn tiny_vit(variant: Variant) -> ViTConfig {
         ..base
     }
 }
+
+/// A 2-block DINOv2 ([`tiny_vit`]) with random weights, saved as HF files
+/// (`model.safetensors`, `config.json`) in `dir`; returns the weights' path.
+pub fn tiny_backbone_files(dir: &std::path::Path) -> std::path::PathBuf {
+    use rand::SeedableRng;
+    let config = tiny_vit(Variant::Dinov2);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let vit = dlrt::models::ViT::<dlrt::TrainBackend>::random(config.clone(), &mut rng, &Default::default())
+        .unwrap();
+    let weights = dir.join("model.safetensors");
+    vit.save(&weights).unwrap();
+    std::fs::write(dir.join("config.json"), config.to_json()).unwrap();
+    weights
+}
