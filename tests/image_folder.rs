@@ -98,6 +98,12 @@ fn one_folder_is_split_per_class_by_the_stated_fraction_and_seed() {
     assert_eq!((again.images, test_again.images), (train.images.clone(), test.images.clone()));
     let (_, other, _) = load(&spec(1));
     assert_ne!(other.images, test.images, "another seed, another split");
+    // JPEG files (any case of the extension) are read too; other files are not images.
+    let mut rng = StdRng::seed_from_u64(4);
+    pattern(1, &mut rng).save(tmp.path().join("horizontal/extra.JPEG")).unwrap();
+    std::fs::write(tmp.path().join("horizontal/readme.txt"), "not an image").unwrap();
+    let (train2, test2, _) = load(&spec(0));
+    assert_eq!(train2.len + test2.len, 25);
     let err = error(&FolderSpec::new(tmp.path()));
     assert!(err.contains("train.dataset.test_fraction") && err.contains("no train/"), "{err}");
     let err = error(&FolderSpec { test_fraction: Some(1.5), ..FolderSpec::new(tmp.path()) });
