@@ -223,7 +223,7 @@ pub fn export(path: &Path, out: Option<PathBuf>) -> Result<PathBuf> {
     }
     let (model, _, state) = load::<crate::CpuBackend>(path, &device)?;
     let out = out.unwrap_or_else(|| path.with_file_name("dense.safetensors"));
-    export_dense(&out, &model, &state.config)?;
+    export_dense(&out, &model, &state)?;
     Ok(out)
 }
 
@@ -295,8 +295,9 @@ pub fn load<B: Backend>(path: &Path, device: &B::Device) -> Result<(Mlp<B>, Trai
     Ok((Mlp { layers }, train, state))
 }
 
-/// Writes the dense weights `layers.{i}.weight` = U S Vᵀ ([n, m], z = x W + b) and biases.
-pub fn export_dense<B: Backend>(path: &Path, model: &Mlp<B>, config: &RunConfig) -> Result<()> {
+/// Writes the dense weights `layers.{i}.weight` = U S Vᵀ ([n, m], z = x W + b) and biases, with
+/// the run's config and class names (`labels`) as metadata.
+pub fn export_dense<B: Backend>(path: &Path, model: &Mlp<B>, state: &RunState) -> Result<()> {
     let mut tensors = TensorMap::new();
     for (i, layer) in model.layers.iter().enumerate() {
         let (w, b) = match layer {
@@ -311,7 +312,8 @@ pub fn export_dense<B: Backend>(path: &Path, model: &Mlp<B>, config: &RunConfig)
     let meta = HashMap::from([
         ("format".to_string(), "dlrt-dense-1".to_string()),
         ("orientation".to_string(), "weight is [fan_in, fan_out]: z = x W + b".to_string()),
-        ("config".to_string(), config.to_toml()),
+        ("config".to_string(), state.config.to_toml()),
+        ("labels".to_string(), to_json(&state.labels)),
     ]);
     write_safetensors(path, &tensors, meta)
 }

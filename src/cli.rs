@@ -56,7 +56,7 @@ pub enum Command {
     /// Fit a random rank-k target with an integrator (least squares ½‖W − A‖²) and print the
     /// loss and rank after every step: a check of an integrator without a data set.
     Matrix(MatrixArgs),
-    /// Write a built-in data set as an image folder (DIR/train/<class>/*.png and DIR/test/…),
+    /// Write a built-in data set as an image folder (DIR/train/CLASS/*.png and DIR/test/…),
     /// which `--data DIR` reads back to the same pixels.
     WriteImages(WriteImagesArgs),
     /// Read an image folder as a run would and print its classes, sizes and images/s.

@@ -205,6 +205,9 @@ fn dlrt_train_and_finetune_learn_from_a_folder_and_store_its_class_names() {
     let accuracy: f64 =
         eval.split("test accuracy ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
     assert!(accuracy > 60.0, "stripes and checkerboards are easy: {eval}");
+    dlrt(&["export", ckpt.to_str().unwrap()]);
+    let dense = dlrt::io::read_metadata(&run.join("dense.safetensors")).unwrap();
+    assert_eq!(dense["labels"], meta["labels"]);
     let resumed = dlrt(&["train", "--resume", run.to_str().unwrap(), "--epochs", "6", "--quiet"]);
     assert!(resumed.contains("after 6 epochs"), "{resumed}");
 

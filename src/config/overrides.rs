@@ -25,8 +25,8 @@ pub struct Overrides {
     /// Override train.dataset with a built-in data set.
     #[arg(long, value_enum)]
     pub dataset: Option<DatasetName>,
-    /// Override train.dataset with an image folder (DIR/train/<class>/*.png|jpg and
-    /// DIR/test/<class>/…; a folder the config names keeps its other keys).
+    /// Override train.dataset with an image folder (DIR/train/CLASS/*.png|jpg and
+    /// DIR/test/CLASS/…; a folder the config names keeps its other keys).
     #[arg(long, value_name = "DIR", conflicts_with = "dataset")]
     pub data: Option<PathBuf>,
     /// Override integrator.method.
