@@ -25,7 +25,7 @@
 //!   training loop ([`train::fit`]) behind training and fine-tuning;
 //!   [`checkpoint`]: checkpoints and exports; [`config`]: run configs from TOML;
 //! - [`problems`]: matrix problems that check an integrator without data;
-//! - [`bench`]: the step-time benchmarks;
+//! - [`bench`](mod@bench): the step-time benchmarks;
 //! - [`cli`]: the `dlrt` command line, a thin shell over the above.
 //!
 //! The rule the layout keeps: a module imports only modules of its own layer or below it,

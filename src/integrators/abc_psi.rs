@@ -30,7 +30,7 @@
 //! After step (3) the network computes the same function as before it (T1), so the L-pass
 //! evaluates ∇_L ℒ = Gᵀ Û with the same G = ∇_W ℒ(W0) as the K-pass, unless something else
 //! changed in between: the dense layers, which step after the K-pass. The one-pass form runs a
-//! single forward/backward ([`Pass::Activations`](crate::layers::Pass::Activations)) that records each layer's input x and output
+//! single forward/backward ([`crate::layers::Pass::Activations`]) that records each layer's input x and output
 //! gradient δ, and forms both gradients from them, `∇_K = xᵀ(δ V0)` and `∇_L = δᵀ(x Û)`. It
 //! equals the two-pass method to round-off when every trainable layer is low-rank (tested), and
 //! otherwise differs only in that ∇_L does not see the dense layers' step of this iteration.
