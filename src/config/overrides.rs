@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 
-use super::{FinetuneConfig, IntegratorConfig, OptimizerSection, RunConfig};
+use super::{FinetuneConfig, IntegratorConfig, OptimizerSection, RunConfig, TrainSection};
 use crate::data::{DatasetName, DatasetSource, FolderSpec};
 use crate::integrators::IntegratorKind;
 use crate::{Error, Result};
@@ -105,7 +105,18 @@ impl Overrides {
         self.dataset.map(DatasetSource::Named)
     }
 
-    fn apply_to(&self, integrator: &mut IntegratorConfig, optimizer: &mut OptimizerSection) {
+    /// Sets the keys both commands share.
+    fn apply_to(
+        &self,
+        t: &mut TrainSection,
+        integrator: &mut IntegratorConfig,
+        optimizer: &mut OptimizerSection,
+    ) {
+        set(&mut t.epochs, &self.epochs);
+        set(&mut t.seed, &self.seed);
+        let dataset = self.dataset(&t.dataset);
+        set(&mut t.dataset, &dataset);
+        set(&mut t.max_batches, &self.max_batches);
         set(&mut integrator.method, &self.method);
         set(&mut integrator.tol, &self.tol);
         set(&mut optimizer.lr, &self.lr);
@@ -115,14 +126,8 @@ impl Overrides {
 impl RunConfig {
     /// Applies `overrides` and validates the result; on an error the config is unchanged.
     pub fn apply(&mut self, overrides: &Overrides) -> Result<()> {
-        let (o, mut cfg) = (overrides, self.clone());
-        let t = &mut cfg.train;
-        set(&mut t.epochs, &o.epochs);
-        set(&mut t.seed, &o.seed);
-        let dataset = o.dataset(&t.dataset);
-        set(&mut t.dataset, &dataset);
-        set(&mut t.max_batches, &o.max_batches);
-        o.apply_to(&mut cfg.integrator, &mut cfg.optimizer);
+        let mut cfg = self.clone();
+        overrides.apply_to(&mut cfg.train, &mut cfg.integrator, &mut cfg.optimizer);
         cfg.validate()?;
         *self = cfg;
         Ok(())
@@ -152,13 +157,7 @@ impl FinetuneConfig {
         set(&mut b.image, &o.image);
         set(&mut t.train_subset, &o.train_subset);
         set(&mut t.test_subset, &o.test_subset);
-        let c = &o.common;
-        set(&mut t.epochs, &c.epochs);
-        set(&mut t.seed, &c.seed);
-        let dataset = c.dataset(&t.dataset);
-        set(&mut t.dataset, &dataset);
-        set(&mut t.max_batches, &c.max_batches);
-        c.apply_to(&mut cfg.integrator, &mut cfg.optimizer);
+        o.common.apply_to(t, &mut cfg.integrator, &mut cfg.optimizer);
         cfg.validate()?;
         *self = cfg;
         Ok(())

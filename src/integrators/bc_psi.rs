@@ -44,7 +44,7 @@ impl<B: AutodiffBackend> Integrator<B> for BcPsi {
             let S_tilde = bc_s_step(&U1, &U0, S0);
             layer.set_factors(U1, S_tilde, V0)
         } else {
-            bias_step(layer, &mut state.slots, grads.bias, opt)?;
+            bias_step(layer, &mut state.slots, grads.bias, opt);
             // (4) L1 = L0 − λ ∇_L ℒ;  (5) V1, R = qr(L1), S1 = Rᵀ
             let L1 = l_step(layer, &mut state.slots, required(grads.l, "L", kind)?, opt);
             qr_l_step(layer, &L1)

@@ -68,7 +68,7 @@ impl<B: AutodiffBackend> Integrator<B> for Bug {
                 layer.set_factors(U_hat, S_hat, V_hat)
             }
             _ => {
-                bias_step(layer, &mut state.slots, grads.bias, opt)?;
+                bias_step(layer, &mut state.slots, grads.bias, opt);
                 // (4) Ŝ1 = Ŝ − λ ∇_S ℒ;  (5) Ŝ1 = P Σ Qᵀ, truncated
                 let S1 = s_step(layer, &mut state.slots, required(grads.s, "S", kind)?, opt);
                 let (U_hat, V_hat) = (layer.u().clone(), layer.v().clone());

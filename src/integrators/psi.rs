@@ -48,7 +48,7 @@ impl<B: AutodiffBackend> Integrator<B> for Psi {
                 layer.set_factors(layer.u().clone(), S_tilde, layer.v().clone())
             }
             _ => {
-                bias_step(layer, &mut state.slots, grads.bias, opt)?;
+                bias_step(layer, &mut state.slots, grads.bias, opt);
                 // (4) L1 = L0 − λ ∇_L ℒ;  (5) V1, R = qr(L1), S1 = Rᵀ
                 let L1 = l_step(layer, &mut state.slots, required(grads.l, "L", kind)?, opt);
                 qr_l_step(layer, &L1)

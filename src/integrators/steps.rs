@@ -70,13 +70,9 @@ pub fn bias_step<B: AutodiffBackend>(
     slots: &mut FactorSlots<B>,
     grad: Option<Tensor<B, 1>>,
     opt: &Optimizer,
-) -> Result<()> {
-    match (grad, layer.bias()) {
-        (Some(g), Some(b)) => {
-            let b1 = opt.step_vector(b.clone(), g, &mut slots.bias);
-            layer.set_bias(b1)
-        }
-        _ => Ok(()),
+) {
+    if let Some(g) = grad {
+        layer.map_bias(|b| opt.step_vector(b, g, &mut slots.bias));
     }
 }
 

@@ -56,18 +56,24 @@ impl<B: Backend> DenseLinear<B> {
     pub fn bias(&self) -> Option<&Tensor<B, 1>> {
         self.bias.as_ref()
     }
-    /// Replaces W (an optimizer step).
+    /// Replaces W by `step(W)` (an optimizer step), moving W in so the step may update its
+    /// buffer in place.
     #[track_caller]
-    pub fn set_weight(&mut self, w: Tensor<B, 2>) {
-        assert_eq!(w.dims(), self.w.dims(), "DenseLinear: W keeps its shape");
-        self.w = w;
+    pub fn map_weight(&mut self, step: impl FnOnce(Tensor<B, 2>) -> Tensor<B, 2>) {
+        let (dims, device) = (self.w.dims(), self.w.device());
+        // A 0×0 stand-in while the step holds the only handle to W.
+        let w = std::mem::replace(&mut self.w, Tensor::empty([0, 0], &device));
+        self.w = step(w);
+        assert_eq!(self.w.dims(), dims, "DenseLinear: W keeps its shape");
     }
-    /// Replaces the bias of a layer that has one (an optimizer step).
+    /// Replaces the bias, if the layer has one, by `step(bias)`, moved in as W is.
     #[track_caller]
-    pub fn set_bias(&mut self, bias: Tensor<B, 1>) {
-        assert!(self.bias.is_some(), "DenseLinear: a layer without a bias gets none");
-        assert_eq!(bias.dims(), [self.w.dims()[1]], "DenseLinear: the bias keeps its shape");
-        self.bias = Some(bias);
+    pub fn map_bias(&mut self, step: impl FnOnce(Tensor<B, 1>) -> Tensor<B, 1>) {
+        if let Some(b) = self.bias.take() {
+            let b1 = step(b);
+            assert_eq!(b1.dims(), [self.w.dims()[1]], "DenseLinear: the bias keeps its shape");
+            self.bias = Some(b1);
+        }
     }
     /// n·m plus the bias.
     pub fn num_params(&self) -> usize {

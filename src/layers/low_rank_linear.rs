@@ -308,13 +308,15 @@ impl<B: Backend> LowRankLinear<B> {
         x.matmul(u.clone()).matmul(s.clone()).matmul(v.clone().transpose())
     }
 
-    /// Replaces the bias of a layer that has one (an optimizer step); shapes must agree.
-    pub fn set_bias(&mut self, bias: Tensor<B, 1>) -> Result<()> {
-        if self.bias.is_none() || bias.dims() != [self.m()] {
-            return Err(Error::shape("bias of LowRankLinear", format!("[{}]", self.m()), dims(&bias)));
+    /// Replaces the bias, if the layer has one, by `step(bias)` (an optimizer step). The bias
+    /// is moved in, not copied, so the step may update its buffer in place.
+    #[track_caller]
+    pub fn map_bias(&mut self, step: impl FnOnce(Tensor<B, 1>) -> Tensor<B, 1>) {
+        if let Some(b) = self.bias.take() {
+            let b1 = step(b);
+            assert_eq!(b1.dims(), [self.m()], "LowRankLinear: the bias keeps its shape");
+            self.bias = Some(b1);
         }
-        self.bias = Some(bias);
-        Ok(())
     }
 }
 

@@ -223,13 +223,15 @@ pub fn fit<B: AutodiffBackend, M: Classifier<B>>(
             step += 1;
             loss_sum += report.loss;
             seen += idx.len();
-            let rate = seen as f64 / started.elapsed().as_secs_f64();
-            bar.set_position(b as u64 + 1);
-            bar.set_message(format!(
-                "loss {:.4}  {rate:.1} images/s  ranks {}",
-                loss_sum / (b + 1) as f64,
-                ranks_summary(&model.ranks())
-            ));
+            if opts.progress {
+                let rate = seen as f64 / started.elapsed().as_secs_f64();
+                bar.set_position(b as u64 + 1);
+                bar.set_message(format!(
+                    "loss {:.4}  {rate:.1} images/s  ranks {}",
+                    loss_sum / (b + 1) as f64,
+                    ranks_summary(&model.ranks())
+                ));
+            }
         }
         let wall = started.elapsed().as_secs_f64();
         bar.finish_and_clear();

@@ -154,12 +154,14 @@ impl<B: AutodiffBackend> Trainer<B> {
         let started = Instant::now();
         let spec = self.spec();
         let pass = spec.passes[i];
-        let low_rank = net.low_rank_layers().len();
+        let layers = net.low_rank_layers();
+        let low_rank = layers.len();
         self.state.low_rank.resize_with(low_rank, Default::default);
-        self.state.dense.resize_with(net.dense_layers().len(), Default::default);
-        net.low_rank_layers().into_iter().for_each(|layer| layer.begin_pass(pass));
+        layers.into_iter().for_each(|layer| layer.begin_pass(pass));
         if i == 0 {
-            net.dense_layers().into_iter().for_each(DenseLinear::begin_pass);
+            let dense = net.dense_layers();
+            self.state.dense.resize_with(dense.len(), Default::default);
+            dense.into_iter().for_each(DenseLinear::begin_pass);
         }
         let value = loss(net);
         crate::linalg::convert::note_host_read();
@@ -207,10 +209,9 @@ fn dense_step<B: AutodiffBackend>(
 ) {
     let (grad_w, grad_b) = layer.take_grads(grads);
     if let Some(g) = grad_w {
-        layer.set_weight(opt.step(layer.weight().clone(), g, &mut slots.weight, Bases::none()));
+        layer.map_weight(|w| opt.step(w, g, &mut slots.weight, Bases::none()));
     }
-    if let (Some(g), Some(b)) = (grad_b, layer.bias()) {
-        let b1 = opt.step_vector(b.clone(), g, &mut slots.bias);
-        layer.set_bias(b1);
+    if let Some(g) = grad_b {
+        layer.map_bias(|b| opt.step_vector(b, g, &mut slots.bias));
     }
 }

@@ -17,6 +17,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use super::fit::ranks_summary;
 use super::metrics::{read_jsonl, EpochRecord, JSONL_FILE};
 use crate::config::{FinetuneConfig, OptimizerSection, RunConfig, Schedule};
 use crate::integrators::IntegratorKind;
@@ -84,20 +85,6 @@ fn run_settings(path: &Path) -> Result<(IntegratorKind, f64, OptimizerSection)> 
     }
 }
 
-/// Ranks as a list, or for more than four layers as their range and mean.
-fn ranks(ranks: &[usize]) -> String {
-    if ranks.len() <= 4 {
-        return format!("{ranks:?}");
-    }
-    format!(
-        "{}..{} (mean {:.1} over {})",
-        ranks.iter().min().unwrap_or(&0),
-        ranks.iter().max().unwrap_or(&0),
-        ranks.iter().sum::<usize>() as f64 / ranks.len() as f64,
-        ranks.len()
-    )
-}
-
 /// `dlrt report`: one markdown row per run folder (module docs). A run still in its first
 /// epoch gets a row that says so.
 pub fn report(runs: &[PathBuf], out: &mut impl Write) -> Result<()> {
@@ -132,7 +119,7 @@ pub fn report(runs: &[PathBuf], out: &mut impl Write) -> Result<()> {
             last.epoch,
             100.0 * last.test_accuracy,
             100.0 * best,
-            ranks(&last.ranks),
+            ranks_summary(&last.ranks),
             100.0 * last.compression_low_rank,
             100.0 * last.compression_network,
             time
