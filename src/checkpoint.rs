@@ -11,6 +11,7 @@
 //! written atomically ([`crate::io`]).
 
 pub mod adapters;
+pub mod peft;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -208,18 +209,56 @@ fn config_of(meta: &HashMap<String, String>, path: &Path) -> Result<RunConfig> {
     RunConfig::from_toml(text, &path.join("<metadata.config>"))
 }
 
-/// Writes the dense weights of a checkpoint of either kind: W = U S Vᵀ of a trained network
-/// ([`export_dense`], default `dense.safetensors`), or a fine-tuned backbone with its adapters
-/// merged and the head ([`adapters::export_merged`], default `merged.safetensors` and
-/// `config.json`), next to the checkpoint unless `out` says where. Returns the file written.
-pub fn export(path: &Path, out: Option<PathBuf>) -> Result<PathBuf> {
+/// What `dlrt export` writes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// Dense weights: W = U S Vᵀ of a trained network, or the backbone with the adapters merged
+    /// and the head (HF layout).
+    #[default]
+    Dense,
+    /// A peft LoRA adapter folder (fine-tuning checkpoints only) for transformers ≥ 5: see
+    /// [`peft`].
+    Peft,
+    /// The same with transformers 4's module names.
+    PeftTransformers4,
+}
+
+/// Writes a checkpoint in `format`, next to the checkpoint unless `out` says where, and returns
+/// the path written:
+/// - [`ExportFormat::Dense`]: W = U S Vᵀ of a trained network ([`export_dense`], default
+///   `dense.safetensors`), or a fine-tuned backbone with its adapters merged and the head
+///   ([`adapters::export_merged`], default `merged.safetensors` and `config.json`);
+/// - [`ExportFormat::Peft`], [`ExportFormat::PeftTransformers4`]: a fine-tuning checkpoint's
+///   adapters and head as a peft LoRA adapter ([`peft::export`], default the folder `peft/`).
+pub fn export(path: &Path, out: Option<PathBuf>, format: ExportFormat) -> Result<PathBuf> {
     let device = Default::default();
     if adapters::is_adapter_checkpoint(path)? {
-        let (model, _, _) = adapters::load::<crate::CpuBackend>(path, &device)?;
+        let (model, config, _) = adapters::load::<crate::CpuBackend>(path, &device)?;
         let labels = adapters::labels(path, model.head.weight().dims()[1])?;
+        let names = match format {
+            ExportFormat::Dense => None,
+            ExportFormat::Peft => Some(peft::ModuleNames::Transformers5),
+            ExportFormat::PeftTransformers4 => Some(peft::ModuleNames::Transformers4),
+        };
+        if let Some(names) = names {
+            let out = out.unwrap_or_else(|| path.with_file_name("peft"));
+            let b = &config.backbone;
+            let base = crate::models::ViT::load(&b.weights, b.config_json(), &device)?;
+            let base_dir = b.weights.parent().unwrap_or(Path::new("."));
+            peft::export(&out, &model, &base, base_dir, &labels, names)?;
+            return Ok(out);
+        }
         let out = out.unwrap_or_else(|| path.with_file_name("merged.safetensors"));
         adapters::export_merged(&out, &model, &labels)?;
         return Ok(out);
+    }
+    if format != ExportFormat::Dense {
+        let what = format!(
+            "--format peft of {}: a network trained from scratch has no base model; peft adapters \
+             come from `dlrt finetune` checkpoints",
+            path.display()
+        );
+        return Err(Error::Unsupported(what));
     }
     let (model, _, state) = load::<crate::CpuBackend>(path, &device)?;
     let out = out.unwrap_or_else(|| path.with_file_name("dense.safetensors"));

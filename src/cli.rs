@@ -6,14 +6,14 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::bench::{self, matrix::MatrixArgs, vit::VitBenchArgs};
-use crate::checkpoint;
+use crate::checkpoint::{self, ExportFormat};
 use crate::config::{FinetuneConfig, FinetuneOverrides, Overrides};
 use crate::data::{self, DatasetName};
 use crate::integrators::IntegratorKind;
 use crate::train::eval::evaluate_checkpoint;
 use crate::train::fit::{default_run_dir, RunOptions};
 use crate::train::report::{self, write_finetune_summary, write_train_summary};
-use crate::train::{finetune, run};
+use crate::train::{finetune, predict, run};
 use crate::{Error, Result, TrainBackend};
 
 /// Dynamical low-rank training of neural networks.
@@ -39,6 +39,8 @@ pub enum Command {
     /// Write a checkpoint's dense weights: W = U S Vᵀ ([fan_in, fan_out]) for `train`, the
     /// backbone with the adapters merged plus the head (HF layout) for `finetune`.
     Export(ExportArgs),
+    /// Classify image files with a fine-tuning checkpoint: the likeliest classes of each.
+    Predict(PredictArgs),
     /// Time one training step of every integrator at the paper's MNIST setting.
     Bench(BenchArgs),
     /// Time one adapter fine-tuning step of a random ViT (ViT-S/14 or ViT-B/16 shapes).
@@ -217,7 +219,29 @@ pub struct ExportArgs {
     /// A checkpoint.safetensors written by `dlrt train` or `dlrt finetune`.
     pub checkpoint: PathBuf,
     /// Output file (default: dense.safetensors, or merged.safetensors with config.json for a
-    /// fine-tuning checkpoint, next to the checkpoint).
+    /// fine-tuning checkpoint, next to the checkpoint); the folder for `--format peft`
+    /// (default: peft/ next to the checkpoint).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// `dense`: the dense weights; `peft`: a fine-tuning checkpoint as a peft LoRA adapter
+    /// (adapter_model.safetensors + adapter_config.json) for `PeftModel.from_pretrained` with
+    /// transformers ≥ 5; `peft-transformers4`: the same with transformers 4's module names.
+    #[arg(long, value_enum, default_value_t = ExportFormat::Dense)]
+    pub format: ExportFormat,
+}
+
+/// Arguments of `dlrt predict`.
+#[derive(Debug, clap::Args)]
+pub struct PredictArgs {
+    /// A checkpoint.safetensors written by `dlrt finetune`.
+    pub checkpoint: PathBuf,
+    /// PNG or JPEG files.
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+    /// Classes shown per image.
+    #[arg(long, default_value_t = 3)]
+    pub top: usize,
+    /// Also write the model's input (`pixel_values`) and `logits` to this safetensors file.
     #[arg(long)]
     pub out: Option<PathBuf>,
 }
@@ -323,8 +347,17 @@ pub fn eval_cmd(args: &EvalArgs, out: &mut impl Write) -> Result<()> {
 
 /// Runs `dlrt export` and names the file it wrote.
 pub fn export_cmd(args: &ExportArgs, out: &mut impl Write) -> Result<()> {
-    let path = checkpoint::export(&args.checkpoint, args.out.clone())?;
+    let path = checkpoint::export(&args.checkpoint, args.out.clone(), args.format)?;
     writeln!(out, "wrote {}", path.display()).map_err(Error::Output)
+}
+
+/// Runs `dlrt predict`: one line per image, and the tensors with `--out`.
+pub fn predict_cmd(args: &PredictArgs, out: &mut impl Write) -> Result<()> {
+    let predictions = predict::predict(&args.checkpoint, &args.images, args.top)?;
+    if let Some(path) = &args.out {
+        predictions.save(path)?;
+    }
+    write!(out, "{predictions}").map_err(Error::Output)
 }
 
 /// Runs `dlrt bench` and writes its tables.

@@ -14,6 +14,7 @@ fn main() -> anyhow::Result<()> {
         Command::Finetune(args) => cli::finetune_cmd(&args, stdout)?,
         Command::Eval(args) => cli::eval_cmd(&args, stdout)?,
         Command::Export(args) => cli::export_cmd(&args, stdout)?,
+        Command::Predict(args) => cli::predict_cmd(&args, stdout)?,
         Command::Bench(args) => cli::bench_cmd(&args, stdout)?,
         Command::BenchVit(args) => cli::bench_vit_cmd(&args, stdout)?,
         Command::Fetch(args) => cli::fetch_cmd(&args)?,

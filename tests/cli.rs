@@ -156,6 +156,14 @@ fn a_resumed_run_refuses_any_override_but_epochs() {
     assert!(err.contains("train.seed") && err.contains("only train.epochs"), "{err}");
     let err = fails(&["train", "--resume", dir, "--epochs", "4", "--max-batches", "2"]);
     assert!(err.contains("train.max_batches"), "{err}");
+    // A network trained from scratch has no base model: no peft form, and predict reads only
+    // fine-tuning checkpoints; both say so.
+    let ckpt = tmp.path().join("checkpoint.safetensors");
+    let ckpt = ckpt.to_str().unwrap();
+    let err = fails(&["export", ckpt, "--format", "peft"]);
+    assert!(err.contains("--format peft") && err.contains("dlrt finetune"), "{err}");
+    let err = fails(&["predict", ckpt, "some.png"]);
+    assert!(err.contains("only fine-tuning checkpoints"), "{err}");
 }
 
 #[test]

@@ -34,6 +34,10 @@ pub struct BackboneSection {
     /// Side of the square input images in pixels; position embeddings are interpolated.
     #[serde(default = "default_image")]
     pub image: usize,
+    /// A peft LoRA adapter folder to start from (its ΔW truncated at `integrator.tol`, its
+    /// head if it saved one) instead of zero adapters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_adapters: Option<PathBuf>,
 }
 
 fn default_weights() -> PathBuf {
@@ -81,6 +85,7 @@ impl FinetuneConfig {
                 targets: default_targets(),
                 rank: 32,
                 image: default_image(),
+                init_adapters: None,
             },
             integrator: IntegratorConfig { method, tol: 0.15, absolute: false, r_min: 1, r_max: Some(32) },
             optimizer: OptimizerSection {

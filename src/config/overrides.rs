@@ -62,6 +62,10 @@ pub struct FinetuneOverrides {
     /// Override train.test_subset (0 = all).
     #[arg(long)]
     pub test_subset: Option<usize>,
+    /// Override backbone.init_adapters: start from the peft LoRA adapter in DIR
+    /// (adapter_config.json + adapter_model.safetensors), truncated at integrator.tol.
+    #[arg(long, value_name = "DIR")]
+    pub init_adapters: Option<PathBuf>,
     /// The overrides `dlrt train` has too.
     #[command(flatten)]
     pub common: Overrides,
@@ -157,6 +161,9 @@ impl FinetuneConfig {
         set(&mut b.image, &o.image);
         set(&mut t.train_subset, &o.train_subset);
         set(&mut t.test_subset, &o.test_subset);
+        if let Some(dir) = &o.init_adapters {
+            b.init_adapters = Some(dir.clone());
+        }
         o.common.apply_to(t, &mut cfg.integrator, &mut cfg.optimizer);
         cfg.validate()?;
         *self = cfg;
@@ -237,12 +244,14 @@ mod tests {
             image: Some(28),
             train_subset: Some(100),
             test_subset: Some(50),
+            init_adapters: Some("lora".into()),
             common: Overrides { method: Some(IntegratorKind::Lora), lr: Some(0.01), ..Default::default() },
         };
         cfg.apply(&o).unwrap();
         assert_eq!(cfg.backbone.weights, PathBuf::from("b/model.safetensors"));
         assert_eq!((cfg.backbone.rank, cfg.backbone.image), (8, 28));
         assert_eq!((cfg.train.train_subset, cfg.train.test_subset), (100, 50));
+        assert_eq!(cfg.backbone.init_adapters, Some(PathBuf::from("lora")));
         assert_eq!((cfg.integrator.method, cfg.optimizer.lr), (IntegratorKind::Lora, 0.01));
         let err = cfg.apply(&FinetuneOverrides { rank: Some(0), ..Default::default() }).unwrap_err();
         assert!(err.to_string().contains("backbone.rank"), "{err}");

@@ -286,6 +286,36 @@ pub fn load(spec: &FolderSpec, log: &mut dyn Write) -> Result<(Dataset, Dataset)
     Ok((build(train_img, &train), build(test_img, &test)))
 }
 
+/// The image files `paths` as a data set of one split without labels (all 0, no classes),
+/// pixels as [`load`] stores them: `size`×`size` if given, else each image at its own size,
+/// which must then be the same for all; grey images convert to colour when any is colour.
+pub fn read_images(paths: &[PathBuf], size: Option<usize>) -> Result<Dataset> {
+    let decoded: Vec<Decoded> = paths.par_iter().map(|p| decode(p)).collect::<Result<_>>()?;
+    let channels = if decoded.iter().any(|d| d.channels == 3) { 3 } else { 1 };
+    let (rows, cols) = match (size, decoded.first()) {
+        (Some(s), _) => (s, s),
+        (None, Some(d)) => (d.rows, d.cols),
+        (None, None) => (1, 1),
+    };
+    if size.is_none() {
+        if let Some((d, p)) = decoded.iter().zip(paths).find(|(d, _)| (d.rows, d.cols) != (rows, cols)) {
+            let expected = format!("{rows}×{cols} pixels, as {}", paths[0].display());
+            return Err(Error::bad_file(p, "image size", expected, format!("{}×{}", d.rows, d.cols)));
+        }
+    }
+    let planes: Vec<Vec<f32>> =
+        decoded.into_par_iter().map(|d| pixels(&convert(d, channels), rows, cols)).collect();
+    Ok(Dataset {
+        images: planes.concat(),
+        labels: vec![0; paths.len()],
+        len: paths.len(),
+        channels,
+        rows,
+        cols,
+        classes: vec![],
+    })
+}
+
 /// Writes `data` as an image folder split `split_name` (`DIR/<split>/<i>_<class>/<index>.png`,
 /// 8-bit grey or RGB PNG, pixels un-normalised and rounded), the folder names sorting in label
 /// order and the files in index order; returns the number of images written.

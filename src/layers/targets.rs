@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use crate::{Error, Result};
 
 /// A projection that can carry an adapter, named as in peft's `target_modules`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// Ordered as in [`AdapterTarget::ALL`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AdapterTarget {
     /// Q (D×D).

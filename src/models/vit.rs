@@ -624,6 +624,29 @@ impl Variant {
         }
     }
 
+    /// The HF module name of `target` inside a block (`attention.attention.query`, `mlp.fc1`, …):
+    /// peft's module names are `{prefix}encoder.layer.{i}.{this}`.
+    pub fn module_key(self, target: AdapterTarget) -> &'static str {
+        let k = self.block_keys();
+        match target {
+            AdapterTarget::Query => k.query,
+            AdapterTarget::Key => k.key,
+            AdapterTarget::Value => k.value,
+            AdapterTarget::AttentionOutput => k.attention_output,
+            AdapterTarget::MlpFc1 => k.fc1,
+            AdapterTarget::MlpFc2 => k.fc2,
+        }
+    }
+
+    /// The backbone's attribute in transformers' classification model
+    /// (`ViTForImageClassification.vit`, `Dinov2ForImageClassification.dinov2`), with its dot.
+    pub fn classifier_prefix(self) -> &'static str {
+        match self {
+            Variant::ViT => "vit.",
+            Variant::Dinov2 => "dinov2.",
+        }
+    }
+
     /// The prefix [`ViT::random`] uses: that of `ViTForImageClassification` and `Dinov2Model`.
     fn default_prefix(self) -> &'static str {
         match self {
@@ -835,6 +858,13 @@ impl<B: Backend> ViT<B> {
     /// The projection `target` of block `layer`, if there is such a block.
     pub fn projection(&self, layer: usize, target: AdapterTarget) -> Option<&Projection<B>> {
         self.layers.get(layer).map(|b| b.projection(target))
+    }
+
+    /// The projection `target` of block `layer`, to replace it (e.g. by an imported adapter).
+    pub fn projection_mut(&mut self, layer: usize, target: AdapterTarget) -> Option<&mut Projection<B>> {
+        let j = AdapterTarget::ALL.iter().position(|&t| t == target)?;
+        let block = self.layers.get_mut(layer)?;
+        block.projections_mut().into_iter().nth(j)
     }
 
     /// Puts a rank-`rank` adapter (S = 0, so the outputs do not change) on the projections

@@ -64,6 +64,16 @@ pub fn finetune<B: AutodiffBackend>(
     }
     let mut rng = StdRng::seed_from_u64(t.seed);
     let mut model = ViTClassifier::new(backbone, &b.targets, b.rank, train.classes.len(), &mut rng, device)?;
+    if let Some(dir) = &b.init_adapters {
+        let ranks = checkpoint::peft::init_adapters(dir, &mut model, &config.integrator.truncation())?;
+        let _ = writeln!(
+            opts.log(),
+            "started {} adapters from the peft adapter {} (ranks {:?})",
+            ranks.len(),
+            dir.display(),
+            ranks.iter().map(|r| r.2).collect::<Vec<_>>()
+        );
+    }
     let opt = config.optimizer.build()?;
     let mut trainer = Trainer::new(config.integrator.method, &config.integrator.truncation(), opt)?;
     trainer.prepare(&mut model)?;

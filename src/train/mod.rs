@@ -16,6 +16,7 @@ pub mod fit;
 pub mod loss;
 pub mod metrics;
 pub mod plot;
+pub mod predict;
 pub mod report;
 pub mod run;
 pub mod schedule;

@@ -1,0 +1,122 @@
+//! [`predict`]: the classes a fine-tuned checkpoint gives image files (`dlrt predict`).
+//!
+//! Each image goes through the fine-tuning data path: decoded, stored as the run's data set
+//! stores it (28×28 for the built-in sets, the folder's `image_size` if it set one, else the
+//! image's own size), then resized to the backbone's input and normalised as in training.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{activation::softmax, Tensor, TensorData};
+
+use super::finetune::EVAL_BATCH;
+use crate::checkpoint::adapters;
+use crate::data::{self, DatasetSource, ImageFormat};
+use crate::io::{write_safetensors, TensorMap};
+use crate::{CpuBackend, Error, Result};
+
+/// The classes of one image, most likely first.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Prediction {
+    /// The image file.
+    pub path: PathBuf,
+    /// `(class name, probability)` of the `top` likeliest classes.
+    pub top: Vec<(String, f32)>,
+}
+
+/// What [`predict`] returns: a prediction per image, and the tensors behind them.
+#[derive(Clone, Debug)]
+pub struct Predictions {
+    /// One per image, in the order given.
+    pub items: Vec<Prediction>,
+    /// The model's input, `[images, 3, side, side]` row-major, and that shape.
+    pub pixel_values: (Vec<f32>, [usize; 4]),
+    /// The class scores, `[images, classes]` row-major.
+    pub logits: Vec<f32>,
+    /// The class names in label order.
+    pub labels: Vec<String>,
+}
+
+/// Runs the fine-tuning checkpoint at `checkpoint` on the image files `images` and keeps the
+/// `top` likeliest classes of each.
+pub fn predict(checkpoint: &Path, images: &[PathBuf], top: usize) -> Result<Predictions> {
+    if images.is_empty() {
+        return Err(Error::config("images", "none", "at least one image file"));
+    }
+    if top == 0 {
+        return Err(Error::config("--top", 0, "at least 1 class per image"));
+    }
+    if !adapters::is_adapter_checkpoint(checkpoint)? {
+        let what = format!(
+            "predicting with {}: only fine-tuning checkpoints (`dlrt finetune`) are read by predict",
+            checkpoint.display()
+        );
+        return Err(Error::Unsupported(what));
+    }
+    let device = Default::default();
+    let (model, config, _) = adapters::load::<CpuBackend>(checkpoint, &device)?;
+    let classes = model.head.weight().dims()[1];
+    let labels = adapters::labels(checkpoint, classes)?;
+    let stored = match &config.train.dataset {
+        DatasetSource::Named(_) => Some(28),
+        DatasetSource::Folder(spec) => spec.image_size,
+    };
+    let side = config.backbone.image;
+    let mut pixels = Vec::with_capacity(images.len() * 3 * side * side);
+    for path in images {
+        let one = data::folder::read_images(std::slice::from_ref(path), stored)?;
+        pixels.extend(one.batch(&[0], ImageFormat::Rgb(side)).0);
+    }
+    let plane = 3 * side * side;
+    let mut logits = Vec::with_capacity(images.len() * classes);
+    for chunk in pixels.chunks(EVAL_BATCH * plane) {
+        let n = chunk.len() / plane;
+        let x =
+            Tensor::<CpuBackend, 4>::from_data(TensorData::new(chunk.to_vec(), [n, 3, side, side]), &device);
+        let out = model.forward(x).into_data().convert::<f32>();
+        logits.extend(out.to_vec::<f32>().map_err(|e| Error::Internal(format!("logits: {e:?}")))?);
+    }
+    let probs = softmax(
+        Tensor::<CpuBackend, 2>::from_data(TensorData::new(logits.clone(), [images.len(), classes]), &device),
+        1,
+    )
+    .into_data()
+    .to_vec::<f32>()
+    .map_err(|e| Error::Internal(format!("probabilities: {e:?}")))?;
+    let items = images
+        .iter()
+        .zip(probs.chunks(classes))
+        .map(|(path, p)| {
+            let mut order: Vec<usize> = (0..classes).collect();
+            order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
+            let top = order.iter().take(top).map(|&c| (labels[c].clone(), p[c])).collect();
+            Prediction { path: path.clone(), top }
+        })
+        .collect();
+    Ok(Predictions { items, pixel_values: (pixels, [images.len(), 3, side, side]), logits, labels })
+}
+
+impl Predictions {
+    /// Writes `pixel_values` and `logits` as safetensors (with the class names as `labels`
+    /// metadata), e.g. to feed the same input to another implementation of the model.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let n = self.items.len();
+        let mut tensors = TensorMap::new();
+        tensors.insert("pixel_values".into(), (self.pixel_values.1.to_vec(), self.pixel_values.0.clone()));
+        tensors.insert("logits".into(), (vec![n, self.labels.len()], self.logits.clone()));
+        let labels = serde_json::to_string(&self.labels).expect("strings serialise");
+        write_safetensors(path, &tensors, HashMap::from([("labels".to_string(), labels)]))
+    }
+}
+
+impl fmt::Display for Predictions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for item in &self.items {
+            let top: Vec<String> =
+                item.top.iter().map(|(c, p)| format!("{c} ({:.1} %)", 100.0 * p)).collect();
+            writeln!(f, "{}: {}", item.path.display(), top.join(", "))?;
+        }
+        Ok(())
+    }
+}
