@@ -252,6 +252,7 @@ pub fn export(path: &Path, out: Option<PathBuf>, format: ExportFormat) -> Result
         adapters::export_merged(&out, &model, &labels)?;
         return Ok(out);
     }
+    let (model, _, state) = load::<crate::CpuBackend>(path, &device)?;
     if format != ExportFormat::Dense {
         let what = format!(
             "--format peft of {}: a network trained from scratch has no base model; peft adapters \
@@ -260,7 +261,6 @@ pub fn export(path: &Path, out: Option<PathBuf>, format: ExportFormat) -> Result
         );
         return Err(Error::Unsupported(what));
     }
-    let (model, _, state) = load::<crate::CpuBackend>(path, &device)?;
     let out = out.unwrap_or_else(|| path.with_file_name("dense.safetensors"));
     export_dense(&out, &model, &state)?;
     Ok(out)

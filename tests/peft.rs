@@ -200,6 +200,19 @@ fn bad_peft_adapters_are_errors_that_name_the_file_and_tensor() {
     let err = peft::init_adapters(&copy("five"), &mut five, &exact()).unwrap_err().to_string();
     assert!(err.contains("classifier.weight") && err.contains("[5, 16]"), "{err}");
 
+    // An adapter made for another backbone: its A does not fit the projection.
+    let dir = copy("wide");
+    let file = dir.join(peft::WEIGHTS);
+    let (mut t, meta) = read_safetensors(&file).unwrap();
+    let name = "base_model.model.dinov2.encoder.layer.0.attention.k_proj.lora_A.weight";
+    let (shape, values) = t.remove(name).unwrap();
+    t.insert(name.into(), (vec![shape[0], 2 * shape[1]], [values.clone(), values].concat()));
+    dlrt::io::write_safetensors(&file, &t, meta).unwrap();
+    let err = peft::init_adapters(&dir, &mut classifier(&AdapterTarget::DEFAULT), &exact())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(name) && err.contains("[r, 16]") && err.contains("[4, 32]"), "{err}");
+
     // A missing folder names the file.
     let err = peft::init_adapters(&tmp.path().join("none"), &mut five, &exact()).unwrap_err().to_string();
     assert!(err.contains("adapter_config.json"), "{err}");
@@ -282,5 +295,38 @@ fn the_cli_fine_tunes_from_a_peft_adapter_and_exports_one() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("model.safetensors") && err.contains("metadata.format"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("model.safetensors") && err.contains("metadata.format"),
+        "{err}"
+    );
+}
+
+#[test]
+fn rank_stabilised_lora_scales_by_alpha_over_root_r() {
+    let singular_values = |dir: &Path| -> Vec<Vec<f32>> {
+        let mut model = classifier(&AdapterTarget::DEFAULT);
+        peft::init_adapters(dir, &mut model, &exact()).unwrap();
+        let diag = |l: &dlrt::layers::LowRankLinear<B>| {
+            let (r, s) = (l.rank(), l.s().clone().into_data().to_vec::<f32>().unwrap());
+            (0..r).map(|i| s[i * r + i]).collect()
+        };
+        model.backbone.adapters().map(|(_, _, l)| diag(l)).collect()
+    };
+    let plain = singular_values(&fixtures().join("lora"));
+    let tmp = tempfile::tempdir().unwrap();
+    for f in [peft::WEIGHTS, peft::CONFIG] {
+        std::fs::copy(fixtures().join("lora").join(f), tmp.path().join(f)).unwrap();
+    }
+    let config = tmp.path().join(peft::CONFIG);
+    let text =
+        std::fs::read_to_string(&config).unwrap().replace("\"use_rslora\": false", "\"use_rslora\": true");
+    std::fs::write(&config, text).unwrap();
+    let rs = singular_values(tmp.path());
+    // α/√r over α/r is √r: 2 for the rank-4 modules, √2 for the rank-2 one.
+    for (p, q) in plain.iter().zip(&rs) {
+        let root_r = (p.len() as f32).sqrt();
+        for (a, b) in p.iter().zip(q) {
+            assert!((b / a - root_r).abs() < 1e-4, "{b} / {a} vs √r = {root_r}");
+        }
+    }
 }
