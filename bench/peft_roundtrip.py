@@ -1,16 +1,19 @@
 #!/usr/bin/env python3
 """dlrt <-> peft: LoRA adapters across the two, checked on logits.
 
-Needs torch, transformers (>= 4.40) and peft (>= 0.14, for lora_bias); checked with torch 2.15,
-transformers 5.24 and peft 0.21. DLRT names the dlrt binary (default target/release/dlrt).
+Needs torch, transformers (>= 4.40) and peft (>= 0.14, for lora_bias); checked with torch 2.15 and
+both transformers 5.24 + peft 0.21 and transformers 4.57 + peft 0.17. DLRT names the dlrt binary
+(default target/release/dlrt).
 
   python3 bench/peft_roundtrip.py fixtures [OUT]
-      Writes the golden fixtures of tests/peft.rs to OUT (default tests/fixtures/peft):
+      Writes the golden fixtures of tests/peft.rs to OUT (default
+      tests/fixtures/peft/transformers5, or transformers4 when transformers 4 is installed):
       base/ a tiny DINOv2 (random, seed 0) as transformers saves it; lora/ a LoRA adapter made by
       peft itself (its own ranks per module through rank_pattern, alpha_pattern, lora_bias and
       the head as a module to save); expected.safetensors: input pixels and PeftModel's logits.
-      Then fine-tunes the tiny base from that adapter with dlrt (--init-adapters) and checks
-      `dlrt export --format peft` of the result with `check` below. Needs MNIST in ./data.
+      Then fine-tunes the tiny base from that adapter with dlrt (--init-adapters), and a tiny
+      random ViT with adapters on all six projections, and checks `dlrt export --format peft` of
+      both with `check` below. Needs MNIST in ./data.
 
   python3 bench/peft_roundtrip.py check CHECKPOINT IMAGE [IMAGE ...]
       `dlrt export CHECKPOINT --format peft`, loads the folder with PeftModel.from_pretrained on
@@ -26,14 +29,19 @@ import tempfile
 from pathlib import Path
 
 import torch
+import transformers
 from PIL import Image
 from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors import safe_open
 from safetensors.torch import save_file
-from transformers import AutoConfig, AutoModelForImageClassification, Dinov2Config, Dinov2Model
+from transformers import AutoModelForImageClassification, Dinov2Config, Dinov2Model, ViTConfig, ViTModel
 
 DLRT = os.environ.get("DLRT", "target/release/dlrt")
 TOL = 1e-4  # max |logit difference| of two f32 implementations of the same network
+# transformers 5 renamed the modules (attention.attention.query -> attention.q_proj), and peft
+# names adapter tensors after them.
+V5 = int(transformers.__version__.split(".")[0]) >= 5
+FORMAT = "peft" if V5 else "peft-transformers4"
 
 
 def dlrt(*args):
@@ -55,7 +63,7 @@ def check(checkpoint, images):
     """Exports CHECKPOINT as a peft adapter and compares peft's logits with dlrt's on IMAGES."""
     with tempfile.TemporaryDirectory() as tmp:
         peft_dir, pred = Path(tmp) / "peft", Path(tmp) / "pred.safetensors"
-        dlrt("export", checkpoint, "--format", "peft", "--out", peft_dir)
+        dlrt("export", checkpoint, "--format", FORMAT, "--out", peft_dir)
         dlrt("predict", checkpoint, *images, "--out", pred, "--top", "1")
         config = json.loads((peft_dir / "adapter_config.json").read_text())
         with safe_open(peft_dir / "adapter_model.safetensors", "pt") as f:
@@ -70,7 +78,7 @@ def check(checkpoint, images):
         agree = (theirs.argmax(1) == ours.argmax(1)).float().mean().item()
         modules = len(config["target_modules"])
         ranks = sorted(set(config["rank_pattern"].values()))
-        print(f"{checkpoint}: {modules} LoRA modules (ranks {ranks}), {len(images)} images, "
+        print(f"transformers {transformers.__version__}, --format {FORMAT}: {checkpoint}: {modules} LoRA modules (ranks {ranks}), {len(images)} images, "
               f"max |logit diff| {diff:.2e}, top-1 agreement {100 * agree:.1f} %")
         assert diff < TOL * max(1.0, ours.abs().max().item()), f"peft's logits differ from dlrt's by {diff}"
         return diff
@@ -88,10 +96,10 @@ def fixtures(out):
         # dlrt's head reads the CLS token only: no weight on the mean patch token.
         base.classifier.weight[:, cfg.hidden_size:] = 0.0
     lora = LoraConfig(
-        # transformers >= 5 names (q_proj, ...): the adapter is saved under them.
-        r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj"], lora_bias=True,
-        rank_pattern={"encoder.layer.1.attention.v_proj": 2},
-        alpha_pattern={"encoder.layer.1.attention.v_proj": 3.0},
+        r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj"] if V5 else ["query", "key", "value"],
+        lora_bias=True,
+        rank_pattern={f"encoder.layer.1.attention.{'v_proj' if V5 else 'attention.value'}": 2},
+        alpha_pattern={f"encoder.layer.1.attention.{'v_proj' if V5 else 'attention.value'}": 3.0},
         init_lora_weights=False, modules_to_save=["classifier"],
     )
     model = get_peft_model(base, lora).eval()
@@ -107,14 +115,25 @@ def fixtures(out):
     print(f"wrote {out}: base, lora ({sum(p.numel() for n, p in model.named_parameters() if 'lora_' in n)} "
           f"LoRA parameters), expected.safetensors; logits {tuple(logits.shape)}")
 
-    # dlrt starts from peft's adapter, trains two batches, and its peft export must load in peft.
+    # dlrt starts from peft's adapter, trains two batches, and its peft export must load in peft;
+    # and the same from zero adapters on every projection of a tiny ViT.
+    vit = ViTConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+                    image_size=28, patch_size=7)
     with tempfile.TemporaryDirectory() as tmp:
-        run = Path(tmp) / "run"
-        config = Path(tmp) / "tiny.toml"
-        config.write_text(f"""
+        ViTModel(vit, add_pooling_layer=False).save_pretrained(Path(tmp) / "vit")
+        dlrt_round_trip(out / "base", ["query", "key", "value"], Path(tmp) / "dinov2", out / "lora")
+        every = ["query", "key", "value", "attention_output", "mlp_fc1", "mlp_fc2"]
+        dlrt_round_trip(Path(tmp) / "vit", every, Path(tmp) / "vit_run")
+
+
+def dlrt_round_trip(base_dir, targets, tmp, init_adapters=None):
+    """Fine-tunes BASE_DIR for two batches of MNIST with dlrt, then `check`s its peft export."""
+    tmp.mkdir(parents=True)
+    config = tmp / "tiny.toml"
+    config.write_text(f"""
 [backbone]
-weights = "{(out / 'base' / 'model.safetensors').resolve()}"
-targets = ["query", "key", "value"]
+weights = "{(base_dir / 'model.safetensors').resolve()}"
+targets = {json.dumps(targets)}
 rank = 4
 image = 28
 
@@ -135,19 +154,19 @@ train_subset = 64
 test_subset = 32
 max_batches = 2
 """)
-        dlrt("finetune", config, "--init-adapters", out / "lora", "--out", run, "--quiet")
-        files = []
-        for i in range(6):  # noise images, grey and colour, of another size than the model's
-            mode = "RGB" if i % 2 else "L"
-            pixels = torch.randint(0, 256, (40, 40, 3) if i % 2 else (40, 40), dtype=torch.uint8)
-            files.append(Path(tmp) / f"{i}.png")
-            Image.fromarray(pixels.numpy(), mode).save(files[-1])
-        check(run / "checkpoint.safetensors", files)
-
+    init = ["--init-adapters", init_adapters] if init_adapters else []
+    dlrt("finetune", config, *init, "--out", tmp / "run", "--quiet")
+    files = []
+    for i in range(6):  # noise images, grey and colour, of another size than the model's
+        mode = "RGB" if i % 2 else "L"
+        pixels = torch.randint(0, 256, (40, 40, 3) if i % 2 else (40, 40), dtype=torch.uint8)
+        files.append(tmp / f"{i}.png")
+        Image.fromarray(pixels.numpy(), mode).save(files[-1])
+    check(tmp / "run" / "checkpoint.safetensors", files)
 
 if __name__ == "__main__":
     if len(sys.argv) >= 2 and sys.argv[1] == "fixtures":
-        fixtures(sys.argv[2] if len(sys.argv) > 2 else "tests/fixtures/peft")
+        fixtures(sys.argv[2] if len(sys.argv) > 2 else f"tests/fixtures/peft/transformers{5 if V5 else 4}")
     elif len(sys.argv) >= 4 and sys.argv[1] == "check":
         check(sys.argv[2], sys.argv[3:])
     else:

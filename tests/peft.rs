@@ -1,9 +1,10 @@
 //! peft LoRA adapters in and out, against golden fixtures written by peft itself
-//! (`bench/peft_roundtrip.py fixtures`, torch 2.15, transformers 5.24, peft 0.21):
-//! `tests/fixtures/peft/base` is a tiny random DINOv2 as transformers saves it, `lora/` a LoRA
-//! adapter that peft made on it (ranks 4 and 2 through rank_pattern, α 8 and 3, lora_bias, the
-//! classifier as a module to save), `expected.safetensors` input pixels and PeftModel's logits.
-//! No Python runs here.
+//! (`bench/peft_roundtrip.py fixtures`, torch 2.15, with transformers 5.24 + peft 0.21 and with
+//! transformers 4.57 + peft 0.17, which name the modules differently): in
+//! `tests/fixtures/peft/transformers{5,4}/`, `base` is a tiny random DINOv2 as transformers saves
+//! it, `lora/` a LoRA adapter that peft made on it (ranks 4 and 2 through rank_pattern, α 8 and 3,
+//! lora_bias, the classifier as a module to save), `expected.safetensors` input pixels and
+//! PeftModel's logits. No Python runs here.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,19 +21,33 @@ use rand::{rngs::StdRng, SeedableRng};
 
 type B = CpuBackend;
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/peft")
+/// The files peft wrote with transformers `generation` (5 or 4).
+fn fixtures_of(generation: u8) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/peft/transformers{generation}"))
 }
 
-fn base() -> ViT<B> {
-    let dir = fixtures().join("base");
+/// transformers 5's.
+fn fixtures() -> PathBuf {
+    fixtures_of(5)
+}
+
+fn base_of(generation: u8) -> ViT<B> {
+    let dir = fixtures_of(generation).join("base");
     ViT::load(dir.join("model.safetensors"), dir.join("config.json"), &Default::default()).unwrap()
 }
 
-/// The base with zero adapters on query, key and value and a random 10-class head.
-fn classifier(targets: &[AdapterTarget]) -> ViTClassifier<B> {
+fn base() -> ViT<B> {
+    base_of(5)
+}
+
+/// The base of `generation` with zero adapters on `targets` and a random 10-class head.
+fn classifier_of(generation: u8, targets: &[AdapterTarget]) -> ViTClassifier<B> {
     let mut rng = StdRng::seed_from_u64(1);
-    ViTClassifier::new(base(), targets, 1, 10, &mut rng, &Default::default()).unwrap()
+    ViTClassifier::new(base_of(generation), targets, 1, 10, &mut rng, &Default::default()).unwrap()
+}
+
+fn classifier(targets: &[AdapterTarget]) -> ViTClassifier<B> {
+    classifier_of(5, targets)
 }
 
 /// No truncation beyond round-off: the imported ΔW is peft's.
@@ -40,9 +55,13 @@ fn exact() -> TruncationConfig {
     TruncationConfig { tol: 1e-6, absolute: false, r_min: 1, r_max: None }
 }
 
-/// peft's input pixels and logits.
+/// peft's input pixels and logits (transformers `generation`).
 fn expected() -> (Tensor<B, 4>, Vec<f32>) {
-    let (t, _) = read_safetensors(&fixtures().join("expected.safetensors")).unwrap();
+    expected_of(5)
+}
+
+fn expected_of(generation: u8) -> (Tensor<B, 4>, Vec<f32>) {
+    let (t, _) = read_safetensors(&fixtures_of(generation).join("expected.safetensors")).unwrap();
     let (shape, pixels) = t["pixel_values"].clone();
     let x = Tensor::from_data(
         TensorData::new(pixels, [shape[0], shape[1], shape[2], shape[3]]),
@@ -62,18 +81,22 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 
 #[test]
 fn a_peft_adapter_imports_to_peft_s_logits() {
-    let mut model = classifier(&AdapterTarget::DEFAULT);
-    let (x, theirs) = expected();
-    let before = logits(&model, x.clone());
-    assert!(max_diff(&before, &theirs) > 0.1, "the fixture's adapter and head change the logits");
-    let ranks = peft::init_adapters(&fixtures().join("lora"), &mut model, &exact()).unwrap();
-    // rank_pattern gives layer 1's value rank 2, every other module r = 4.
-    let want: Vec<usize> = (0..2)
-        .flat_map(|i| AdapterTarget::DEFAULT.map(|t| if (i, t) == (1, AdapterTarget::Value) { 2 } else { 4 }))
-        .collect();
-    assert_eq!(ranks.iter().map(|r| r.2).collect::<Vec<_>>(), want);
-    let ours = logits(&model, x);
-    assert!(max_diff(&ours, &theirs) < 1e-4, "dlrt {ours:?}\npeft {theirs:?}");
+    for generation in [5, 4] {
+        let mut model = classifier_of(generation, &AdapterTarget::DEFAULT);
+        let (x, theirs) = expected_of(generation);
+        let before = logits(&model, x.clone());
+        assert!(max_diff(&before, &theirs) > 0.1, "the fixture's adapter and head change the logits");
+        let ranks = peft::init_adapters(&fixtures_of(generation).join("lora"), &mut model, &exact()).unwrap();
+        // rank_pattern gives layer 1's value rank 2, every other module r = 4.
+        let want: Vec<usize> = (0..2)
+            .flat_map(|i| {
+                AdapterTarget::DEFAULT.map(|t| if (i, t) == (1, AdapterTarget::Value) { 2 } else { 4 })
+            })
+            .collect();
+        assert_eq!(ranks.iter().map(|r| r.2).collect::<Vec<_>>(), want);
+        let ours = logits(&model, x);
+        assert!(max_diff(&ours, &theirs) < 1e-4, "transformers {generation}: dlrt {ours:?}\npeft {theirs:?}");
+    }
 }
 
 #[test]
@@ -144,6 +167,23 @@ fn the_export_has_peft_s_names_shapes_and_keys_and_reimports_exactly() {
     assert!(
         names.contains_key("base_model.model.dinov2.encoder.layer.1.attention.attention.value.lora_A.weight")
     );
+    // transformers 4's names: those of the file peft 0.17 wrote with transformers 4.57.
+    let mut model4 = classifier_of(4, &AdapterTarget::DEFAULT);
+    peft::init_adapters(&fixtures_of(4).join("lora"), &mut model4, &exact()).unwrap();
+    let out4 = tmp.path().join("peft4_of_4");
+    peft::export(
+        &out4,
+        &model4,
+        &base_of(4),
+        &fixtures_of(4).join("base"),
+        &labels,
+        ModuleNames::Transformers4,
+    )
+    .unwrap();
+    let (ours4, _) = read_safetensors(&out4.join(peft::WEIGHTS)).unwrap();
+    let (theirs4, _) = read_safetensors(&fixtures_of(4).join("lora").join(peft::WEIGHTS)).unwrap();
+    assert_eq!(shapes(&ours4), shapes(&theirs4));
+
     let (x, _) = expected();
     for dir in [out, old] {
         let mut again = classifier(&AdapterTarget::DEFAULT);
