@@ -1,7 +1,8 @@
 //! peft's LoRA adapter format: a fine-tuning checkpoint out as a peft adapter ([`export`]), and a
 //! peft adapter in as the start of a fine-tuning run ([`init_adapters`]).
 //!
-//! # The layout (peft ≥ 0.14; checked with peft 0.21 and transformers 5.24)
+//! # The layout (peft ≥ 0.14; checked with peft 0.21 + transformers 5.24 and peft 0.17 +
+//! transformers 4.57, `bench/peft_roundtrip.py`)
 //!
 //! A folder that `PeftModel.from_pretrained(base, DIR)` reads, with `base` transformers'
 //! classification model of the backbone (`ViTForImageClassification` or
@@ -29,7 +30,9 @@
 //! Each module's ΔW = scale·(B A)ᵀ (n×m; scale α/r, or α/√r with `use_rslora`) is truncated to
 //! U S Vᵀ by an SVD with the run's truncation (ϑ, r_min, r_max): from thin QRs Aᵀ = Q_A R_A,
 //! B = Q_B R_B and the SVD of the r×r core scale·R_A R_Bᵀ, in f64. The bias becomes
-//! b0 + scale·lora_B.bias (peft scales lora_B's whole output). The head is taken from `classifier` when the adapter saved it.
+//! b0 + scale·lora_B.bias (peft scales lora_B's whole output). The head is taken from
+//! `classifier` when the adapter saved it. Module names of both transformers generations are
+//! read.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -144,13 +147,11 @@ pub fn export<B: Backend>(
             "a peft export of adapters of which some have a bias and some do not".into(),
         ));
     }
-    let d = model.backbone.config().hidden_size;
     let head_w = model.head.weight().clone().transpose(); // [classes, D]
     let head_w = match variant {
         Variant::ViT => head_w,
         Variant::Dinov2 => Tensor::cat(vec![head_w.clone(), head_w.zeros_like()], 1), // [classes, 2D]
     };
-    debug_assert_eq!(head_w.dims()[1], if variant == Variant::ViT { d } else { 2 * d });
     tensors.insert(format!("{ROOT}{HEAD}.weight"), to_entry(&head_w));
     if let Some(b) = model.head.bias() {
         tensors.insert(format!("{ROOT}{HEAD}.bias"), to_entry(b));
