@@ -25,6 +25,7 @@ use faer::Mat;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, StandardNormal};
 
+use super::conv2d::Rows;
 use super::passes::{Leaves, Pass};
 use crate::linalg::{from_faer, thin_qr, truncated_svd, TruncationConfig};
 use crate::{Error, Result};
@@ -253,26 +254,31 @@ impl<B: Backend> LowRankLinear<B> {
     /// - x: [batch, n]
     /// - output: [batch, m]
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        self.forward_rows(&x)
+    }
+
+    /// `z = x W + b` for any input that can be multiplied by an n×k factor: a batch of rows
+    /// (this layer) or the patches of an image ([`super::conv2d`]), so that a convolution
+    /// trains through exactly the parametrizations of a linear layer.
+    pub(crate) fn forward_rows(&self, x: &impl Rows<B>) -> Tensor<B, 2> {
         let leaf =
             |t: &Option<Tensor<B, 2>>, default: &Tensor<B, 2>| t.clone().unwrap_or_else(|| default.clone());
         let vt = |v: Tensor<B, 2>| v.transpose();
+        let usv = |u: Tensor<B, 2>, s: Tensor<B, 2>, v: Tensor<B, 2>| x.times(u).matmul(s).matmul(vt(v));
         let (z, bias) = match &self.leaves {
-            None => (self.low_rank_product(x.clone(), &self.u, &self.s, &self.v), self.bias.clone()),
+            None => (usv(self.u.clone(), self.s.clone(), self.v.clone()), self.bias.clone()),
             Some(l) => {
                 let z = match l.pass {
-                    Pass::K => x.clone().matmul(leaf(&l.k, &self.u)).matmul(vt(self.v.clone())),
-                    Pass::L => x.clone().matmul(self.u.clone()).matmul(vt(leaf(&l.l, &self.v))),
-                    Pass::S | Pass::Factors | Pass::Dense | Pass::Activations => self.low_rank_product(
-                        x.clone(),
-                        &leaf(&l.u, &self.u),
-                        &leaf(&l.s, &self.s),
-                        &leaf(&l.v, &self.v),
-                    ),
+                    Pass::K => x.times(leaf(&l.k, &self.u)).matmul(vt(self.v.clone())),
+                    Pass::L => x.times(self.u.clone()).matmul(vt(leaf(&l.l, &self.v))),
+                    Pass::S | Pass::Factors | Pass::Dense | Pass::Activations => {
+                        usv(leaf(&l.u, &self.u), leaf(&l.s, &self.s), leaf(&l.v, &self.v))
+                    }
                     Pass::Tangent => {
                         // x(K Vᵀ + U Lᵀ − U S Vᵀ): equal to x U S Vᵀ in value, but its
                         // gradients are G V, Gᵀ U and −Uᵀ G V without inverting S.
-                        let xu = x.clone().matmul(self.u.clone());
-                        let xk = x.clone().matmul(leaf(&l.k, &self.u));
+                        let xu = x.times(self.u.clone());
+                        let xk = x.times(leaf(&l.k, &self.u));
                         let first = (xk - xu.clone().matmul(leaf(&l.s, &self.s))).matmul(vt(self.v.clone()));
                         first + xu.matmul(vt(leaf(&l.l, &self.v)))
                     }
@@ -281,7 +287,7 @@ impl<B: Backend> LowRankLinear<B> {
             }
         };
         let z = match &self.base {
-            Some(w0) => z + x.clone().matmul(w0.clone()),
+            Some(w0) => z + x.times(w0.clone()),
             None => z,
         };
         let z = match bias {
@@ -291,21 +297,11 @@ impl<B: Backend> LowRankLinear<B> {
         match self.leaves.as_ref().and_then(|l| l.recorded.as_ref()) {
             Some(recorded) => {
                 let probe = Tensor::<B, 2>::zeros(z.dims(), &z.device()).require_grad();
-                recorded.lock().expect("no panic while recording").push((x.detach(), probe.clone()));
+                recorded.lock().expect("no panic while recording").push((x.rows().detach(), probe.clone()));
                 z + probe
             }
             None => z,
         }
-    }
-
-    fn low_rank_product(
-        &self,
-        x: Tensor<B, 2>,
-        u: &Tensor<B, 2>,
-        s: &Tensor<B, 2>,
-        v: &Tensor<B, 2>,
-    ) -> Tensor<B, 2> {
-        x.matmul(u.clone()).matmul(s.clone()).matmul(v.clone().transpose())
     }
 
     /// Replaces the bias, if the layer has one, by `step(bias)` (an optimizer step). The bias
