@@ -137,9 +137,13 @@ fn a_resumed_run_refuses_any_override_but_epochs() {
     let tmp = tempfile::tempdir().unwrap();
     let mut config = RunConfig::paper_mnist();
     (config.model.hidden, config.model.rank) = (vec![8], 2);
-    let model =
-        new_model::<dlrt::CpuBackend>(&config, (784, 10), &mut StdRng::seed_from_u64(0), &Default::default())
-            .unwrap();
+    let model = new_model::<dlrt::CpuBackend>(
+        &config,
+        ([1, 28, 28], 10),
+        &mut StdRng::seed_from_u64(0),
+        &Default::default(),
+    )
+    .unwrap();
     let labels = (0..10).map(|c| c.to_string()).collect();
     let state = RunState {
         config: config.clone(),
@@ -147,6 +151,7 @@ fn a_resumed_run_refuses_any_override_but_epochs() {
         step: 10,
         counters: Default::default(),
         inputs: 784,
+        image: [1, 28, 28],
         labels,
     };
     checkpoint::save(&tmp.path().join("checkpoint.safetensors"), &model, &Default::default(), &state)
