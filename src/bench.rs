@@ -8,9 +8,13 @@
 //! sizes at the final ranks ([`flops`]), and compared with this machine's measured rate for a
 //! large matrix product.
 //!
+//! With `--model lenet5` the network is LeNet-5 ([`RunConfig::lenet5_with`]), and a second
+//! table times single convolutions, low-rank against dense at the same shapes ([`conv`]).
+//!
 //! Also here: the ViT adapter step benchmark of `dlrt bench-vit` ([`vit`]) and the matrix
 //! problem of `dlrt matrix` ([`mod@matrix`]).
 
+pub mod conv;
 pub mod flops;
 pub mod matrix;
 pub mod vit;
@@ -33,6 +37,7 @@ use crate::train::{loss::cross_entropy, run::new_model, StepTimes, Trainer};
 use crate::{Error, Result};
 
 pub use crate::train::report::peak_memory_mib;
+pub use conv::{run_conv, write_conv_table, ConvRow};
 pub use matrix::{matrix, MatrixArgs};
 pub use vit::{run_vit, VitBench, VitBenchRow, VitShape};
 

@@ -337,7 +337,15 @@ pub fn bench_cmd(args: &BenchArgs, out: &mut impl Write) -> Result<()> {
     let bench = with_backend!(args.device, B, device, {
         bench::run::<B>(args.model, &args.methods, args.warmup, args.steps, &data_dir, &device)
     })?;
-    bench::write_table(out, &bench, args.device)
+    bench::write_table(out, &bench, args.device)?;
+    if args.model == ModelKind::LeNet5 {
+        let batch = bench.config.train.batch_size;
+        let rows = with_backend!(args.device, B, device, {
+            bench::run_conv::<B>(batch, args.warmup, args.steps, &device)
+        })?;
+        bench::write_conv_table(out, &rows, batch)?;
+    }
+    Ok(())
 }
 
 /// Runs `dlrt bench-vit` and writes its tables.

@@ -226,3 +226,23 @@ fn a_failed_write_of_the_output_is_an_error() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("writing the output") && !err.contains("<stdout>"), "{err}");
 }
+
+#[test]
+fn bench_lenet5_has_its_rows_and_the_convolution_table() {
+    let args = ["bench", "--model", "lenet5", "--warmup", "0", "--steps", "1", "--methods", "abc_psi,dense"];
+    let out = dlrt(&args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("LeNet-5 conv20-conv50-500-10, batch 64"), "{text}");
+    let (main, conv) =
+        text.split_once("One convolution's forward + backward").expect("the convolution table");
+    // abc-PSI's ranks: conv1, conv2, fc1.
+    let abc = main.lines().find(|l| l.starts_with("| abc_psi |")).expect("abc_psi row");
+    assert_eq!(abc.split('|').nth(7).unwrap().trim().matches(',').count(), 2, "{abc}");
+    assert!(main.lines().any(|l| l.starts_with("| dense |")), "{text}");
+    assert_eq!(
+        conv.lines().filter(|l| l.starts_with("| 3×3, 64 → 128 | 128×64×3×3 | 16×16 |")).count(),
+        2,
+        "{conv}"
+    );
+}
