@@ -23,6 +23,7 @@
 
 use std::fmt;
 
+use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::{conv2d, unfold4d};
 use burn::tensor::ops::{ConvOptions, UnfoldOptions};
@@ -217,9 +218,11 @@ impl<B: Backend> Rows<B> for Patches<'_, B> {
     }
 }
 
-/// A convolution whose matricised kernel is `W = U S Vᵀ` (module docs).
-#[derive(Clone, Debug)]
+/// A convolution whose matricised kernel is `W = U S Vᵀ` (module docs); a Burn module, whose
+/// record is its core's ([`super::module`]) under `core`.
+#[derive(Module, Debug)]
 pub struct LowRankConv2d<B: Backend> {
+    #[module(skip)]
     shape: Conv2dShape,
     core: LowRankLinear<B>,
 }

@@ -11,6 +11,7 @@ pub mod conv2d;
 pub mod dense_linear;
 pub mod init;
 pub mod low_rank_linear;
+pub mod module;
 pub mod passes;
 pub mod targets;
 
@@ -18,5 +19,6 @@ pub use conv2d::{Conv2dShape, DenseConv2d, LowRankConv2d};
 pub use dense_linear::DenseLinear;
 pub use init::Init;
 pub use low_rank_linear::LowRankLinear;
+pub use module::LowRankLinearRecord;
 pub use passes::{FactorGrads, Network, Pass};
 pub use targets::AdapterTarget;

@@ -19,6 +19,8 @@ use crate::Result;
 
 /// One layer of the MLP.
 #[derive(Clone, Debug)]
+// Burn parameters make a LowRankLinear large; a network holds one per layer, built once.
+#[allow(clippy::large_enum_variant)]
 pub enum Layer<B: Backend> {
     /// A factorized layer trained by the integrator.
     LowRank(LowRankLinear<B>),
