@@ -1,12 +1,15 @@
-//! An MLP of your own: two low-rank hidden layers trained by abc-PSI, and a Burn
-//! `nn::Linear` head stepped by Burn's own Adam (`burn::optim`, with its state), on MNIST
+//! An MLP of your own, an ordinary Burn module: two low-rank hidden layers trained by abc-PSI
+//! and a Burn `nn::Linear` head, the whole model given to Burn's own Adam (`burn::optim`, with
+//! its state), which steps the head (the low-rank factors have no gradient for it), on MNIST
 //! (fetched into ./data when missing): one epoch, then the accuracy on 2 000 test images.
 //! `--max-batches N` stops the epoch early.
 //!
 //! cargo run --release --example mlp_burn_adam [-- --max-batches N]
+use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::optim::{AdamConfig, GradientsParams, Optimizer as _};
-use burn::tensor::{activation::relu, backend::AutodiffBackend, Int, Tensor, TensorData};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{activation::relu, Int, Tensor, TensorData};
 use dlrt::data::{self, DatasetName, ImageFormat, Split};
 use dlrt::layers::{DenseLinear, Network};
 use dlrt::optim::{Optimizer, OptimizerConfig};
@@ -15,18 +18,19 @@ use dlrt::{linalg::TruncationConfig, IntegratorKind, LowRankLinear, TrainBackend
 use rand::{rngs::StdRng, SeedableRng};
 
 /// 784 → 256 → 256 (low-rank, ReLU) → 10 (Burn's Linear).
-struct Mlp<B: AutodiffBackend> {
+#[derive(Module, Debug)]
+struct Mlp<B: Backend> {
     hidden: Vec<LowRankLinear<B>>,
     head: Linear<B>,
 }
 
-impl<B: AutodiffBackend> Mlp<B> {
+impl<B: Backend> Mlp<B> {
     fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         self.head.forward(self.hidden.iter().fold(x, |x, layer| relu(layer.forward(x))))
     }
 }
 
-/// The integrator trains the low-rank layers; the Burn head is stepped in `step_with` below.
+/// What the integrator trains: the low-rank layers; Burn's Adam steps the rest in `step_with`.
 impl<B: AutodiffBackend> Network<B> for Mlp<B> {
     fn low_rank_layers(&mut self) -> Vec<&mut LowRankLinear<B>> {
         self.hidden.iter_mut().collect()
@@ -61,7 +65,7 @@ fn main() -> dlrt::Result<()> {
     let mut net = Mlp { hidden, head: LinearConfig::new(256, 10).init(&device) };
     let factors = Optimizer::new(OptimizerConfig::adamw(0.0), 1e-3)?;
     let mut trainer = Trainer::new(IntegratorKind::AbcPsi, &TruncationConfig::relative(0.05), factors)?;
-    let mut adam = AdamConfig::new().init::<TrainBackend, Linear<TrainBackend>>();
+    let mut adam = AdamConfig::new().init::<TrainBackend, Mlp<TrainBackend>>();
     trainer.prepare(&mut net)?;
     let indices: Vec<usize> = (0..train.len).collect();
     for (k, idx) in indices.chunks(64).take(max_batches).enumerate() {
@@ -70,8 +74,8 @@ fn main() -> dlrt::Result<()> {
             &mut net,
             |net| loss::cross_entropy(net.forward(x.clone()), y.clone()),
             |net, grads| {
-                let grads = GradientsParams::from_grads(grads, &net.head);
-                net.head = adam.step(1e-3, net.head.clone(), grads);
+                let grads = GradientsParams::from_grads(grads, net);
+                *net = adam.step(1e-3, net.clone(), grads);
             },
         )?;
         if k % 100 == 0 {
