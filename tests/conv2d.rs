@@ -205,7 +205,10 @@ fn bad_kernels_and_ranks_are_errors_naming_the_layer() {
     let layer =
         LowRankConv2d::<B>::random(shape().with_padding([0, 0]), 2, true, 1.0, &mut rng, &device).unwrap();
     let err = layer.try_forward(T4::zeros([1, 3, 2, 9], &device)).unwrap_err().to_string();
-    assert!(err.contains("at least 3 pixels") && err.contains("2 + 2·0 = 2"), "{err}");
+    assert!(
+        err.contains("LowRankConv2d") && err.contains("at least 3 pixels") && err.contains("2 + 2·0 = 2"),
+        "{err}"
+    );
     let core = LowRankLinear::<B>::random(26, 8, 2, false, 1.0, &mut rng, &device).unwrap();
     let err = LowRankConv2d::from_core(shape(), core).unwrap_err().to_string();
     assert!(err.contains("n×m = 27×8") && err.contains("26×8"), "{err}");

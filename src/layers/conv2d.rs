@@ -166,18 +166,19 @@ impl Conv2dShape {
     /// Runs `core` (a [`LowRankLinear`] or [`DenseLinear`] on patch rows) as a convolution.
     fn apply<B: Backend>(
         &self,
+        layer: &str,
         x: Tensor<B, 4>,
         core: impl FnOnce(&Patches<'_, B>) -> Tensor<B, 2>,
     ) -> Result<Tensor<B, 4>> {
         let [batch, c, h, w] = x.dims();
         if c != self.c_in {
             return Err(Error::shape(
-                format!("input channels of {self}"),
+                format!("input channels of {layer} ({self})"),
                 self.c_in.to_string(),
                 c.to_string(),
             ));
         }
-        let [ho, wo] = self.output_size("the convolution", [h, w])?;
+        let [ho, wo] = self.output_size(layer, [h, w])?;
         let z = core(&Patches { x, shape: self });
         let m = z.dims()[1];
         Ok(z.reshape([batch, ho, wo, m]).permute([0, 3, 1, 2]))
@@ -313,7 +314,7 @@ impl<B: Backend> LowRankConv2d<B> {
     /// - x: `[batch, C_in, H, W]`
     /// - output: `[batch, C_out, H', W']`
     pub fn try_forward(&self, x: Tensor<B, 4>) -> Result<Tensor<B, 4>> {
-        self.shape.apply(x, |p| self.core.forward_rows(p))
+        self.shape.apply("LowRankConv2d", x, |p| self.core.forward_rows(p))
     }
 
     /// [`Self::try_forward`] for inputs known to fit (a model checks its input size once,
@@ -380,7 +381,7 @@ impl<B: Backend> DenseConv2d<B> {
 
     /// The convolution; errors as [`LowRankConv2d::try_forward`].
     pub fn try_forward(&self, x: Tensor<B, 4>) -> Result<Tensor<B, 4>> {
-        self.shape.apply(x, |p| self.core.forward_rows(p))
+        self.shape.apply("DenseConv2d", x, |p| self.core.forward_rows(p))
     }
 
     /// [`Self::try_forward`] for inputs known to fit.
@@ -399,7 +400,7 @@ pub fn conv_low_rank<B: Backend>(
     core: &LowRankLinear<B>,
     x: Tensor<B, 4>,
 ) -> Result<Tensor<B, 4>> {
-    shape.apply(x, |p| core.forward_rows(p))
+    shape.apply("the convolution", x, |p| core.forward_rows(p))
 }
 
 /// The convolution of `x` by a matricised kernel held in a [`DenseLinear`].
@@ -408,7 +409,7 @@ pub fn conv_dense<B: Backend>(
     core: &DenseLinear<B>,
     x: Tensor<B, 4>,
 ) -> Result<Tensor<B, 4>> {
-    shape.apply(x, |p| core.forward_rows(p))
+    shape.apply("the convolution", x, |p| core.forward_rows(p))
 }
 
 #[cfg(test)]
@@ -473,6 +474,9 @@ mod tests {
         let layer = LowRankConv2d::<B>::random(shape, 2, true, 1.0, &mut rng, &Default::default()).unwrap();
         let x = Tensor::<B, 4>::zeros([1, 2, 28, 28], &Default::default());
         let err = layer.try_forward(x).unwrap_err().to_string();
-        assert!(err.contains("input channels") && err.contains("expected 1, got 2"), "{err}");
+        assert!(
+            err.contains("input channels of LowRankConv2d") && err.contains("expected 1, got 2"),
+            "{err}"
+        );
     }
 }
