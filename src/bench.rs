@@ -8,9 +8,13 @@
 //! sizes at the final ranks ([`flops`]), and compared with this machine's measured rate for a
 //! large matrix product.
 //!
+//! With `--model lenet5` the network is LeNet-5 ([`RunConfig::lenet5_with`]), and a second
+//! table times single convolutions, low-rank against dense at the same shapes ([`conv`]).
+//!
 //! Also here: the ViT adapter step benchmark of `dlrt bench-vit` ([`vit`]) and the matrix
 //! problem of `dlrt matrix` ([`mod@matrix`]).
 
+pub mod conv;
 pub mod flops;
 pub mod matrix;
 pub mod vit;
@@ -23,16 +27,17 @@ use std::time::Instant;
 use burn::tensor::{backend::AutodiffBackend, Distribution, Int, Tensor, TensorData};
 use rand::{rngs::StdRng, SeedableRng};
 
-use crate::config::RunConfig;
+use crate::config::{ModelKind, RunConfig};
 use crate::data::{self, DatasetName, Split};
 use crate::integrators::IntegratorKind;
 use crate::linalg::{host_time, HostTime};
-use crate::models::Layer;
+use crate::models::{lenet5, Classifier, Layer};
 use crate::optim::OptimizerConfig;
 use crate::train::{loss::cross_entropy, run::new_model, StepTimes, Trainer};
 use crate::{Error, Result};
 
 pub use crate::train::report::peak_memory_mib;
+pub use conv::{run_conv, write_conv_table, ConvRow};
 pub use matrix::{matrix, MatrixArgs};
 pub use vit::{run_vit, VitBench, VitBenchRow, VitShape};
 
@@ -149,8 +154,11 @@ fn sync<B: AutodiffBackend>(device: &B::Device) -> Result<()> {
     B::sync(device).map_err(|e| Error::Device(format!("device sync failed: {e:?}")))
 }
 
-/// Benchmarks `methods` (all when empty) with `warmup` untimed and `steps` timed steps each.
+/// Benchmarks `methods` (all when empty) on `model` (the paper's MLP or LeNet-5, at the
+/// settings of [`RunConfig::paper_mnist_with`] and [`RunConfig::lenet5_with`]) with `warmup`
+/// untimed and `steps` timed steps each.
 pub fn run<B: AutodiffBackend>(
+    model: ModelKind,
     methods: &[IntegratorKind],
     warmup: usize,
     steps: usize,
@@ -159,18 +167,27 @@ pub fn run<B: AutodiffBackend>(
 ) -> Result<MlpBench> {
     let total = check_steps(warmup, steps)?;
     let methods = if methods.is_empty() { &IntegratorKind::ALL[..] } else { methods };
-    let base = RunConfig::paper_mnist();
+    let preset = |method| match model {
+        ModelKind::Mlp => RunConfig::paper_mnist_with(method),
+        ModelKind::LeNet5 => RunConfig::lenet5_with(method),
+    };
+    let base = preset(IntegratorKind::AbcPsi);
     let (batch, dataset) = (base.train.batch_size, DatasetName::Mnist);
-    let (features, classes) = (dataset.features(), dataset.classes());
+    let classes = dataset.classes();
+    let image = [1, 28, 28];
+    let positions = match model {
+        ModelKind::Mlp => vec![1; base.model.hidden.len() + 1],
+        ModelKind::LeNet5 => lenet5::geometry(image, classes)?.positions,
+    };
     let mnist = data::load(dataset, Split::Train, data_dir).ok();
     let matmul_gflops = matmul_rate::<B>(device);
     let mut rng = StdRng::seed_from_u64(0);
     let mut rows = Vec::new();
     for &method in methods {
-        let cfg = RunConfig::paper_mnist_with(method);
-        let mut model = new_model::<B>(&cfg, (features, classes), &mut rng, device)?;
+        let cfg = preset(method);
+        let mut net = new_model::<B>(&cfg, (image, classes), &mut rng, device)?;
         let mut trainer = Trainer::new(method, &cfg.integrator.truncation(), cfg.optimizer.build()?)?;
-        trainer.prepare(&mut model)?;
+        trainer.prepare(&mut net)?;
         let mut times = Vec::with_capacity(steps);
         let before = trainer.counters();
         let reads_before = crate::linalg::host_reads();
@@ -182,12 +199,12 @@ pub fn run<B: AutodiffBackend>(
                     let idx: Vec<usize> = (0..batch).map(|i| (k * batch + i) % d.len).collect();
                     let (px, lb) = d.gather(&idx);
                     (
-                        Tensor::<B, 2>::from_data(TensorData::new(px, [batch, features]), device),
+                        Tensor::<B, 4>::from_data(TensorData::new(px, [batch, 1, 28, 28]), device),
                         Tensor::<B, 1, Int>::from_data(TensorData::new(lb, [batch]), device),
                     )
                 }
                 None => (
-                    Tensor::<B, 2>::random([batch, features], Distribution::Normal(0.0, 1.0), device),
+                    Tensor::<B, 4>::random([batch, 1, 28, 28], Distribution::Normal(0.0, 1.0), device),
                     Tensor::<B, 1, Int>::from_data(
                         TensorData::new((0..batch as i64).map(|i| i % classes as i64).collect(), [batch]),
                         device,
@@ -198,7 +215,7 @@ pub fn run<B: AutodiffBackend>(
                 breakdown = Breakdown::start();
             }
             let started = Instant::now();
-            let report = trainer.step(&mut model, |net| cross_entropy(net.forward(x.clone()), y.clone()))?;
+            let report = trainer.step(&mut net, |net| cross_entropy(net.logits(x.clone()), y.clone()))?;
             sync::<B>(device)?;
             if k >= warmup {
                 times.push(started.elapsed().as_secs_f64() * 1e6);
@@ -208,16 +225,17 @@ pub fn run<B: AutodiffBackend>(
         let (parts_us, host_us) = breakdown.means(1e6);
         let c = trainer.counters();
         let per = |a: u64, b: u64| (a - b) as f64 / total as f64;
-        let shapes: Vec<flops::LayerShape> = model
-            .layers
+        let shapes: Vec<flops::LayerShape> = net
+            .layers()
             .iter()
-            .map(|layer| {
+            .zip(&positions)
+            .map(|(layer, &positions)| {
                 let (n, m) = layer.shape();
                 let rank = match layer {
                     Layer::Dense(_) => None,
                     Layer::LowRank(l) => Some(l.rank()),
                 };
-                flops::LayerShape { n, m, rank }
+                flops::LayerShape { positions, n, m, rank }
             })
             .collect();
         rows.push(BenchRow {
@@ -226,7 +244,7 @@ pub fn run<B: AutodiffBackend>(
             passes: per(c.passes, before.passes),
             qr: per(c.qr, before.qr),
             svd: per(c.svd, before.svd),
-            ranks: model.ranks(),
+            ranks: net.ranks(),
             flops: flops::step_flops(method, &shapes, batch),
             host_reads: per(crate::linalg::host_reads(), reads_before),
             parts_us,
@@ -239,7 +257,10 @@ pub fn run<B: AutodiffBackend>(
 /// The setting line of a run config: `784-500-500-10, batch 64, r0 = 20, tol = 0.01, SGD lr = 0.01`.
 pub fn setting(cfg: &RunConfig) -> String {
     let (inputs, classes) = cfg.train.known_shape().unwrap_or((0, 0));
-    let widths: Vec<String> = cfg.widths(inputs, classes).iter().map(|w| w.to_string()).collect();
+    let widths: Vec<String> = match cfg.model.kind {
+        ModelKind::Mlp => cfg.widths(inputs, classes).iter().map(|w| w.to_string()).collect(),
+        ModelKind::LeNet5 => vec![format!("LeNet-5 conv20-conv50-500-{classes}")],
+    };
     let optimizer = match cfg.optimizer.rule {
         OptimizerConfig::Sgd => "SGD",
         OptimizerConfig::Momentum { .. } => "momentum",
@@ -341,9 +362,16 @@ mod tests {
     #[test]
     fn zero_timed_steps_are_an_error_not_a_panic() {
         let device = Default::default();
-        let err = run::<crate::TrainBackend>(&[IntegratorKind::Dense], 0, 0, Path::new("/nowhere"), &device)
-            .unwrap_err()
-            .to_string();
+        let err = run::<crate::TrainBackend>(
+            ModelKind::Mlp,
+            &[IntegratorKind::Dense],
+            0,
+            0,
+            Path::new("/nowhere"),
+            &device,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("steps") && err.contains("at least 1"), "{err}");
         assert!(check_steps(usize::MAX, 1).is_err());
         assert_eq!(check_steps(2, 3).unwrap(), 5);

@@ -1,13 +1,14 @@
 //! Checkpoints and weight files: safetensors with the config and the run state as metadata.
 //!
-//! A checkpoint holds, under the layer paths of the MLP (`layers.{i}.…`):
+//! A checkpoint holds, under the layer paths of the network (`layers.{i}.…`, for the MLP or
+//! LeNet-5, whose convolutions are stored as their matricised kernels, n = C_in·k·k):
 //! - low-rank layers: `u` `[n, r]`, `s` `[r, r]`, `v` `[m, r]`, `bias` `[m]`;
 //! - dense layers: `weight` `[n, m]` (Burn's orientation, z = x W + b), `bias` `[m]`;
 //! - optimizer state: `opt.{role}.m1`, `.m2` and the bases `.left`, `.right` it is expressed in;
 //!
 //! and in the metadata the format version, the run config (TOML), the epoch, the step, the
 //! integrator counters, the ranks, the optimizer step counts, the network's input width
-//! (`inputs`) and the class names in label order (`labels`, JSON). Tensors are stored as f32,
+//! (`inputs`) and image shape (`image`, `[C, H, W]`) and the class names in label order (`labels`, JSON). Tensors are stored as f32,
 //! written atomically ([`crate::io`]).
 
 pub mod adapters;
@@ -19,12 +20,12 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{backend::Backend, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::config::RunConfig;
+use crate::config::{ModelKind, RunConfig};
 use crate::data::DatasetSource;
 use crate::integrators::{CounterSnapshot, FactorSlots, LayerState, TrainState};
 use crate::io::{read_metadata, read_safetensors, write_safetensors, TensorMap};
 use crate::layers::{DenseLinear, LowRankLinear};
-use crate::models::{Layer, Mlp};
+use crate::models::{lenet5, Layer, LeNet5, Mlp, Net};
 use crate::optim::{DenseSlots, Slot, State};
 use crate::{Error, Result};
 
@@ -44,6 +45,8 @@ pub struct RunState {
     pub counters: CounterSnapshot,
     /// The network's input width (channels·rows·cols of the data set's images).
     pub inputs: usize,
+    /// The data set's image shape `[C, H, W]` (LeNet-5's layer sizes follow from it).
+    pub image: [usize; 3],
     /// The class names in label order (the head's labels; their count is the output width).
     pub labels: Vec<String>,
 }
@@ -52,6 +55,14 @@ impl RunState {
     /// The MLP's layer widths: `[inputs, hidden…, labels.len()]`.
     pub fn widths(&self) -> Vec<usize> {
         self.config.widths(self.inputs, self.labels.len())
+    }
+
+    /// The (n, m) of each layer of the configured network.
+    pub fn layer_shapes(&self) -> Result<Vec<(usize, usize)>> {
+        match self.config.model.kind {
+            ModelKind::Mlp => Ok(self.widths().windows(2).map(|w| (w[0], w[1])).collect()),
+            ModelKind::LeNet5 => Ok(lenet5::geometry(self.image, self.labels.len())?.shapes),
+        }
     }
 }
 
@@ -124,13 +135,13 @@ fn get_slot<B: Backend>(
     Ok(Slot { state: Some(State { time, moment_1, moment_2 }), left: part("left")?, right: part("right")? })
 }
 
-/// Saves the MLP, its optimizer state (`train`, in the network's layer order) and the run
+/// Saves the network, its optimizer state (`train`, in the network's layer order) and the run
 /// state to `path` (atomically).
-pub fn save<B: Backend>(path: &Path, model: &Mlp<B>, train: &TrainState<B>, state: &RunState) -> Result<()> {
+pub fn save<B: Backend>(path: &Path, model: &Net<B>, train: &TrainState<B>, state: &RunState) -> Result<()> {
     let mut tensors = TensorMap::new();
     let mut times = BTreeMap::new();
     let (mut low_rank, mut dense) = (train.low_rank.iter(), train.dense.iter());
-    for (i, layer) in model.layers.iter().enumerate() {
+    for (i, layer) in model.layers().iter().enumerate() {
         let p = format!("layers.{i}");
         match layer {
             Layer::LowRank(l) => {
@@ -167,6 +178,7 @@ pub fn save<B: Backend>(path: &Path, model: &Mlp<B>, train: &TrainState<B>, stat
         ("ranks".to_string(), to_json(&model.ranks())),
         ("optimizer_steps".to_string(), to_json(&times)),
         ("inputs".to_string(), state.inputs.to_string()),
+        ("image".to_string(), to_json(&state.image)),
         ("labels".to_string(), to_json(&state.labels)),
     ]);
     write_safetensors(path, &tensors, meta)
@@ -268,7 +280,10 @@ pub fn export(path: &Path, out: Option<PathBuf>, format: ExportFormat) -> Result
 
 /// Loads a checkpoint written by [`save`]; every tensor's name and shape is checked against
 /// the config stored with it, and unexpected tensors are reported.
-pub fn load<B: Backend>(path: &Path, device: &B::Device) -> Result<(Mlp<B>, TrainState<B>, RunState)> {
+///
+/// A checkpoint's ranks are its own: each low-rank layer takes the rank of its stored `u`
+/// (any 1 ≤ r ≤ min(n, m)), whatever rank the config starts new runs at.
+pub fn load<B: Backend>(path: &Path, device: &B::Device) -> Result<(Net<B>, TrainState<B>, RunState)> {
     let (mut tensors, meta) = read_safetensors(path)?;
     let config = config_of(&meta, path)?;
     // Checkpoints of a built-in data set written before `inputs` and `labels` were stored.
@@ -278,7 +293,15 @@ pub fn load<B: Backend>(path: &Path, device: &B::Device) -> Result<(Mlp<B>, Trai
         }
         _ => (meta_field(&meta, path, "inputs")?, meta_json(&meta, path, "labels")?),
     };
+    // Checkpoints written before `image` was stored: a built-in data set's images are 1×28×28,
+    // and only the MLP (which flattens its input) existed.
+    let image = match (meta.contains_key("image"), &config.train.dataset) {
+        (true, _) => meta_json(&meta, path, "image")?,
+        (false, DatasetSource::Named(_)) => [1, 28, 28],
+        (false, DatasetSource::Folder(_)) => [inputs, 1, 1],
+    };
     let state = RunState {
+        image,
         epoch: meta_field(&meta, path, "epoch")?,
         step: meta_field(&meta, path, "step")?,
         counters: meta_json(&meta, path, "counters")?,
@@ -289,8 +312,8 @@ pub fn load<B: Backend>(path: &Path, device: &B::Device) -> Result<(Mlp<B>, Trai
     let times: BTreeMap<String, usize> = meta_json(&meta, path, "optimizer_steps")?;
     let flags = state.config.low_rank_flags()?;
     let (mut layers, mut train) = (Vec::new(), TrainState::default());
-    for (i, (w, &low_rank)) in state.widths().windows(2).zip(&flags).enumerate() {
-        let (n, m, p) = (w[0], w[1], format!("layers.{i}"));
+    for (i, (&(n, m), &low_rank)) in state.layer_shapes()?.iter().zip(&flags).enumerate() {
+        let p = format!("layers.{i}");
         let bias = Some(take(&mut tensors, path, &format!("{p}.bias"), Some([m]), device)?);
         if low_rank {
             let u: Tensor<B, 2> = take(&mut tensors, path, &format!("{p}.u"), None, device)?;
@@ -327,18 +350,23 @@ pub fn load<B: Backend>(path: &Path, device: &B::Device) -> Result<(Mlp<B>, Trai
         return Err(Error::bad_file(
             path,
             name,
-            "only the tensors of the configured MLP",
+            "only the tensors of the configured network",
             "an unexpected tensor",
         ));
     }
-    Ok((Mlp { layers }, train, state))
+    let model = match state.config.model.kind {
+        ModelKind::Mlp => Net::Mlp(Mlp { layers }),
+        ModelKind::LeNet5 => Net::LeNet5(LeNet5::from_layers(state.image, state.labels.len(), layers)?),
+    };
+    Ok((model, train, state))
 }
 
-/// Writes the dense weights `layers.{i}.weight` = U S Vᵀ ([n, m], z = x W + b) and biases, with
-/// the run's config and class names (`labels`) as metadata.
-pub fn export_dense<B: Backend>(path: &Path, model: &Mlp<B>, state: &RunState) -> Result<()> {
+/// Writes the dense weights `layers.{i}.weight` = U S Vᵀ ([n, m], z = x W + b; a convolution's
+/// matricised kernel, n = C_in·k·k) and biases, with the run's config and class names
+/// (`labels`) as metadata.
+pub fn export_dense<B: Backend>(path: &Path, model: &Net<B>, state: &RunState) -> Result<()> {
     let mut tensors = TensorMap::new();
-    for (i, layer) in model.layers.iter().enumerate() {
+    for (i, layer) in model.layers().iter().enumerate() {
         let (w, b) = match layer {
             Layer::LowRank(l) => l.merge(),
             Layer::Dense(l) => (l.weight().clone(), l.bias().cloned()),

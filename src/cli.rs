@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::bench::{self, matrix::MatrixArgs, vit::VitBenchArgs};
 use crate::checkpoint::{self, ExportFormat};
-use crate::config::{FinetuneConfig, FinetuneOverrides, Overrides};
+use crate::config::{FinetuneConfig, FinetuneOverrides, ModelKind, Overrides};
 use crate::data::{self, DatasetName};
 use crate::integrators::IntegratorKind;
 use crate::train::eval::evaluate_checkpoint;
@@ -249,6 +249,10 @@ pub struct PredictArgs {
 /// Arguments of `dlrt bench`.
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
+    /// The network: the paper's MLP (`mlp`) or LeNet-5 (`lenet5`), each at its shipped
+    /// MNIST setting.
+    #[arg(long, value_enum, default_value_t = ModelKind::Mlp)]
+    pub model: ModelKind,
     /// Methods to time (default: all).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub methods: Vec<IntegratorKind>,
@@ -364,9 +368,17 @@ pub fn predict_cmd(args: &PredictArgs, out: &mut impl Write) -> Result<()> {
 pub fn bench_cmd(args: &BenchArgs, out: &mut impl Write) -> Result<()> {
     let data_dir = data_dir(&args.data_dir);
     let bench = with_backend!(args.device, B, device, {
-        bench::run::<B>(&args.methods, args.warmup, args.steps, &data_dir, &device)
+        bench::run::<B>(args.model, &args.methods, args.warmup, args.steps, &data_dir, &device)
     })?;
-    bench::write_table(out, &bench, args.device)
+    bench::write_table(out, &bench, args.device)?;
+    if args.model == ModelKind::LeNet5 {
+        let batch = bench.config.train.batch_size;
+        let rows = with_backend!(args.device, B, device, {
+            bench::run_conv::<B>(batch, args.warmup, args.steps, &device)
+        })?;
+        bench::write_conv_table(out, &rows, batch)?;
+    }
+    Ok(())
 }
 
 /// Runs `dlrt bench-vit` and writes its tables.

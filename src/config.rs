@@ -39,15 +39,42 @@ pub enum LowRankLayers {
     Flags(Vec<bool>),
 }
 
-/// The network: an MLP `inputs → hidden[0] → … → hidden[last] → classes` with ReLU between
-/// layers, its inputs and classes those of the data set ([`RunConfig::widths`]).
+/// Which network `[model]` describes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+pub enum ModelKind {
+    /// `"mlp"`: the MLP of `hidden` widths.
+    #[default]
+    #[serde(rename = "mlp")]
+    #[value(name = "mlp")]
+    Mlp,
+    /// `"lenet5"`: LeNet-5 as DLRT-Net benchmarks it (conv 20, conv 50, 500, classes; see
+    /// `models::lenet5`); `hidden` must be empty.
+    #[serde(rename = "lenet5")]
+    #[value(name = "lenet5")]
+    LeNet5,
+}
+
+impl ModelKind {
+    fn is_mlp(&self) -> bool {
+        *self == ModelKind::Mlp
+    }
+}
+
+/// The network: by default an MLP `inputs → hidden[0] → … → hidden[last] → classes` with ReLU
+/// between layers, its inputs and classes those of the data set ([`RunConfig::widths`]); or
+/// LeNet-5 (`kind = "lenet5"`), whose four layers are fixed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
-    /// Widths of the hidden layers: `[500, 500]` for the paper's 784-500-500-10.
+    /// `"mlp"` (the default) or `"lenet5"`.
+    #[serde(default, skip_serializing_if = "ModelKind::is_mlp")]
+    pub kind: ModelKind,
+    /// Widths of the MLP's hidden layers: `[500, 500]` for the paper's 784-500-500-10.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hidden: Vec<usize>,
-    /// Which layers are low-rank (`"hidden"`, `"none"` or one flag per layer, the output layer
-    /// included: `hidden.len() + 1` flags).
+    /// Which layers are low-rank (`"hidden"`: all but the output layer, `"none"`, or one flag
+    /// per layer, the output layer included: `hidden.len() + 1` flags for the MLP, 4 for
+    /// LeNet-5).
     #[serde(default = "default_low_rank")]
     pub low_rank: LowRankLayers,
     /// Initial rank r0 of each low-rank layer (clamped to min(n, m)).
@@ -196,6 +223,7 @@ impl RunConfig {
         };
         RunConfig {
             model: ModelConfig {
+                kind: ModelKind::Mlp,
                 hidden: vec![500, 500],
                 low_rank: default_low_rank(),
                 rank: 20,
@@ -214,6 +242,28 @@ impl RunConfig {
                 max_batches: 0,
             },
         }
+    }
+
+    /// LeNet-5 (DLRT-Net's benchmark, `models::lenet5`) on MNIST with `method`, as the shipped
+    /// `configs/lenet5_<method>.toml`: every layer but the last low-rank, r0 = 20 (conv1 starts
+    /// at 10, half its size), ϑ = 0.01, r_max = 40 (which keeps the low-rank layers ≥ 80 %
+    /// compressed), He init, AdamW λ = 4e-3 (weight decay 0.1, cosine decay), batch 64,
+    /// 2 epochs: the MLP's Adam recipe (`configs/mnist_abc_psi_adam.toml`).
+    pub fn lenet5_with(method: IntegratorKind) -> Self {
+        let mut cfg = Self::paper_mnist_with(method);
+        cfg.model = ModelConfig {
+            kind: ModelKind::LeNet5,
+            hidden: Vec::new(),
+            low_rank: default_low_rank(),
+            rank: 20,
+            init: Init::He,
+            init_gain: default_gain(),
+        };
+        (cfg.integrator.tol, cfg.integrator.r_max) = (0.01, Some(40));
+        let rule = crate::optim::OptimizerConfig::adamw(0.1);
+        cfg.optimizer = OptimizerSection { rule, lr: 4e-3, schedule: Schedule::Cosine };
+        cfg.train.epochs = 2;
+        cfg
     }
 
     /// Parses TOML text; `origin` names the file in errors.
@@ -243,9 +293,13 @@ impl RunConfig {
         widths
     }
 
-    /// Which layers are low-rank, one flag per layer (`hidden.len() + 1` layers).
+    /// Which layers are low-rank, one flag per layer (`hidden.len() + 1` layers for the MLP,
+    /// 4 for LeNet-5).
     pub fn low_rank_flags(&self) -> Result<Vec<bool>> {
-        let layers = self.model.hidden.len() + 1;
+        let layers = match self.model.kind {
+            ModelKind::Mlp => self.model.hidden.len() + 1,
+            ModelKind::LeNet5 => 4,
+        };
         if self.integrator.method == IntegratorKind::Dense {
             return Ok(vec![false; layers]);
         }
@@ -269,6 +323,13 @@ impl RunConfig {
         let m = &self.model;
         if m.hidden.contains(&0) {
             return Err(Error::config("model.hidden", format!("{:?}", m.hidden), "positive widths"));
+        }
+        if m.kind == ModelKind::LeNet5 && !m.hidden.is_empty() {
+            return Err(Error::config(
+                "model.hidden",
+                format!("{:?}", m.hidden),
+                "no hidden widths with kind = \"lenet5\" (its layers are fixed: conv 20, conv 50, 500)",
+            ));
         }
         if m.rank == 0 {
             return Err(Error::config("model.rank", m.rank, "an initial rank ≥ 1"));
@@ -392,6 +453,26 @@ mod tests {
     }
 
     #[test]
+    fn lenet5_has_four_layers_and_no_hidden_widths() {
+        let mut cfg = RunConfig::lenet5_with(IntegratorKind::AbcPsi);
+        assert_eq!(cfg.low_rank_flags().unwrap(), vec![true, true, true, false]);
+        let text = cfg.to_toml();
+        assert!(text.contains("kind = \"lenet5\"") && !text.contains("\nhidden ="), "{text}");
+        assert_eq!(RunConfig::from_toml(&text, Path::new("l.toml")).unwrap(), cfg);
+        // An MLP config keeps its old form: no `kind` key.
+        assert!(!RunConfig::paper_mnist().to_toml().contains("kind = \"mlp\""));
+        cfg.model.hidden = vec![100];
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("model.hidden") && err.contains("lenet5"), "{err}");
+        cfg.model.hidden = vec![];
+        cfg.model.low_rank = LowRankLayers::Flags(vec![true, false]);
+        assert!(cfg.validate().unwrap_err().to_string().contains("4 layers"));
+        let bad = text.replace("kind = \"lenet5\"", "kind = \"lenet6\"");
+        let err = RunConfig::from_toml(&bad, Path::new("l.toml")).unwrap_err().to_string();
+        assert!(err.contains("lenet6") && err.contains("l.toml"), "{err}");
+    }
+
+    #[test]
     fn the_paper_config_file_is_the_paper_preset() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs").join("mnist_abc_psi.toml");
         assert_eq!(RunConfig::load(&path).unwrap(), RunConfig::paper_mnist());
@@ -400,7 +481,7 @@ mod tests {
     #[test]
     fn shipped_configs_load_and_match_the_paper_setting() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
-        let mut seen = 0;
+        let (mut seen, mut lenet5) = (0, 0);
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
             if !path.is_file() {
@@ -408,16 +489,24 @@ mod tests {
             }
             let cfg = RunConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
             let name = path.file_stem().unwrap().to_string_lossy().into_owned();
-            // configs/mnist_<method>.toml is the paper setting for that method.
-            if let Some(method) = name.strip_prefix("mnist_") {
-                if let Some(kind) = IntegratorKind::ALL.iter().find(|k| k.name() == method) {
-                    assert_eq!(cfg, RunConfig::paper_mnist_with(*kind), "{name}");
-                }
+            // configs/mnist_<method>.toml is the paper setting for that method, and
+            // configs/lenet5_<method>.toml the LeNet-5 preset.
+            let preset = |prefix: &str, build: fn(IntegratorKind) -> RunConfig| {
+                let method = name.strip_prefix(prefix)?;
+                IntegratorKind::ALL.iter().find(|k| k.name() == method).map(|k| build(*k))
+            };
+            if let Some(expected) = preset("mnist_", RunConfig::paper_mnist_with) {
+                assert_eq!(cfg, expected, "{name}");
+            }
+            if let Some(expected) = preset("lenet5_", RunConfig::lenet5_with) {
+                assert_eq!(cfg, expected, "{name}");
+                lenet5 += 1;
             }
             seen += 1;
         }
         // mnist_<method> and mnist4_<method> (four hidden layers) for the 8 methods, and the
         // Adam recipe.
-        assert!(seen >= 17, "expected the 8 + 8 paper configs and the recipe, found {seen}");
+        assert!(seen >= 20, "expected the 8 + 8 paper configs, the recipe and LeNet-5's, found {seen}");
+        assert_eq!(lenet5, 3, "abc_psi, parallel_bug and dense");
     }
 }

@@ -14,13 +14,15 @@
 //!   image folders of PNG/JPEG files ([`data::folder`]), the pretrained backbone's download,
 //!   batches;
 //! - [`io`]: safetensors files and atomic writes;
-//! - [`layers`]: [`LowRankLinear`] with its training passes ([`layers::Pass`]),
-//!   [`DenseLinear`], and the [`layers::Network`] trait a training step drives;
+//! - [`layers`]: [`LowRankLinear`] with its training passes ([`layers::Pass`]), a Burn module
+//!   ([`layers::module`]); [`LowRankConv2d`], a convolution on the same factors; [`DenseLinear`],
+//!   and the [`layers::Network`] trait a training step drives;
 //! - [`optim`]: SGD, momentum and Adam per tensor, with their state carried across basis
 //!   changes;
 //! - [`integrators`]: one file per method behind the [`Integrator`] trait, composing the
 //!   shared step functions of [`integrators::steps`], and the [`IntegratorKind`] registry;
-//! - [`models`]: the paper's MLP, the ViT (HF / DINOv2 weights, ONNX import) with adapters;
+//! - [`models`]: the paper's MLP, LeNet-5, the ViT (HF / DINOv2 weights, ONNX import) with
+//!   adapters;
 //! - [`train`]: the [`train::Trainer`] that drives an integrator over a network, and the one
 //!   training loop ([`train::fit`]) behind training and fine-tuning;
 //!   [`checkpoint`]: checkpoints and exports; [`config`]: run configs from TOML;
@@ -81,7 +83,7 @@ pub mod train;
 pub use error::{Error, Result};
 pub use integrators::{Integrator, IntegratorKind};
 pub use layers::Pass;
-pub use layers::{DenseLinear, LowRankLinear};
+pub use layers::{DenseLinear, LowRankConv2d, LowRankLinear};
 
 /// The default CPU backend (Burn's `flex`, f32).
 pub type CpuBackend = burn::backend::Flex;

@@ -139,13 +139,15 @@ fn a_full_disk_while_checkpointing_keeps_the_last_checkpoint() {
     let mut config = RunConfig::paper_mnist();
     (config.model.hidden, config.model.rank) = (vec![8], 2);
     let model =
-        new_model::<B>(&config, (784, 10), &mut StdRng::seed_from_u64(7), &Default::default()).unwrap();
+        new_model::<B>(&config, ([1, 28, 28], 10), &mut StdRng::seed_from_u64(7), &Default::default())
+            .unwrap();
     let state = |epoch| RunState {
         config: config.clone(),
         epoch,
         step: 10 * epoch as u64,
         counters: Default::default(),
         inputs: 784,
+        image: [1, 28, 28],
         labels: (0..10).map(|c| c.to_string()).collect(),
     };
     let train_state = Default::default();

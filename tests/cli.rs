@@ -137,9 +137,13 @@ fn a_resumed_run_refuses_any_override_but_epochs() {
     let tmp = tempfile::tempdir().unwrap();
     let mut config = RunConfig::paper_mnist();
     (config.model.hidden, config.model.rank) = (vec![8], 2);
-    let model =
-        new_model::<dlrt::CpuBackend>(&config, (784, 10), &mut StdRng::seed_from_u64(0), &Default::default())
-            .unwrap();
+    let model = new_model::<dlrt::CpuBackend>(
+        &config,
+        ([1, 28, 28], 10),
+        &mut StdRng::seed_from_u64(0),
+        &Default::default(),
+    )
+    .unwrap();
     let labels = (0..10).map(|c| c.to_string()).collect();
     let state = RunState {
         config: config.clone(),
@@ -147,6 +151,7 @@ fn a_resumed_run_refuses_any_override_but_epochs() {
         step: 10,
         counters: Default::default(),
         inputs: 784,
+        image: [1, 28, 28],
         labels,
     };
     checkpoint::save(&tmp.path().join("checkpoint.safetensors"), &model, &Default::default(), &state)
@@ -228,4 +233,24 @@ fn a_failed_write_of_the_output_is_an_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("writing the output") && !err.contains("<stdout>"), "{err}");
+}
+
+#[test]
+fn bench_lenet5_has_its_rows_and_the_convolution_table() {
+    let args = ["bench", "--model", "lenet5", "--warmup", "0", "--steps", "1", "--methods", "abc_psi,dense"];
+    let out = dlrt(&args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("LeNet-5 conv20-conv50-500-10, batch 64"), "{text}");
+    let (main, conv) =
+        text.split_once("One convolution's forward + backward").expect("the convolution table");
+    // abc-PSI's ranks: conv1, conv2, fc1.
+    let abc = main.lines().find(|l| l.starts_with("| abc_psi |")).expect("abc_psi row");
+    assert_eq!(abc.split('|').nth(7).unwrap().trim().matches(',').count(), 2, "{abc}");
+    assert!(main.lines().any(|l| l.starts_with("| dense |")), "{text}");
+    assert_eq!(
+        conv.lines().filter(|l| l.starts_with("| 3×3, 64 → 128 | 128×64×3×3 | 16×16 |")).count(),
+        2,
+        "{conv}"
+    );
 }

@@ -1,7 +1,8 @@
 //! Finite-difference checks of the gradients autodiff returns in every forward
-//! parametrization of `LowRankLinear` (and of `DenseLinear`), in f64.
+//! parametrization of `LowRankLinear` and `LowRankConv2d` (and of `DenseLinear`), in f64.
 //!
-//! The loss is nonlinear in W, ℒ(W, b) = Σ C ∘ tanh(x W + b). Its gradient G = ∇_W ℒ and
+//! The loss is nonlinear in W, ℒ(W, b) = Σ C ∘ tanh(x W + b), or Σ C ∘ tanh(conv(x; W) + b)
+//! for a convolution, W its matricised kernel. Its gradient G = ∇_W ℒ and
 //! ∇_b ℒ are taken by central differences on the dense W (step 1e-6, error O(1e-10)); each
 //! parametrization's autodiff gradients must then equal the formulas of the layer's docs
 //! (∇_K = G V, ∇_L = Gᵀ U, ∇_S = Uᵀ G V, …; G V and Gᵀ U from the recorded x and δ of the
@@ -12,14 +13,44 @@ mod common;
 
 use burn::tensor::Tensor;
 use common::*;
+use dlrt::layers::conv2d::{conv_dense, conv_low_rank};
+use dlrt::layers::Conv2dShape;
 use dlrt::{DenseLinear, LowRankLinear, Pass};
 use rand::{rngs::StdRng, SeedableRng};
 
 const H: f64 = 1e-6;
 const TOL: f64 = 1e-7;
 
+/// What the layer is applied to: a batch of rows, or images through a convolution.
+enum Input {
+    Rows(T2),
+    Image(Tensor<B, 4>, Conv2dShape),
+}
+
+impl Input {
+    /// The layer's output as a matrix (images: `[batch, C_out·H'·W']`).
+    fn low_rank(&self, layer: &LowRankLinear<B>) -> T2 {
+        match self {
+            Input::Rows(x) => layer.forward(x.clone()),
+            Input::Image(x, shape) => flat(conv_low_rank(shape, layer, x.clone()).unwrap()),
+        }
+    }
+
+    fn dense(&self, layer: &DenseLinear<B>) -> T2 {
+        match self {
+            Input::Rows(x) => layer.forward(x.clone()),
+            Input::Image(x, shape) => flat(conv_dense(shape, layer, x.clone()).unwrap()),
+        }
+    }
+}
+
+fn flat(z: Tensor<B, 4>) -> T2 {
+    let [b, c, h, w] = z.dims();
+    z.reshape([b, c * h * w])
+}
+
 struct Setup {
-    x: T2,
+    x: Input,
     c: T2,
 }
 
@@ -33,7 +64,7 @@ impl Setup {
         let [n, m] = w.dims();
         let eval = |w: T2, b: Tensor<B, 1>| -> f64 {
             let layer = DenseLinear::from_weights(w, Some(b)).unwrap();
-            self.loss(layer.forward(self.x.clone())).into_scalar()
+            self.loss(self.x.dense(&layer)).into_scalar()
         };
         let mut g = vec![0.0; n * m];
         for i in 0..n {
@@ -67,16 +98,22 @@ fn assert_close(got: Option<T2>, expected: T2, what: &str) {
     assert!(err < TOL, "{what}: relative error {err:e}");
 }
 
-fn check_layer(mut layer: LowRankLinear<B>, label: &str, rng: &mut StdRng) {
+fn check_layer(layer: LowRankLinear<B>, label: &str, rng: &mut StdRng) {
     let (n, m) = (layer.n(), layer.m());
-    let setup = Setup { x: gaussian(4, n, rng), c: gaussian(4, m, rng) };
+    let setup = Setup { x: Input::Rows(gaussian(4, n, rng)), c: gaussian(4, m, rng) };
+    check_passes(layer, setup, label, rng);
+}
+
+fn check_passes(mut layer: LowRankLinear<B>, setup: Setup, label: &str, rng: &mut StdRng) {
+    let (n, m) = (layer.n(), layer.m());
     let (G, gb) = setup.finite_differences(&layer.to_dense(), layer.bias().unwrap());
     let (U, S, V) = (layer.u().clone(), layer.s().clone(), layer.v().clone());
     for pass in [Pass::K, Pass::L, Pass::S, Pass::Tangent, Pass::Factors, Pass::Activations] {
         layer.begin_pass(pass);
-        let z = layer.forward(setup.x.clone());
+        let z = setup.x.low_rank(&layer);
         // Every parametrization evaluates the same W.
-        let dense = setup.x.clone().matmul(layer.to_dense()) + layer.bias().unwrap().clone().unsqueeze::<2>();
+        let dense =
+            setup.x.dense(&DenseLinear::from_weights(layer.to_dense(), layer.bias().cloned()).unwrap());
         assert!(max_abs(z.clone() - dense) < 1e-12, "{label} {pass:?}: forward differs from x W + b");
         let grads = setup.loss(z).backward();
         let g = layer.take_grads(&grads);
@@ -151,12 +188,61 @@ fn dense_layer_gradient_matches_finite_differences() {
     let mut rng = StdRng::seed_from_u64(2);
     let w = gaussian(6, 4, &mut rng);
     let b = gaussian(1, 4, &mut rng).reshape([4]);
-    let setup = Setup { x: gaussian(3, 6, &mut rng), c: gaussian(3, 4, &mut rng) };
+    let setup = Setup { x: Input::Rows(gaussian(3, 6, &mut rng)), c: gaussian(3, 4, &mut rng) };
     let (G, gb) = setup.finite_differences(&w, &b);
     let mut layer = DenseLinear::from_weights(w.clone(), Some(b.clone())).unwrap();
     layer.begin_pass();
-    let grads = setup.loss(layer.forward(setup.x.clone())).backward();
+    let grads = setup.loss(setup.x.dense(&layer)).backward();
     let (g_w, g_b) = layer.take_grads(&grads);
     assert_close(g_w, G, "dense ∇W");
     assert_close(g_b.map(|g| g.unsqueeze::<2>()), gb.unsqueeze::<2>(), "dense ∇b");
+}
+
+#[test]
+fn every_parametrization_of_a_low_rank_convolution_matches_finite_differences() {
+    let mut rng = StdRng::seed_from_u64(3);
+    // Stride, padding and dilation all in play; n = 2·3·3 = 18, m = 4.
+    let shape = Conv2dShape::new(2, 4, [3, 3]).with_stride([2, 1]).with_padding([1, 1]).with_dilation([1, 2]);
+    let x: Tensor<B, 4> = gaussian(2 * 2 * 6, 7, &mut rng).reshape([2, 2, 6, 7]);
+    let [ho, wo] = shape.output_size("conv", [6, 7]).unwrap();
+    let image =
+        |rng: &mut StdRng| Setup { x: Input::Image(x.clone(), shape), c: gaussian(2, 4 * ho * wo, rng) };
+    let (n, m) = (shape.n(), shape.m());
+    let b = gaussian(1, m, &mut rng).reshape([m]);
+    let layer = LowRankLinear::from_factors(
+        orthonormal(n, 3, &mut rng),
+        gaussian(3, 3, &mut rng),
+        orthonormal(m, 3, &mut rng),
+        Some(b),
+    )
+    .unwrap();
+    let setup = image(&mut rng);
+    check_passes(layer, setup, "conv, square S", &mut rng);
+    let b = gaussian(1, m, &mut rng).reshape([m]);
+    let layer = LowRankLinear::from_factors(
+        orthonormal(n, 4, &mut rng),
+        gaussian(4, 2, &mut rng),
+        orthonormal(m, 2, &mut rng),
+        Some(b),
+    )
+    .unwrap();
+    let setup = image(&mut rng);
+    check_passes(layer, setup, "conv, rectangular S", &mut rng);
+}
+
+#[test]
+fn dense_convolution_gradient_matches_finite_differences() {
+    let mut rng = StdRng::seed_from_u64(4);
+    let shape = Conv2dShape::new(3, 2, [2, 2]).with_padding([1, 0]);
+    let x: Tensor<B, 4> = gaussian(3 * 5, 4, &mut rng).reshape([1, 3, 5, 4]);
+    let [ho, wo] = shape.output_size("conv", [5, 4]).unwrap();
+    let (w, b) = (gaussian(shape.n(), 2, &mut rng), gaussian(1, 2, &mut rng).reshape([2]));
+    let setup = Setup { x: Input::Image(x, shape), c: gaussian(1, 2 * ho * wo, &mut rng) };
+    let (G, gb) = setup.finite_differences(&w, &b);
+    let mut layer = DenseLinear::from_weights(w, Some(b)).unwrap();
+    layer.begin_pass();
+    let grads = setup.loss(setup.x.dense(&layer)).backward();
+    let (g_w, g_b) = layer.take_grads(&grads);
+    assert_close(g_w, G, "dense conv ∇W");
+    assert_close(g_b.map(|g| g.unsqueeze::<2>()), gb.unsqueeze::<2>(), "dense conv ∇b");
 }

@@ -25,6 +25,9 @@ use crate::integrators::IntegratorKind;
 /// One layer of a network for the FLOP count: n×m, dense or of rank `rank`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LayerShape {
+    /// Rows each input image contributes: 1 for a linear layer, the H'·W' output positions of
+    /// a convolution, whose products run on the patch matrix (`layers::conv2d`).
+    pub positions: usize,
     /// Fan-in.
     pub n: usize,
     /// Fan-out.
@@ -72,12 +75,14 @@ fn low_rank_flops(method: IntegratorKind, b: f64, n: usize, m: usize, r: usize) 
 /// Matrix-product FLOPs of one step of `method` on a network of `layers` at batch size `b`
 /// (module docs).
 pub fn step_flops(method: IntegratorKind, layers: &[LayerShape], b: usize) -> f64 {
-    let b = b as f64;
     layers
         .iter()
-        .map(|l| match l.rank {
-            None => passes(method) * PASS * 2.0 * b * (l.n * l.m) as f64,
-            Some(r) => low_rank_flops(method, b, l.n, l.m, r),
+        .map(|l| {
+            let b = (b * l.positions) as f64;
+            match l.rank {
+                None => passes(method) * PASS * 2.0 * b * (l.n * l.m) as f64,
+                Some(r) => low_rank_flops(method, b, l.n, l.m, r),
+            }
         })
         .sum()
 }
@@ -86,8 +91,8 @@ pub fn step_flops(method: IntegratorKind, layers: &[LayerShape], b: usize) -> f6
 mod tests {
     use super::*;
 
-    const LOW: LayerShape = LayerShape { n: 4, m: 3, rank: Some(1) };
-    const DENSE: LayerShape = LayerShape { n: 3, m: 2, rank: None };
+    const LOW: LayerShape = LayerShape { positions: 1, n: 4, m: 3, rank: Some(1) };
+    const DENSE: LayerShape = LayerShape { positions: 1, n: 3, m: 2, rank: None };
 
     #[test]
     fn each_method_counts_its_own_passes_and_widths() {
@@ -117,12 +122,15 @@ mod tests {
         assert_eq!(step_flops(IntegratorKind::Dense, &[DENSE], 2), 72.0);
         assert_eq!(step_flops(IntegratorKind::Bug, &[DENSE], 2), 3.0 * 72.0);
         assert_eq!(step_flops(IntegratorKind::AbcPsi, &[LOW, DENSE], 2), 252.0 + 2.0 * 72.0);
+        // A convolution with 5 output positions per image multiplies 5 times the rows.
+        let conv = LayerShape { positions: 5, ..DENSE };
+        assert_eq!(step_flops(IntegratorKind::Dense, &[conv], 2), 5.0 * 72.0);
     }
 
     #[test]
     fn augmented_bases_are_no_wider_than_the_layer() {
         // r = 2 on a 3×3 layer: Û and V̂ are 3 wide, not 4.
-        let l = LayerShape { n: 3, m: 3, rank: Some(2) };
+        let l = LayerShape { positions: 1, n: 3, m: 3, rank: Some(2) };
         let two = |w: f64| 2.0 * (3.0 * w + w * 3.0);
         assert_eq!(step_flops(IntegratorKind::AbcPsi, &[l], 1), 3.0 * (two(2.0) + two(3.0)));
     }

@@ -14,6 +14,7 @@ use faer::Mat;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, Normal};
 
+use super::conv2d::Rows;
 use crate::linalg::from_faer;
 use crate::{Error, Result};
 
@@ -87,11 +88,16 @@ impl<B: Backend> DenseLinear<B> {
     /// - x: [batch, n]
     /// - output: [batch, m]
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        self.forward_rows(&x)
+    }
+
+    /// `z = x W + b` for a batch of rows or the patches of an image ([`super::conv2d`]).
+    pub(crate) fn forward_rows(&self, x: &impl Rows<B>) -> Tensor<B, 2> {
         let (w, b) = match &self.leaves {
             Some((w, b)) => (w.clone(), b.clone()),
             None => (self.w.clone(), self.bias.clone()),
         };
-        let z = x.matmul(w);
+        let z = x.times(w);
         match b {
             Some(b) => z + b.unsqueeze::<2>(),
             None => z,

@@ -20,24 +20,39 @@
 
 use std::fmt;
 
+use burn::module::{Param, ParamId};
 use burn::tensor::{backend::Backend, Tensor};
 use faer::Mat;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, StandardNormal};
 
+use super::conv2d::Rows;
 use super::passes::{Leaves, Pass};
 use crate::linalg::{from_faer, thin_qr, truncated_svd, TruncationConfig};
 use crate::{Error, Result};
 
 /// A linear layer stored as `W = U S Vᵀ` (module docs).
+///
+/// A Burn [`Module`](burn::module::Module) ([`super::module`]): its factors, bias and base are
+/// parameters without gradients (integrators, not Burn's optimizers, update them).
 #[derive(Clone, Debug)]
 pub struct LowRankLinear<B: Backend> {
-    pub(super) u: Tensor<B, 2>,
-    pub(super) s: Tensor<B, 2>,
-    pub(super) v: Tensor<B, 2>,
-    pub(super) bias: Option<Tensor<B, 1>>,
-    base: Option<Tensor<B, 2>>,
+    pub(super) u: Param<Tensor<B, 2>>,
+    pub(super) s: Param<Tensor<B, 2>>,
+    pub(super) v: Param<Tensor<B, 2>>,
+    pub(super) bias: Option<Param<Tensor<B, 1>>>,
+    pub(super) base: Option<Param<Tensor<B, 2>>>,
     pub(super) leaves: Option<Leaves<B>>,
+}
+
+/// A parameter holding `t`, detached: no Burn optimizer or autodiff pass trains it directly.
+pub(super) fn param<B: Backend, const D: usize>(t: Tensor<B, D>) -> Param<Tensor<B, D>> {
+    Param::initialized(ParamId::new(), t.detach())
+}
+
+/// `t` in place of `p`'s value, under the same parameter id.
+fn replace<B: Backend, const D: usize>(p: &mut Param<Tensor<B, D>>, t: Tensor<B, D>) {
+    *p = Param::initialized(p.id, t.detach());
 }
 
 fn dims<B: Backend, const D: usize>(t: &Tensor<B, D>) -> String {
@@ -132,7 +147,7 @@ impl<B: Backend> LowRankLinear<B> {
             bias,
         )?;
         check_finite(&base, "adapter base W0")?;
-        layer.base = Some(base);
+        layer.base = Some(param(base));
         Ok(layer)
     }
 
@@ -143,8 +158,14 @@ impl<B: Backend> LowRankLinear<B> {
         v: Tensor<B, 2>,
         bias: Option<Tensor<B, 1>>,
     ) -> Result<Self> {
-        let mut layer =
-            Self { u: u.clone(), s: s.clone(), v: v.clone(), bias: None, base: None, leaves: None };
+        let mut layer = Self {
+            u: param(u.clone()),
+            s: param(s.clone()),
+            v: param(v.clone()),
+            bias: None,
+            base: None,
+            leaves: None,
+        };
         layer.set_factors(u, s, v)?;
         check_finite(&layer.u, "factor U")?;
         check_finite(&layer.v, "factor V")?;
@@ -155,7 +176,7 @@ impl<B: Backend> LowRankLinear<B> {
             }
             check_finite(b, "bias")?;
         }
-        layer.bias = bias;
+        layer.bias = bias.map(param);
         Ok(layer)
     }
 
@@ -187,7 +208,9 @@ impl<B: Backend> LowRankLinear<B> {
         // Only S is checked here: it is small, and every integrator forms it from the new
         // bases (S̄ = ÛᵀU0S0, R of a QR, Σ of an SVD), so a NaN in U or V reaches S too.
         check_finite(&s, "factor S")?;
-        (self.u, self.s, self.v) = (u, s, v);
+        replace(&mut self.u, u);
+        replace(&mut self.s, s);
+        replace(&mut self.v, v);
         Ok(())
     }
 
@@ -217,11 +240,11 @@ impl<B: Backend> LowRankLinear<B> {
     }
     /// The bias, if any.
     pub fn bias(&self) -> Option<&Tensor<B, 1>> {
-        self.bias.as_ref()
+        self.bias.as_deref()
     }
     /// The frozen base W0 of an adapter.
     pub fn base(&self) -> Option<&Tensor<B, 2>> {
-        self.base.as_ref()
+        self.base.as_deref()
     }
     /// Parameters needed for inference, r(n + m) + r_u·r_v (U, S, V), plus the bias.
     pub fn num_params(&self) -> usize {
@@ -231,20 +254,20 @@ impl<B: Backend> LowRankLinear<B> {
 
     /// `U S Vᵀ` (n×m): the low-rank part; for an adapter, the update to the base.
     pub fn delta_weight(&self) -> Tensor<B, 2> {
-        self.u.clone().matmul(self.s.clone()).matmul(self.v.clone().transpose())
+        self.u.val().matmul(self.s.val()).matmul(self.v.val().transpose())
     }
 
     /// The effective n×m weight: `W0 + U S Vᵀ` for an adapter, `U S Vᵀ` otherwise.
     pub fn to_dense(&self) -> Tensor<B, 2> {
         match &self.base {
-            Some(w0) => w0.clone() + self.delta_weight(),
+            Some(w0) => w0.val() + self.delta_weight(),
             None => self.delta_weight(),
         }
     }
 
     /// Folds an adapter into its base: returns the dense weight and bias.
     pub fn merge(&self) -> (Tensor<B, 2>, Option<Tensor<B, 1>>) {
-        (self.to_dense(), self.bias.clone())
+        (self.to_dense(), self.bias.as_ref().map(|b| b.val()))
     }
 
     /// `z = x W + b` in the current pass's parametrization (module docs).
@@ -253,27 +276,32 @@ impl<B: Backend> LowRankLinear<B> {
     /// - x: [batch, n]
     /// - output: [batch, m]
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        self.forward_rows(&x)
+    }
+
+    /// `z = x W + b` for any input that can be multiplied by an n×k factor: a batch of rows
+    /// (this layer) or the patches of an image ([`super::conv2d`]), so that a convolution
+    /// trains through exactly the parametrizations of a linear layer.
+    pub(crate) fn forward_rows(&self, x: &impl Rows<B>) -> Tensor<B, 2> {
         let leaf =
             |t: &Option<Tensor<B, 2>>, default: &Tensor<B, 2>| t.clone().unwrap_or_else(|| default.clone());
         let vt = |v: Tensor<B, 2>| v.transpose();
+        let usv = |u: Tensor<B, 2>, s: Tensor<B, 2>, v: Tensor<B, 2>| x.times(u).matmul(s).matmul(vt(v));
         let (z, bias) = match &self.leaves {
-            None => (self.low_rank_product(x.clone(), &self.u, &self.s, &self.v), self.bias.clone()),
+            None => (usv(self.u.val(), self.s.val(), self.v.val()), self.bias.as_ref().map(|b| b.val())),
             Some(l) => {
                 let z = match l.pass {
-                    Pass::K => x.clone().matmul(leaf(&l.k, &self.u)).matmul(vt(self.v.clone())),
-                    Pass::L => x.clone().matmul(self.u.clone()).matmul(vt(leaf(&l.l, &self.v))),
-                    Pass::S | Pass::Factors | Pass::Dense | Pass::Activations => self.low_rank_product(
-                        x.clone(),
-                        &leaf(&l.u, &self.u),
-                        &leaf(&l.s, &self.s),
-                        &leaf(&l.v, &self.v),
-                    ),
+                    Pass::K => x.times(leaf(&l.k, &self.u)).matmul(vt(self.v.val())),
+                    Pass::L => x.times(self.u.val()).matmul(vt(leaf(&l.l, &self.v))),
+                    Pass::S | Pass::Factors | Pass::Dense | Pass::Activations => {
+                        usv(leaf(&l.u, &self.u), leaf(&l.s, &self.s), leaf(&l.v, &self.v))
+                    }
                     Pass::Tangent => {
                         // x(K Vᵀ + U Lᵀ − U S Vᵀ): equal to x U S Vᵀ in value, but its
                         // gradients are G V, Gᵀ U and −Uᵀ G V without inverting S.
-                        let xu = x.clone().matmul(self.u.clone());
-                        let xk = x.clone().matmul(leaf(&l.k, &self.u));
-                        let first = (xk - xu.clone().matmul(leaf(&l.s, &self.s))).matmul(vt(self.v.clone()));
+                        let xu = x.times(self.u.val());
+                        let xk = x.times(leaf(&l.k, &self.u));
+                        let first = (xk - xu.clone().matmul(leaf(&l.s, &self.s))).matmul(vt(self.v.val()));
                         first + xu.matmul(vt(leaf(&l.l, &self.v)))
                     }
                 };
@@ -281,7 +309,7 @@ impl<B: Backend> LowRankLinear<B> {
             }
         };
         let z = match &self.base {
-            Some(w0) => z + x.clone().matmul(w0.clone()),
+            Some(w0) => z + x.times(w0.val()),
             None => z,
         };
         let z = match bias {
@@ -291,21 +319,11 @@ impl<B: Backend> LowRankLinear<B> {
         match self.leaves.as_ref().and_then(|l| l.recorded.as_ref()) {
             Some(recorded) => {
                 let probe = Tensor::<B, 2>::zeros(z.dims(), &z.device()).require_grad();
-                recorded.lock().expect("no panic while recording").push((x.detach(), probe.clone()));
+                recorded.lock().expect("no panic while recording").push((x.rows().detach(), probe.clone()));
                 z + probe
             }
             None => z,
         }
-    }
-
-    fn low_rank_product(
-        &self,
-        x: Tensor<B, 2>,
-        u: &Tensor<B, 2>,
-        s: &Tensor<B, 2>,
-        v: &Tensor<B, 2>,
-    ) -> Tensor<B, 2> {
-        x.matmul(u.clone()).matmul(s.clone()).matmul(v.clone().transpose())
     }
 
     /// Replaces the bias, if the layer has one, by `step(bias)` (an optimizer step). The bias
@@ -313,9 +331,10 @@ impl<B: Backend> LowRankLinear<B> {
     #[track_caller]
     pub fn map_bias(&mut self, step: impl FnOnce(Tensor<B, 1>) -> Tensor<B, 1>) {
         if let Some(b) = self.bias.take() {
+            let (id, b) = (b.id, b.into_value());
             let b1 = step(b);
             assert_eq!(b1.dims(), [self.m()], "LowRankLinear: the bias keeps its shape");
-            self.bias = Some(b1);
+            self.bias = Some(Param::initialized(id, b1.detach()));
         }
     }
 }

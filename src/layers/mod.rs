@@ -1,19 +1,24 @@
 //! Layers: the low-rank linear layer (also used as an adapter on a frozen base), the dense
-//! linear layer that low-rank networks keep for their output, the training passes that make
+//! linear layer that low-rank networks keep for their output, convolutions with low-rank and dense kernels
+//! ([`conv2d`]), the training passes that make
 //! their factors trainable, and the two choices configs name for layers: how weights start
 //! ([`Init`]) and which projections carry adapters ([`AdapterTarget`]).
 //!
 //! Orientation everywhere: `z = x W + b`, W is n×m (n = fan-in, m = fan-out), as Burn's
 //! `Linear` stores `[d_input, d_output]`.
 
+pub mod conv2d;
 pub mod dense_linear;
 pub mod init;
 pub mod low_rank_linear;
+pub mod module;
 pub mod passes;
 pub mod targets;
 
+pub use conv2d::{Conv2dShape, DenseConv2d, LowRankConv2d};
 pub use dense_linear::DenseLinear;
 pub use init::Init;
 pub use low_rank_linear::LowRankLinear;
+pub use module::LowRankLinearRecord;
 pub use passes::{FactorGrads, Network, Pass};
 pub use targets::AdapterTarget;

@@ -132,22 +132,22 @@ impl<B: AutodiffBackend> LowRankLinear<B> {
         let mut leaves =
             Leaves { pass, k: None, l: None, s: None, u: None, v: None, bias: None, recorded: None };
         match pass {
-            Pass::K => leaves.k = leaf(self.u.clone().matmul(self.s.clone())),
-            Pass::L => leaves.l = leaf(self.v.clone().matmul(self.s.clone().transpose())),
-            Pass::S => leaves.s = leaf(self.s.clone()),
+            Pass::K => leaves.k = leaf(self.u.val().matmul(self.s.val())),
+            Pass::L => leaves.l = leaf(self.v.val().matmul(self.s.val().transpose())),
+            Pass::S => leaves.s = leaf(self.s.val()),
             Pass::Tangent => {
-                leaves.k = leaf(self.u.clone().matmul(self.s.clone()));
-                leaves.l = leaf(self.v.clone().matmul(self.s.clone().transpose()));
-                leaves.s = leaf(self.s.clone());
+                leaves.k = leaf(self.u.val().matmul(self.s.val()));
+                leaves.l = leaf(self.v.val().matmul(self.s.val().transpose()));
+                leaves.s = leaf(self.s.val());
             }
             Pass::Factors => {
-                leaves.u = leaf(self.u.clone());
-                leaves.v = leaf(self.v.clone());
+                leaves.u = leaf(self.u.val());
+                leaves.v = leaf(self.v.val());
             }
             Pass::Activations => leaves.recorded = Some(Recorded::default()),
             Pass::Dense => {}
         }
-        leaves.bias = self.bias.clone().map(|b| b.detach().require_grad());
+        leaves.bias = self.bias.as_ref().map(|b| b.val().detach().require_grad());
         self.leaves = Some(leaves);
     }
 

@@ -19,6 +19,8 @@ use crate::Result;
 
 /// One layer of the MLP.
 #[derive(Clone, Debug)]
+// Burn parameters make a LowRankLinear large; a network holds one per layer, built once.
+#[allow(clippy::large_enum_variant)]
 pub enum Layer<B: Backend> {
     /// A factorized layer trained by the integrator.
     LowRank(LowRankLinear<B>),
@@ -27,7 +29,8 @@ pub enum Layer<B: Backend> {
 }
 
 impl<B: Backend> Layer<B> {
-    fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+    /// `z = x W + b` of either kind.
+    pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         match self {
             Layer::LowRank(l) => l.forward(x),
             Layer::Dense(l) => l.forward(x),
@@ -129,13 +132,7 @@ impl<B: Backend> Mlp<B> {
 
     /// The rank of each low-rank layer, in order.
     pub fn ranks(&self) -> Vec<usize> {
-        self.layers
-            .iter()
-            .filter_map(|l| match l {
-                Layer::LowRank(l) => Some(l.rank()),
-                Layer::Dense(_) => None,
-            })
-            .collect()
+        ranks(&self.layers)
     }
 
     /// Inference parameters of the whole network.
@@ -146,20 +143,59 @@ impl<B: Backend> Mlp<B> {
     /// Compression rates `1 − Σ low-rank params / Σ dense params`: (over the factorized
     /// layers' weights only, over the whole network with biases and dense layers).
     pub fn compression(&self) -> (f64, f64) {
-        let (mut lr, mut lr_dense, mut all, mut all_dense) = (0usize, 0usize, 0usize, 0usize);
-        for layer in &self.layers {
-            let (n, m) = layer.shape();
-            all += layer.num_params();
-            all_dense += n * m + m;
-            if let Layer::LowRank(l) = layer {
-                let r = l.rank();
-                lr += r * (n + m) + r * r;
-                lr_dense += n * m;
-            }
-        }
-        let rate = |a: usize, b: usize| if b == 0 { 0.0 } else { 1.0 - a as f64 / b as f64 };
-        (rate(lr, lr_dense), rate(all, all_dense))
+        compression(&self.layers)
     }
+}
+
+/// The rank of each low-rank layer of `layers`, in order.
+pub fn ranks<B: Backend>(layers: &[Layer<B>]) -> Vec<usize> {
+    layers
+        .iter()
+        .filter_map(|l| match l {
+            Layer::LowRank(l) => Some(l.rank()),
+            Layer::Dense(_) => None,
+        })
+        .collect()
+}
+
+/// Compression rates of `layers` (see [`Mlp::compression`]); a convolution counts as its
+/// matricised kernel, which has the kernel's parameters.
+pub fn compression<B: Backend>(layers: &[Layer<B>]) -> (f64, f64) {
+    let (mut lr, mut lr_dense, mut all, mut all_dense) = (0usize, 0usize, 0usize, 0usize);
+    for layer in layers {
+        let (n, m) = layer.shape();
+        all += layer.num_params();
+        all_dense += n * m + m;
+        if let Layer::LowRank(l) = layer {
+            let r = l.rank();
+            lr += r * (n + m) + r * r;
+            lr_dense += n * m;
+        }
+    }
+    let rate = |a: usize, b: usize| if b == 0 { 0.0 } else { 1.0 - a as f64 / b as f64 };
+    (rate(lr, lr_dense), rate(all, all_dense))
+}
+
+/// The low-rank layers of `layers`, in order ([`Network::low_rank_layers`]).
+pub fn low_rank_layers<B: Backend>(layers: &mut [Layer<B>]) -> Vec<&mut LowRankLinear<B>> {
+    layers
+        .iter_mut()
+        .filter_map(|l| match l {
+            Layer::LowRank(l) => Some(l),
+            Layer::Dense(_) => None,
+        })
+        .collect()
+}
+
+/// The dense layers of `layers`, in order ([`Network::dense_layers`]).
+pub fn dense_layers<B: Backend>(layers: &mut [Layer<B>]) -> Vec<&mut DenseLinear<B>> {
+    layers
+        .iter_mut()
+        .filter_map(|l| match l {
+            Layer::Dense(l) => Some(l),
+            Layer::LowRank(_) => None,
+        })
+        .collect()
 }
 
 impl<B: AutodiffBackend> super::Classifier<B> for Mlp<B> {
@@ -181,23 +217,11 @@ impl<B: AutodiffBackend> super::Classifier<B> for Mlp<B> {
 
 impl<B: AutodiffBackend> Network<B> for Mlp<B> {
     fn low_rank_layers(&mut self) -> Vec<&mut LowRankLinear<B>> {
-        self.layers
-            .iter_mut()
-            .filter_map(|l| match l {
-                Layer::LowRank(l) => Some(l),
-                Layer::Dense(_) => None,
-            })
-            .collect()
+        low_rank_layers(&mut self.layers)
     }
 
     fn dense_layers(&mut self) -> Vec<&mut DenseLinear<B>> {
-        self.layers
-            .iter_mut()
-            .filter_map(|l| match l {
-                Layer::Dense(l) => Some(l),
-                Layer::LowRank(_) => None,
-            })
-            .collect()
+        dense_layers(&mut self.layers)
     }
 }
 

@@ -430,6 +430,8 @@ fn scale<B: Backend>(x: Tensor<B, 3>, lambda: &Option<Tensor<B, 1>>) -> Tensor<B
 
 /// A projection `z = x W + b`: frozen, or with a trainable low-rank adapter on the frozen W.
 #[derive(Clone, Debug)]
+// Burn parameters make a LowRankLinear large; a network holds one per layer, built once.
+#[allow(clippy::large_enum_variant)]
 pub enum Projection<B: Backend> {
     /// The pretrained W, not trained.
     Frozen(DenseLinear<B>),

@@ -121,14 +121,27 @@ impl<B: AutodiffBackend> Trainer<B> {
     ///
     /// A non-finite loss stops the step with [`Error::NonFinite`] before that pass updates
     /// anything; one loss value per pass is read back, a synchronisation point on the GPU.
-    pub fn step<N, F>(&mut self, net: &mut N, mut loss: F) -> Result<StepReport>
+    pub fn step<N, F>(&mut self, net: &mut N, loss: F) -> Result<StepReport>
     where
         N: Network<B>,
         F: FnMut(&N) -> Tensor<B, 1>,
     {
+        self.step_with(net, loss, |_, _| {})
+    }
+
+    /// [`Trainer::step`] for a network with parameters outside dlrt's layers (Burn modules such
+    /// as `burn::nn::Linear`): `others` gets the gradients of the step's first pass, the pass in
+    /// which dense layers step, after dlrt has read its own, to step them with a Burn optimizer
+    /// (`GradientsParams::from_grads(grads, &module)`, then `optim.step(lr, module, grads)`).
+    pub fn step_with<N, F, O>(&mut self, net: &mut N, mut loss: F, mut others: O) -> Result<StepReport>
+    where
+        N: Network<B>,
+        F: FnMut(&N) -> Tensor<B, 1>,
+        O: FnMut(&mut N, B::Gradients),
+    {
         let (mut first_loss, mut times) = (f64::NAN, StepTimes::default());
         for i in 0..self.spec().passes.len() {
-            let (value, pass_times) = self.timed_pass(net, i, &mut loss)?;
+            let (value, pass_times) = self.timed_pass(net, i, &mut loss, &mut others)?;
             times += pass_times;
             if i == 0 {
                 first_loss = value;
@@ -144,10 +157,16 @@ impl<B: AutodiffBackend> Trainer<B> {
         N: Network<B>,
         F: FnMut(&N) -> Tensor<B, 1>,
     {
-        self.timed_pass(net, i, loss).map(|(value, _)| value)
+        self.timed_pass(net, i, loss, &mut |_, _| {}).map(|(value, _)| value)
     }
 
-    fn timed_pass<N, F>(&mut self, net: &mut N, i: usize, loss: &mut F) -> Result<(f64, StepTimes)>
+    fn timed_pass<N, F>(
+        &mut self,
+        net: &mut N,
+        i: usize,
+        loss: &mut F,
+        others: &mut dyn FnMut(&mut N, B::Gradients),
+    ) -> Result<(f64, StepTimes)>
     where
         N: Network<B>,
         F: FnMut(&N) -> Tensor<B, 1>,
@@ -187,6 +206,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             for (layer, slots) in net.dense_layers().into_iter().zip(&mut self.state.dense) {
                 dense_step(layer, slots, &grads, &self.opt);
             }
+            others(net, grads);
         }
         if i + 1 == spec.passes.len() {
             self.counters.qr += spec.qr * low_rank as u64;

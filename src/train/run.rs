@@ -14,10 +14,10 @@ use super::fit::{checkpoint_path, default_run_dir, fit, load_data, Plan, RunOpti
 use super::metrics::{EpochRecord, MetricsWriter};
 use super::Trainer;
 use crate::checkpoint::{self, RunState};
-use crate::config::{Overrides, RunConfig};
+use crate::config::{ModelKind, Overrides, RunConfig};
 use crate::data::ImageFormat;
 use crate::io::atomic_write;
-use crate::models::Mlp;
+use crate::models::{LeNet5, Mlp, Net};
 use crate::{Error, Result};
 
 /// Images per evaluation batch.
@@ -46,18 +46,26 @@ pub fn run_config(
     }
 }
 
-/// The untrained network of `config` for a data set of `inputs` numbers per image and
-/// `classes` classes: `inputs`, the hidden widths, `classes` outputs, low-rank where the config
-/// says, initialised from `rng`.
+/// The untrained network of `config` for a data set of `[C, H, W]` images and `classes`
+/// classes, low-rank where the config says, initialised from `rng`: the MLP (`C·H·W` inputs,
+/// the hidden widths, `classes` outputs) or LeNet-5.
 pub fn new_model<B: Backend>(
     config: &RunConfig,
-    (inputs, classes): (usize, usize),
+    (image, classes): ([usize; 3], usize),
     rng: &mut StdRng,
     device: &B::Device,
-) -> Result<Mlp<B>> {
+) -> Result<Net<B>> {
     let m = &config.model;
-    let widths = config.widths(inputs, classes);
-    Mlp::new(&widths, &config.low_rank_flags()?, m.rank, m.init, m.init_gain, rng, device)
+    let flags = config.low_rank_flags()?;
+    Ok(match m.kind {
+        ModelKind::Mlp => {
+            let widths = config.widths(image.iter().product(), classes);
+            Net::Mlp(Mlp::new(&widths, &flags, m.rank, m.init, m.init_gain, rng, device)?)
+        }
+        ModelKind::LeNet5 => {
+            Net::LeNet5(LeNet5::new(image, classes, &flags, m.rank, m.init_gain, rng, device)?)
+        }
+    })
 }
 
 /// Trains (or resumes) the run described by `config`, fetching its data set if it is missing;
@@ -99,17 +107,18 @@ pub fn run<B: AutodiffBackend>(
         trainer = trainer.resume(train_state, state.counters);
         (model, Start { epoch: state.epoch, step: state.step, records }, writer)
     } else {
-        let shape = (train.features(), train.classes.len());
+        let shape = ([train.channels, train.rows, train.cols], train.classes.len());
         let mut model = new_model(config, shape, &mut StdRng::seed_from_u64(t.seed), device)?;
         trainer.prepare(&mut model)?;
         (model, Start::default(), MetricsWriter::create(&opts.run_dir)?)
     };
     atomic_write(&opts.run_dir.join("config.toml"), config.to_toml().as_bytes())?;
     let plan = Plan::new(t, &config.optimizer, ImageFormat::AsStored, EVAL_BATCH);
-    let save = |model: &Mlp<B>, trainer: &Trainer<B>, epoch, step| {
+    let save = |model: &Net<B>, trainer: &Trainer<B>, epoch, step| {
         let (inputs, labels) = (train.features(), train.classes.clone());
-        let state =
-            RunState { config: config.clone(), epoch, step, counters: trainer.counters(), inputs, labels };
+        let image = [train.channels, train.rows, train.cols];
+        let counters = trainer.counters();
+        let state = RunState { config: config.clone(), epoch, step, counters, inputs, image, labels };
         checkpoint::save(&ckpt, model, &trainer.state, &state)
     };
     fit(&mut model, &mut trainer, (&train, &test), &plan, opts, start, &mut writer, save, device)

@@ -1,0 +1,248 @@
+//! A network mixing dlrt's low-rank layers with Burn's own modules: the integrator trains the
+//! low-rank layers, and `Trainer::step_with` hands the first pass's gradients to a Burn
+//! optimizer (with its state) for the Burn parameters. The low-rank layers are Burn modules: a
+//! model written in Burn holds them, Burn's records save and load them (at the record's rank).
+#![allow(non_snake_case)]
+
+mod common;
+
+use burn::module::{AutodiffModule, Module};
+use burn::nn::{Linear, LinearConfig};
+use burn::optim::{AdamConfig, GradientsParams, Optimizer as _, SgdConfig};
+use burn::tensor::{Int, Tensor, TensorData};
+use common::*;
+use dlrt::integrators::IntegratorKind;
+use dlrt::layers::{DenseLinear, Network};
+use dlrt::linalg::TruncationConfig;
+use dlrt::optim::Optimizer;
+use dlrt::train::{loss::cross_entropy, Trainer};
+use dlrt::LowRankLinear;
+use rand::{rngs::StdRng, SeedableRng};
+
+#[derive(Clone)]
+struct Net {
+    hidden: LowRankLinear<B>,
+    head: Linear<B>,
+}
+
+impl Net {
+    fn new(seed: u64) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let device = Default::default();
+        let hidden = LowRankLinear::random(8, 6, 2, true, 1.0, &mut rng, &device).unwrap();
+        Net { hidden, head: LinearConfig::new(6, 3).init(&device) }
+    }
+    fn forward(&self, x: T2) -> T2 {
+        self.head.forward(self.hidden.forward(x).tanh())
+    }
+}
+
+impl Network<B> for Net {
+    fn low_rank_layers(&mut self) -> Vec<&mut LowRankLinear<B>> {
+        vec![&mut self.hidden]
+    }
+    fn dense_layers(&mut self) -> Vec<&mut DenseLinear<B>> {
+        Vec::new()
+    }
+}
+
+fn data() -> (T2, Tensor<B, 1, Int>) {
+    let x = gaussian(5, 8, &mut StdRng::seed_from_u64(9));
+    (x, Tensor::from_data(TensorData::new(vec![0i64, 1, 2, 1, 0], [5]), &Default::default()))
+}
+
+fn trainer() -> Trainer<B> {
+    Trainer::new(IntegratorKind::AbcPsi, &TruncationConfig::relative(1e-3), Optimizer::sgd(0.1)).unwrap()
+}
+
+#[test]
+fn burns_sgd_steps_the_burn_head_with_the_gradient_at_w0() {
+    let (x, y) = data();
+    let mut net = Net::new(1);
+    let (W0, hidden0) = (net.head.weight.val(), net.hidden.to_dense());
+    // The head's gradient at the starting point, by plain autodiff.
+    let grads = cross_entropy(net.forward(x.clone()), y.clone()).backward();
+    let G = net.head.weight.grad(&grads).map(Tensor::<B, 2>::from_inner).unwrap();
+    let mut sgd = SgdConfig::new().init::<B, Linear<B>>();
+    let mut trainer = trainer();
+    trainer.prepare(&mut net).unwrap();
+    trainer
+        .step_with(
+            &mut net,
+            |net| cross_entropy(net.forward(x.clone()), y.clone()),
+            |net, grads| {
+                let grads = GradientsParams::from_grads(grads, &net.head);
+                net.head = sgd.step(0.5, net.head.clone(), grads);
+            },
+        )
+        .unwrap();
+    let expected = W0 - G.mul_scalar(0.5);
+    assert!(max_abs(net.head.weight.val() - expected) < 1e-12, "W1 = W0 − λ ∇W ℒ(W0)");
+    assert!(fro(net.hidden.to_dense() - hidden0) > 1e-3, "the integrator stepped the low-rank layer");
+    assert_eq!(net.head.num_params(), 6 * 3 + 3);
+}
+
+#[test]
+fn burns_adam_keeps_its_state_across_steps() {
+    let (x, y) = data();
+    let run = |fresh_each_step: bool| {
+        let mut net = Net::new(2);
+        let mut trainer = trainer();
+        trainer.prepare(&mut net).unwrap();
+        let mut adam = AdamConfig::new().init::<B, Linear<B>>();
+        for _ in 0..3 {
+            if fresh_each_step {
+                adam = AdamConfig::new().init::<B, Linear<B>>();
+            }
+            trainer
+                .step_with(
+                    &mut net,
+                    |net| cross_entropy(net.forward(x.clone()), y.clone()),
+                    |net, grads| {
+                        let grads = GradientsParams::from_grads(grads, &net.head);
+                        net.head = adam.step(0.01, net.head.clone(), grads);
+                    },
+                )
+                .unwrap();
+        }
+        (net.head.weight.val(), net.hidden.to_dense())
+    };
+    let (kept, hidden_kept) = run(false);
+    let (fresh, hidden_fresh) = run(true);
+    // Adam's first step moves every weight by about λ whatever its state; later steps depend on
+    // the moments, so a reset optimizer ends elsewhere. The low-rank layer sees both heads.
+    assert!(max_abs(kept - fresh) > 1e-4, "the moments were not carried");
+    assert!(fro(hidden_kept - hidden_fresh) > 0.0);
+}
+
+/// A model written in Burn: dlrt's low-rank convolution and linear layer next to Burn's Linear.
+/// (In its own module: `#[derive(Module)]` wants its backend parameter named `B`.)
+mod user {
+    use burn::module::{Module, Param};
+    use burn::nn::{Linear, LinearConfig};
+    use burn::tensor::{backend::Backend, Tensor, TensorData};
+    use dlrt::layers::{Conv2dShape, LowRankConv2d};
+    use dlrt::LowRankLinear;
+    use rand::{rngs::StdRng, Rng, SeedableRng};
+
+    #[derive(Module, Debug)]
+    pub struct UserNet<B: Backend> {
+        pub conv: LowRankConv2d<B>,
+        pub hidden: LowRankLinear<B>,
+        pub head: Linear<B>,
+    }
+
+    impl<B: Backend> UserNet<B> {
+        /// conv 1→4 (3×3) on 6×6 images → 64 → hidden 8 (rank `r`) → 3 classes.
+        pub fn new(r: usize, seed: u64, device: &B::Device) -> Self {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let shape = Conv2dShape::new(1, 4, [3, 3]);
+            let conv = LowRankConv2d::random(shape, r, true, 1.0, &mut rng, device).unwrap();
+            let hidden = LowRankLinear::random(64, 8, r, true, 1.0, &mut rng, device).unwrap();
+            // Burn's own init draws from the backend's global generator, which tests running
+            // side by side share: the head's weights come from `rng` instead.
+            let mut head = LinearConfig::new(8, 3).init(device);
+            let w: Vec<f64> = (0..24).map(|_| rng.random_range(-0.5..0.5)).collect();
+            head.weight = Param::from_tensor(Tensor::from_data(TensorData::new(w, [8, 3]), device));
+            head.bias = Some(Param::from_tensor(Tensor::zeros([3], device)));
+            UserNet { conv, hidden, head }
+        }
+        pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
+            self.head.forward(self.hidden.forward(self.conv.forward(x).flatten::<2>(1, 3)).tanh())
+        }
+    }
+}
+use user::{UserNet, UserNetRecord};
+
+impl Network<B> for UserNet<B> {
+    fn low_rank_layers(&mut self) -> Vec<&mut LowRankLinear<B>> {
+        vec![self.conv.core_mut(), &mut self.hidden]
+    }
+    fn dense_layers(&mut self) -> Vec<&mut DenseLinear<B>> {
+        Vec::new()
+    }
+}
+
+fn images() -> (Tensor<B, 4>, Tensor<B, 1, Int>) {
+    let x = gaussian(5 * 6, 6, &mut StdRng::seed_from_u64(3)).reshape([5, 1, 6, 6]);
+    (x, Tensor::from_data(TensorData::new(vec![0i64, 1, 2, 1, 0], [5]), &Default::default()))
+}
+
+/// Three abc-PSI steps; Burn's Adam steps the whole module (`whole`) or only the head.
+fn train_user_net(whole: bool) -> UserNet<B> {
+    let (x, y) = images();
+    let mut net = UserNet::<B>::new(2, 4, &Default::default());
+    let mut trainer = trainer();
+    trainer.prepare(&mut net).unwrap();
+    let (mut adam_all, mut adam_head) =
+        (AdamConfig::new().init::<B, UserNet<B>>(), AdamConfig::new().init::<B, Linear<B>>());
+    for _ in 0..3 {
+        let loss = |net: &UserNet<B>| cross_entropy(net.forward(x.clone()), y.clone());
+        trainer
+            .step_with(&mut net, loss, |net, grads| {
+                if whole {
+                    let grads = GradientsParams::from_grads(grads, net);
+                    *net = adam_all.step(0.01, net.clone(), grads);
+                } else {
+                    let grads = GradientsParams::from_grads(grads, &net.head);
+                    net.head = adam_head.step(0.01, net.head.clone(), grads);
+                }
+            })
+            .unwrap();
+    }
+    net
+}
+
+#[test]
+fn a_burn_model_with_low_rank_layers_trains_and_burns_optimizer_leaves_the_factors_alone() {
+    let (whole, head_only) = (train_user_net(true), train_user_net(false));
+    // The factors are parameters without gradients: Burn's Adam over the whole module steps
+    // exactly what it steps over the head alone, and the integrator moved the rest.
+    let (x, _) = images();
+    assert_eq!(whole.hidden.to_dense().into_data(), head_only.hidden.to_dense().into_data());
+    assert_eq!(whole.conv.to_kernel().into_data(), head_only.conv.to_kernel().into_data());
+    assert!(max_abs(whole.forward(x.clone()) - head_only.forward(x.clone())) < 1e-12);
+    let untrained = UserNet::<B>::new(2, 4, &Default::default());
+    assert!(fro(whole.hidden.to_dense() - untrained.hidden.to_dense()) > 1e-3);
+    // Burn's parameter count: U, S, V and bias of each low-rank layer, and the head.
+    let r = |l: &LowRankLinear<B>| l.rank();
+    let (rc, rh) = (r(whole.conv.core()), r(&whole.hidden));
+    let expected = (9 + 4) * rc + rc * rc + 4 + (64 + 8) * rh + rh * rh + 8 + 8 * 3 + 3;
+    assert_eq!(whole.num_params(), expected);
+    // Inference without autodiff: the same logits on the inner backend.
+    let inner = whole.valid();
+    let logits = inner.forward(x.clone().inner());
+    assert!(max_abs(Tensor::from_inner(logits) - whole.forward(x)) < 1e-12);
+}
+
+#[test]
+fn records_save_and_load_at_their_own_rank_and_bad_records_name_the_layer() {
+    use burn::record::{BinBytesRecorder, DoublePrecisionSettings, Recorder};
+    let trained = train_user_net(false);
+    let recorder = BinBytesRecorder::<DoublePrecisionSettings>::default();
+    let bytes = recorder.record(trained.clone().into_record(), ()).unwrap();
+    // A fresh model of another rank takes the ranks of the record.
+    let device = Default::default();
+    let fresh = UserNet::<B>::new(1, 99, &device);
+    let loaded = fresh.load_record(recorder.load(bytes.clone(), &device).unwrap());
+    assert_eq!(loaded.hidden.rank(), trained.hidden.rank());
+    assert_eq!(loaded.conv.rank(), trained.conv.rank());
+    loaded.hidden.validate("hidden").unwrap();
+    let (x, _) = images();
+    assert!(max_abs(loaded.forward(x.clone()) - trained.forward(x)) < 1e-12);
+    // A layer's record checked against a layer of other sizes: an error naming the layer.
+    let record: UserNetRecord<B> = recorder.load(bytes, &device).unwrap();
+    let mut rng = StdRng::seed_from_u64(5);
+    let other = LowRankLinear::<B>::random(63, 8, 2, true, 1.0, &mut rng, &device).unwrap();
+    let err = other.load_checked(record.hidden, "hidden").unwrap_err().to_string();
+    assert!(err.contains("record of hidden") && err.contains("63×8") && err.contains("U [64,"), "{err}");
+    let record: UserNetRecord<B> =
+        recorder.load(recorder.record(trained.clone().into_record(), ()).unwrap(), &device).unwrap();
+    let no_bias = LowRankLinear::<B>::random(64, 8, 2, false, 1.0, &mut rng, &device).unwrap();
+    let err = no_bias.load_checked(record.hidden, "hidden").unwrap_err().to_string();
+    assert!(err.contains("record of hidden") && err.contains("no bias"), "{err}");
+    let same = LowRankLinear::<B>::random(64, 8, 3, true, 1.0, &mut rng, &device).unwrap();
+    let record: UserNetRecord<B> =
+        recorder.load(recorder.record(trained.clone().into_record(), ()).unwrap(), &device).unwrap();
+    assert_eq!(same.load_checked(record.hidden, "hidden").unwrap().rank(), trained.hidden.rank());
+}
