@@ -1,17 +1,20 @@
 //! Layers: the low-rank linear layer (also used as an adapter on a frozen base), the dense
 //! linear layer that low-rank networks keep for their output, the training passes that make
-//! their factors trainable, and the two choices configs name for layers: how weights start
-//! ([`Init`]) and which projections carry adapters ([`AdapterTarget`]).
+//! their factors trainable, and the choices configs name for layers: how weights start
+//! ([`Init`]), which projections carry adapters ([`AdapterTarget`]), and how a model computes
+//! ([`Precision`], [`Attention`]).
 //!
 //! Orientation everywhere: `z = x W + b`, W is n×m (n = fan-in, m = fan-out), as Burn's
 //! `Linear` stores `[d_input, d_output]`.
 
+pub mod compute;
 pub mod dense_linear;
 pub mod init;
 pub mod low_rank_linear;
 pub mod passes;
 pub mod targets;
 
+pub use compute::{Attention, Precision};
 pub use dense_linear::DenseLinear;
 pub use init::Init;
 pub use low_rank_linear::LowRankLinear;

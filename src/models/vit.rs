@@ -51,8 +51,8 @@ use std::path::Path;
 use burn::tensor::{
     activation::softmax,
     backend::{AutodiffBackend, Backend},
-    module::interpolate,
-    ops::{InterpolateMode, InterpolateOptions},
+    module::{attention, interpolate},
+    ops::{AttentionModuleOptions, InterpolateMode, InterpolateOptions},
     Tensor, TensorData,
 };
 use rand::rngs::StdRng;
@@ -60,7 +60,7 @@ use rand_distr::{Distribution, StandardNormal};
 use serde::Deserialize;
 
 use crate::io::{read_safetensors, write_safetensors, TensorMap};
-use crate::layers::{AdapterTarget, DenseLinear, LowRankLinear, Network};
+use crate::layers::{AdapterTarget, Attention, DenseLinear, LowRankLinear, Network};
 use crate::{Error, Result};
 
 /// Which HuggingFace architecture, and so which tensor names and whether there is layer scale.
@@ -641,6 +641,7 @@ struct SelfAttention<B: Backend> {
     value: Projection<B>,
     output: Projection<B>,
     num_heads: usize,
+    kernel: Attention,
 }
 
 impl<B: Backend> SelfAttention<B> {
@@ -651,10 +652,25 @@ impl<B: Backend> SelfAttention<B> {
         // Head j owns columns j·d_h..(j+1)·d_h of Q, K and V: [B, T, D] → [B, H, T, d_h].
         let heads = |p: &Projection<B>| p.forward(x.clone()).reshape([b, t, h, d_h]).swap_dims(1, 2);
         let (q, k, v) = (heads(&self.query), heads(&self.key), heads(&self.value));
-        let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((d_h as f64).sqrt());
-        // Each query's weights over the keys (the last axis) sum to one.
-        let context = softmax(scores, 3).matmul(v).swap_dims(1, 2).reshape([b, t, d]);
+        let context = attend(q, k, v, self.kernel).swap_dims(1, 2).reshape([b, t, d]);
         self.output.forward(context)
+    }
+}
+
+/// `softmax(Q Kᵀ / √d_h) V` per head, [B, H, T, d_h] each, by `kernel`. Both kernels compute
+/// the same function; the fused one never holds the [B, H, T, T] scores outside the backend.
+fn attend<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>, kernel: Attention) -> Tensor<B, 4> {
+    match kernel {
+        // The default scale of the op is 1/√d_h, d_h the last axis of Q.
+        Attention::Fused => attention(q, k, v, None, None, AttentionModuleOptions::default()),
+        Attention::Explicit => {
+            // A product with 1/√d_h, not a division: Burn 0.21's backward of `div_scalar`
+            // rounds the divisor to f32, which f64 gradient tests would see.
+            let d_h = q.dims()[3];
+            let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (d_h as f64).sqrt());
+            // Each query's weights over the keys (the last axis) sum to one.
+            softmax(scores, 3).matmul(v)
+        }
     }
 }
 
@@ -684,6 +700,7 @@ impl<B: Backend> Block<B> {
                 value: w.linear(&name(k.value), d, d, cfg.qkv_bias)?,
                 output: w.linear(&name(k.attention_output), d, d, true)?,
                 num_heads: cfg.num_attention_heads,
+                kernel: Attention::default(),
             },
             layer_scale1: k.layer_scale1.map(|key| w.tensor(&name(key), [d], lambda)),
             norm2: w.layer_norm(&name(k.norm2), d, eps),
@@ -830,6 +847,14 @@ impl<B: Backend> ViT<B> {
     /// The architecture.
     pub fn config(&self) -> &ViTConfig {
         &self.config
+    }
+
+    /// Computes every block's attention with `kernel` from now on (the default is
+    /// [`Attention::Fused`]); the outputs agree to round-off.
+    pub fn set_attention(&mut self, kernel: Attention) {
+        for block in &mut self.layers {
+            block.attention.kernel = kernel;
+        }
     }
 
     /// The projection `target` of block `layer`, if there is such a block.
