@@ -15,9 +15,10 @@ use burn::tensor::{backend::AutodiffBackend, Distribution, Int, Tensor, TensorDa
 use rand::{rngs::StdRng, SeedableRng};
 
 use super::{check_steps, median, sync, write_parts_table, Breakdown};
+use crate::config::overrides::parse_name;
 use crate::config::FinetuneConfig;
 use crate::integrators::IntegratorKind;
-use crate::layers::{AdapterTarget, Attention};
+use crate::layers::{AdapterTarget, Attention, Precision};
 use crate::linalg::HostTime;
 use crate::models::vit::{ViT, ViTConfig};
 use crate::optim::Optimizer;
@@ -67,18 +68,18 @@ pub struct VitBenchArgs {
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [IntegratorKind::AbcPsi, IntegratorKind::AbcPsiOnePass, IntegratorKind::Lora])]
     pub methods: Vec<IntegratorKind>,
     /// The attention kernel (`fused`: Burn's attention op; `explicit`: scores, softmax, product).
-    #[arg(long, default_value_t = Attention::default(), value_parser = parse_attention)]
+    #[arg(long, default_value_t = Attention::default(), value_parser = parse_name::<Attention>)]
     pub attention: Attention,
+    /// The frozen backbone's float type (`bf16`: weights and matrix products in bf16; the
+    /// adapters, the head and the loss stay f32).
+    #[arg(long, default_value_t = Precision::default(), value_parser = parse_name::<Precision>)]
+    pub precision: Precision,
     /// Untimed steps first.
     #[arg(long, default_value_t = 1)]
     pub warmup: usize,
     /// Timed steps; the table shows their median.
     #[arg(long, default_value_t = 5)]
     pub steps: usize,
-}
-
-fn parse_attention(s: &str) -> std::result::Result<Attention, String> {
-    s.parse().map_err(|e: Error| e.to_string())
 }
 
 /// One row of the ViT adapter benchmark.
@@ -135,6 +136,7 @@ pub fn run_vit<B: AutodiffBackend>(args: &VitBenchArgs, device: &B::Device) -> R
         let mut vit = ViT::<B>::random(config.clone(), &mut rng, device)?;
         vit.add_adapters(&AdapterTarget::DEFAULT, rank, &mut rng)?;
         vit.set_attention(args.attention);
+        vit.set_precision(args.precision)?;
         let d = config.hidden_size;
         let channels = config.num_channels;
         let x =
@@ -187,13 +189,14 @@ pub fn write_vit_table(out: &mut impl Write, bench: &VitBench, device: impl Debu
     let targets: Vec<&str> = AdapterTarget::DEFAULT.iter().map(|t| t.name()).collect();
     writeln!(
         out,
-        "{:?} (random weights), {} px, batch {}, adapters on {}, r0 = {}, SGD, {} attention; device {device:?}; median of {} steps",
+        "{:?} (random weights), {} px, batch {}, adapters on {}, r0 = {}, SGD, {} attention, {} backbone; device {device:?}; median of {} steps",
         a.model,
         a.image,
         a.batch,
         targets.join("/"),
         a.rank,
         a.attention,
+        a.precision,
         a.steps
     )
     .map_err(io)?;
@@ -218,6 +221,7 @@ mod tests {
             rank: 2,
             methods: vec![IntegratorKind::Lora],
             attention: Attention::Fused,
+            precision: Precision::F32,
             warmup: 0,
             steps: 1,
         }
@@ -247,7 +251,7 @@ mod tests {
         let first = String::from_utf8(out).unwrap().lines().next().unwrap().to_string();
         assert_eq!(
             first,
-            "VitS14 (random weights), 14 px, batch 1, adapters on query/key/value, r0 = 2, SGD, fused attention; device \"Cpu\"; median of 1 steps"
+            "VitS14 (random weights), 14 px, batch 1, adapters on query/key/value, r0 = 2, SGD, fused attention, f32 backbone; device \"Cpu\"; median of 1 steps"
         );
     }
 }

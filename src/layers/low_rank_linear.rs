@@ -20,7 +20,7 @@
 
 use std::fmt;
 
-use burn::tensor::{backend::Backend, Tensor};
+use burn::tensor::{backend::Backend, FloatDType, Tensor};
 use faer::Mat;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, StandardNormal};
@@ -223,6 +223,13 @@ impl<B: Backend> LowRankLinear<B> {
     pub fn base(&self) -> Option<&Tensor<B, 2>> {
         self.base.as_ref()
     }
+
+    /// Stores the frozen base W0 in `dtype` (bf16 for mixed precision); U, S, V and the bias
+    /// keep theirs. [`LowRankLinear::forward`] then multiplies by W0 in `dtype` and adds the
+    /// product to the low-rank part in the factors' type.
+    pub fn cast_base(&mut self, dtype: FloatDType) {
+        self.base = self.base.take().map(|w0| w0.cast(dtype));
+    }
     /// Parameters needed for inference, r(n + m) + r_u·r_v (U, S, V), plus the bias.
     pub fn num_params(&self) -> usize {
         let (ru, rv) = (self.u.dims()[1], self.v.dims()[1]);
@@ -236,9 +243,10 @@ impl<B: Backend> LowRankLinear<B> {
 
     /// The effective n×m weight: `W0 + U S Vᵀ` for an adapter, `U S Vᵀ` otherwise.
     pub fn to_dense(&self) -> Tensor<B, 2> {
+        let delta = self.delta_weight();
         match &self.base {
-            Some(w0) => w0.clone() + self.delta_weight(),
-            None => self.delta_weight(),
+            Some(w0) => w0.clone().cast(delta.dtype()) + delta,
+            None => delta,
         }
     }
 
@@ -249,10 +257,17 @@ impl<B: Backend> LowRankLinear<B> {
 
     /// `z = x W + b` in the current pass's parametrization (module docs).
     ///
+    /// The output has the factors' float type. x may have another (bf16 activations of a
+    /// mixed-precision backbone): it is cast to the factors' type for the low-rank part, so
+    /// their gradients come back in that type, and to the base's type for `x W0`.
+    ///
     /// # Shapes
     /// - x: [batch, n]
     /// - output: [batch, m]
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        // Casts to the type a tensor already has are no-ops.
+        let x_base = self.base.as_ref().map(|w0| x.clone().cast(w0.dtype()));
+        let x = x.cast(self.u.dtype());
         let leaf =
             |t: &Option<Tensor<B, 2>>, default: &Tensor<B, 2>| t.clone().unwrap_or_else(|| default.clone());
         let vt = |v: Tensor<B, 2>| v.transpose();
@@ -280,9 +295,12 @@ impl<B: Backend> LowRankLinear<B> {
                 (z, l.bias.clone())
             }
         };
-        let z = match &self.base {
-            Some(w0) => z + x.clone().matmul(w0.clone()),
-            None => z,
+        let z = match (&self.base, x_base) {
+            (Some(w0), Some(x_base)) => {
+                let dtype = z.dtype();
+                z + x_base.matmul(w0.clone()).cast(dtype)
+            }
+            _ => z,
         };
         let z = match bias {
             Some(b) => z + b.unsqueeze::<2>(),
