@@ -80,6 +80,10 @@ pub struct VitBenchArgs {
     /// Timed steps; the table shows their median.
     #[arg(long, default_value_t = 5)]
     pub steps: usize,
+    /// Print every step's time (total, forward, backward, update) to stderr as it ends, so a
+    /// run cut short by a timeout still shows how far it got.
+    #[arg(long)]
+    pub log_steps: bool,
 }
 
 /// One row of the ViT adapter benchmark.
@@ -161,8 +165,19 @@ pub fn run_vit<B: AutodiffBackend>(args: &VitBenchArgs, device: &B::Device) -> R
                 cross_entropy(v.forward(x.clone()).matmul(head.clone()), labels.clone())
             })?;
             sync::<B>(device)?;
+            let ms = started.elapsed().as_secs_f64() * 1e3;
+            if args.log_steps {
+                let (t, kind) = (report.times, if k < args.warmup { "warm-up" } else { "timed" });
+                eprintln!(
+                    "{method} step {}/{total} ({kind}): {ms:.1} ms (forward {:.1}, backward {:.1}, update {:.1})",
+                    k + 1,
+                    t.forward * 1e3,
+                    t.backward * 1e3,
+                    t.update * 1e3
+                );
+            }
             if k >= args.warmup {
-                times.push(started.elapsed().as_secs_f64() * 1e3);
+                times.push(ms);
                 breakdown.add(report.times);
             }
         }
@@ -224,6 +239,7 @@ mod tests {
             precision: Precision::F32,
             warmup: 0,
             steps: 1,
+            log_steps: false,
         }
     }
 
