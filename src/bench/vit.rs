@@ -67,7 +67,7 @@ pub struct VitBenchArgs {
     /// Methods to time.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [IntegratorKind::AbcPsi, IntegratorKind::AbcPsiOnePass, IntegratorKind::Lora])]
     pub methods: Vec<IntegratorKind>,
-    /// The attention kernel (`fused`: Burn's attention op; `explicit`: scores, softmax, product).
+    /// The attention kernel (`explicit`: scores, softmax, product; `fused`: Burn's attention op).
     #[arg(long, default_value_t = Attention::default(), value_parser = parse_name::<Attention>)]
     pub attention: Attention,
     /// The frozen backbone's float type (`bf16`: weights and matrix products in bf16; the
@@ -235,7 +235,7 @@ mod tests {
             batch: 1,
             rank: 2,
             methods: vec![IntegratorKind::Lora],
-            attention: Attention::Fused,
+            attention: Attention::Explicit,
             precision: Precision::F32,
             warmup: 0,
             steps: 1,
@@ -267,7 +267,7 @@ mod tests {
         let first = String::from_utf8(out).unwrap().lines().next().unwrap().to_string();
         assert_eq!(
             first,
-            "VitS14 (random weights), 14 px, batch 1, adapters on query/key/value, r0 = 2, SGD, fused attention, f32 backbone; device \"Cpu\"; median of 1 steps"
+            "VitS14 (random weights), 14 px, batch 1, adapters on query/key/value, r0 = 2, SGD, explicit attention, f32 backbone; device \"Cpu\"; median of 1 steps"
         );
     }
 }

@@ -38,7 +38,8 @@ pub struct BackboneSection {
     /// adapters, head, optimizer state and loss stay f32 ([`Precision`]).
     #[serde(default)]
     pub precision: Precision,
-    /// `"fused"` (Burn's attention op) or `"explicit"` (scores, softmax, product).
+    /// `"explicit"` (scores, softmax, product; the default) or `"fused"` (Burn's attention op,
+    /// [`Attention`]).
     #[serde(default)]
     pub attention: Attention,
 }
@@ -184,17 +185,17 @@ mod tests {
     fn precision_and_attention_are_read_and_bad_names_are_named() {
         let text = FinetuneConfig::paper_vit("w/model.safetensors".into(), IntegratorKind::AbcPsi).to_toml();
         // Without the keys (configs written before they existed): the defaults.
-        let text = text.replace("precision = \"f32\"\n", "").replace("attention = \"fused\"\n", "");
+        let text = text.replace("precision = \"f32\"\n", "").replace("attention = \"explicit\"\n", "");
         assert!(!text.contains("precision") && !text.contains("attention"), "{text}");
         let with = |line: &str| text.replace("[backbone]", &format!("[backbone]\n{line}"));
         let cfg = FinetuneConfig::from_toml(&text, Path::new("f.toml")).unwrap();
-        assert_eq!((cfg.backbone.precision, cfg.backbone.attention), (Precision::F32, Attention::Fused));
+        assert_eq!((cfg.backbone.precision, cfg.backbone.attention), (Precision::F32, Attention::Explicit));
         let cfg = FinetuneConfig::from_toml(
-            &with("precision = \"bf16\"\nattention = \"explicit\""),
+            &with("precision = \"bf16\"\nattention = \"fused\""),
             Path::new("f.toml"),
         )
         .unwrap();
-        assert_eq!((cfg.backbone.precision, cfg.backbone.attention), (Precision::Bf16, Attention::Explicit));
+        assert_eq!((cfg.backbone.precision, cfg.backbone.attention), (Precision::Bf16, Attention::Fused));
         let err = FinetuneConfig::from_toml(&with("precision = \"fp8\""), Path::new("f.toml"))
             .unwrap_err()
             .to_string();

@@ -53,15 +53,20 @@ impl Precision {
 }
 
 /// How multi-head attention `softmax(Q Kᵀ / √d_h) V` is computed.
+///
+/// The default is `Explicit`: under autodiff Burn 0.21 evaluates its attention op as its own
+/// explicit fallback (`attention_fallback`: the same chain, with the row maximum not detached
+/// and two extra clamps), so in training, which is where dlrt runs attention, `Fused` brings
+/// no fused kernel yet and only changes round-off; `Explicit` keeps earlier runs bit for bit.
+/// `Fused` is there for backends and builds where the op runs a real kernel.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub enum Attention {
     /// Burn's attention op (`burn::tensor::module::attention`): the backend's fused kernel
-    /// (flash attention on CUDA, a tiled kernel on the CPU backend). Under autodiff Burn 0.21
-    /// evaluates it as the explicit chain, so training graphs are the same as `Explicit`'s.
-    #[default]
+    /// (flash attention on CUDA, a tiled kernel on the CPU backend) when no autodiff is involved.
     Fused,
     /// The scores, their softmax and the product with V as three separate tensor operations.
+    #[default]
     Explicit,
 }
 

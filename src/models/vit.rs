@@ -890,7 +890,7 @@ impl<B: Backend> ViT<B> {
     }
 
     /// Computes every block's attention with `kernel` from now on (the default is
-    /// [`Attention::Fused`]); the outputs agree to round-off.
+    /// [`Attention::Explicit`]); the outputs agree to round-off.
     pub fn set_attention(&mut self, kernel: Attention) {
         for block in &mut self.layers {
             block.attention.kernel = kernel;
