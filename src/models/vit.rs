@@ -685,8 +685,8 @@ impl<B: Backend> SelfAttention<B> {
 }
 
 /// `softmax(Q Kᵀ / √d_h) V` per head, [B, H, T, d_h] each, by `kernel`. Both kernels compute
-/// the same function; the fused one never holds the [B, H, T, T] scores outside the backend.
-/// The explicit softmax runs in `softmax_dtype` (f32 when Q, K, V are bf16, as the fused CPU
+/// the same function; where the backend runs the fused op as a kernel (not under autodiff in
+/// Burn 0.21), the [B, H, T, T] scores never leave it. The explicit softmax runs in `softmax_dtype` (f32 when Q, K, V are bf16, as the fused CPU
 /// kernel and flash attention accumulate in f32).
 fn attend<B: Backend>(
     q: Tensor<B, 4>,
