@@ -11,7 +11,7 @@ use burn::tensor::{Tensor, TensorData};
 use common::{max_abs, tiny_vit as tiny, B};
 use dlrt::integrators::IntegratorKind;
 use dlrt::io::{read_safetensors, write_safetensors, TensorMap};
-use dlrt::layers::AdapterTarget;
+use dlrt::layers::{AdapterTarget, Attention, Pass};
 use dlrt::linalg::TruncationConfig;
 use dlrt::models::vit::{interpolate_pos_encoding, Projection, Variant, ViT, ViTConfig};
 use dlrt::optim::Optimizer;
@@ -401,4 +401,78 @@ fn an_abc_psi_step_trains_only_the_adapters() {
     assert!(after < before, "loss {before} → {after}");
     assert_eq!(max_abs(frozen(&vit) - fc1), 0.0);
     assert!(vit.low_rank_layers_mut().iter().any(|l| l.delta_weight().abs().max().into_scalar() > 0.0));
+}
+
+/// Each adapter's ∇_K, ∇_L, ∇_S and ∇_b from one tangent pass of `loss`, and ∇ of the images.
+fn tangent_grads(vit: &mut ViT<B>, x: &Tensor<B, 4>, kernel: Attention) -> (Vec<Tensor<B, 2>>, Tensor<B, 4>) {
+    vit.set_attention(kernel);
+    for l in vit.low_rank_layers_mut() {
+        l.begin_pass(Pass::Tangent);
+    }
+    let x = x.clone().require_grad();
+    let loss = vit.forward_tokens(x.clone()).tanh().sum();
+    let grads = loss.backward();
+    let image_grad = x.grad(&grads).map(Tensor::from_inner).expect("the images need a gradient");
+    let mut factor_grads = Vec::new();
+    for l in vit.low_rank_layers_mut() {
+        let g = l.take_grads(&grads);
+        let bias = g.bias.expect("∇b").unsqueeze::<2>();
+        factor_grads.extend([g.k.expect("∇K"), g.l.expect("∇L"), g.s.expect("∇S"), bias]);
+    }
+    (factor_grads, image_grad)
+}
+
+#[test]
+fn fused_attention_matches_the_explicit_softmax_in_value_and_gradients() {
+    for variant in VARIANTS {
+        let mut vit = model(variant, 21);
+        vit.add_adapters(&AdapterTarget::DEFAULT, 2, &mut StdRng::seed_from_u64(22)).unwrap();
+        // Non-zero S, so that the adapters take part in the forward pass.
+        let mut rng = StdRng::seed_from_u64(23);
+        let x = images(2, [28, 21], 24);
+        let before = vit.forward_tokens(x.clone());
+        for l in vit.low_rank_layers_mut() {
+            let s = l.s().clone().add_scalar(0.3) + common::gaussian(2, 2, &mut rng).mul_scalar(0.1);
+            l.set_factors(l.u().clone(), s, l.v().clone()).unwrap();
+        }
+        assert!(max_diff(vit.forward_tokens(x.clone()), before) > 1e-3, "the adapters change the output");
+        let mut explicit = vit.clone();
+        explicit.set_attention(Attention::Explicit);
+        vit.set_attention(Attention::Fused);
+        let (fused_out, explicit_out) = (vit.forward_tokens(x.clone()), explicit.forward_tokens(x.clone()));
+        assert!(max_diff(fused_out, explicit_out) < 1e-12, "{variant:?}: outputs differ");
+        let (fused, fused_x) = tangent_grads(&mut vit, &x, Attention::Fused);
+        let (reference, reference_x) = tangent_grads(&mut explicit, &x, Attention::Explicit);
+        assert_eq!(fused.len(), 4 * 3 * tiny(variant).num_hidden_layers);
+        for (i, (g, r)) in fused.into_iter().zip(reference).enumerate() {
+            let scale = r.clone().abs().max().into_scalar();
+            assert!(scale > 0.0, "{variant:?}: gradient {i} is zero");
+            let diff = max_diff(g, r);
+            assert!(
+                diff <= 1e-12 * scale.max(1.0),
+                "{variant:?}: gradient {i} differs by {diff:e} (scale {scale:e})"
+            );
+        }
+        assert!(max_diff(fused_x, reference_x) < 1e-12, "{variant:?}: image gradients differ");
+    }
+}
+
+/// The fused kernel of the CPU backend itself (the training backend runs the explicit chain):
+/// both of its strategies, the one that holds the T×T scores (short sequences) and the tiled
+/// one (T² above 2¹⁸, here T = 1 + 23² = 530), in f32.
+#[test]
+fn the_cpu_backends_fused_kernel_matches_the_explicit_softmax() {
+    type F = dlrt::CpuBackend;
+    let device = Default::default();
+    let mut vit = ViT::<F>::random(tiny(Variant::Dinov2), &mut StdRng::seed_from_u64(31), &device).unwrap();
+    for side in [28, 161] {
+        let x = Tensor::<F, 4>::from_data(images(1, [side, side], 32).into_data().convert::<f32>(), &device);
+        vit.set_attention(Attention::Explicit);
+        let explicit = vit.forward_tokens(x.clone());
+        vit.set_attention(Attention::Fused);
+        let fused = vit.forward_tokens(x);
+        let scale = explicit.clone().abs().max().into_scalar() as f64;
+        let diff = (fused - explicit).abs().max().into_scalar() as f64;
+        assert!(diff <= 1e-5 * scale, "{side} px: max |fused − explicit| = {diff:e} (scale {scale})");
+    }
 }

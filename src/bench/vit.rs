@@ -15,9 +15,10 @@ use burn::tensor::{backend::AutodiffBackend, Distribution, Int, Tensor, TensorDa
 use rand::{rngs::StdRng, SeedableRng};
 
 use super::{check_steps, median, sync, write_parts_table, Breakdown};
+use crate::config::overrides::parse_name;
 use crate::config::FinetuneConfig;
 use crate::integrators::IntegratorKind;
-use crate::layers::AdapterTarget;
+use crate::layers::{AdapterTarget, Attention, Precision};
 use crate::linalg::HostTime;
 use crate::models::vit::{ViT, ViTConfig};
 use crate::optim::Optimizer;
@@ -66,12 +67,23 @@ pub struct VitBenchArgs {
     /// Methods to time.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [IntegratorKind::AbcPsi, IntegratorKind::AbcPsiOnePass, IntegratorKind::Lora])]
     pub methods: Vec<IntegratorKind>,
+    /// The attention kernel (`explicit`: scores, softmax, product; `fused`: Burn's attention op).
+    #[arg(long, default_value_t = Attention::default(), value_parser = parse_name::<Attention>)]
+    pub attention: Attention,
+    /// The frozen backbone's float type (`bf16`: weights and matrix products in bf16; the
+    /// adapters, the head and the loss stay f32).
+    #[arg(long, default_value_t = Precision::default(), value_parser = parse_name::<Precision>)]
+    pub precision: Precision,
     /// Untimed steps first.
     #[arg(long, default_value_t = 1)]
     pub warmup: usize,
     /// Timed steps; the table shows their median.
     #[arg(long, default_value_t = 5)]
     pub steps: usize,
+    /// Print every step's time (total, forward, backward, update) to stderr as it ends, so a
+    /// run cut short by a timeout still shows how far it got.
+    #[arg(long)]
+    pub log_steps: bool,
 }
 
 /// One row of the ViT adapter benchmark.
@@ -127,6 +139,8 @@ pub fn run_vit<B: AutodiffBackend>(args: &VitBenchArgs, device: &B::Device) -> R
         let mut rng = StdRng::seed_from_u64(0);
         let mut vit = ViT::<B>::random(config.clone(), &mut rng, device)?;
         vit.add_adapters(&AdapterTarget::DEFAULT, rank, &mut rng)?;
+        vit.set_attention(args.attention);
+        vit.set_precision(args.precision)?;
         let d = config.hidden_size;
         let channels = config.num_channels;
         let x =
@@ -151,8 +165,19 @@ pub fn run_vit<B: AutodiffBackend>(args: &VitBenchArgs, device: &B::Device) -> R
                 cross_entropy(v.forward(x.clone()).matmul(head.clone()), labels.clone())
             })?;
             sync::<B>(device)?;
+            let ms = started.elapsed().as_secs_f64() * 1e3;
+            if args.log_steps {
+                let (t, kind) = (report.times, if k < args.warmup { "warm-up" } else { "timed" });
+                eprintln!(
+                    "{method} step {}/{total} ({kind}): {ms:.1} ms (forward {:.1}, backward {:.1}, update {:.1})",
+                    k + 1,
+                    t.forward * 1e3,
+                    t.backward * 1e3,
+                    t.update * 1e3
+                );
+            }
             if k >= args.warmup {
-                times.push(started.elapsed().as_secs_f64() * 1e3);
+                times.push(ms);
                 breakdown.add(report.times);
             }
         }
@@ -179,12 +204,14 @@ pub fn write_vit_table(out: &mut impl Write, bench: &VitBench, device: impl Debu
     let targets: Vec<&str> = AdapterTarget::DEFAULT.iter().map(|t| t.name()).collect();
     writeln!(
         out,
-        "{:?} (random weights), {} px, batch {}, adapters on {}, r0 = {}, SGD; device {device:?}; median of {} steps",
+        "{:?} (random weights), {} px, batch {}, adapters on {}, r0 = {}, SGD, {} attention, {} backbone; device {device:?}; median of {} steps",
         a.model,
         a.image,
         a.batch,
         targets.join("/"),
         a.rank,
+        a.attention,
+        a.precision,
         a.steps
     )
     .map_err(io)?;
@@ -208,8 +235,11 @@ mod tests {
             batch: 1,
             rank: 2,
             methods: vec![IntegratorKind::Lora],
+            attention: Attention::Explicit,
+            precision: Precision::F32,
             warmup: 0,
             steps: 1,
+            log_steps: false,
         }
     }
 
@@ -237,7 +267,7 @@ mod tests {
         let first = String::from_utf8(out).unwrap().lines().next().unwrap().to_string();
         assert_eq!(
             first,
-            "VitS14 (random weights), 14 px, batch 1, adapters on query/key/value, r0 = 2, SGD; device \"Cpu\"; median of 1 steps"
+            "VitS14 (random weights), 14 px, batch 1, adapters on query/key/value, r0 = 2, SGD, explicit attention, f32 backbone; device \"Cpu\"; median of 1 steps"
         );
     }
 }

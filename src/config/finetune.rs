@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::{parse_toml, prefix, read, IntegratorConfig, OptimizerSection, TrainSection};
 use crate::data::DatasetName;
 use crate::integrators::IntegratorKind;
-use crate::layers::AdapterTarget;
+use crate::layers::{AdapterTarget, Attention, Precision};
 use crate::optim::OptimizerConfig;
 use crate::{Error, Result};
 
@@ -38,6 +38,14 @@ pub struct BackboneSection {
     /// head if it saved one) instead of zero adapters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init_adapters: Option<PathBuf>,
+    /// `"f32"`, or `"bf16"`: the frozen weights and the backbone's matrix products in bf16;
+    /// adapters, head, optimizer state and loss stay f32 ([`Precision`]).
+    #[serde(default)]
+    pub precision: Precision,
+    /// `"explicit"` (scores, softmax, product; the default) or `"fused"` (Burn's attention op,
+    /// [`Attention`]).
+    #[serde(default)]
+    pub attention: Attention,
 }
 
 fn default_weights() -> PathBuf {
@@ -86,6 +94,8 @@ impl FinetuneConfig {
                 rank: 32,
                 image: default_image(),
                 init_adapters: None,
+                precision: Precision::F32,
+                attention: Attention::default(),
             },
             integrator: IntegratorConfig { method, tol: 0.15, absolute: false, r_min: 1, r_max: Some(32) },
             optimizer: OptimizerSection {
@@ -174,6 +184,33 @@ mod tests {
         let mut c = cfg;
         c.backbone.rank = 0;
         assert!(c.validate().unwrap_err().to_string().contains("backbone.rank"));
+    }
+
+    #[test]
+    fn precision_and_attention_are_read_and_bad_names_are_named() {
+        let text = FinetuneConfig::paper_vit("w/model.safetensors".into(), IntegratorKind::AbcPsi).to_toml();
+        // Without the keys (configs written before they existed): the defaults.
+        let text = text.replace("precision = \"f32\"\n", "").replace("attention = \"explicit\"\n", "");
+        assert!(!text.contains("precision") && !text.contains("attention"), "{text}");
+        let with = |line: &str| text.replace("[backbone]", &format!("[backbone]\n{line}"));
+        let cfg = FinetuneConfig::from_toml(&text, Path::new("f.toml")).unwrap();
+        assert_eq!((cfg.backbone.precision, cfg.backbone.attention), (Precision::F32, Attention::Explicit));
+        let cfg = FinetuneConfig::from_toml(
+            &with("precision = \"bf16\"\nattention = \"fused\""),
+            Path::new("f.toml"),
+        )
+        .unwrap();
+        assert_eq!((cfg.backbone.precision, cfg.backbone.attention), (Precision::Bf16, Attention::Fused));
+        let err = FinetuneConfig::from_toml(&with("precision = \"fp8\""), Path::new("f.toml"))
+            .unwrap_err()
+            .to_string();
+        for part in ["f.toml", "precision", "fp8", "\"bf16\"", "line 2"] {
+            assert!(err.contains(part), "{part} not in: {err}");
+        }
+        let err = FinetuneConfig::from_toml(&with("attention = \"flash\""), Path::new("f.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("attention") && err.contains("flash") && err.contains("\"explicit\""), "{err}");
     }
 
     #[test]

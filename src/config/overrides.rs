@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use super::{FinetuneConfig, IntegratorConfig, OptimizerSection, RunConfig, TrainSection};
 use crate::data::{DatasetName, DatasetSource, FolderSpec};
 use crate::integrators::IntegratorKind;
+use crate::layers::{Attention, Precision};
 use crate::{Error, Result};
 
 /// Overrides of the values `dlrt train` and `dlrt finetune` share; `None` keeps the config's.
@@ -56,6 +57,12 @@ pub struct FinetuneOverrides {
     /// Override backbone.image (pixels).
     #[arg(long)]
     pub image: Option<usize>,
+    /// Override backbone.precision: f32, or bf16 (frozen backbone in bf16, adapters in f32).
+    #[arg(long, value_parser = parse_name::<Precision>)]
+    pub precision: Option<Precision>,
+    /// Override backbone.attention: explicit (scores, softmax, product) or fused (Burn's attention op).
+    #[arg(long, value_parser = parse_name::<Attention>)]
+    pub attention: Option<Attention>,
     /// Override train.train_subset (0 = all).
     #[arg(long)]
     pub train_subset: Option<usize>,
@@ -69,6 +76,11 @@ pub struct FinetuneOverrides {
     /// The overrides `dlrt train` has too.
     #[command(flatten)]
     pub common: Overrides,
+}
+
+/// A clap value parser from `FromStr`, with dlrt's error text (it lists the valid names).
+pub fn parse_name<T: std::str::FromStr<Err = Error>>(s: &str) -> std::result::Result<T, String> {
+    s.parse().map_err(|e: Error| e.to_string())
 }
 
 /// `*slot = value` if there is a value.
@@ -159,6 +171,8 @@ impl FinetuneConfig {
         set(&mut b.weights, &o.backbone);
         set(&mut b.rank, &o.rank);
         set(&mut b.image, &o.image);
+        set(&mut b.precision, &o.precision);
+        set(&mut b.attention, &o.attention);
         set(&mut t.train_subset, &o.train_subset);
         set(&mut t.test_subset, &o.test_subset);
         if let Some(dir) = &o.init_adapters {
@@ -242,6 +256,8 @@ mod tests {
             backbone: Some("b/model.safetensors".into()),
             rank: Some(8),
             image: Some(28),
+            precision: Some(Precision::Bf16),
+            attention: Some(Attention::Explicit),
             train_subset: Some(100),
             test_subset: Some(50),
             init_adapters: Some("lora".into()),
@@ -250,6 +266,7 @@ mod tests {
         cfg.apply(&o).unwrap();
         assert_eq!(cfg.backbone.weights, PathBuf::from("b/model.safetensors"));
         assert_eq!((cfg.backbone.rank, cfg.backbone.image), (8, 28));
+        assert_eq!((cfg.backbone.precision, cfg.backbone.attention), (Precision::Bf16, Attention::Explicit));
         assert_eq!((cfg.train.train_subset, cfg.train.test_subset), (100, 50));
         assert_eq!(cfg.backbone.init_adapters, Some(PathBuf::from("lora")));
         assert_eq!((cfg.integrator.method, cfg.optimizer.lr), (IntegratorKind::Lora, 0.01));

@@ -45,7 +45,8 @@ pub(crate) trait Rows<B: Backend> {
 
 impl<B: Backend> Rows<B> for Tensor<B, 2> {
     fn times(&self, a: Tensor<B, 2>) -> Tensor<B, 2> {
-        self.clone().matmul(a)
+        // A no-op but in mixed precision, where a bf16 W0 takes x in bf16 and f32 factors in f32.
+        self.clone().cast(a.dtype()).matmul(a)
     }
     fn rows(&self) -> Tensor<B, 2> {
         self.clone()

@@ -21,7 +21,7 @@
 use std::fmt;
 
 use burn::module::{Param, ParamId};
-use burn::tensor::{backend::Backend, Tensor};
+use burn::tensor::{backend::Backend, FloatDType, Tensor};
 use faer::Mat;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, StandardNormal};
@@ -246,6 +246,13 @@ impl<B: Backend> LowRankLinear<B> {
     pub fn base(&self) -> Option<&Tensor<B, 2>> {
         self.base.as_deref()
     }
+
+    /// Stores the frozen base W0 in `dtype` (bf16 for mixed precision); U, S, V and the bias
+    /// keep theirs. [`LowRankLinear::forward`] then multiplies by W0 in `dtype` and adds the
+    /// product to the low-rank part in the factors' type.
+    pub fn cast_base(&mut self, dtype: FloatDType) {
+        self.base = self.base.take().map(|w0| w0.map(|t| t.cast(dtype)));
+    }
     /// Parameters needed for inference, r(n + m) + r_u·r_v (U, S, V), plus the bias.
     pub fn num_params(&self) -> usize {
         let (ru, rv) = (self.u.dims()[1], self.v.dims()[1]);
@@ -259,9 +266,10 @@ impl<B: Backend> LowRankLinear<B> {
 
     /// The effective n×m weight: `W0 + U S Vᵀ` for an adapter, `U S Vᵀ` otherwise.
     pub fn to_dense(&self) -> Tensor<B, 2> {
+        let delta = self.delta_weight();
         match &self.base {
-            Some(w0) => w0.val() + self.delta_weight(),
-            None => self.delta_weight(),
+            Some(w0) => w0.val().cast(delta.dtype()) + delta,
+            None => delta,
         }
     }
 
@@ -271,6 +279,10 @@ impl<B: Backend> LowRankLinear<B> {
     }
 
     /// `z = x W + b` in the current pass's parametrization (module docs).
+    ///
+    /// The output has the factors' float type. x may have another (bf16 activations of a
+    /// mixed-precision backbone): it is cast to the factors' type for the low-rank part, so
+    /// their gradients come back in that type, and to the base's type for `x W0`.
     ///
     /// # Shapes
     /// - x: [batch, n]
@@ -309,7 +321,12 @@ impl<B: Backend> LowRankLinear<B> {
             }
         };
         let z = match &self.base {
-            Some(w0) => z + x.times(w0.val()),
+            // In bf16 (`Precision`) the frozen product runs in W0's type (`Rows::times` casts x)
+            // and is added in the factors'.
+            Some(w0) => {
+                let dtype = z.dtype();
+                z + x.times(w0.val()).cast(dtype)
+            }
             None => z,
         };
         let z = match bias {
@@ -319,7 +336,10 @@ impl<B: Backend> LowRankLinear<B> {
         match self.leaves.as_ref().and_then(|l| l.recorded.as_ref()) {
             Some(recorded) => {
                 let probe = Tensor::<B, 2>::zeros(z.dims(), &z.device()).require_grad();
-                recorded.lock().expect("no panic while recording").push((x.rows().detach(), probe.clone()));
+                recorded
+                    .lock()
+                    .expect("no panic while recording")
+                    .push((x.rows().cast(self.u.val().dtype()).detach(), probe.clone()));
                 z + probe
             }
             None => z,

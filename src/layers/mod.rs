@@ -1,12 +1,13 @@
 //! Layers: the low-rank linear layer (also used as an adapter on a frozen base), the dense
-//! linear layer that low-rank networks keep for their output, convolutions with low-rank and dense kernels
-//! ([`conv2d`]), the training passes that make
-//! their factors trainable, and the two choices configs name for layers: how weights start
-//! ([`Init`]) and which projections carry adapters ([`AdapterTarget`]).
+//! linear layer that low-rank networks keep for their output, convolutions with low-rank and
+//! dense kernels ([`conv2d`]), the training passes that make their factors trainable, and the
+//! choices configs name for layers: how weights start ([`Init`]), which projections carry
+//! adapters ([`AdapterTarget`]), and how a model computes ([`Precision`], [`Attention`]).
 //!
 //! Orientation everywhere: `z = x W + b`, W is n×m (n = fan-in, m = fan-out), as Burn's
 //! `Linear` stores `[d_input, d_output]`.
 
+pub mod compute;
 pub mod conv2d;
 pub mod dense_linear;
 pub mod init;
@@ -15,6 +16,7 @@ pub mod module;
 pub mod passes;
 pub mod targets;
 
+pub use compute::{Attention, Precision};
 pub use conv2d::{Conv2dShape, DenseConv2d, LowRankConv2d};
 pub use dense_linear::DenseLinear;
 pub use init::Init;

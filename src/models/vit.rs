@@ -51,16 +51,16 @@ use std::path::Path;
 use burn::tensor::{
     activation::softmax,
     backend::{AutodiffBackend, Backend},
-    module::interpolate,
-    ops::{InterpolateMode, InterpolateOptions},
-    Tensor, TensorData,
+    module::{attention, interpolate},
+    ops::{AttentionModuleOptions, InterpolateMode, InterpolateOptions},
+    DType, FloatDType, Tensor, TensorData,
 };
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::Deserialize;
 
 use crate::io::{read_safetensors, write_safetensors, TensorMap};
-use crate::layers::{AdapterTarget, DenseLinear, LowRankLinear, Network};
+use crate::layers::{AdapterTarget, Attention, DenseLinear, LowRankLinear, Network, Precision};
 use crate::{Error, Result};
 
 /// Which HuggingFace architecture, and so which tensor names and whether there is layer scale.
@@ -440,20 +440,39 @@ pub enum Projection<B: Backend> {
 }
 
 impl<B: Backend> Projection<B> {
-    /// Applies the projection to every token.
+    /// Applies the projection to every token, in the frozen weight's float type: x is cast to
+    /// it and so is the output. An adapter's low-rank part runs in its factors' type (the
+    /// casts at the adapter's boundary, [`LowRankLinear::forward`]).
     ///
     /// # Shapes
     /// - x: [batch, tokens, n]
     /// - output: [batch, tokens, m]
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let [b, t, n] = x.dims();
-        let x = x.reshape([b * t, n]);
+        let (x, dtype) = (x.reshape([b * t, n]), self.dtype());
         let z = match self {
-            Projection::Frozen(l) => l.forward(x),
-            Projection::Adapted(l) => l.forward(x),
+            Projection::Frozen(l) => l.forward(x.cast(dtype)),
+            Projection::Adapted(l) => l.forward(x).cast(dtype),
         };
         let m = z.dims()[1];
         z.reshape([b, t, m])
+    }
+
+    /// The float type of the frozen weight (of an adapter's base W0): the projection's.
+    pub fn dtype(&self) -> DType {
+        match self {
+            Projection::Frozen(l) => l.weight().dtype(),
+            Projection::Adapted(l) => l.base().map_or(l.u().dtype(), |w0| w0.dtype()),
+        }
+    }
+
+    /// Stores the frozen weight and bias (an adapter's W0 only) in `dtype`.
+    fn cast_frozen(&mut self, dtype: FloatDType) -> Result<()> {
+        match self {
+            Projection::Frozen(l) => *l = cast_dense(l, dtype)?,
+            Projection::Adapted(l) => l.cast_base(dtype),
+        }
+        Ok(())
     }
 
     /// (n, m).
@@ -480,6 +499,11 @@ impl<B: Backend> Projection<B> {
             put(out, format!("{name}.bias"), &b);
         }
     }
+}
+
+/// `l` with its weight and bias stored in `dtype`.
+fn cast_dense<B: Backend>(l: &DenseLinear<B>, dtype: FloatDType) -> Result<DenseLinear<B>> {
+    DenseLinear::from_weights(l.weight().clone().cast(dtype), l.bias().map(|b| b.clone().cast(dtype)))
 }
 
 /// Patch embedding, CLS token and position embeddings.
@@ -542,7 +566,9 @@ impl<B: Backend> Embeddings<B> {
             .reshape([b, c, gh, p, gw, p])
             .permute([0, 2, 4, 1, 3, 5])
             .reshape([b * gh * gw, c * p * p]);
-        let patches = self.patch.forward(patches);
+        // The patch matmul in the frozen weight's type, the tokens in the embeddings'.
+        let patches = self.patch.forward(patches.cast(self.patch.weight().dtype()));
+        let patches = patches.cast(self.cls_token.dtype());
         let d = patches.dims()[1];
         let tokens =
             Tensor::cat(vec![self.cls_token.clone().repeat_dim(0, b), patches.reshape([b, gh * gw, d])], 1);
@@ -666,20 +692,46 @@ struct SelfAttention<B: Backend> {
     value: Projection<B>,
     output: Projection<B>,
     num_heads: usize,
+    kernel: Attention,
 }
 
 impl<B: Backend> SelfAttention<B> {
-    /// [B, T, D] → [B, T, D].
-    fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    /// [B, T, D] → [B, T, D], in the projections' float type; an explicit softmax runs in
+    /// `softmax_dtype`.
+    fn forward(&self, x: Tensor<B, 3>, softmax_dtype: DType) -> Tensor<B, 3> {
         let [b, t, d] = x.dims();
         let (h, d_h) = (self.num_heads, d / self.num_heads);
         // Head j owns columns j·d_h..(j+1)·d_h of Q, K and V: [B, T, D] → [B, H, T, d_h].
         let heads = |p: &Projection<B>| p.forward(x.clone()).reshape([b, t, h, d_h]).swap_dims(1, 2);
         let (q, k, v) = (heads(&self.query), heads(&self.key), heads(&self.value));
-        let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((d_h as f64).sqrt());
-        // Each query's weights over the keys (the last axis) sum to one.
-        let context = softmax(scores, 3).matmul(v).swap_dims(1, 2).reshape([b, t, d]);
+        let context = attend(q, k, v, self.kernel, softmax_dtype).swap_dims(1, 2).reshape([b, t, d]);
         self.output.forward(context)
+    }
+}
+
+/// `softmax(Q Kᵀ / √d_h) V` per head, [B, H, T, d_h] each, by `kernel`. Both kernels compute
+/// the same function; where the backend runs the fused op as a kernel (not under autodiff in
+/// Burn 0.21), the [B, H, T, T] scores never leave it. The explicit softmax runs in `softmax_dtype` (f32 when Q, K, V are bf16, as the fused CPU
+/// kernel and flash attention accumulate in f32).
+fn attend<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    kernel: Attention,
+    softmax_dtype: DType,
+) -> Tensor<B, 4> {
+    match kernel {
+        // The default scale of the op is 1/√d_h, d_h the last axis of Q.
+        Attention::Fused => attention(q, k, v, None, None, AttentionModuleOptions::default()),
+        Attention::Explicit => {
+            // A product with 1/√d_h, not a division: Burn 0.21's backward of `div_scalar`
+            // rounds the divisor to f32, which f64 gradient tests would see.
+            let d_h = q.dims()[3];
+            let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (d_h as f64).sqrt());
+            // Each query's weights over the keys (the last axis) sum to one.
+            let dtype = v.dtype();
+            softmax(scores.cast(softmax_dtype), 3).cast(dtype).matmul(v)
+        }
     }
 }
 
@@ -709,6 +761,7 @@ impl<B: Backend> Block<B> {
                 value: w.linear(&name(k.value), d, d, cfg.qkv_bias)?,
                 output: w.linear(&name(k.attention_output), d, d, true)?,
                 num_heads: cfg.num_attention_heads,
+                kernel: Attention::default(),
             },
             layer_scale1: k.layer_scale1.map(|key| w.tensor(&name(key), [d], lambda)),
             norm2: w.layer_norm(&name(k.norm2), d, eps),
@@ -743,10 +796,14 @@ impl<B: Backend> Block<B> {
         }
     }
 
+    /// The residual stream x, the norms and the layer scales keep x's float type; the
+    /// projections, the attention and GELU run in the frozen weights' (as bf16 autocast does).
     fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let x = x.clone() + scale(self.attention.forward(self.norm1.forward(x)), &self.layer_scale1);
-        let mlp = self.fc2.forward(gelu(self.fc1.forward(self.norm2.forward(x.clone()))));
-        x + scale(mlp, &self.layer_scale2)
+        let (residual, frozen) = (x.dtype(), self.fc1.dtype());
+        let attention = self.attention.forward(self.norm1.forward(x.clone()).cast(frozen), residual);
+        let x = x + scale(attention.cast(residual), &self.layer_scale1);
+        let mlp = self.fc2.forward(gelu(self.fc1.forward(self.norm2.forward(x.clone()).cast(frozen))));
+        x + scale(mlp.cast(residual), &self.layer_scale2)
     }
 
     fn projection(&self, target: AdapterTarget) -> &Projection<B> {
@@ -857,6 +914,28 @@ impl<B: Backend> ViT<B> {
         &self.config
     }
 
+    /// Computes every block's attention with `kernel` from now on (the default is
+    /// [`Attention::Explicit`]); the outputs agree to round-off.
+    pub fn set_attention(&mut self, kernel: Attention) {
+        for block in &mut self.layers {
+            block.attention.kernel = kernel;
+        }
+    }
+
+    /// Stores the frozen weights (projections, adapters' W0, the patch embedding) in the type
+    /// `precision` names (`F32`: the backend's float type); the backbone then computes in it
+    /// ([`Precision`]). Norms, layer scales, embeddings and everything an integrator trains
+    /// keep the backend's float type. Going back from bf16 keeps the bf16-rounded weights.
+    pub fn set_precision(&mut self, precision: Precision) -> Result<()> {
+        let float = FloatDType::from(self.layernorm.weight.dtype());
+        let dtype = precision.frozen_dtype().unwrap_or(float);
+        self.embeddings.patch = cast_dense(&self.embeddings.patch, dtype)?;
+        for p in self.layers.iter_mut().flat_map(|b| b.projections_mut()) {
+            p.cast_frozen(dtype)?;
+        }
+        Ok(())
+    }
+
     /// The projection `target` of block `layer`, if there is such a block.
     pub fn projection(&self, layer: usize, target: AdapterTarget) -> Option<&Projection<B>> {
         self.layers.get(layer).map(|b| b.projection(target))
@@ -889,13 +968,15 @@ impl<B: Backend> ViT<B> {
                 }
             }
         }
+        let float = FloatDType::from(self.layernorm.weight.dtype());
         for block in &mut self.layers {
             let projections = block.projections_mut();
             for &j in &chosen {
                 let p = &mut *projections[j];
                 if let Projection::Frozen(dense) = p {
-                    let adapter =
-                        LowRankLinear::adapter(dense.weight().clone(), rank, dense.bias().cloned(), rng)?;
+                    // The bias trains, so it is kept in the float type of the factors.
+                    let bias = dense.bias().map(|b| b.clone().cast(float));
+                    let adapter = LowRankLinear::adapter(dense.weight().clone(), rank, bias, rng)?;
                     *p = Projection::Adapted(adapter);
                 }
             }

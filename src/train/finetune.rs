@@ -64,6 +64,8 @@ pub fn finetune<B: AutodiffBackend>(
     }
     let mut rng = StdRng::seed_from_u64(t.seed);
     let mut model = ViTClassifier::new(backbone, &b.targets, b.rank, train.classes.len(), &mut rng, device)?;
+    model.backbone.set_precision(b.precision)?;
+    model.backbone.set_attention(b.attention);
     if let Some(dir) = &b.init_adapters {
         let ranks = checkpoint::peft::init_adapters(dir, &mut model, &config.integrator.truncation())?;
         let _ = writeln!(

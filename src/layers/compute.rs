@@ -1,0 +1,139 @@
+//! How a model computes: the floating-point type of its frozen part ([`Precision`]) and the
+//! attention kernel ([`Attention`]).
+//!
+//! Both live with the layers, below the models and the config, so that `config` can name them
+//! without importing a model. Each is written in configs and on the command line as its
+//! lowercase name (`"f32"`, `"bf16"`; `"fused"`, `"explicit"`); any other name is an error
+//! that names the setting and lists the valid ones.
+
+use std::fmt;
+use std::str::FromStr;
+
+use burn::tensor::FloatDType;
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// The floating-point type of a frozen backbone's weights and activations.
+///
+/// With `Bf16` the frozen weights are stored in bf16 and every matrix product of the backbone
+/// runs in bf16, as PyTorch's bf16 autocast does; the trainable part (adapter factors, biases,
+/// the head), the residual stream, layer norms, softmax, the loss, the optimizer state and all
+/// host linear algebra stay in the backend's float type (f32). The casts sit at the adapters'
+/// boundary, so the factors' gradients are f32.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Precision {
+    /// Everything in the backend's float type: no casts.
+    #[default]
+    F32,
+    /// The frozen backbone's weights and matrix products in bf16.
+    Bf16,
+}
+
+impl Precision {
+    /// Every choice, in the order `--help` lists them.
+    pub const ALL: [Self; 2] = [Self::F32, Self::Bf16];
+
+    /// The config / command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::Bf16 => "bf16",
+        }
+    }
+
+    /// The type the frozen part computes in: `None` keeps the backend's float type.
+    pub fn frozen_dtype(self) -> Option<FloatDType> {
+        match self {
+            Self::F32 => None,
+            Self::Bf16 => Some(FloatDType::BF16),
+        }
+    }
+}
+
+/// How multi-head attention `softmax(Q Kᵀ / √d_h) V` is computed.
+///
+/// The default is `Explicit`: under autodiff Burn 0.21 evaluates its attention op as its own
+/// explicit fallback (`attention_fallback`: the same chain, with the row maximum not detached
+/// and two extra clamps), so in training, which is where dlrt runs attention, `Fused` brings
+/// no fused kernel yet and only changes round-off; `Explicit` keeps earlier runs bit for bit.
+/// `Fused` is there for backends and builds where the op runs a real kernel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Attention {
+    /// Burn's attention op (`burn::tensor::module::attention`): the backend's fused kernel
+    /// (flash attention on CUDA, a tiled kernel on the CPU backend) when no autodiff is involved.
+    Fused,
+    /// The scores, their softmax and the product with V as three separate tensor operations.
+    #[default]
+    Explicit,
+}
+
+impl Attention {
+    /// Every choice, in the order `--help` lists them.
+    pub const ALL: [Self; 2] = [Self::Fused, Self::Explicit];
+
+    /// The config / command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Fused => "fused",
+            Self::Explicit => "explicit",
+        }
+    }
+}
+
+/// `FromStr`, `Display` and the serde string forms from `ALL` and `name`.
+macro_rules! named_choice {
+    ($ty:ty, $setting:literal) => {
+        impl FromStr for $ty {
+            type Err = Error;
+            fn from_str(s: &str) -> Result<Self> {
+                Self::ALL.into_iter().find(|c| c.name() == s).ok_or_else(|| {
+                    let names: Vec<_> = Self::ALL.iter().map(|c| format!("\"{}\"", c.name())).collect();
+                    Error::config($setting, format!("\"{s}\""), &format!("one of {}", names.join(", ")))
+                })
+            }
+        }
+        impl TryFrom<String> for $ty {
+            type Error = Error;
+            fn try_from(s: String) -> Result<Self> {
+                s.parse()
+            }
+        }
+        impl From<$ty> for String {
+            fn from(c: $ty) -> String {
+                c.name().to_string()
+            }
+        }
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+    };
+}
+
+named_choice!(Precision, "precision");
+named_choice!(Attention, "attention");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_bad_names_list_the_valid_ones() {
+        for p in Precision::ALL {
+            assert_eq!(p.name().parse::<Precision>().unwrap(), p);
+        }
+        for a in Attention::ALL {
+            assert_eq!(a.to_string().parse::<Attention>().unwrap(), a);
+        }
+        let err = "fp8".parse::<Precision>().unwrap_err().to_string();
+        assert!(err.contains("precision") && err.contains("fp8") && err.contains("\"bf16\""), "{err}");
+        let err = "flash".parse::<Attention>().unwrap_err().to_string();
+        assert!(err.contains("attention") && err.contains("\"explicit\""), "{err}");
+        assert_eq!(Precision::F32.frozen_dtype(), None);
+        assert_eq!(Precision::Bf16.frozen_dtype(), Some(FloatDType::BF16));
+    }
+}
