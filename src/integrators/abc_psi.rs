@@ -37,6 +37,13 @@
 //! It halves the forward/backward work, which dominates when the layer sits in a large frozen
 //! network (adapters in a ViT).
 //!
+//! # Batched across layers
+//!
+//! On a GPU, steps (2), (3) and (5) of all layers run together ([`super::batched`]): the n×2r
+//! and m×2r factors stay on the device and only their Gram matrices and the small rotations
+//! cross, in two reads and two uploads per phase whatever the number of layers. The result is
+//! the same step (equal to round-off in f64, tested); [`AbcPsi::batched`] switches it.
+//!
 //! Differences from the authors' code: ranks are exact (no max-rank buffers), and the rank
 //! bounds are ours ([`TruncationConfig`]) rather than their "keep the old rank under 10" rule.
 

@@ -27,7 +27,11 @@
 //! A non-finite K1, U0 or L1 shows up in the Gram matrices, which are read anyway, so the
 //! per-layer finiteness reads of [`LowRankLinear::set_factors`] are skipped here. An abc-PSI
 //! step so reads 2 values per pass (the loss) plus 2 per phase, whatever the number of
-//! layers. The host work per layer is k×k (k ≤ 2r) and runs side by side.
+//! layers. The host work per layer is k×k (k ≤ 2r) and runs side by side. `dlrt bench`'s host
+//! QR and SVD columns then include the device products of each phase, which the reads wait for.
+//!
+//! On the CPU the per-layer path is as fast (docs/performance-log.md, 2026-11-30), so this runs
+//! by default only on a GPU ([`super::abc_psi::AbcPsi::batched`]).
 #![allow(non_snake_case)]
 
 use burn::tensor::{backend::AutodiffBackend, Tensor};
@@ -38,13 +42,9 @@ use crate::layers::LowRankLinear;
 use crate::linalg::convert::HostClock;
 use crate::linalg::gram::{cholesky_step, gram_truncation};
 use crate::linalg::qr::departure;
+use crate::linalg::single_precision;
 use crate::linalg::{augment_basis, read_all, thin_svd, upload_all, TruncationConfig};
 use crate::{Error, Result};
-
-/// Whether the backend's arithmetic is f32 or less (its Gram matrices then carry f32 error).
-fn single<B: AutodiffBackend>() -> bool {
-    std::mem::size_of::<B::FloatElem>() <= 4
-}
 
 fn non_finite(what: &str, i: usize) -> Error {
     Error::NonFinite { context: format!("abc-PSI {what} of low-rank layer {i}") }
@@ -57,7 +57,7 @@ pub fn augment_all<B: AutodiffBackend>(items: &mut [(&mut LowRankLinear<B>, Tens
     };
     let _clock = HostClock::qr();
     // As augment_basis: a remainder column below this fraction of K1's norm is round-off.
-    let sound = if single::<B>() { 1e-6 } else { 1e-8 };
+    let sound = if single_precision::<B>() { 1e-6 } else { 1e-8 };
     let N0: Vec<Tensor<B, 2>> = items
         .iter()
         .map(|(layer, K1)| {
@@ -152,7 +152,7 @@ pub fn truncate_all<B: AutodiffBackend>(
         return Ok(());
     };
     let _clock = HostClock::svd();
-    let min_ratio = if single::<B>() { 1e-3 } else { crate::linalg::truncate::GRAM_SVD_MIN_RATIO };
+    let min_ratio = if single_precision::<B>() { 1e-3 } else { crate::linalg::truncate::GRAM_SVD_MIN_RATIO };
     let grams: Vec<Tensor<B, 2>> =
         items.iter().map(|(_, L1)| L1.clone().transpose().matmul(L1.clone())).collect();
     let host = read_all(&grams);
