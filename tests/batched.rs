@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use burn::tensor::{backend::AutodiffBackend, Int, Tensor};
 use common::*;
 use dlrt::integrators::abc_psi::AbcPsi;
+use dlrt::integrators::IntegratorKind;
 use dlrt::layers::{Init, Network};
 use dlrt::linalg::{host_reads, TruncationConfig};
 use dlrt::models::Mlp;
@@ -111,5 +112,33 @@ fn host_reads_per_step_do_not_grow_with_the_number_of_layers() {
         assert_eq!(reads[1], reads[0], "one_pass {one_pass}: reads {reads:?}");
         // The per-layer path reads per layer (the test can tell the two apart).
         assert!(reads[3] > reads[2], "one_pass {one_pass}: reads {reads:?}");
+    }
+    // LoRA: the loss and one finiteness check of every layer's factors together.
+    for widths in [&[30, 20, 4][..], &[30, 20, 20, 20, 4][..]] {
+        let (mut net, x, labels) = setup::<TrainBackend>(widths, 4);
+        let ce = |net: &Mlp<TrainBackend>| cross_entropy(net.forward(x.clone()), labels.clone());
+        let mut t =
+            Trainer::<TrainBackend>::new(IntegratorKind::Lora, &TruncationConfig::default(), opt.clone())
+                .unwrap();
+        t.prepare(&mut net).unwrap();
+        let before = host_reads();
+        t.step(&mut net, ce).unwrap();
+        assert_eq!(host_reads() - before, 2, "LoRA on {widths:?}");
+    }
+}
+
+#[test]
+fn an_overflowing_batched_step_is_an_error_naming_the_layer() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    for one_pass in [false, true] {
+        let (mut net, x, labels) = setup::<B>(&[40, 30, 24, 20, 4], 9);
+        let ce = |net: &Mlp<B>| cross_entropy(net.forward(x.clone()), labels.clone());
+        let mut t = trainer::<B>(true, one_pass, &Optimizer::sgd(1e308));
+        let result = t.step(&mut net, ce).and_then(|_| t.step(&mut net, ce));
+        let err = result.err().unwrap_or_else(|| panic!("one_pass {one_pass}: λ = 1e308 gave no error"));
+        assert!(
+            matches!(&err, dlrt::Error::NonFinite { context } if context.contains("low-rank layer") || context.contains("loss")),
+            "one_pass {one_pass}: {err}"
+        );
     }
 }
