@@ -2,9 +2,9 @@
 # One device call (see README, "GPU"): our MNIST benchmark on CUDA, PyTorch's dense MLP of the
 # same shape on the same card, the ViT-B/16 adapter fine-tuning step (dlrt bench-vit: abc-PSI in
 # two passes and in one, LoRA) in every variant of issue 16's changes, each on and off
-# (precision f32 / bf16 × attention fused / explicit), against peft LoRA at the same rank and
-# batch (bf16 autocast and fp32), one table of ratios each, and a short `dlrt train --device cuda`
-# run on real MNIST.
+# (precision f32 / bf16 × attention fused / explicit; abc-PSI's batched update, the default on a
+# GPU, and DLRT_BATCHED_UPDATE=off), against peft LoRA at the same rank and batch (bf16 autocast
+# and fp32), one table of ratios each, and a short `dlrt train --device cuda` run on real MNIST.
 #
 # Expects, relative to the repository root:
 #   $DLRT_BIN (default target/release/dlrt) built with `--features cuda`,
@@ -78,6 +78,17 @@ for batch in ${VIT_BATCHES:-256}; do
 done
 echo "| batch | precision | attention | method | dlrt | ÷ peft bf16 | peft bf16 | ÷ peft fp32 |"
 cat "$OUT/vit_ratios.md"
+
+# abc-PSI batches each phase of its update across layers on the GPU (two reads of the Gram
+# matrices per phase, whatever the number of adapters); DLRT_BATCHED_UPDATE=off gives the
+# per-layer host decompositions of earlier runs, for the same table with the switch off.
+echo "== the same with the batched update off (per-layer host decompositions)"
+DLRT_BATCHED_UPDATE=off "$BIN" bench --device cuda --warmup "${WARMUP:-100}" --steps "${STEPS:-200}" \
+    --methods abc_psi,abc_psi_one_pass | tee "$OUT/dlrt_cuda_batched_off.md"
+for batch in ${VIT_BATCHES:-32 256}; do
+    DLRT_BATCHED_UPDATE=off "$BIN" bench-vit --model vit-b16 --image 224 --batch "$batch" --rank 32 --device cuda \
+        --steps "${VIT_STEPS:-3}" --methods abc_psi,abc_psi_one_pass | tee "$OUT/dlrt_vit_b${batch}_batched_off.md"
+done
 
 echo "== dlrt train --device cuda (abc-PSI, paper setting, 300 batches)"
 part train "${T_TRAIN:-60}" "$BIN" train configs/mnist_abc_psi.toml --device cuda --epochs 1 --max-batches 300 \

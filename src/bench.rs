@@ -60,6 +60,8 @@ pub struct BenchRow {
     pub flops: f64,
     /// Device→host reads per step ([`crate::linalg::host_reads`]).
     pub host_reads: f64,
+    /// Bytes copied between device and host per step, both ways ([`crate::linalg::host_bytes`]).
+    pub host_bytes: f64,
     /// Mean wall time of a timed step's parts, in µs.
     pub parts_us: StepTimes,
     /// Mean time per timed step in the host decompositions, in µs, summed over layers
@@ -190,7 +192,7 @@ pub fn run<B: AutodiffBackend>(
         trainer.prepare(&mut net)?;
         let mut times = Vec::with_capacity(steps);
         let before = trainer.counters();
-        let reads_before = crate::linalg::host_reads();
+        let (reads_before, bytes_before) = (crate::linalg::host_reads(), crate::linalg::host_bytes());
         // Restarted at the first timed step, so that warm-up decompositions are not counted.
         let mut breakdown = Breakdown::start();
         for k in 0..total {
@@ -247,6 +249,7 @@ pub fn run<B: AutodiffBackend>(
             ranks: net.ranks(),
             flops: flops::step_flops(method, &shapes, batch),
             host_reads: per(crate::linalg::host_reads(), reads_before),
+            host_bytes: per(crate::linalg::host_bytes(), bytes_before),
             parts_us,
             host_us,
         });
@@ -291,21 +294,22 @@ pub fn write_table(out: &mut impl Write, bench: &MlpBench, device: impl Debug) -
     .map_err(io)?;
     writeln!(out, "matrix-product rate (1024^3 f32): {rate:.1} GFLOP/s").map_err(io)?;
     writeln!(out, "device: {device:?}").map_err(io)?;
-    writeln!(out, "| method | µs/step | passes | QR | SVD | host reads | ranks | MFLOP/step | GFLOP/s | % of matmul rate | vs dense |").map_err(io)?;
-    writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|").map_err(io)?;
+    writeln!(out, "| method | µs/step | passes | QR | SVD | host reads | host KiB | ranks | MFLOP/step | GFLOP/s | % of matmul rate | vs dense |").map_err(io)?;
+    writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|").map_err(io)?;
     let dense = bench.rows.iter().find(|r| r.method == IntegratorKind::Dense).map(|r| r.median_us);
     for r in &bench.rows {
         let gflops = r.flops / (r.median_us * 1e-6) / 1e9;
         let ratio = dense.map_or("-".to_string(), |d| format!("{:.2}", r.median_us / d));
         writeln!(
             out,
-            "| {} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} | {:?} | {:.1} | {:.1} | {:.0} % | {ratio} |",
+            "| {} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:?} | {:.1} | {:.1} | {:.0} % | {ratio} |",
             r.method,
             r.median_us,
             r.passes,
             r.qr,
             r.svd,
             r.host_reads,
+            r.host_bytes / 1024.0,
             r.ranks,
             r.flops / 1e6,
             gflops,
@@ -391,6 +395,7 @@ mod tests {
             ranks: vec![20, 18],
             flops: 4e6,
             host_reads: 4.0,
+            host_bytes: 2048.0,
             parts_us: parts,
             host_us: HostTime { qr: 5.0, svd: 6.0 },
         };
@@ -412,7 +417,10 @@ mod tests {
         );
         assert_eq!(lines[2], "device: \"Cpu\"");
         // 4 MFLOP in 2 ms: 2 GFLOP/s, 20 % of 10 GFLOP/s; twice dense's time.
-        assert_eq!(lines[5], "| abc_psi | 2000 | 2 | 2.0 | 2.0 | 4.0 | [20, 18] | 4.0 | 2.0 | 20 % | 2.00 |");
+        assert_eq!(
+            lines[5],
+            "| abc_psi | 2000 | 2 | 2.0 | 2.0 | 4.0 | 2.0 | [20, 18] | 4.0 | 2.0 | 20 % | 2.00 |"
+        );
         assert!(text.contains("| abc_psi | 1 | 2 | 3 | 5 | 6 |"), "{text}");
     }
 }

@@ -101,6 +101,10 @@ pub struct VitBenchRow {
     pub parts_ms: StepTimes,
     /// Mean time per timed step in the host decompositions, in ms, summed over layers.
     pub host_ms: HostTime,
+    /// Device→host reads per timed step ([`crate::linalg::host_reads`]).
+    pub host_reads: f64,
+    /// Bytes copied between device and host per timed step, both ways.
+    pub host_bytes: f64,
 }
 
 /// The result of [`run_vit`]: what was timed and one row per method.
@@ -156,9 +160,11 @@ pub fn run_vit<B: AutodiffBackend>(args: &VitBenchArgs, device: &B::Device) -> R
         let mut times = Vec::with_capacity(args.steps);
         // Restarted at the first timed step, so that warm-up decompositions are not counted.
         let mut breakdown = Breakdown::start();
+        let mut moved = (crate::linalg::host_reads(), crate::linalg::host_bytes());
         for k in 0..total {
             if k == args.warmup {
                 breakdown = Breakdown::start();
+                moved = (crate::linalg::host_reads(), crate::linalg::host_bytes());
             }
             let started = Instant::now();
             let report = trainer.step(&mut vit, |v| {
@@ -182,6 +188,9 @@ pub fn run_vit<B: AutodiffBackend>(args: &VitBenchArgs, device: &B::Device) -> R
             }
         }
         let (parts_ms, host_ms) = breakdown.means(1e3);
+        let timed = args.steps as f64;
+        let host_reads = (crate::linalg::host_reads() - moved.0) as f64 / timed;
+        let host_bytes = (crate::linalg::host_bytes() - moved.1) as f64 / timed;
         let layers = vit.low_rank_layers_mut();
         let ranks = layers.iter().map(|l| l.rank());
         let ranks = (ranks.clone().min().unwrap_or(0), ranks.max().unwrap_or(0));
@@ -192,6 +201,8 @@ pub fn run_vit<B: AutodiffBackend>(args: &VitBenchArgs, device: &B::Device) -> R
             ranks,
             parts_ms,
             host_ms,
+            host_reads,
+            host_bytes,
         });
     }
     Ok(VitBench { args: args.clone(), rows })
@@ -215,11 +226,21 @@ pub fn write_vit_table(out: &mut impl Write, bench: &VitBench, device: impl Debu
         a.steps
     )
     .map_err(io)?;
-    writeln!(out, "| method | ms/step | adapter parameters | ranks (min, max) |").map_err(io)?;
-    writeln!(out, "|---|---|---|---|").map_err(io)?;
+    writeln!(out, "| method | ms/step | adapter parameters | ranks (min, max) | host reads | host KiB |")
+        .map_err(io)?;
+    writeln!(out, "|---|---|---|---|---|---|").map_err(io)?;
     for r in &bench.rows {
-        writeln!(out, "| {} | {:.0} | {} | {:?} |", r.method, r.median_ms, r.adapter_params, r.ranks)
-            .map_err(io)?;
+        writeln!(
+            out,
+            "| {} | {:.0} | {} | {:?} | {:.1} | {:.1} |",
+            r.method,
+            r.median_ms,
+            r.adapter_params,
+            r.ranks,
+            r.host_reads,
+            r.host_bytes / 1024.0
+        )
+        .map_err(io)?;
     }
     write_parts_table(out, "ms", bench.rows.iter().map(|r| (r.method, r.parts_ms, r.host_ms)))
 }

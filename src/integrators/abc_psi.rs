@@ -37,13 +37,20 @@
 //! It halves the forward/backward work, which dominates when the layer sits in a large frozen
 //! network (adapters in a ViT).
 //!
+//! # Batched across layers
+//!
+//! On a GPU, steps (2), (3) and (5) of all layers run together ([`super::batched`]): the n×2r
+//! and m×2r factors stay on the device and only their Gram matrices and the small rotations
+//! cross, in two reads and two uploads per phase whatever the number of layers. The result is
+//! the same step (equal to round-off in f64, tested); [`AbcPsi::batched`] switches it.
+//!
 //! Differences from the authors' code: ranks are exact (no max-rank buffers), and the rank
 //! bounds are ours ([`TruncationConfig`]) rather than their "keep the old rank under 10" rule.
 
 use burn::tensor::{backend::AutodiffBackend, Tensor};
 
 use super::steps::{augment, bc_s_step, bias_step, k_step, l_step, required, truncate_core};
-use super::{Integrator, IntegratorKind, LayerStep, Pass, Spec};
+use super::{batched, each_layer, on_cubecl, Integrator, IntegratorKind, LayerStep, Pass, Spec};
 use crate::layers::LowRankLinear;
 use crate::linalg::{tensor_qr, truncated_svd, TruncationConfig};
 use crate::optim::Optimizer;
@@ -68,18 +75,33 @@ pub struct AbcPsi {
     pub form: AbcPsiForm,
     /// Both gradients from one pass (module docs).
     pub one_pass: bool,
+    /// Whether steps (2), (3) and (5) run batched across layers with the tall factors on the
+    /// device ([`super::batched`]); `None`: on a GPU with an f32 backend only.
+    pub batched: Option<bool>,
 }
 
 impl AbcPsi {
     /// abc-PSI in the single-QR form.
     pub fn new(truncation: TruncationConfig) -> Self {
-        Self { truncation, form: AbcPsiForm::default(), one_pass: false }
+        Self { truncation, form: AbcPsiForm::default(), one_pass: false, batched: None }
     }
 
     /// The one-pass form (module docs).
     pub fn one_pass(mut self) -> Self {
         self.one_pass = true;
         self
+    }
+
+    /// Sets [`Self::batched`] (`None`: on a GPU with an f32 backend only).
+    pub fn batched(mut self, batched: Option<bool>) -> Self {
+        self.batched = batched;
+        self
+    }
+
+    /// Whether this step batches its phases on `device` (the single-QR form only).
+    fn batches<B: AutodiffBackend>(&self, device: &B::Device) -> bool {
+        let auto = || std::mem::size_of::<B::FloatElem>() <= 4 && on_cubecl::<B>(device);
+        self.form == AbcPsiForm::SingleQr && self.batched.unwrap_or_else(auto)
     }
 
     /// abc-PSI with the given form of step (5).
@@ -96,6 +118,35 @@ impl<B: AutodiffBackend> Integrator<B> for AbcPsi {
             true => Spec { kind: IntegratorKind::AbcPsiOnePass, passes: &[Pass::Activations], qr, svd: 1 },
             false => Spec { kind: IntegratorKind::AbcPsi, passes: &[Pass::K, Pass::L], qr, svd: 1 },
         }
+    }
+
+    fn after_pass_all(&self, pass: Pass, mut layers: Vec<LayerStep<'_, B>>, opt: &Optimizer) -> Result<()> {
+        if !layers.first().is_some_and(|s| self.batches::<B>(&s.layer.u().device())) {
+            return each_layer(self, pass, layers, opt);
+        }
+        let kind = Integrator::<B>::spec(self).kind;
+        if pass != Pass::L {
+            // (1) per layer on the device, then (2) and (3) for all layers at once.
+            let mut items = Vec::with_capacity(layers.len());
+            for LayerStep { layer, state, grads } in layers.iter_mut() {
+                let V0 = layer.v().clone();
+                let K1 = k_step(layer, &mut state.slots, required(grads.grad_k(&V0), "K", kind)?, opt);
+                items.push((&mut **layer, K1));
+            }
+            batched::augment_all(&mut items)?;
+            if pass == Pass::K {
+                return Ok(());
+            }
+        }
+        // (4) per layer, then (5) for all layers at once.
+        let mut items = Vec::with_capacity(layers.len());
+        for LayerStep { layer, state, grads } in layers.iter_mut() {
+            let grad_L = required(grads.grad_l(layer.u()), "L", kind)?;
+            bias_step(layer, &mut state.slots, grads.bias.take(), opt);
+            let L1 = l_step(layer, &mut state.slots, grad_L, opt);
+            items.push((&mut **layer, L1));
+        }
+        batched::truncate_all(&mut items, &self.truncation, |layer, L1| self.truncate(layer, L1))
     }
 
     fn after_pass(&self, pass: Pass, step: LayerStep<'_, B>, opt: &Optimizer) -> Result<()> {

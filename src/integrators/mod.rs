@@ -13,8 +13,8 @@
 //! augmentation, truncation) in the order of their pseudocode. Per-layer state (optimizer
 //! slots, a factor carried from one pass to the next) lives in a [`LayerState`] that the
 //! training step owns and hands in with each layer. [`Integrator::after_pass_all`] receives
-//! every layer of a pass at once, so an integrator can batch one phase across layers; by
-//! default the layers update side by side on the CPU.
+//! every layer of a pass at once, so an integrator can batch one phase across layers
+//! ([`batched`], abc-PSI's); by default the layers update side by side on the CPU.
 //!
 //! Dense layers are not the integrator's business: they take an ordinary optimizer step from
 //! the first pass of every step. Dense training has no integrator at all
@@ -35,6 +35,7 @@
 #![allow(non_snake_case)]
 
 pub mod abc_psi;
+pub mod batched;
 pub mod bc_psi;
 pub mod bug;
 pub mod lora;
@@ -155,12 +156,38 @@ pub trait Integrator<B: AutodiffBackend>: Send + Sync {
     /// queued from this thread only (CubeCL's behaviour with kernels from several threads has
     /// not been measured here).
     fn after_pass_all(&self, pass: Pass, layers: Vec<LayerStep<'_, B>>, opt: &Optimizer) -> Result<()> {
-        let on_host = layers.first().is_some_and(|s| !B::name(&s.layer.u().device()).contains("cubecl"));
-        if on_host {
-            layers.into_par_iter().try_for_each(|s| self.after_pass(pass, s, opt))
-        } else {
-            layers.into_iter().try_for_each(|s| self.after_pass(pass, s, opt))
-        }
+        each_layer(self, pass, layers, opt)
+    }
+}
+
+/// The default [`Integrator::after_pass_all`]: [`Integrator::after_pass`] per layer, side by
+/// side on the CPU and in order on a GPU (see there).
+pub fn each_layer<B: AutodiffBackend, I: Integrator<B> + ?Sized>(
+    integrator: &I,
+    pass: Pass,
+    layers: Vec<LayerStep<'_, B>>,
+    opt: &Optimizer,
+) -> Result<()> {
+    if layers.first().is_some_and(|s| on_cubecl::<B>(&s.layer.u().device())) {
+        layers.into_iter().try_for_each(|s| integrator.after_pass(pass, s, opt))
+    } else {
+        layers.into_par_iter().try_for_each(|s| integrator.after_pass(pass, s, opt))
+    }
+}
+
+/// Whether the device is a GPU of Burn's CubeCL backends (CUDA here).
+pub fn on_cubecl<B: burn::tensor::backend::Backend>(device: &B::Device) -> bool {
+    B::name(device).contains("cubecl")
+}
+
+/// Whether rank-adaptive updates batch their phases across layers ([`batched`]): the
+/// environment's `DLRT_BATCHED_UPDATE` (`on` or `off`), by default only on a GPU.
+pub fn batched_update_setting() -> Result<Option<bool>> {
+    match std::env::var("DLRT_BATCHED_UPDATE") {
+        Err(_) => Ok(None),
+        Ok(v) if v == "on" => Ok(Some(true)),
+        Ok(v) if v == "off" => Ok(Some(false)),
+        Ok(v) => Err(crate::Error::config("DLRT_BATCHED_UPDATE", v, "on or off (unset: on a GPU only)")),
     }
 }
 
@@ -224,8 +251,10 @@ impl IntegratorKind {
         truncation.validate()?;
         let t = truncation.clone();
         Ok(Some(match self {
-            IntegratorKind::AbcPsi => Box::new(abc_psi::AbcPsi::new(t)),
-            IntegratorKind::AbcPsiOnePass => Box::new(abc_psi::AbcPsi::new(t).one_pass()),
+            IntegratorKind::AbcPsi => Box::new(abc_psi::AbcPsi::new(t).batched(batched_update_setting()?)),
+            IntegratorKind::AbcPsiOnePass => {
+                Box::new(abc_psi::AbcPsi::new(t).one_pass().batched(batched_update_setting()?))
+            }
             IntegratorKind::BcPsi => Box::new(bc_psi::BcPsi),
             IntegratorKind::Psi => Box::new(psi::Psi),
             IntegratorKind::Bug => Box::new(bug::Bug::new(t)),

@@ -65,8 +65,8 @@ fn random_orthonormal(rows: usize, cols: usize, rng: &mut StdRng) -> Mat<f64> {
 }
 
 pub(crate) fn check_finite<B: Backend, const D: usize>(t: &Tensor<B, D>, context: &str) -> Result<()> {
-    crate::linalg::convert::note_host_read();
     let data = t.to_data();
+    crate::linalg::convert::note_host_read(data.bytes.len());
     // f32 (the training backends) is checked as stored, without a widened copy: LoRA checks
     // both factors every step (docs/performance-log.md).
     let finite = match data.as_slice::<f32>() {
@@ -183,6 +183,21 @@ impl<B: Backend> LowRankLinear<B> {
     /// Replaces the factors; U n×r_u, S r_u×r_v, V m×r_v with n, m unchanged. Rejects
     /// mismatched shapes and a non-finite S (an integrator step that produced a NaN).
     pub fn set_factors(&mut self, u: Tensor<B, 2>, s: Tensor<B, 2>, v: Tensor<B, 2>) -> Result<()> {
+        // Only S is checked here: it is small, and every integrator forms it from the new
+        // bases (S̄ = ÛᵀU0S0, R of a QR, Σ of an SVD), so a NaN in U or V reaches S too.
+        check_finite(&s, "factor S")?;
+        self.set_factors_checked_elsewhere(u, s, v)
+    }
+
+    /// [`Self::set_factors`] without its finiteness read (a device→host copy per layer): for
+    /// callers that have checked the values that made these factors themselves, such as a
+    /// phase batched across layers, whose one read of every layer's Gram matrices sees a NaN.
+    pub fn set_factors_checked_elsewhere(
+        &mut self,
+        u: Tensor<B, 2>,
+        s: Tensor<B, 2>,
+        v: Tensor<B, 2>,
+    ) -> Result<()> {
         let ([n, ru], [su, sv], [m, rv]) = (u.dims(), s.dims(), v.dims());
         if su != ru || sv != rv {
             return Err(Error::shape(
@@ -205,9 +220,6 @@ impl<B: Backend> LowRankLinear<B> {
                 format!("{ru}, {rv}"),
             ));
         }
-        // Only S is checked here: it is small, and every integrator forms it from the new
-        // bases (S̄ = ÛᵀU0S0, R of a QR, Σ of an SVD), so a NaN in U or V reaches S too.
-        check_finite(&s, "factor S")?;
         replace(&mut self.u, u);
         replace(&mut self.s, s);
         replace(&mut self.v, v);

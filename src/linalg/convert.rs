@@ -21,9 +21,23 @@ pub fn host_reads() -> u64 {
     HOST_READS.load(Ordering::Relaxed)
 }
 
-/// Records one device→host read.
-pub(crate) fn note_host_read() {
+static HOST_BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// Bytes copied between device and host so far by this process, both ways (the reads of
+/// [`host_reads`] and the uploads of host results): `dlrt bench` reports them per step.
+pub fn host_bytes() -> u64 {
+    HOST_BYTES.load(Ordering::Relaxed)
+}
+
+/// Records one device→host read of `bytes` bytes.
+pub(crate) fn note_host_read(bytes: usize) {
     HOST_READS.fetch_add(1, Ordering::Relaxed);
+    note_upload(bytes);
+}
+
+/// Records `bytes` bytes copied between host and device without a read (an upload).
+pub(crate) fn note_upload(bytes: usize) {
+    HOST_BYTES.fetch_add(bytes as u64, Ordering::Relaxed);
 }
 
 static QR_NANOS: AtomicU64 = AtomicU64::new(0);
@@ -80,8 +94,68 @@ pub fn to_faer<B: Backend>(t: &Tensor<B, 2>) -> Mat<f64> {
 
 /// A rank-2 tensor's values on the host (one device→host read, counted), with its shape.
 pub(crate) fn read<B: Backend>(t: &Tensor<B, 2>) -> TensorData {
-    note_host_read();
-    t.to_data()
+    let data = t.to_data();
+    note_host_read(data.bytes.len());
+    data
+}
+
+/// Several small matrices on the host from one device→host read (one synchronisation point
+/// on a GPU, whatever their number), as f64 faer matrices of their shapes.
+pub fn read_all<B: Backend>(parts: &[Tensor<B, 2>]) -> Vec<Mat<f64>> {
+    if parts.is_empty() {
+        return Vec::new();
+    }
+    let flat: Vec<Tensor<B, 1>> =
+        parts.iter().map(|t| t.clone().reshape([t.dims()[0] * t.dims()[1]])).collect();
+    let data = Tensor::cat(flat, 0).into_data();
+    note_host_read(data.bytes.len());
+    let values: Vec<f64> = match data.as_slice::<f32>() {
+        Ok(v) => v.iter().map(|&x| x as f64).collect(),
+        Err(_) => {
+            data.convert::<f64>().into_vec::<f64>().expect("TensorData::convert::<f64> yields f64 storage")
+        }
+    };
+    let mut offset = 0;
+    parts
+        .iter()
+        .map(|t| {
+            let [rows, cols] = t.dims();
+            let m =
+                MatRef::from_row_major_slice(&values[offset..offset + rows * cols], rows, cols).to_owned();
+            offset += rows * cols;
+            m
+        })
+        .collect()
+}
+
+/// Uploads several small host matrices in one host→device copy, then splits them on the
+/// device (the counterpart of [`read_all`]).
+pub fn upload_all<B: Backend>(mats: &[MatRef<'_, f64>], device: &B::Device) -> Vec<Tensor<B, 2>> {
+    let total: usize = mats.iter().map(|m| m.nrows() * m.ncols()).sum();
+    if total == 0 {
+        return mats.iter().map(|m| Tensor::zeros([m.nrows(), m.ncols()], device)).collect();
+    }
+    let mut values: Vec<B::FloatElem> = Vec::with_capacity(total);
+    for m in mats {
+        for i in 0..m.nrows() {
+            values.extend(m.row(i).iter().map(|&x| x.elem::<B::FloatElem>()));
+        }
+    }
+    note_upload(total * std::mem::size_of::<B::FloatElem>());
+    let all = Tensor::<B, 1>::from_data(TensorData::new(values, [total]), device);
+    let mut offset = 0;
+    mats.iter()
+        .map(|m| {
+            let (rows, cols) = (m.nrows(), m.ncols());
+            let t = if rows * cols == 0 {
+                Tensor::zeros([rows, cols], device)
+            } else {
+                all.clone().slice(offset..offset + rows * cols).reshape([rows, cols])
+            };
+            offset += rows * cols;
+            t
+        })
+        .collect()
 }
 
 /// The values of `data` (rank 2) as an f64 faer matrix.
@@ -121,6 +195,7 @@ pub fn from_faer<B: Backend, T: HostFloat>(m: MatRef<'_, T>, device: &B::Device)
     for i in 0..rows {
         values.extend(row_major.col(i).iter().map(|&x| x.into().elem::<B::FloatElem>()));
     }
+    note_upload(values.len() * std::mem::size_of::<B::FloatElem>());
     Tensor::from_data(TensorData::new(values, [rows, cols]), device)
 }
 

@@ -9,17 +9,20 @@
 //!
 //! - [`convert`]: Burn tensor ⇄ faer matrix, the only place the two meet.
 //! - [`qr`]: thin QR and orthonormal bases ([`orth`]).
+//! - [`gram`]: the host halves of decompositions that leave the tall factors on the device:
+//!   CholeskyQR and the truncated SVD from Gram matrices, for phases batched across layers.
 //! - [`svd`]: thin SVD with a typed non-convergence error.
 //! - [`mod@truncate`]: the rank-selection rule ‖(σ_{r1+1}, …)‖₂ < ϑ‖σ‖₂ and its config, and the
 //!   truncated SVD (from the Gram matrix's eigendecomposition where that is accurate enough).
 #![allow(non_snake_case)]
 
 pub mod convert;
+pub mod gram;
 pub mod qr;
 pub mod svd;
 pub mod truncate;
 
-pub use convert::{from_faer, host_reads, host_time, to_faer, HostTime};
+pub use convert::{from_faer, host_bytes, host_reads, host_time, read_all, to_faer, upload_all, HostTime};
 
 /// Makes faer run sequentially. The matrices here are small (n×2r, 2r×2r): waking rayon's
 /// threads for them cost more than the work (measured: about a sixth of an MNIST step).

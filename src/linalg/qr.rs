@@ -280,7 +280,7 @@ fn subtract_product<T: HostFloat>(dst: MatMut<'_, T>, a: MatRef<'_, T>, b: MatRe
 }
 
 /// ‖G − I‖_F for a square Gram matrix G; NaN for non-finite input.
-fn departure<T: HostFloat>(g: MatRef<'_, T>) -> f64 {
+pub(crate) fn departure<T: HostFloat>(g: MatRef<'_, T>) -> f64 {
     let k = g.nrows();
     (0..k)
         .flat_map(|j| (0..k).map(move |i| (i, j)))

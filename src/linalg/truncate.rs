@@ -12,7 +12,7 @@
 //! relative rule bounds the truncation error by ϑ‖W‖_F.
 
 use burn::tensor::{backend::Backend, Tensor};
-use faer::{Mat, MatRef, Side};
+use faer::{Mat, MatRef};
 use serde::{Deserialize, Serialize};
 
 use super::convert::{from_faer, to_faer, HostClock};
@@ -212,18 +212,8 @@ pub fn gram_svd(a: MatRef<'_, f64>, cfg: &TruncationConfig, n: usize, m: usize) 
         return None;
     }
     super::sequential();
-    let gram = a.transpose() * a;
-    let eig = gram.self_adjoint_eigen(Side::Lower).ok()?;
-    let (lambda, Z) = (eig.S().column_vector(), eig.U());
-    let mut order: Vec<usize> = (0..q).collect();
-    order.sort_by(|&i, &j| lambda[j].total_cmp(&lambda[i]));
-    let sigma: Vec<f64> = order.iter().map(|&i| lambda[i].max(0.0).sqrt()).collect();
-    let r1 = cfg.rank(&sigma, n, m);
-    // σ is never NaN here (f64::max returns 0 for a NaN λ): a zero matrix has σ₁ = 0.
-    if r1 == 0 || sigma[0] <= 0.0 || sigma[r1 - 1] < GRAM_SVD_MIN_RATIO * sigma[0] {
-        return None;
-    }
-    let Q = Mat::from_fn(q, r1, |i, j| Z[(i, order[j])]);
+    let t = super::gram::gram_truncation((a.transpose() * a).as_ref(), cfg, n, m, GRAM_SVD_MIN_RATIO)?;
+    let (Q, sigma, r1) = (t.Z, t.sigma, t.rank);
     let mut P = a * &Q;
     for (j, s) in sigma.iter().take(r1).enumerate() {
         super::column(&mut P, j).iter_mut().for_each(|x| *x /= s);

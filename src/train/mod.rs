@@ -184,7 +184,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             dense.into_iter().for_each(DenseLinear::begin_pass);
         }
         let value = loss(net);
-        crate::linalg::convert::note_host_read();
+        crate::linalg::convert::note_host_read(std::mem::size_of::<B::FloatElem>());
         let scalar: f64 = value.clone().into_scalar().elem();
         if !scalar.is_finite() {
             net.low_rank_layers().into_iter().for_each(LowRankLinear::abort_pass);

@@ -1,0 +1,213 @@
+//! abc-PSI's update batched across layers: the tall factors never leave the device, and every
+//! layer of a phase shares each device→host read and each upload.
+//!
+//! ```text
+//! (2) augment, after the K-step, per layer (K1 n×r, U0 n×r):
+//!     device:   N0 = (I − U0U0ᵀ)² K1                        (classical Gram–Schmidt, twice)
+//!     read 1:   U0ᵀU0, N0ᵀN0, the squared column norms of K1 (every layer in one tensor)
+//!     host:     C = (3I − U0ᵀU0)/2 (one polar step), T1 = CholeskyQR(N0ᵀN0)
+//!     upload 1; device: U = U0 C, N1 = N0 T1, N2 = N1 − U (Uᵀ N1)
+//!     read 2:   N2ᵀN2;  host: T2 = CholeskyQR(N2ᵀN2)
+//!     upload 2; device: Û = [U | N2 T2], (3) S̄ = (Ûᵀ U0) S0
+//! (5) truncate, after the L-step, per layer (L1 m×2r):
+//!     read 1:   L1ᵀL1 = Z Λ Zᵀ;  host: σ = √λ, r1 by the rule, Z_k = Z[:, :r1]
+//!     upload 1; device: Y1 = L1 Z_k
+//!     read 2:   Y1ᵀY1;  host: Y1 = Y R̃ (CholeskyQR), R̃ = P Σ Q̃ᵀ
+//!     upload 2; device: U ← Û (Z_k Q̃), S ← Σ, V ← Y1 (R̃⁻¹ P)
+//! ```
+//!
+//! The augmentation is [`crate::linalg::augment_basis`] with its tall products moved to the
+//! device and CholeskyQR2 done from Gram matrices ([`crate::linalg::gram`]). The truncation
+//! keeps U S Vᵀ = Û Z_k Z_kᵀ L1ᵀ, the projection of W1 = Û L1ᵀ onto the kept eigenvectors of
+//! L1ᵀL1; the second round makes V orthonormal and Σ the exact singular values of that
+//! projection, however accurate the eigenvalues were. A layer whose Gram matrices fail a check
+//! (a remainder lost to round-off, κ beyond CholeskyQR2's reach, kept σ too small for the
+//! eigenvalues: σ_{r1} < 1e-3 σ₁ in f32) takes the exact per-layer path with its own reads.
+//!
+//! A non-finite K1, U0 or L1 shows up in the Gram matrices, which are read anyway, so the
+//! per-layer finiteness reads of [`LowRankLinear::set_factors`] are skipped here. An abc-PSI
+//! step so reads 2 values per pass (the loss) plus 2 per phase, whatever the number of
+//! layers. The host work per layer is k×k (k ≤ 2r) and runs side by side. `dlrt bench`'s host
+//! QR and SVD columns then include the device products of each phase, which the reads wait for.
+//!
+//! On the CPU the per-layer path is as fast (docs/performance-log.md, 2026-11-30), so this runs
+//! by default only on a GPU ([`super::abc_psi::AbcPsi::batched`]).
+#![allow(non_snake_case)]
+
+use burn::tensor::{backend::AutodiffBackend, Tensor};
+use faer::{Mat, MatRef};
+use rayon::prelude::*;
+
+use crate::layers::LowRankLinear;
+use crate::linalg::convert::HostClock;
+use crate::linalg::gram::{cholesky_step, gram_truncation};
+use crate::linalg::qr::departure;
+use crate::linalg::single_precision;
+use crate::linalg::{augment_basis, read_all, thin_svd, upload_all, TruncationConfig};
+use crate::{Error, Result};
+
+fn non_finite(what: &str, i: usize) -> Error {
+    Error::NonFinite { context: format!("abc-PSI {what} of low-rank layer {i}") }
+}
+
+/// (2) and (3) for every layer: `items` holds each layer (factors U0, S0, V0) with its K1.
+pub fn augment_all<B: AutodiffBackend>(items: &mut [(&mut LowRankLinear<B>, Tensor<B, 2>)]) -> Result<()> {
+    let Some(device) = items.first().map(|(layer, _)| layer.u().device()) else {
+        return Ok(());
+    };
+    let _clock = HostClock::qr();
+    // As augment_basis: a remainder column below this fraction of K1's norm is round-off.
+    let sound = if single_precision::<B>() { 1e-6 } else { 1e-8 };
+    let N0: Vec<Tensor<B, 2>> = items
+        .iter()
+        .map(|(layer, K1)| {
+            let U0 = layer.u();
+            let mut N = K1.clone();
+            for _ in 0..2 {
+                N = N.clone() - U0.clone().matmul(U0.clone().transpose().matmul(N));
+            }
+            N
+        })
+        .collect();
+    let mut parts = Vec::with_capacity(3 * items.len());
+    for ((layer, K1), N) in items.iter().zip(&N0) {
+        parts.push(layer.u().clone().transpose().matmul(layer.u().clone()));
+        parts.push(N.clone().transpose().matmul(N.clone()));
+        parts.push(K1.clone().powi_scalar(2).sum_dim(0));
+    }
+    let host = read_all(&parts);
+    let sizes: Vec<(usize, usize)> = items.iter().map(|(layer, K1)| (layer.n(), K1.dims()[1])).collect();
+    let first: Vec<Option<(Mat<f64>, Mat<f64>)>> = (0..items.len())
+        .into_par_iter()
+        .map(|i| {
+            let (G_U, G_N, k2) = (&host[3 * i], &host[3 * i + 1], &host[3 * i + 2]);
+            if !(G_U.is_all_finite() && G_N.is_all_finite() && k2.is_all_finite()) {
+                return Err(non_finite("augmentation (U0 or K1)", i));
+            }
+            let ((n, k), r) = (sizes[i], G_U.nrows());
+            let sound_remainder = (0..k).all(|j| G_N[(j, j)].sqrt() > sound * k2[(0, j)].sqrt());
+            if r + k > n || departure(G_U.as_ref()) >= 0.1 || !sound_remainder {
+                return Ok(None);
+            }
+            let C = Mat::from_fn(r, r, |a, b| if a == b { 1.5 } else { 0.0 } - 0.5 * G_U[(a, b)]);
+            Ok(cholesky_step(G_N.as_ref(), None).map(|step| (C, step.T)))
+        })
+        .collect::<Result<_>>()?;
+    let mats: Vec<MatRef<'_, f64>> =
+        first.iter().flatten().flat_map(|(C, T1)| [C.as_ref(), T1.as_ref()]).collect();
+    let mut up = upload_all::<B>(&mats, &device).into_iter();
+    // Per layer that passed round 1: (U, N2).
+    let mut second: Vec<Option<(Tensor<B, 2>, Tensor<B, 2>)>> = Vec::with_capacity(items.len());
+    for (((layer, _), N), plan) in items.iter().zip(N0).zip(&first) {
+        second.push(plan.as_ref().map(|_| {
+            let (C, T1) = (up.next().expect("one C per plan"), up.next().expect("one T1 per plan"));
+            let U = layer.u().clone().matmul(C);
+            let N1 = N.matmul(T1);
+            let N2 = N1.clone() - U.clone().matmul(U.clone().transpose().matmul(N1));
+            (U, N2)
+        }));
+    }
+    let grams: Vec<Tensor<B, 2>> =
+        second.iter().flatten().map(|(_, N2)| N2.clone().transpose().matmul(N2.clone())).collect();
+    let host = read_all(&grams);
+    let T2: Vec<Option<Mat<f64>>> =
+        host.par_iter().map(|G| cholesky_step(G.as_ref(), Some(0.5)).map(|s| s.T)).collect();
+    let mats: Vec<MatRef<'_, f64>> = T2.iter().flatten().map(|T| T.as_ref()).collect();
+    let mut up = upload_all::<B>(&mats, &device).into_iter();
+    let mut accepted = T2.into_iter();
+    for ((layer, K1), pair) in items.iter_mut().zip(second) {
+        let U0 = layer.u().clone();
+        let S0 = layer.s().clone();
+        let V0 = layer.v().clone();
+        let batched = match pair {
+            Some((U, N2)) => accepted.next().expect("one T2 per layer of round 2").map(|_| {
+                let T2 = up.next().expect("one upload per accepted T2");
+                Tensor::cat(vec![U, N2.matmul(T2)], 1)
+            }),
+            None => None,
+        };
+        match batched {
+            Some(U_hat) => {
+                let S_bar = super::steps::bc_s_step(&U_hat, &U0, S0);
+                layer.set_factors_checked_elsewhere(U_hat, S_bar, V0)?;
+            }
+            None => {
+                let U_hat = augment_basis(K1, &U0);
+                let S_bar = super::steps::bc_s_step(&U_hat, &U0, S0);
+                layer.set_factors(U_hat, S_bar, V0)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// (5) for every layer: `items` holds each layer (U = Û) with its L1; `exact` truncates one
+/// layer the per-layer way, for those the Gram matrices do not serve.
+pub fn truncate_all<B: AutodiffBackend>(
+    items: &mut [(&mut LowRankLinear<B>, Tensor<B, 2>)],
+    cfg: &TruncationConfig,
+    exact: impl Fn(&mut LowRankLinear<B>, Tensor<B, 2>) -> Result<()>,
+) -> Result<()> {
+    let Some(device) = items.first().map(|(layer, _)| layer.u().device()) else {
+        return Ok(());
+    };
+    let _clock = HostClock::svd();
+    let min_ratio = if single_precision::<B>() { 1e-3 } else { crate::linalg::truncate::GRAM_SVD_MIN_RATIO };
+    let grams: Vec<Tensor<B, 2>> =
+        items.iter().map(|(_, L1)| L1.clone().transpose().matmul(L1.clone())).collect();
+    let host = read_all(&grams);
+    let sizes: Vec<(usize, usize)> = items.iter().map(|(layer, _)| (layer.n(), layer.m())).collect();
+    let first: Vec<Option<Mat<f64>>> = host
+        .par_iter()
+        .enumerate()
+        .map(|(i, G)| {
+            if !G.is_all_finite() {
+                return Err(non_finite("L1", i));
+            }
+            let (n, m) = sizes[i];
+            Ok(gram_truncation(G.as_ref(), cfg, n, m, min_ratio).map(|t| t.Z))
+        })
+        .collect::<Result<_>>()?;
+    let mats: Vec<MatRef<'_, f64>> = first.iter().flatten().map(|Z| Z.as_ref()).collect();
+    let mut up = upload_all::<B>(&mats, &device).into_iter();
+    let Y1: Vec<Option<Tensor<B, 2>>> = items
+        .iter()
+        .zip(&first)
+        .map(|((_, L1), k)| k.as_ref().map(|_| L1.clone().matmul(up.next().expect("one Z_k per plan"))))
+        .collect();
+    let grams: Vec<Tensor<B, 2>> =
+        Y1.iter().flatten().map(|Y| Y.clone().transpose().matmul(Y.clone())).collect();
+    let host = read_all(&grams);
+    let kept: Vec<&Mat<f64>> = first.iter().flatten().collect();
+    // Per layer of round 2: (Z_k Q̃, Σ, R̃⁻¹ P), or None for the exact path.
+    let second: Vec<Option<[Mat<f64>; 3]>> = host
+        .par_iter()
+        .zip(kept)
+        .map(|(G, Z)| {
+            let step = cholesky_step(G.as_ref(), Some(0.5))?;
+            let svd = thin_svd(step.R.as_ref(), "abc-PSI R̃").ok()?;
+            let r1 = svd.sigma.len();
+            let Sigma = Mat::from_fn(r1, r1, |i, j| if i == j { svd.sigma[i] } else { 0.0 });
+            Some([Z * &svd.V, Sigma, &step.T * &svd.U])
+        })
+        .collect();
+    let mats: Vec<MatRef<'_, f64>> =
+        second.iter().flatten().flat_map(|f| f.iter().map(|m| m.as_ref())).collect();
+    let mut up = upload_all::<B>(&mats, &device).into_iter();
+    let mut second = second.into_iter();
+    for ((layer, L1), Y1) in items.iter_mut().zip(Y1) {
+        let factors = match Y1 {
+            Some(Y1) => second.next().expect("one result per layer of round 2").map(|_| {
+                let mut next = || up.next().expect("three factors per accepted layer");
+                let (rot_U, Sigma, rot_V) = (next(), next(), next());
+                (layer.u().clone().matmul(rot_U), Sigma, Y1.matmul(rot_V))
+            }),
+            None => None,
+        };
+        match factors {
+            Some((U, S, V)) => layer.set_factors_checked_elsewhere(U, S, V)?,
+            None => exact(layer, L1.clone())?,
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,146 @@
+//! abc-PSI's update batched across layers (`integrators::batched`): the same steps as the
+//! per-layer path, orthonormal factors, and host reads per step that do not grow with the
+//! number of layers.
+#![allow(non_snake_case)]
+
+mod common;
+
+use std::sync::Mutex;
+
+use burn::tensor::{backend::AutodiffBackend, Int, Tensor};
+use common::*;
+use dlrt::integrators::abc_psi::AbcPsi;
+use dlrt::integrators::IntegratorKind;
+use dlrt::layers::{Init, Network};
+use dlrt::linalg::{host_reads, TruncationConfig};
+use dlrt::models::Mlp;
+use dlrt::optim::{Optimizer, OptimizerConfig};
+use dlrt::train::{loss::cross_entropy, Trainer};
+use dlrt::TrainBackend;
+use rand::{rngs::StdRng, SeedableRng};
+
+/// `host_reads` counts for the whole process: the tests here run one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn trainer<A: AutodiffBackend>(batched: bool, one_pass: bool, opt: &Optimizer) -> Trainer<A> {
+    let truncation = TruncationConfig::relative(0.05).with_bounds(1, Some(8));
+    let integ = AbcPsi::new(truncation).batched(Some(batched));
+    let integ = if one_pass { integ.one_pass() } else { integ };
+    Trainer::from_integrator(Some(Box::new(integ)), opt.clone())
+}
+
+/// An MLP `widths` with every layer but the output low-rank, inputs and labels.
+fn setup<A: AutodiffBackend>(widths: &[usize], seed: u64) -> (Mlp<A>, Tensor<A, 2>, Tensor<A, 1, Int>) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let device = Default::default();
+    let low_rank: Vec<bool> = (1..widths.len()).map(|i| i + 1 < widths.len()).collect();
+    let net = Mlp::<A>::new(widths, &low_rank, 3, Init::He, 2f64.sqrt(), &mut rng, &device).unwrap();
+    let x = Tensor::<A, 2>::random([32, widths[0]], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+    let classes = *widths.last().unwrap() as i64;
+    let labels =
+        Tensor::<A, 1, Int>::from_ints((0..32).map(|i| i % classes).collect::<Vec<_>>().as_slice(), &device);
+    (net, x, labels)
+}
+
+#[test]
+fn batched_steps_equal_per_layer_steps_in_f64_and_keep_the_factors_orthonormal() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let optimizers = [Optimizer::sgd(0.5), Optimizer::new(OptimizerConfig::adamw(0.0), 0.05).unwrap()];
+    for one_pass in [false, true] {
+        for opt in &optimizers {
+            let (net, x, labels) = setup::<B>(&[40, 30, 24, 20, 4], 7);
+            let ce = |net: &Mlp<B>| cross_entropy(net.forward(x.clone()), labels.clone());
+            let (mut per_layer, mut batched) = (net.clone(), net);
+            let (mut t_per, mut t_bat) =
+                (trainer::<B>(false, one_pass, opt), trainer::<B>(true, one_pass, opt));
+            for _ in 0..5 {
+                let l_per = t_per.step(&mut per_layer, ce).unwrap().loss;
+                let before = host_reads();
+                let l_bat = t_bat.step(&mut batched, ce).unwrap().loss;
+                // No layer fell back to the per-layer path (which reads per layer).
+                let passes = if one_pass { 1 } else { 2 };
+                assert_eq!(host_reads() - before, passes + 4, "one_pass {one_pass}");
+                assert!((l_per - l_bat).abs() < 1e-10 * l_per.abs(), "losses {l_per} vs {l_bat}");
+            }
+            for (a, b) in per_layer.low_rank_layers().iter().zip(batched.low_rank_layers().iter()) {
+                assert_eq!(a.rank(), b.rank());
+                let diff = fro(a.to_dense() - b.to_dense()) / fro(a.to_dense());
+                // The paths orthonormalise differently (Gram matrices vs Householder); Adam's
+                // division by √v̂ magnifies that round-off, still far below f32's.
+                assert!(diff < 1e-9, "one_pass {one_pass}, {:?}: W differs by {diff:e}", opt.config);
+                assert!(orthonormality_error(b.u()) < 1e-12, "U: {:e}", orthonormality_error(b.u()));
+                assert!(orthonormality_error(b.v()) < 1e-12, "V: {:e}", orthonormality_error(b.v()));
+            }
+        }
+    }
+}
+
+/// The largest |QᵀQ − I| of an f32 factor.
+fn departure_f32(q: &Tensor<TrainBackend, 2>) -> f32 {
+    let r = q.dims()[1];
+    let eye = Tensor::<TrainBackend, 2>::eye(r, &q.device());
+    (q.clone().transpose().matmul(q.clone()) - eye).abs().max().into_scalar()
+}
+
+#[test]
+fn host_reads_per_step_do_not_grow_with_the_number_of_layers() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let opt = Optimizer::sgd(0.1);
+    for one_pass in [false, true] {
+        let mut reads = Vec::new();
+        for (widths, batched) in [
+            (&[30, 20, 4][..], true),
+            (&[30, 20, 20, 20, 4][..], true),
+            (&[30, 20, 4][..], false),
+            (&[30, 20, 20, 20, 4][..], false),
+        ] {
+            let (mut net, x, labels) = setup::<TrainBackend>(widths, 3);
+            let ce = |net: &Mlp<TrainBackend>| cross_entropy(net.forward(x.clone()), labels.clone());
+            let mut t = trainer::<TrainBackend>(batched, one_pass, &opt);
+            for _ in 0..3 {
+                t.step(&mut net, ce).unwrap();
+            }
+            let before = host_reads();
+            t.step(&mut net, ce).unwrap();
+            reads.push(host_reads() - before);
+            for layer in net.low_rank_layers() {
+                assert!(departure_f32(layer.u()) < 1e-5, "U departs by {}", departure_f32(layer.u()));
+                assert!(departure_f32(layer.v()) < 1e-5, "V departs by {}", departure_f32(layer.v()));
+            }
+        }
+        // Batched: one loss per pass and two reads per phase, for 1 and for 3 low-rank layers.
+        let passes = if one_pass { 1 } else { 2 };
+        assert_eq!(reads[0], passes + 4, "one_pass {one_pass}: reads {reads:?}");
+        assert_eq!(reads[1], reads[0], "one_pass {one_pass}: reads {reads:?}");
+        // The per-layer path reads per layer (the test can tell the two apart).
+        assert!(reads[3] > reads[2], "one_pass {one_pass}: reads {reads:?}");
+    }
+    // LoRA: the loss and one finiteness check of every layer's factors together.
+    for widths in [&[30, 20, 4][..], &[30, 20, 20, 20, 4][..]] {
+        let (mut net, x, labels) = setup::<TrainBackend>(widths, 4);
+        let ce = |net: &Mlp<TrainBackend>| cross_entropy(net.forward(x.clone()), labels.clone());
+        let mut t =
+            Trainer::<TrainBackend>::new(IntegratorKind::Lora, &TruncationConfig::default(), opt.clone())
+                .unwrap();
+        t.prepare(&mut net).unwrap();
+        let before = host_reads();
+        t.step(&mut net, ce).unwrap();
+        assert_eq!(host_reads() - before, 2, "LoRA on {widths:?}");
+    }
+}
+
+#[test]
+fn an_overflowing_batched_step_is_an_error_naming_the_layer() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    for one_pass in [false, true] {
+        let (mut net, x, labels) = setup::<B>(&[40, 30, 24, 20, 4], 9);
+        let ce = |net: &Mlp<B>| cross_entropy(net.forward(x.clone()), labels.clone());
+        let mut t = trainer::<B>(true, one_pass, &Optimizer::sgd(1e308));
+        let result = t.step(&mut net, ce).and_then(|_| t.step(&mut net, ce));
+        let err = result.err().unwrap_or_else(|| panic!("one_pass {one_pass}: λ = 1e308 gave no error"));
+        assert!(
+            matches!(&err, dlrt::Error::NonFinite { context } if context.contains("low-rank layer") || context.contains("loss")),
+            "one_pass {one_pass}: {err}"
+        );
+    }
+}
