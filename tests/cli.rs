@@ -84,6 +84,16 @@ fn bench_vit_prints_a_row_per_method_and_rejects_tiny_images() {
     }
     let lora = parts.lines().find(|l| l.starts_with("| lora |")).unwrap();
     assert!(lora.ends_with("| 0 | 0 |"), "LoRA makes no host decompositions: {text}");
+    // Seeded: a second run trains to the same ranks and parameter count (all but the timings).
+    let again = dlrt(&[&args[..], &["--methods", "abc_psi,abc_psi_one_pass,lora"]].concat());
+    let again = String::from_utf8(again.stdout).unwrap();
+    let untimed = |t: &str| -> Vec<String> {
+        let rows = t.split_once("Where a step's time goes").unwrap().0.lines();
+        rows.filter(|l| l.starts_with("| abc_psi"))
+            .map(|l| l.split('|').skip(3).collect::<Vec<_>>().join("|"))
+            .collect()
+    };
+    assert_eq!(untimed(&text), untimed(&again), "{text}\n{again}");
     let out = dlrt(&["bench-vit", "--image", "10"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("patch size 14"));

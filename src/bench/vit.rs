@@ -147,6 +147,9 @@ pub fn run_vit<B: AutodiffBackend>(args: &VitBenchArgs, device: &B::Device) -> R
         vit.set_precision(args.precision)?;
         let d = config.hidden_size;
         let channels = config.num_channels;
+        // The device's generator too: each method, and each run, sees the same input and head,
+        // so ranks and parameter counts repeat.
+        B::seed(device, 0);
         let x =
             Tensor::<B, 4>::random([batch, channels, image, image], Distribution::Normal(0.0, 1.0), device);
         let head =
