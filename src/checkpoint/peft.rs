@@ -128,7 +128,7 @@ pub fn export<B: Backend>(
         let (u, s, v) = (l.u().clone(), l.s().clone(), l.v().clone());
         tensors.insert(format!("{ROOT}{name}.lora_A.weight"), to_entry(&u.transpose()));
         tensors.insert(format!("{ROOT}{name}.lora_B.weight"), to_entry(&v.matmul(s.transpose())));
-        let base_bias = base.projection(i, t).and_then(|p| p.merged().1);
+        let base_bias = base.projection(i, t).and_then(|p| p.bias().cloned());
         with_bias.push(l.bias().is_some());
         if let Some(b) = l.bias() {
             let delta = match base_bias {
@@ -426,7 +426,7 @@ pub fn init_adapters<B: Backend>(
         let [u, s, v] = truncate(&lora, n, m, truncation, &format!("ΔW of `{module}`"))?;
         // Just built by `ViTClassifier::new`, the adapter's bias is still the base's b0; peft
         // scales lora_B's whole output, its bias included.
-        let b0 = projection.and_then(|p| p.merged().1);
+        let b0 = projection.and_then(|p| p.bias().cloned());
         let bias = match (b0, &lora.bias) {
             (Some(b0), Some(delta)) => Some(
                 b0 + Tensor::from_data(TensorData::new(delta.clone(), [m]), &device).mul_scalar(lora.scale),

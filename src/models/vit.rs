@@ -483,6 +483,14 @@ impl<B: Backend> Projection<B> {
         }
     }
 
+    /// The bias (an adapter's own, which it trains).
+    pub fn bias(&self) -> Option<&Tensor<B, 1>> {
+        match self {
+            Projection::Frozen(l) => l.bias(),
+            Projection::Adapted(l) => l.bias(),
+        }
+    }
+
     /// The effective n×m weight (`W0 + U S Vᵀ` for an adapter) and the bias.
     pub fn merged(&self) -> (Tensor<B, 2>, Option<Tensor<B, 1>>) {
         match self {
