@@ -1,22 +1,27 @@
-//! A CNN of your own with low-rank convolutions and a low-rank linear layer, trained by
-//! abc-PSI on Fashion-MNIST (fetched into ./data when missing): one epoch, then the accuracy on
-//! 2 000 test images (81.6 % in a release build). `--max-batches N` stops the epoch early (CI
-//! runs a few batches).
+//! A CNN of your own, an ordinary Burn module: low-rank convolutions and a low-rank linear
+//! layer trained by abc-PSI, which finds them by visiting the module, and Burn's `nn::Linear`
+//! head stepped by Burn's SGD, on Fashion-MNIST (fetched into ./data when missing): one epoch,
+//! then the accuracy on 2 000 test images (81.7 % in a release build). `--max-batches N` stops
+//! the epoch early (CI runs a few batches).
 //!
 //! cargo run --release --example cnn_fashion [-- --max-batches N]
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig};
+use burn::optim::{GradientsParams, Optimizer as _, SgdConfig};
 use burn::tensor::{activation::relu, backend::Backend, module::max_pool2d, Int, Tensor, TensorData};
 use dlrt::data::{self, DatasetName, ImageFormat, Split};
-use dlrt::layers::{Conv2dShape, DenseLinear, LowRankConv2d, Network};
+use dlrt::layers::{Conv2dShape, LowRankConv2d};
 use dlrt::train::{loss, Trainer};
 use dlrt::{linalg::TruncationConfig, optim::Optimizer, IntegratorKind, LowRankLinear, TrainBackend};
 use rand::{rngs::StdRng, SeedableRng};
 
 /// conv 1→16 (5×5) → pool → conv 16→32 (5×5) → pool → 512→128 → 128→10.
+#[derive(Module, Debug)]
 struct Cnn<B: Backend> {
     conv1: LowRankConv2d<B>,
     conv2: LowRankConv2d<B>,
     fc: LowRankLinear<B>,
-    out: DenseLinear<B>,
+    out: Linear<B>,
 }
 
 impl<B: Backend> Cnn<B> {
@@ -26,7 +31,7 @@ impl<B: Backend> Cnn<B> {
             conv1: LowRankConv2d::random(Conv2dShape::new(1, 16, [5, 5]), 8, true, gain, rng, device)?,
             conv2: LowRankConv2d::random(Conv2dShape::new(16, 32, [5, 5]), 8, true, gain, rng, device)?,
             fc: LowRankLinear::random(512, 128, 16, true, gain, rng, device)?,
-            out: DenseLinear::random(128, 10, true, gain, rng, device),
+            out: LinearConfig::new(128, 10).init(device),
         })
     }
 
@@ -38,23 +43,13 @@ impl<B: Backend> Cnn<B> {
     }
 }
 
-/// What the integrator trains: the cores of the low-rank layers; the rest takes an optimizer step.
-impl<B: burn::tensor::backend::AutodiffBackend> Network<B> for Cnn<B> {
-    fn low_rank_layers(&mut self) -> Vec<&mut LowRankLinear<B>> {
-        vec![self.conv1.core_mut(), self.conv2.core_mut(), &mut self.fc]
-    }
-    fn dense_layers(&mut self) -> Vec<&mut DenseLinear<B>> {
-        vec![&mut self.out]
-    }
-}
-
 fn main() -> dlrt::Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let max_batches = match args.iter().position(|a| a == "--max-batches") {
-        Some(i) => args.get(i + 1).and_then(|v| v.parse().ok()).expect("--max-batches N"),
+    let max_batches = match std::env::args().skip_while(|a| a != "--max-batches").nth(1) {
+        Some(v) => v.parse().map_err(|_| dlrt::Error::config("--max-batches", v, "a number of batches"))?,
         None => usize::MAX,
     };
     let (dir, device) = (std::path::Path::new("data"), Default::default());
+    TrainBackend::seed(&device, 0);
     data::fetch::ensure(DatasetName::FashionMnist, dir, &mut std::io::stderr())?;
     let load = |split| data::load(DatasetName::FashionMnist, split, dir);
     let (train, test) = (load(Split::Train)?, load(Split::Test)?);
@@ -66,23 +61,23 @@ fn main() -> dlrt::Result<()> {
     let mut net = Cnn::<TrainBackend>::new(&mut StdRng::seed_from_u64(0), &device)?;
     let mut trainer =
         Trainer::new(IntegratorKind::AbcPsi, &TruncationConfig::relative(0.1), Optimizer::sgd(0.05))?;
-    trainer.prepare(&mut net)?;
+    let mut sgd = SgdConfig::new().init::<TrainBackend, Cnn<TrainBackend>>();
+    trainer.prepare_module(&mut net)?;
     let indices: Vec<usize> = (0..train.len).collect();
     for (k, idx) in indices.chunks(64).take(max_batches).enumerate() {
         let (x, y) = batch(&train, idx);
-        let report = trainer.step(&mut net, |net| loss::cross_entropy(net.forward(x.clone()), y.clone()))?;
+        let report = trainer.step_module(
+            &mut net,
+            |net| loss::cross_entropy(net.forward(x.clone()), y.clone()),
+            |net, grads| *net = sgd.step(0.05, net.clone(), GradientsParams::from_grads(grads, net)),
+        )?;
         if k % 100 == 0 {
-            println!(
-                "step {k}: loss {:.3}, ranks {:?}",
-                report.loss,
-                [net.conv1.rank(), net.conv2.rank(), net.fc.rank()]
-            );
+            let ranks = [net.conv1.rank(), net.conv2.rank(), net.fc.rank()];
+            println!("step {k}: loss {:.3}, ranks {ranks:?}", report.loss);
         }
     }
     let (x, y) = batch(&test, &(0..2000).collect::<Vec<_>>());
-    println!(
-        "test accuracy on 2 000 images: {:.1} %",
-        100.0 * loss::correct(net.forward(x), y) as f64 / 2000.0
-    );
+    let accuracy = 100.0 * loss::correct(net.forward(x), y) as f64 / 2000.0;
+    println!("test accuracy on 2 000 images: {accuracy:.1} %");
     Ok(())
 }

@@ -16,7 +16,8 @@
 //! - [`io`]: safetensors files and atomic writes;
 //! - [`layers`]: [`LowRankLinear`] with its training passes ([`layers::Pass`]), a Burn module
 //!   ([`layers::module`]); [`LowRankConv2d`], a convolution on the same factors; [`DenseLinear`],
-//!   and the [`layers::Network`] trait a training step drives;
+//!   the [`layers::Network`] trait a training step drives, and [`layers::ModuleNetwork`], which
+//!   finds the low-rank layers of any Burn module by visiting it;
 //! - [`optim`]: SGD, momentum and Adam per tensor, with their state carried across basis
 //!   changes;
 //! - [`integrators`]: one file per method behind the [`Integrator`] trait, composing the

@@ -12,7 +12,7 @@ use burn::optim::{AdamConfig, GradientsParams, Optimizer as _, SgdConfig};
 use burn::tensor::{Int, Tensor, TensorData};
 use common::*;
 use dlrt::integrators::IntegratorKind;
-use dlrt::layers::{DenseLinear, Network};
+use dlrt::layers::{DenseLinear, ModuleNetwork, Network};
 use dlrt::linalg::TruncationConfig;
 use dlrt::optim::Optimizer;
 use dlrt::train::{loss::cross_entropy, Trainer};
@@ -245,4 +245,119 @@ fn records_save_and_load_at_their_own_rank_and_bad_records_name_the_layer() {
     let record: UserNetRecord<B> =
         recorder.load(recorder.record(trained.clone().into_record(), ()).unwrap(), &device).unwrap();
     assert_eq!(same.load_checked(record.hidden, "hidden").unwrap().rank(), trained.hidden.rank());
+}
+
+/// Three steps of `kind` on [`UserNet`], with Burn's Adam on the head: through the
+/// [`Network`] impl above (`listed`) or through `step_module`, which finds the layers itself.
+fn train_both_ways(kind: IntegratorKind, listed: bool) -> (UserNet<B>, Vec<f64>) {
+    let (x, y) = images();
+    let mut net = UserNet::<B>::new(2, 4, &Default::default());
+    let mut trainer = Trainer::new(kind, &TruncationConfig::relative(1e-3), Optimizer::sgd(0.1)).unwrap();
+    let mut adam = AdamConfig::new().init::<B, UserNet<B>>();
+    let mut others = |net: &mut UserNet<B>, grads| {
+        let grads = GradientsParams::from_grads(grads, net);
+        *net = adam.step(0.01, net.clone(), grads);
+    };
+    let loss = |net: &UserNet<B>| cross_entropy(net.forward(x.clone()), y.clone());
+    let mut losses = Vec::new();
+    if listed {
+        trainer.prepare(&mut net).unwrap();
+    } else {
+        trainer.prepare_module(&mut net).unwrap();
+    }
+    for _ in 0..3 {
+        let report = if listed {
+            trainer.step_with(&mut net, loss, &mut others)
+        } else {
+            trainer.step_module(&mut net, loss, &mut others)
+        };
+        losses.push(report.unwrap().loss);
+    }
+    (net, losses)
+}
+
+#[test]
+fn the_trainer_finds_the_low_rank_layers_by_visiting_the_module() {
+    let mut net = UserNet::<B>::new(2, 4, &Default::default());
+    let found = ModuleNetwork::new(&mut net).unwrap();
+    assert_eq!(found.paths(), ["conv.core", "hidden"]);
+    assert_eq!(found.layers()[1].to_dense().into_data(), net.hidden.to_dense().into_data());
+    // Every integrator trains the module exactly as it trains the same layers listed by hand.
+    for kind in IntegratorKind::ALL.into_iter().filter(|k| *k != IntegratorKind::Dense) {
+        let ((listed, listed_losses), (visited, visited_losses)) =
+            (train_both_ways(kind, true), train_both_ways(kind, false));
+        assert_eq!(listed_losses, visited_losses, "{kind:?}");
+        assert_eq!(listed.hidden.rank(), visited.hidden.rank(), "{kind:?}");
+        assert_eq!(listed.conv.rank(), visited.conv.rank(), "{kind:?}");
+        assert!(max_abs(listed.hidden.to_dense() - visited.hidden.to_dense()) < 1e-12, "{kind:?}");
+        let kernels = (listed.conv.to_kernel() - visited.conv.to_kernel()).abs().max().into_scalar();
+        assert!(kernels < 1e-12, "{kind:?}");
+        assert!(max_abs(listed.head.weight.val() - visited.head.weight.val()) < 1e-12, "{kind:?}");
+        let untrained = UserNet::<B>::new(2, 4, &Default::default());
+        assert!(fro(visited.hidden.to_dense() - untrained.hidden.to_dense()) > 1e-3, "{kind:?} trained");
+        assert!(visited_losses[2] < visited_losses[0], "{kind:?}: {visited_losses:?}");
+    }
+}
+
+/// One low-rank layer applied twice, as a Burn module holds it (two fields sharing parameters)
+/// and as a [`Network`] lists it (once).
+mod tied {
+    use burn::module::Module;
+    use burn::tensor::{backend::Backend, Tensor};
+    use dlrt::LowRankLinear;
+
+    #[derive(Module, Debug)]
+    pub struct Tied<B: Backend> {
+        pub first: LowRankLinear<B>,
+        pub again: LowRankLinear<B>,
+    }
+
+    impl<B: Backend> Tied<B> {
+        pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+            self.again.forward(self.first.forward(x).tanh())
+        }
+    }
+}
+use tied::Tied;
+
+struct Once(LowRankLinear<B>);
+
+impl Network<B> for Once {
+    fn low_rank_layers(&mut self) -> Vec<&mut LowRankLinear<B>> {
+        vec![&mut self.0]
+    }
+    fn dense_layers(&mut self) -> Vec<&mut DenseLinear<B>> {
+        Vec::new()
+    }
+}
+
+#[test]
+fn a_layer_used_twice_is_one_layer_and_a_failed_step_changes_nothing() {
+    let mut rng = StdRng::seed_from_u64(6);
+    let layer = LowRankLinear::<B>::random(8, 8, 3, true, 1.0, &mut rng, &Default::default()).unwrap();
+    let x = gaussian(5, 8, &mut rng);
+    let target = gaussian(5, 8, &mut rng);
+    let mse = |z: T2| (z - target.clone()).powf_scalar(2.0).mean();
+    let (mut tied, mut once) = (Tied { first: layer.clone(), again: layer.clone() }, Once(layer));
+    assert_eq!(ModuleNetwork::new(&mut tied).unwrap().paths(), ["first"]);
+    let (mut by_module, mut by_list) = (trainer(), trainer());
+    by_module.prepare_module(&mut tied).unwrap();
+    by_list.prepare(&mut once).unwrap();
+    for _ in 0..3 {
+        let a = by_module.step_module(&mut tied, |m| mse(m.forward(x.clone())), |_, _| {}).unwrap();
+        let b = by_list.step(&mut once, |n| mse(n.0.forward(n.0.forward(x.clone()).tanh()))).unwrap();
+        assert_eq!(a.loss, b.loss);
+    }
+    assert_eq!(tied.first.to_dense().into_data(), once.0.to_dense().into_data());
+    assert_eq!(tied.again.to_dense().into_data(), once.0.to_dense().into_data());
+    // A NaN loss is an error, and the module keeps its factors; outside a step the module's
+    // layers compute with their own factors again.
+    let before = tied.first.to_dense();
+    let err = by_module
+        .step_module(&mut tied, |m| mse(m.forward(x.clone())).mul_scalar(f64::NAN), |_, _| {})
+        .unwrap_err();
+    assert!(err.to_string().contains("loss"), "{err}");
+    assert_eq!(tied.first.to_dense().into_data(), before.into_data());
+    let bias = tied.first.bias().unwrap().clone().unsqueeze::<2>();
+    assert!(max_abs(tied.first.forward(x.clone()) - (x.matmul(tied.first.to_dense()) + bias)) < 1e-12);
 }

@@ -307,6 +307,13 @@ impl<B: Backend> LowRankLinear<B> {
     /// (this layer) or the patches of an image ([`super::conv2d`]), so that a convolution
     /// trains through exactly the parametrizations of a linear layer.
     pub(crate) fn forward_rows(&self, x: &impl Rows<B>) -> Tensor<B, 2> {
+        // A layer of a user's Burn module in a training pass evaluates the pass's view of it
+        // (`super::visit`).
+        if self.leaves.is_none() {
+            if let Some(view) = super::visit::published::<B>(self.u.id) {
+                return view.forward_rows(x);
+            }
+        }
         let leaf =
             |t: &Option<Tensor<B, 2>>, default: &Tensor<B, 2>| t.clone().unwrap_or_else(|| default.clone());
         let vt = |v: Tensor<B, 2>| v.transpose();

@@ -2,7 +2,9 @@
 //! linear layer that low-rank networks keep for their output, convolutions with low-rank and
 //! dense kernels ([`conv2d`]), the training passes that make their factors trainable, and the
 //! choices configs name for layers: how weights start ([`Init`]), which projections carry
-//! adapters ([`AdapterTarget`]), and how a model computes ([`Precision`], [`Attention`]).
+//! adapters ([`AdapterTarget`]), and how a model computes ([`Precision`], [`Attention`]). A
+//! network is trained either through the [`Network`] trait, which lists its layers, or as any
+//! Burn module, whose low-rank layers [`ModuleNetwork`] finds by visiting it.
 //!
 //! Orientation everywhere: `z = x W + b`, W is n×m (n = fan-in, m = fan-out), as Burn's
 //! `Linear` stores `[d_input, d_output]`.
@@ -15,6 +17,7 @@ pub mod low_rank_linear;
 pub mod module;
 pub mod passes;
 pub mod targets;
+pub mod visit;
 
 pub use compute::{Attention, Precision};
 pub use conv2d::{Conv2dShape, DenseConv2d, LowRankConv2d};
@@ -24,3 +27,4 @@ pub use low_rank_linear::LowRankLinear;
 pub use module::LowRankLinearRecord;
 pub use passes::{FactorGrads, Network, Pass};
 pub use targets::AdapterTarget;
+pub use visit::ModuleNetwork;

@@ -42,7 +42,9 @@ pub struct LowRankLinearRecord<B: Backend> {
     pub base: Option<Param<Tensor<B, 2>>>,
 }
 
-const CONTAINER: &str = "Struct:LowRankLinear";
+/// The container type a [`LowRankLinear`] reports when a visitor enters its fields
+/// ([`super::visit`] finds the layers by it).
+pub(super) const CONTAINER: &str = "Struct:LowRankLinear";
 
 impl<B: Backend> Module<B> for LowRankLinear<B> {
     type Record = LowRankLinearRecord<B>;

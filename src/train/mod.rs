@@ -23,10 +23,11 @@ pub mod schedule;
 
 use std::time::Instant;
 
+use burn::module::Module;
 use burn::tensor::{backend::AutodiffBackend, ElementConversion, Tensor};
 
 use crate::integrators::{CounterSnapshot, Integrator, IntegratorKind, LayerStep, Spec, TrainState};
-use crate::layers::{DenseLinear, LowRankLinear, Network, Pass};
+use crate::layers::{DenseLinear, LowRankLinear, ModuleNetwork, Network, Pass};
 use crate::linalg::TruncationConfig;
 use crate::optim::{Bases, DenseSlots, Optimizer};
 use crate::{Error, Result};
@@ -148,6 +149,44 @@ impl<B: AutodiffBackend> Trainer<B> {
             }
         }
         Ok(StepReport { loss: first_loss, counters: self.counters, times })
+    }
+
+    /// [`Trainer::prepare`] for a Burn module whose low-rank layers are found by visiting it
+    /// ([`ModuleNetwork`]): no [`Network`] impl is needed.
+    pub fn prepare_module<M: Module<B>>(&self, model: &mut M) -> Result<()> {
+        let mut net = ModuleNetwork::new(model)?;
+        self.prepare(&mut net)?;
+        net.finish();
+        Ok(())
+    }
+
+    /// [`Trainer::step_with`] for any Burn module: the integrator trains the low-rank layers it
+    /// finds by visiting `model` ([`ModuleNetwork`]), and `others` gets the first pass's
+    /// gradients for the module's other parameters, to step them with a Burn optimizer:
+    ///
+    /// ```ignore
+    /// trainer.step_module(&mut model, |m| loss(m.forward(x.clone())), |m, grads| {
+    ///     let grads = GradientsParams::from_grads(grads, m);
+    ///     *m = adam.step(lr, m.clone(), grads);
+    /// })?;
+    /// ```
+    ///
+    /// The module's layers take their new factors (and ranks) when the step ends; a step that
+    /// fails leaves them as they were.
+    pub fn step_module<M, F, O>(&mut self, model: &mut M, mut loss: F, mut others: O) -> Result<StepReport>
+    where
+        M: Module<B>,
+        F: FnMut(&M) -> Tensor<B, 1>,
+        O: FnMut(&mut M, B::Gradients),
+    {
+        let mut net = ModuleNetwork::new(model)?;
+        let report = self.step_with(
+            &mut net,
+            |net| net.evaluate(&mut loss),
+            |net, grads| others(net.model_mut(), grads),
+        )?;
+        net.finish();
+        Ok(report)
     }
 
     /// Pass number `i` of a step (see [`Trainer::step`]); returns the loss it evaluated.
