@@ -13,6 +13,7 @@
 
 pub mod adapters;
 pub mod peft;
+pub mod trainer;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

@@ -361,3 +361,74 @@ fn a_layer_used_twice_is_one_layer_and_a_failed_step_changes_nothing() {
     let bias = tied.first.bias().unwrap().clone().unsqueeze::<2>();
     assert!(max_abs(tied.first.forward(x.clone()) - (x.matmul(tied.first.to_dense()) + bias)) < 1e-12);
 }
+
+#[test]
+fn a_module_resumes_exactly_from_its_burn_record_and_the_trainers_state() {
+    use burn::record::{BinBytesRecorder, DoublePrecisionSettings, Recorder};
+    use dlrt::optim::OptimizerConfig;
+    let (x, y) = images();
+    let device = Default::default();
+    let adam = || Optimizer::new(OptimizerConfig::adamw(0.0), 1e-2).unwrap();
+    let trainer = |kind| Trainer::new(kind, &TruncationConfig::relative(1e-3), adam()).unwrap();
+    let steps = |trainer: &mut Trainer<B>, net: &mut UserNet<B>, k: usize| {
+        for _ in 0..k {
+            trainer.step_module(net, |n| cross_entropy(n.forward(x.clone()), y.clone()), |_, _| {}).unwrap();
+        }
+    };
+    let mut straight = UserNet::<B>::new(2, 4, &device);
+    let mut t = trainer(IntegratorKind::AbcPsi);
+    t.prepare_module(&mut straight).unwrap();
+    steps(&mut t, &mut straight, 4);
+
+    let mut first = UserNet::<B>::new(2, 4, &device);
+    let mut t1 = trainer(IntegratorKind::AbcPsi);
+    t1.prepare_module(&mut first).unwrap();
+    steps(&mut t1, &mut first, 2);
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("trainer.safetensors");
+    t1.save_module_state(&state, &first).unwrap();
+    let recorder = BinBytesRecorder::<DoublePrecisionSettings>::default();
+    let bytes = recorder.record(first.clone().into_record(), ()).unwrap();
+    let resume = |with_state: bool| {
+        // A fresh model of another rank takes the record's ranks, and the trainer its state.
+        let mut net =
+            UserNet::<B>::new(1, 99, &device).load_record(recorder.load(bytes.clone(), &device).unwrap());
+        let mut t2 = trainer(IntegratorKind::AbcPsi);
+        if with_state {
+            t2.load_module_state(&state, &net).unwrap();
+        }
+        steps(&mut t2, &mut net, 2);
+        (net, t2.counters())
+    };
+    let (resumed, counters) = resume(true);
+    assert_eq!(counters, t.counters());
+    assert_eq!((resumed.hidden.rank(), resumed.conv.rank()), (straight.hidden.rank(), straight.conv.rank()));
+    // The optimizer state is stored in f32.
+    assert!(max_abs(resumed.hidden.to_dense() - straight.hidden.to_dense()) < 1e-5);
+    let kernels = (resumed.conv.to_kernel() - straight.conv.to_kernel()).abs().max().into_scalar();
+    assert!(kernels < 1e-5, "{kernels}");
+    let (restarted, _) = resume(false);
+    assert!(max_abs(restarted.hidden.to_dense() - straight.hidden.to_dense()) > 1e-3, "the state matters");
+
+    // A module that is not the one the state was saved with, and another integrator: errors
+    // naming the file and the field.
+    let mut other = first.clone();
+    let mut t3 = trainer(IntegratorKind::AbcPsi);
+    other.hidden = LowRankLinear::random(
+        64,
+        8,
+        first.hidden.rank() % 8 + 1,
+        true,
+        1.0,
+        &mut StdRng::seed_from_u64(1),
+        &device,
+    )
+    .unwrap();
+    let err = t3.load_module_state(&state, &other).unwrap_err().to_string();
+    assert!(err.contains("trainer.safetensors") && err.contains("metadata.ranks (hidden)"), "{err}");
+    let err = trainer(IntegratorKind::Bug).load_module_state(&state, &first).unwrap_err().to_string();
+    assert!(err.contains("metadata.integrator") && err.contains("bug"), "{err}");
+    let err =
+        t3.load_module_state(&state, &Tied { first: other.hidden.clone(), again: other.hidden }).unwrap_err();
+    assert!(err.to_string().contains("metadata.paths"), "{err}");
+}

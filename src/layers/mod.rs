@@ -27,4 +27,4 @@ pub use low_rank_linear::LowRankLinear;
 pub use module::LowRankLinearRecord;
 pub use passes::{FactorGrads, Network, Pass};
 pub use targets::AdapterTarget;
-pub use visit::ModuleNetwork;
+pub use visit::{low_rank_layers, ModuleNetwork};

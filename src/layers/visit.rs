@@ -66,14 +66,9 @@ pub struct ModuleNetwork<'m, B: Backend, M> {
 }
 
 impl<'m, B: Backend, M: Module<B>> ModuleNetwork<'m, B, M> {
-    /// Finds the low-rank layers of `model`, in the order its visit meets them.
+    /// Finds the low-rank layers of `model` ([`low_rank_layers`]).
     pub fn new(model: &'m mut M) -> Result<Self> {
-        let mut finder = Finder { path: Vec::new(), open: None, found: Vec::new(), error: None };
-        model.visit(&mut finder);
-        if let Some(e) = finder.error {
-            return Err(e);
-        }
-        let (paths, layers) = finder.found.into_iter().unzip();
+        let (paths, layers) = low_rank_layers(model)?.into_iter().unzip();
         Ok(Self { model, paths, layers })
     }
 
@@ -134,6 +129,17 @@ impl<B: AutodiffBackend, M: Module<B>> Network<B> for ModuleNetwork<'_, B, M> {
     }
     fn dense_layers(&mut self) -> Vec<&mut DenseLinear<B>> {
         Vec::new()
+    }
+}
+
+/// The low-rank layers of `model` with their paths (`conv1.core`, `blocks.0`, …), in the order
+/// its visit meets them, each once: views sharing the module's parameter ids (module docs).
+pub fn low_rank_layers<B: Backend, M: Module<B>>(model: &M) -> Result<Vec<(String, LowRankLinear<B>)>> {
+    let mut finder = Finder { path: Vec::new(), open: None, found: Vec::new(), error: None };
+    model.visit(&mut finder);
+    match finder.error {
+        Some(e) => Err(e),
+        None => Ok(finder.found),
     }
 }
 

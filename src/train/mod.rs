@@ -21,13 +21,15 @@ pub mod report;
 pub mod run;
 pub mod schedule;
 
+use std::path::Path;
 use std::time::Instant;
 
 use burn::module::Module;
 use burn::tensor::{backend::AutodiffBackend, ElementConversion, Tensor};
 
+use crate::checkpoint;
 use crate::integrators::{CounterSnapshot, Integrator, IntegratorKind, LayerStep, Spec, TrainState};
-use crate::layers::{DenseLinear, LowRankLinear, ModuleNetwork, Network, Pass};
+use crate::layers::{low_rank_layers, DenseLinear, LowRankLinear, ModuleNetwork, Network, Pass};
 use crate::linalg::TruncationConfig;
 use crate::optim::{Bases, DenseSlots, Optimizer};
 use crate::{Error, Result};
@@ -187,6 +189,26 @@ impl<B: AutodiffBackend> Trainer<B> {
         )?;
         net.finish();
         Ok(report)
+    }
+
+    /// Saves what this trainer carries between the steps of `model` (its factors' optimizer
+    /// state and the counters) to `path`; with the module's Burn record saved at the same step,
+    /// training resumes exactly ([`crate::checkpoint::trainer`]).
+    pub fn save_module_state<M: Module<B>>(&self, path: &Path, model: &M) -> Result<()> {
+        let layers = low_rank_layers(model)?;
+        checkpoint::trainer::save(path, &layers, self.spec().kind, &self.state, self.counters)
+    }
+
+    /// Continues from a state [`Trainer::save_module_state`] wrote for `model` (loaded from the
+    /// record saved with it); an error names the file and what does not fit.
+    pub fn load_module_state<M: Module<B>>(&mut self, path: &Path, model: &M) -> Result<()> {
+        let layers = low_rank_layers(model)?;
+        let device = match layers.first() {
+            Some((_, layer)) => layer.u().device(),
+            None => Default::default(),
+        };
+        (self.state, self.counters) = checkpoint::trainer::load(path, &layers, self.spec().kind, &device)?;
+        Ok(())
     }
 
     /// Pass number `i` of a step (see [`Trainer::step`]); returns the loss it evaluated.
