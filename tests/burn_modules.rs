@@ -312,6 +312,13 @@ mod tied {
         pub again: LowRankLinear<B>,
     }
 
+    /// Layers inside Burn's containers.
+    #[derive(Module, Debug)]
+    pub struct Stack<B: Backend> {
+        pub blocks: Vec<LowRankLinear<B>>,
+        pub extra: Option<dlrt::LowRankConv2d<B>>,
+    }
+
     impl<B: Backend> Tied<B> {
         pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
             self.again.forward(self.first.forward(x).tanh())
@@ -340,6 +347,13 @@ fn a_layer_used_twice_is_one_layer_and_a_failed_step_changes_nothing() {
     let mse = |z: T2| (z - target.clone()).powf_scalar(2.0).mean();
     let (mut tied, mut once) = (Tied { first: layer.clone(), again: layer.clone() }, Once(layer));
     assert_eq!(ModuleNetwork::new(&mut tied).unwrap().paths(), ["first"]);
+    let shape = dlrt::layers::Conv2dShape::new(2, 3, [2, 2]);
+    let extra = dlrt::LowRankConv2d::random(shape, 2, false, 1.0, &mut rng, &Default::default()).unwrap();
+    // The third block is the first again.
+    let other = LowRankLinear::random(8, 4, 2, false, 1.0, &mut rng, &Default::default()).unwrap();
+    let blocks = vec![tied.first.clone(), other, tied.first.clone()];
+    let mut stack = tied::Stack { blocks, extra: Some(extra) };
+    assert_eq!(ModuleNetwork::new(&mut stack).unwrap().paths(), ["blocks.0", "blocks.1", "extra.core"]);
     let (mut by_module, mut by_list) = (trainer(), trainer());
     by_module.prepare_module(&mut tied).unwrap();
     by_list.prepare(&mut once).unwrap();
