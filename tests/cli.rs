@@ -99,6 +99,32 @@ fn bench_vit_prints_a_row_per_method_and_rejects_tiny_images() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("patch size 14"));
 }
 
+#[test]
+fn bench_ops_times_every_operation_of_a_block_in_both_precisions() {
+    for precision in ["f32", "bf16"] {
+        let args = ["bench-ops", "--model", "vit-s14", "--image", "28", "--batch", "2", "--rank", "4"];
+        let out = dlrt(&[&args[..], &["--precision", precision, "--steps", "1", "--warmup", "0"]].concat());
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8(out.stdout).unwrap();
+        let rows: Vec<&str> =
+            text.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| op |")).collect();
+        assert_eq!(rows.len(), 10, "{text}");
+        // 28 px of patch 14: 5 tokens per image, 10 in the batch; the backbone's type where it applies.
+        assert!(rows[0].contains(&format!("[10, 384]×[384, 384] {precision}")), "{text}");
+        assert!(rows[3].contains("r = 4, f32") && rows[7].contains("f32"), "{text}");
+        for row in &rows {
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            assert!(cells[3].parse::<f64>().is_ok_and(|ms| ms > 0.0), "{row}");
+            let backward = cells[4];
+            assert!(backward == "—" || backward.parse::<f64>().is_ok_and(|ms| ms > 0.0), "{row}");
+        }
+    }
+    let err = fails(&["bench-ops", "--steps", "0"]);
+    assert!(err.contains("steps"), "{err}");
+    let err = fails(&["bench-ops", "--model", "vit-s14", "--rank", "400"]);
+    assert!(err.contains("rank") && err.contains("384"), "{err}");
+}
+
 /// Fails with exit status 1 (an error, not a panic's 101); returns stderr.
 fn fails(args: &[&str]) -> String {
     let out = dlrt(args);

@@ -401,11 +401,7 @@ struct LayerNorm<B: Backend> {
 
 impl<B: Backend> LayerNorm<B> {
     fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let d = self.weight.dims()[0];
-        let centred = x.clone() - x.mean_dim(2);
-        let var = centred.clone().square().mean_dim(2);
-        centred / var.add_scalar(self.eps).sqrt() * self.weight.clone().reshape([1, 1, d])
-            + self.bias.clone().reshape([1, 1, d])
+        layer_norm(x, self.weight.clone(), self.bias.clone(), self.eps)
     }
 
     fn save(&self, name: &str, out: &mut TensorMap) {
@@ -414,9 +410,22 @@ impl<B: Backend> LayerNorm<B> {
     }
 }
 
+/// Layer norm over the last axis of [B, T, D], with weight and bias of size D.
+pub(crate) fn layer_norm<B: Backend>(
+    x: Tensor<B, 3>,
+    weight: Tensor<B, 1>,
+    bias: Tensor<B, 1>,
+    eps: f64,
+) -> Tensor<B, 3> {
+    let d = weight.dims()[0];
+    let centred = x.clone() - x.mean_dim(2);
+    let var = centred.clone().square().mean_dim(2);
+    centred / var.add_scalar(eps).sqrt() * weight.reshape([1, 1, d]) + bias.reshape([1, 1, d])
+}
+
 /// Exact GELU, x·Φ(x) = x/2·(1 + erf(x/√2)), HF's `"gelu"`. Written out because the backward
 /// pass of Burn 0.21's `gelu` is the derivative of the tanh approximation (off by up to 9e-4).
-fn gelu<B: Backend>(x: Tensor<B, 3>) -> Tensor<B, 3> {
+pub(crate) fn gelu<B: Backend>(x: Tensor<B, 3>) -> Tensor<B, 3> {
     x.clone() * x.div_scalar(std::f64::consts::SQRT_2).erf().add_scalar(1.0).mul_scalar(0.5)
 }
 
@@ -721,7 +730,7 @@ impl<B: Backend> SelfAttention<B> {
 /// the same function; where the backend runs the fused op as a kernel (not under autodiff in
 /// Burn 0.21), the [B, H, T, T] scores never leave it. The explicit softmax runs in `softmax_dtype` (f32 when Q, K, V are bf16, as the fused CPU
 /// kernel and flash attention accumulate in f32).
-fn attend<B: Backend>(
+pub(crate) fn attend<B: Backend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
     v: Tensor<B, 4>,
