@@ -39,7 +39,7 @@ use crate::config::{ModelKind, RunConfig};
 use crate::data::{self, DatasetName, Split};
 use crate::integrators::IntegratorKind;
 use crate::linalg::{host_time, HostTime};
-use crate::models::{lenet5, Classifier, Layer};
+use crate::models::{lenet5, Classifier, Layer, Net};
 use crate::optim::OptimizerConfig;
 use crate::train::{loss::cross_entropy, run::new_model, StepTimes, Trainer};
 use crate::{Error, Result};
@@ -99,14 +99,17 @@ impl Default for StepOptions {
     }
 }
 
-/// Steps classed by whether their shapes are new in the run (module docs). The first step is
-/// left out: it compiles and allocates everything, whatever the ranks.
+/// Steps classed by whether their shapes are new in the run (module docs). Kernels are
+/// compiled per operation's shape, and layers of the same n×m share them, so a step is at new
+/// ranks when some low-rank layer is at an (n, m, r) no layer was at before in the run, and at
+/// new widths when some pass multiplied with an (n, m, U width, V width) not seen before. The
+/// first step is left out: it compiles and allocates everything, whatever the ranks.
 #[derive(Clone, Debug, Default)]
 pub struct NewShapes {
-    seen_ranks: HashSet<Vec<usize>>,
-    seen_widths: HashSet<Vec<usize>>,
-    steps: usize,
-    /// Times of steps at a new rank set, at a seen one, at new widths, at seen widths.
+    seen_ranks: HashSet<[usize; 3]>,
+    seen_widths: HashSet<[usize; 4]>,
+    recorded: usize,
+    /// Times of steps at new ranks, at seen ones, at new widths, at seen widths.
     times: [Vec<f64>; 4],
 }
 
@@ -115,25 +118,26 @@ pub struct NewShapes {
 pub struct ShapeSummary {
     /// Steps classed (all but the first).
     pub steps: usize,
-    /// Steps at a rank set (the ranks of all low-rank layers) not seen before.
+    /// Steps at new ranks ([`NewShapes`]).
     pub new_ranks: usize,
-    /// Steps whose passes multiplied with widths not seen before.
+    /// Steps whose passes multiplied with new widths.
     pub new_widths: usize,
-    /// Median time of the steps at a new rank set, a seen one, new widths, seen widths.
+    /// Median time of the steps at new ranks, at seen ones, at new widths, at seen widths.
     pub medians: [Option<f64>; 4],
 }
 
 impl NewShapes {
-    /// Records a step that started at `ranks` and whose passes multiplied with `widths`;
-    /// returns whether the ranks and the widths were new.
-    pub fn add(&mut self, ranks: Vec<usize>, widths: Vec<usize>, time: f64) -> (bool, bool) {
-        let first = self.seen_ranks.is_empty();
-        let (new_ranks, new_widths) = (self.seen_ranks.insert(ranks), self.seen_widths.insert(widths));
-        if !first {
-            self.steps += 1;
+    /// Records a step that started with its layers at `ranks` (n, m, r) and whose passes
+    /// multiplied with `widths` (n, m, U width, V width); returns whether either was new.
+    pub fn add(&mut self, ranks: Vec<[usize; 3]>, widths: Vec<[usize; 4]>, time: f64) -> (bool, bool) {
+        // `fold`, not `any`: every shape of the step is remembered.
+        let new_ranks = ranks.into_iter().fold(false, |new, k| self.seen_ranks.insert(k) | new);
+        let new_widths = widths.into_iter().fold(false, |new, k| self.seen_widths.insert(k) | new);
+        if self.recorded > 0 {
             self.times[if new_ranks { 0 } else { 1 }].push(time);
             self.times[if new_widths { 2 } else { 3 }].push(time);
         }
+        self.recorded += 1;
         (new_ranks, new_widths)
     }
 
@@ -141,7 +145,7 @@ impl NewShapes {
     pub fn summary(&self) -> ShapeSummary {
         let medians = self.times.clone().map(|t| median(t).ok());
         ShapeSummary {
-            steps: self.steps,
+            steps: self.recorded.saturating_sub(1),
             new_ranks: self.times[0].len(),
             new_widths: self.times[2].len(),
             medians,
@@ -149,13 +153,30 @@ impl NewShapes {
     }
 }
 
-/// The widths (U's, V's) every low-rank layer's current pass multiplies with, appended to `out`.
+/// The low-rank layers of a network `dlrt train` builds.
+fn low_rank<B: AutodiffBackend>(net: &Net<B>) -> impl Iterator<Item = &crate::LowRankLinear<B>> {
+    net.layers().iter().filter_map(|l| match l {
+        Layer::LowRank(l) => Some(l),
+        Layer::Dense(_) => None,
+    })
+}
+
+/// The (n, m, r) of every low-rank layer.
+fn rank_keys<'a, B: AutodiffBackend>(
+    layers: impl Iterator<Item = &'a crate::LowRankLinear<B>>,
+) -> Vec<[usize; 3]> {
+    layers.map(|l| [l.n(), l.m(), l.rank()]).collect()
+}
+
+/// The (n, m, U width, V width) every low-rank layer's current pass multiplies with, appended
+/// to `out`.
 fn push_widths<'a, B: AutodiffBackend>(
     layers: impl Iterator<Item = &'a crate::LowRankLinear<B>>,
-    out: &mut Vec<usize>,
+    out: &mut Vec<[usize; 4]>,
 ) {
-    for (u, v) in layers.map(|l| l.pass_widths()) {
-        out.extend([u, v]);
+    for l in layers {
+        let (u, v) = l.pass_widths();
+        out.push([l.n(), l.m(), u, v]);
     }
 }
 
@@ -336,21 +357,17 @@ pub fn run<B: AutodiffBackend>(
             if k == warmup {
                 breakdown = Breakdown::start();
             }
-            let (ranks, mut widths) = (net.ranks(), Vec::new());
+            let (start, ranks, mut widths) = (net.ranks(), rank_keys(low_rank(&net)), Vec::new());
             let started = Instant::now();
             let report = trainer.step(&mut net, |net| {
-                let low_rank = net.layers().iter().filter_map(|l| match l {
-                    Layer::LowRank(l) => Some(l),
-                    Layer::Dense(_) => None,
-                });
-                push_widths(low_rank, &mut widths);
+                push_widths(low_rank(net), &mut widths);
                 cross_entropy(net.logits(x.clone()), y.clone())
             })?;
             sync::<B>(device)?;
             let us = started.elapsed().as_secs_f64() * 1e6;
-            let new = new_shapes.add(ranks.clone(), widths, us);
+            let new = new_shapes.add(ranks, widths, us);
             if options.log_steps {
-                log_step(method, k, total, k < warmup, (us, "µs"), report.times, &ranks, new);
+                log_step(method, k, total, k < warmup, (us, "µs"), report.times, &start, new);
             }
             if k >= warmup {
                 times.push(us);
@@ -485,8 +502,8 @@ fn write_shapes_table(
 ) -> Result<()> {
     let io = Error::Output;
     writeln!(out).map_err(io)?;
-    writeln!(out, "What a new shape costs (median {unit} per step, warm-up included, the first step left out; ranks: of every low-rank layer at the step's start; widths: those its passes multiplied with, in the rank bucket):").map_err(io)?;
-    writeln!(out, "| method | steps | new rank sets | at new ranks | at seen ranks | new widths | at new widths | at seen widths |").map_err(io)?;
+    writeln!(out, "What a new shape costs (median {unit} per step, warm-up included, the first step left out; a step is at new ranks when a low-rank layer starts it at an (n, m, r) not seen before in the run, at new widths when a pass multiplies with an (n, m, width) not seen before; widths are the rank bucket's):").map_err(io)?;
+    writeln!(out, "| method | steps | new ranks | at new ranks | at seen ranks | new widths | at new widths | at seen widths |").map_err(io)?;
     writeln!(out, "|---|---|---|---|---|---|---|---|").map_err(io)?;
     let show = |t: Option<f64>| t.map_or("-".to_string(), |t| format!("{t:.0}"));
     for (method, s) in rows {
@@ -612,13 +629,27 @@ mod tests {
     #[test]
     fn new_shapes_are_told_from_seen_ones_and_the_first_step_is_left_out() {
         let mut shapes = NewShapes::default();
-        assert_eq!(shapes.add(vec![20, 20], vec![24, 24], 1000.0), (true, true));
-        assert_eq!(shapes.add(vec![21, 20], vec![24, 24], 9.0), (true, false));
-        assert_eq!(shapes.add(vec![20, 20], vec![24, 24], 3.0), (false, false));
-        assert_eq!(shapes.add(vec![26, 20], vec![32, 24], 11.0), (true, true));
+        let (a, b) = ([784, 500], [500, 500]);
+        let step = |r: [usize; 2], w: [usize; 2]| {
+            (
+                vec![[a[0], a[1], r[0]], [b[0], b[1], r[1]]],
+                vec![[a[0], a[1], w[0], w[0]], [b[0], b[1], w[1], w[1]]],
+            )
+        };
+        let mut add = |r, w, t| {
+            let (ranks, widths) = step(r, w);
+            shapes.add(ranks, widths, t)
+        };
+        assert_eq!(add([20, 20], [24, 24], 1000.0), (true, true));
+        assert_eq!(add([21, 20], [24, 24], 9.0), (true, false));
+        assert_eq!(add([20, 20], [24, 24], 3.0), (false, false));
+        assert_eq!(add([26, 20], [32, 24], 11.0), (true, true));
+        // Each layer's shape was seen before, if never together: nothing is new.
+        assert_eq!(add([21, 26], [24, 32], 5.0), (true, true));
+        assert_eq!(add([26, 21], [32, 24], 4.0), (false, false));
         let s = shapes.summary();
-        assert_eq!((s.steps, s.new_ranks, s.new_widths), (3, 2, 1));
-        assert_eq!(s.medians, [Some(11.0), Some(3.0), Some(11.0), Some(9.0)]);
-        assert_eq!(NewShapes::default().summary().medians, [None; 4]);
+        assert_eq!((s.steps, s.new_ranks, s.new_widths), (5, 3, 2));
+        assert_eq!(s.medians, [Some(11.0), Some(4.0), Some(11.0), Some(4.0)]);
+        assert_eq!(NewShapes::default().summary(), ShapeSummary::default());
     }
 }

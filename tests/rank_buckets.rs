@@ -314,7 +314,7 @@ fn bench_logs_steps_with_their_ranks_and_tells_new_shapes_from_seen_ones() {
     let (_, shapes) = stdout.split_once("What a new shape costs").expect("the new-shape table");
     let row = shapes.lines().find(|l| l.starts_with("| lora |")).unwrap_or_else(|| panic!("{stdout}"));
     let cells: Vec<&str> = row.split('|').map(str::trim).collect();
-    // | lora | steps | new rank sets | at new | at seen | new widths | at new | at seen |: LoRA
+    // | lora | steps | new ranks | at new | at seen | new widths | at new | at seen |: LoRA
     // keeps its rank, so the 4 steps after the first are all at seen ranks and widths.
     assert_eq!([cells[2], cells[3], cells[4], cells[6], cells[7]], ["4", "0", "-", "0", "-"], "{row}");
     assert!(cells[5].parse::<f64>().unwrap() > 0.0 && cells[8].parse::<f64>().unwrap() > 0.0, "{row}");

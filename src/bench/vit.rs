@@ -15,8 +15,8 @@ use burn::tensor::{backend::AutodiffBackend, Distribution, Int, Tensor, TensorDa
 use rand::{rngs::StdRng, SeedableRng};
 
 use super::{
-    bucket_note, check_steps, log_step, median, push_widths, sync, write_parts_table, write_shapes_table,
-    Breakdown, NewShapes, ShapeSummary, StepOptions,
+    bucket_note, check_steps, log_step, median, push_widths, rank_keys, sync, write_parts_table,
+    write_shapes_table, Breakdown, NewShapes, ShapeSummary, StepOptions,
 };
 use crate::config::overrides::parse_name;
 use crate::config::FinetuneConfig;
@@ -175,7 +175,8 @@ pub fn run_vit<B: AutodiffBackend>(args: &VitBenchArgs, device: &B::Device) -> R
                 breakdown = Breakdown::start();
                 moved = (crate::linalg::host_reads(), crate::linalg::host_bytes());
             }
-            let ranks: Vec<usize> = vit.adapters().map(|(_, _, l)| l.rank()).collect();
+            let start: Vec<usize> = vit.adapters().map(|(_, _, l)| l.rank()).collect();
+            let ranks = rank_keys(vit.adapters().map(|(_, _, l)| l));
             let mut widths = Vec::new();
             let started = Instant::now();
             let report = trainer.step(&mut vit, |v| {
@@ -184,9 +185,9 @@ pub fn run_vit<B: AutodiffBackend>(args: &VitBenchArgs, device: &B::Device) -> R
             })?;
             sync::<B>(device)?;
             let ms = started.elapsed().as_secs_f64() * 1e3;
-            let new = shapes.add(ranks.clone(), widths, ms);
+            let new = shapes.add(ranks, widths, ms);
             if args.options.log_steps {
-                log_step(method, k, total, k < args.warmup, (ms, "ms"), report.times, &ranks, new);
+                log_step(method, k, total, k < args.warmup, (ms, "ms"), report.times, &start, new);
             }
             if k >= args.warmup {
                 times.push(ms);
