@@ -644,12 +644,13 @@ mod tests {
         assert_eq!(add([21, 20], [24, 24], 9.0), (true, false));
         assert_eq!(add([20, 20], [24, 24], 3.0), (false, false));
         assert_eq!(add([26, 20], [32, 24], 11.0), (true, true));
-        // Each layer's shape was seen before, if never together: nothing is new.
+        // 26 and 32 are new for the second layer's shape, though the first had them.
         assert_eq!(add([21, 26], [24, 32], 5.0), (true, true));
-        assert_eq!(add([26, 21], [32, 24], 4.0), (false, false));
+        // Each layer's shape was seen before, if never together: nothing is new.
+        assert_eq!(add([26, 26], [32, 32], 4.0), (false, false));
         let s = shapes.summary();
         assert_eq!((s.steps, s.new_ranks, s.new_widths), (5, 3, 2));
-        assert_eq!(s.medians, [Some(11.0), Some(4.0), Some(11.0), Some(4.0)]);
+        assert_eq!(s.medians, [Some(9.0), Some(4.0), Some(11.0), Some(4.0)]);
         assert_eq!(NewShapes::default().summary(), ShapeSummary::default());
     }
 }
