@@ -180,13 +180,10 @@ fn push_widths<'a, B: AutodiffBackend>(
     }
 }
 
-/// The per-step line of `--log-steps`.
-#[allow(clippy::too_many_arguments)]
+/// The per-step line of `--log-steps` for step `k` of `total` (`warmup`: an untimed one).
 fn log_step(
     method: IntegratorKind,
-    k: usize,
-    total: usize,
-    warmup: bool,
+    (k, total, warmup): (usize, usize, bool),
     (time, unit): (f64, &str),
     parts: StepTimes,
     ranks: &[usize],
@@ -367,7 +364,7 @@ pub fn run<B: AutodiffBackend>(
             let us = started.elapsed().as_secs_f64() * 1e6;
             let new = new_shapes.add(ranks, widths, us);
             if options.log_steps {
-                log_step(method, k, total, k < warmup, (us, "µs"), report.times, &start, new);
+                log_step(method, (k, total, k < warmup), (us, "µs"), report.times, &start, new);
             }
             if k >= warmup {
                 times.push(us);

@@ -187,7 +187,7 @@ pub fn run_vit<B: AutodiffBackend>(args: &VitBenchArgs, device: &B::Device) -> R
             let ms = started.elapsed().as_secs_f64() * 1e3;
             let new = shapes.add(ranks, widths, ms);
             if args.options.log_steps {
-                log_step(method, k, total, k < args.warmup, (ms, "ms"), report.times, &start, new);
+                log_step(method, (k, total, k < args.warmup), (ms, "ms"), report.times, &start, new);
             }
             if k >= args.warmup {
                 times.push(ms);
