@@ -8,6 +8,12 @@
 //! sizes at the final ranks ([`flops`]), and compared with this machine's measured rate for a
 //! large matrix product.
 //!
+//! Every step (warm-up included) is also classed by whether its shapes are new in the run
+//! ([`NewShapes`]): the ranks at its start, and the widths its passes multiplied with (those of
+//! the rank bucket, `--rank-bucket`). A third table gives the median time of the steps at new
+//! and at seen shapes, which is what a new rank costs where kernels are compiled or tuned per
+//! shape (a GPU); `--log-steps` prints every step with its ranks as it ends.
+//!
 //! With `--model lenet5` the network is LeNet-5 ([`RunConfig::lenet5_with`]), and a second
 //! table times single convolutions, low-rank against dense at the same shapes ([`conv`]).
 //!
@@ -20,6 +26,7 @@ pub mod matrix;
 pub mod ops;
 pub mod vit;
 
+use std::collections::HashSet;
 use std::fmt::Debug;
 use std::io::Write;
 use std::path::Path;
@@ -28,11 +35,12 @@ use std::time::Instant;
 use burn::tensor::{backend::AutodiffBackend, Distribution, Int, Tensor, TensorData};
 use rand::{rngs::StdRng, SeedableRng};
 
+use crate::config::overrides::parse_rank_bucket;
 use crate::config::{ModelKind, RunConfig};
 use crate::data::{self, DatasetName, Split};
 use crate::integrators::IntegratorKind;
 use crate::linalg::{host_time, HostTime};
-use crate::models::{lenet5, Classifier, Layer};
+use crate::models::{lenet5, Classifier, Layer, Net};
 use crate::optim::OptimizerConfig;
 use crate::train::{loss::cross_entropy, run::new_model, StepTimes, Trainer};
 use crate::{Error, Result};
@@ -68,6 +76,132 @@ pub struct BenchRow {
     /// Mean time per timed step in the host decompositions, in µs, summed over layers
     /// ([`crate::linalg::host_time`]).
     pub host_us: HostTime,
+    /// Step times, in µs, at new and at seen shapes.
+    pub shapes: ShapeSummary,
+}
+
+/// Options of both step benchmarks (`dlrt bench`, `dlrt bench-vit`).
+#[derive(Clone, Debug, PartialEq, clap::Args)]
+pub struct StepOptions {
+    /// Pad the factors each pass multiplies with to widths that are multiples of N (rank
+    /// buckets: few kernel shapes on a GPU while ranks change; 1 = no padding).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = parse_rank_bucket)]
+    pub rank_bucket: usize,
+    /// Print every step (time, its parts, the ranks, and whether its ranks and widths are new
+    /// in the run) to stderr as it ends, so a run cut short by a timeout still shows how far it
+    /// got.
+    #[arg(long)]
+    pub log_steps: bool,
+}
+
+impl Default for StepOptions {
+    fn default() -> Self {
+        Self { rank_bucket: 1, log_steps: false }
+    }
+}
+
+/// Steps classed by whether their shapes are new in the run (module docs). Kernels are
+/// compiled per operation's shape, and layers of the same n×m share them, so a step is at new
+/// ranks when some low-rank layer is at an (n, m, r) no layer was at before in the run, and at
+/// new widths when some pass multiplied with an (n, m, U width, V width) not seen before. The
+/// first step is left out: it compiles and allocates everything, whatever the ranks.
+#[derive(Clone, Debug, Default)]
+pub struct NewShapes {
+    seen_ranks: HashSet<[usize; 3]>,
+    seen_widths: HashSet<[usize; 4]>,
+    recorded: usize,
+    /// Times of steps at new ranks, at seen ones, at new widths, at seen widths.
+    times: [Vec<f64>; 4],
+}
+
+/// What [`NewShapes`] found: counts and median step times (`None` where no step was).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ShapeSummary {
+    /// Steps classed (all but the first).
+    pub steps: usize,
+    /// Steps at new ranks ([`NewShapes`]).
+    pub new_ranks: usize,
+    /// Steps whose passes multiplied with new widths.
+    pub new_widths: usize,
+    /// Median time of the steps at new ranks, at seen ones, at new widths, at seen widths.
+    pub medians: [Option<f64>; 4],
+}
+
+impl NewShapes {
+    /// Records a step that started with its layers at `ranks` (n, m, r) and whose passes
+    /// multiplied with `widths` (n, m, U width, V width); returns whether either was new.
+    pub fn add(&mut self, ranks: Vec<[usize; 3]>, widths: Vec<[usize; 4]>, time: f64) -> (bool, bool) {
+        // `fold`, not `any`: every shape of the step is remembered.
+        let new_ranks = ranks.into_iter().fold(false, |new, k| self.seen_ranks.insert(k) | new);
+        let new_widths = widths.into_iter().fold(false, |new, k| self.seen_widths.insert(k) | new);
+        if self.recorded > 0 {
+            self.times[if new_ranks { 0 } else { 1 }].push(time);
+            self.times[if new_widths { 2 } else { 3 }].push(time);
+        }
+        self.recorded += 1;
+        (new_ranks, new_widths)
+    }
+
+    /// Counts and medians.
+    pub fn summary(&self) -> ShapeSummary {
+        let medians = self.times.clone().map(|t| median(t).ok());
+        ShapeSummary {
+            steps: self.recorded.saturating_sub(1),
+            new_ranks: self.times[0].len(),
+            new_widths: self.times[2].len(),
+            medians,
+        }
+    }
+}
+
+/// The low-rank layers of a network `dlrt train` builds.
+fn low_rank<B: AutodiffBackend>(net: &Net<B>) -> impl Iterator<Item = &crate::LowRankLinear<B>> {
+    net.layers().iter().filter_map(|l| match l {
+        Layer::LowRank(l) => Some(l),
+        Layer::Dense(_) => None,
+    })
+}
+
+/// The (n, m, r) of every low-rank layer.
+fn rank_keys<'a, B: AutodiffBackend>(
+    layers: impl Iterator<Item = &'a crate::LowRankLinear<B>>,
+) -> Vec<[usize; 3]> {
+    layers.map(|l| [l.n(), l.m(), l.rank()]).collect()
+}
+
+/// The (n, m, U width, V width) every low-rank layer's current pass multiplies with, appended
+/// to `out`.
+fn push_widths<'a, B: AutodiffBackend>(
+    layers: impl Iterator<Item = &'a crate::LowRankLinear<B>>,
+    out: &mut Vec<[usize; 4]>,
+) {
+    for l in layers {
+        let (u, v) = l.pass_widths();
+        out.push([l.n(), l.m(), u, v]);
+    }
+}
+
+/// The per-step line of `--log-steps` for step `k` of `total` (`warmup`: an untimed one).
+fn log_step(
+    method: IntegratorKind,
+    (k, total, warmup): (usize, usize, bool),
+    (time, unit): (f64, &str),
+    parts: StepTimes,
+    ranks: &[usize],
+    (new_ranks, new_widths): (bool, bool),
+) {
+    let scale = if unit == "ms" { 1e3 } else { 1e6 };
+    let new = |b: bool| if b { "new" } else { "seen" };
+    eprintln!(
+        "{method} step {}/{total} ({}): {time:.1} {unit} (forward {:.1}, backward {:.1}, update {:.1}); ranks {ranks:?} {}, widths {}",
+        k + 1,
+        if warmup { "warm-up" } else { "timed" },
+        parts.forward * scale,
+        parts.backward * scale,
+        parts.update * scale,
+        new(new_ranks),
+        new(new_widths)
+    );
 }
 
 /// The result of [`run`]: the rows and what they were measured on.
@@ -86,6 +220,8 @@ pub struct MlpBench {
     pub warmup: usize,
     /// Timed steps per method.
     pub steps: usize,
+    /// The rank bucket and the step log.
+    pub options: StepOptions,
 }
 
 /// GFLOP/s of a 1024×1024×1024 matrix product on the backend (median of 5).
@@ -159,12 +295,12 @@ fn sync<B: AutodiffBackend>(device: &B::Device) -> Result<()> {
 
 /// Benchmarks `methods` (all when empty) on `model` (the paper's MLP or LeNet-5, at the
 /// settings of [`RunConfig::paper_mnist_with`] and [`RunConfig::lenet5_with`]) with `warmup`
-/// untimed and `steps` timed steps each.
+/// untimed and `steps` timed steps each, with `options`' rank bucket.
 pub fn run<B: AutodiffBackend>(
     model: ModelKind,
     methods: &[IntegratorKind],
-    warmup: usize,
-    steps: usize,
+    (warmup, steps): (usize, usize),
+    options: &StepOptions,
     data_dir: &Path,
     device: &B::Device,
 ) -> Result<MlpBench> {
@@ -189,8 +325,10 @@ pub fn run<B: AutodiffBackend>(
     for &method in methods {
         let cfg = preset(method);
         let mut net = new_model::<B>(&cfg, (image, classes), &mut rng, device)?;
-        let mut trainer = Trainer::new(method, &cfg.integrator.truncation(), cfg.optimizer.build()?)?;
+        let mut trainer = Trainer::new(method, &cfg.integrator.truncation(), cfg.optimizer.build()?)?
+            .with_rank_bucket(options.rank_bucket)?;
         trainer.prepare(&mut net)?;
+        let mut new_shapes = NewShapes::default();
         let mut times = Vec::with_capacity(steps);
         let before = trainer.counters();
         let (reads_before, bytes_before) = (crate::linalg::host_reads(), crate::linalg::host_bytes());
@@ -217,11 +355,20 @@ pub fn run<B: AutodiffBackend>(
             if k == warmup {
                 breakdown = Breakdown::start();
             }
+            let (start, ranks, mut widths) = (net.ranks(), rank_keys(low_rank(&net)), Vec::new());
             let started = Instant::now();
-            let report = trainer.step(&mut net, |net| cross_entropy(net.logits(x.clone()), y.clone()))?;
+            let report = trainer.step(&mut net, |net| {
+                push_widths(low_rank(net), &mut widths);
+                cross_entropy(net.logits(x.clone()), y.clone())
+            })?;
             sync::<B>(device)?;
+            let us = started.elapsed().as_secs_f64() * 1e6;
+            let new = new_shapes.add(ranks, widths, us);
+            if options.log_steps {
+                log_step(method, (k, total, k < warmup), (us, "µs"), report.times, &start, new);
+            }
             if k >= warmup {
-                times.push(started.elapsed().as_secs_f64() * 1e6);
+                times.push(us);
                 breakdown.add(report.times);
             }
         }
@@ -253,9 +400,18 @@ pub fn run<B: AutodiffBackend>(
             host_bytes: per(crate::linalg::host_bytes(), bytes_before),
             parts_us,
             host_us,
+            shapes: new_shapes.summary(),
         });
     }
-    Ok(MlpBench { config: base, rows, mnist: mnist.is_some(), matmul_gflops, warmup, steps })
+    Ok(MlpBench {
+        config: base,
+        rows,
+        mnist: mnist.is_some(),
+        matmul_gflops,
+        warmup,
+        steps,
+        options: options.clone(),
+    })
 }
 
 /// The setting line of a run config: `784-500-500-10, batch 64, r0 = 20, tol = 0.01, SGD lr = 0.01`.
@@ -287,8 +443,9 @@ pub fn write_table(out: &mut impl Write, bench: &MlpBench, device: impl Debug) -
     let (rate, batches) = (bench.matmul_gflops, if bench.mnist { "MNIST" } else { "Gaussian" });
     writeln!(
         out,
-        "{}; {batches} batches; median of {} steps after {} warm-up",
+        "{}{}; {batches} batches; median of {} steps after {} warm-up",
         setting(&bench.config),
+        bucket_note(bench.options.rank_bucket),
         bench.steps,
         bench.warmup
     )
@@ -319,8 +476,42 @@ pub fn write_table(out: &mut impl Write, bench: &MlpBench, device: impl Debug) -
         .map_err(io)?;
     }
     write_parts_table(out, "µs", bench.rows.iter().map(|r| (r.method, r.parts_us, r.host_us)))?;
+    write_shapes_table(out, "µs", bench.rows.iter().map(|r| (r.method, r.shapes)))?;
     if let Some(mib) = peak_memory_mib() {
         writeln!(out, "peak resident memory of this process: {mib:.0} MiB").map_err(io)?;
+    }
+    Ok(())
+}
+
+/// `, rank bucket b` for a bucket other than 1.
+fn bucket_note(bucket: usize) -> String {
+    if bucket == 1 {
+        String::new()
+    } else {
+        format!(", rank bucket {bucket}")
+    }
+}
+
+/// The "what a new shape costs" table of `dlrt bench` and `dlrt bench-vit`, after a blank line.
+fn write_shapes_table(
+    out: &mut impl Write,
+    unit: &str,
+    rows: impl Iterator<Item = (IntegratorKind, ShapeSummary)>,
+) -> Result<()> {
+    let io = Error::Output;
+    writeln!(out).map_err(io)?;
+    writeln!(out, "What a new shape costs (median {unit} per step, warm-up included, the first step left out; a step is at new ranks when a low-rank layer starts it at an (n, m, r) not seen before in the run, at new widths when a pass multiplies with an (n, m, width) not seen before; widths are the rank bucket's):").map_err(io)?;
+    writeln!(out, "| method | steps | new ranks | at new ranks | at seen ranks | new widths | at new widths | at seen widths |").map_err(io)?;
+    writeln!(out, "|---|---|---|---|---|---|---|---|").map_err(io)?;
+    let show = |t: Option<f64>| t.map_or("-".to_string(), |t| format!("{t:.0}"));
+    for (method, s) in rows {
+        let [a, b, c, d] = s.medians.map(show);
+        writeln!(
+            out,
+            "| {method} | {} | {} | {a} | {b} | {} | {c} | {d} |",
+            s.steps, s.new_ranks, s.new_widths
+        )
+        .map_err(io)?;
     }
     Ok(())
 }
@@ -370,8 +561,8 @@ mod tests {
         let err = run::<crate::TrainBackend>(
             ModelKind::Mlp,
             &[IntegratorKind::Dense],
-            0,
-            0,
+            (0, 0),
+            &StepOptions::default(),
             Path::new("/nowhere"),
             &device,
         )
@@ -399,6 +590,12 @@ mod tests {
             host_bytes: 2048.0,
             parts_us: parts,
             host_us: HostTime { qr: 5.0, svd: 6.0 },
+            shapes: ShapeSummary {
+                steps: 3,
+                new_ranks: 2,
+                new_widths: 1,
+                medians: [Some(30.0), Some(10.0), Some(40.0), None],
+            },
         };
         let bench = MlpBench {
             config: RunConfig::paper_mnist(),
@@ -407,6 +604,7 @@ mod tests {
             matmul_gflops: 10.0,
             warmup: 1,
             steps: 3,
+            options: StepOptions::default(),
         };
         let mut out = Vec::new();
         write_table(&mut out, &bench, "Cpu").unwrap();
@@ -423,5 +621,34 @@ mod tests {
             "| abc_psi | 2000 | 2 | 2.0 | 2.0 | 4.0 | 2.0 | [20, 18] | 4.0 | 2.0 | 20 % | 2.00 |"
         );
         assert!(text.contains("| abc_psi | 1 | 2 | 3 | 5 | 6 |"), "{text}");
+        assert!(text.contains("| abc_psi | 3 | 2 | 30 | 10 | 1 | 40 | - |"), "{text}");
+    }
+
+    #[test]
+    fn new_shapes_are_told_from_seen_ones_and_the_first_step_is_left_out() {
+        let mut shapes = NewShapes::default();
+        let (a, b) = ([784, 500], [500, 500]);
+        let step = |r: [usize; 2], w: [usize; 2]| {
+            (
+                vec![[a[0], a[1], r[0]], [b[0], b[1], r[1]]],
+                vec![[a[0], a[1], w[0], w[0]], [b[0], b[1], w[1], w[1]]],
+            )
+        };
+        let mut add = |r, w, t| {
+            let (ranks, widths) = step(r, w);
+            shapes.add(ranks, widths, t)
+        };
+        assert_eq!(add([20, 20], [24, 24], 1000.0), (true, true));
+        assert_eq!(add([21, 20], [24, 24], 9.0), (true, false));
+        assert_eq!(add([20, 20], [24, 24], 3.0), (false, false));
+        assert_eq!(add([26, 20], [32, 24], 11.0), (true, true));
+        // 26 and 32 are new for the second layer's shape, though the first had them.
+        assert_eq!(add([21, 26], [24, 32], 5.0), (true, true));
+        // Each layer's shape was seen before, if never together: nothing is new.
+        assert_eq!(add([26, 26], [32, 32], 4.0), (false, false));
+        let s = shapes.summary();
+        assert_eq!((s.steps, s.new_ranks, s.new_widths), (5, 3, 2));
+        assert_eq!(s.medians, [Some(9.0), Some(4.0), Some(11.0), Some(4.0)]);
+        assert_eq!(NewShapes::default().summary(), ShapeSummary::default());
     }
 }

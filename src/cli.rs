@@ -265,6 +265,9 @@ pub struct BenchArgs {
     /// Timed steps (at least 1); the table shows their median.
     #[arg(long, default_value_t = 200)]
     pub steps: usize,
+    /// The rank bucket and the step log.
+    #[command(flatten)]
+    pub options: bench::StepOptions,
     /// Where data sets are (default: $DLRT_DATA or ./data).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -382,7 +385,8 @@ pub fn predict_cmd(args: &PredictArgs, out: &mut impl Write) -> Result<()> {
 pub fn bench_cmd(args: &BenchArgs, out: &mut impl Write) -> Result<()> {
     let data_dir = data_dir(&args.data_dir);
     let bench = with_backend!(args.device, B, device, {
-        bench::run::<B>(args.model, &args.methods, args.warmup, args.steps, &data_dir, &device)
+        let counts = (args.warmup, args.steps);
+        bench::run::<B>(args.model, &args.methods, counts, &args.options, &data_dir, &device)
     })?;
     bench::write_table(out, &bench, args.device)?;
     if args.model == ModelKind::LeNet5 {

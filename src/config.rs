@@ -119,6 +119,11 @@ pub struct IntegratorConfig {
     /// Largest rank (default: min(n, m) of each layer).
     #[serde(default)]
     pub r_max: Option<usize>,
+    /// Rank bucket b: each pass multiplies with the factors zero-padded to widths that are
+    /// multiples of b, so a GPU compiles kernels for few shapes while ranks change; the maths
+    /// is unchanged. 1 (the default) pads nothing.
+    #[serde(default = "default_rank_bucket", skip_serializing_if = "is_one")]
+    pub rank_bucket: usize,
 }
 
 fn default_tol() -> f64 {
@@ -127,11 +132,30 @@ fn default_tol() -> f64 {
 fn default_r_min() -> usize {
     1
 }
+fn default_rank_bucket() -> usize {
+    1
+}
+fn is_one(b: &usize) -> bool {
+    *b == 1
+}
 
 impl IntegratorConfig {
     /// The truncation rule these values describe.
     pub fn truncation(&self) -> TruncationConfig {
         TruncationConfig { tol: self.tol, absolute: self.absolute, r_min: self.r_min, r_max: self.r_max }
+    }
+
+    /// Checks the truncation and the rank bucket; errors name `integrator.<key>`.
+    pub fn validate(&self) -> Result<()> {
+        self.truncation().validate().map_err(|e| prefix(e, "integrator."))?;
+        if self.rank_bucket == 0 {
+            return Err(Error::config(
+                "integrator.rank_bucket",
+                self.rank_bucket,
+                "a rank bucket ≥ 1 (1: no padding)",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -230,7 +254,14 @@ impl RunConfig {
                 init,
                 init_gain: default_gain(),
             },
-            integrator: IntegratorConfig { method, tol: 0.01, absolute: false, r_min: 1, r_max: None },
+            integrator: IntegratorConfig {
+                method,
+                tol: 0.01,
+                absolute: false,
+                r_min: 1,
+                r_max: None,
+                rank_bucket: 1,
+            },
             optimizer: OptimizerSection::sgd(0.01),
             train: TrainSection {
                 dataset: DatasetName::Mnist.into(),
@@ -338,7 +369,7 @@ impl RunConfig {
             return Err(Error::config("model.init_gain", m.init_gain, "a finite gain > 0"));
         }
         self.low_rank_flags()?;
-        self.integrator.truncation().validate().map_err(|e| prefix(e, "integrator."))?;
+        self.integrator.validate()?;
         self.optimizer.rule.validate().map_err(|e| prefix(e, "optimizer."))?;
         let lr = self.optimizer.lr;
         if !(lr > 0.0 && lr.is_finite()) {
@@ -404,6 +435,20 @@ mod tests {
         cfg = RunConfig::paper_mnist();
         cfg.model.low_rank = LowRankLayers::Flags(vec![true]);
         assert!(cfg.validate().unwrap_err().to_string().contains("model.low_rank"));
+    }
+
+    #[test]
+    fn the_rank_bucket_defaults_to_one_and_zero_is_named() {
+        let text = RunConfig::paper_mnist().to_toml();
+        assert!(!text.contains("rank_bucket"), "a bucket of 1 is not written: {text}");
+        let with = |b: &str| text.replace("[integrator]", &format!("[integrator]\nrank_bucket = {b}"));
+        let cfg = RunConfig::from_toml(&with("8"), Path::new("c.toml")).unwrap();
+        assert_eq!(cfg.integrator.rank_bucket, 8);
+        assert_eq!(RunConfig::from_toml(&cfg.to_toml(), Path::new("c.toml")).unwrap(), cfg);
+        let err = RunConfig::from_toml(&with("0"), Path::new("c.toml")).unwrap_err().to_string();
+        assert!(err.contains("integrator.rank_bucket") && err.contains("≥ 1"), "{err}");
+        let err = RunConfig::from_toml(&with("-1"), Path::new("c.toml")).unwrap_err().to_string();
+        assert!(err.contains("c.toml") && err.contains("-1") && err.contains("line 9"), "{err}");
     }
 
     #[test]

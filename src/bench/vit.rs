@@ -14,7 +14,10 @@ use std::time::Instant;
 use burn::tensor::{backend::AutodiffBackend, Distribution, Int, Tensor, TensorData};
 use rand::{rngs::StdRng, SeedableRng};
 
-use super::{check_steps, median, sync, write_parts_table, Breakdown};
+use super::{
+    bucket_note, check_steps, log_step, median, push_widths, rank_keys, sync, write_parts_table,
+    write_shapes_table, Breakdown, NewShapes, ShapeSummary, StepOptions,
+};
 use crate::config::overrides::parse_name;
 use crate::config::FinetuneConfig;
 use crate::integrators::IntegratorKind;
@@ -80,10 +83,9 @@ pub struct VitBenchArgs {
     /// Timed steps; the table shows their median.
     #[arg(long, default_value_t = 5)]
     pub steps: usize,
-    /// Print every step's time (total, forward, backward, update) to stderr as it ends, so a
-    /// run cut short by a timeout still shows how far it got.
-    #[arg(long)]
-    pub log_steps: bool,
+    /// The rank bucket and the step log.
+    #[command(flatten)]
+    pub options: StepOptions,
 }
 
 /// One row of the ViT adapter benchmark.
@@ -105,6 +107,8 @@ pub struct VitBenchRow {
     pub host_reads: f64,
     /// Bytes copied between device and host per timed step, both ways.
     pub host_bytes: f64,
+    /// Step times, in ms, at new and at seen shapes.
+    pub shapes: ShapeSummary,
 }
 
 /// The result of [`run_vit`]: what was timed and one row per method.
@@ -158,8 +162,10 @@ pub fn run_vit<B: AutodiffBackend>(args: &VitBenchArgs, device: &B::Device) -> R
             TensorData::new((0..batch as i64).map(|i| i % CLASSES as i64).collect(), [batch]),
             device,
         );
-        let mut trainer = Trainer::new(method, &truncation, Optimizer::sgd(LR))?;
+        let mut trainer = Trainer::new(method, &truncation, Optimizer::sgd(LR))?
+            .with_rank_bucket(args.options.rank_bucket)?;
         trainer.prepare(&mut vit)?;
+        let mut shapes = NewShapes::default();
         let mut times = Vec::with_capacity(args.steps);
         // Restarted at the first timed step, so that warm-up decompositions are not counted.
         let mut breakdown = Breakdown::start();
@@ -169,21 +175,19 @@ pub fn run_vit<B: AutodiffBackend>(args: &VitBenchArgs, device: &B::Device) -> R
                 breakdown = Breakdown::start();
                 moved = (crate::linalg::host_reads(), crate::linalg::host_bytes());
             }
+            let start: Vec<usize> = vit.adapters().map(|(_, _, l)| l.rank()).collect();
+            let ranks = rank_keys(vit.adapters().map(|(_, _, l)| l));
+            let mut widths = Vec::new();
             let started = Instant::now();
             let report = trainer.step(&mut vit, |v| {
+                push_widths(v.adapters().map(|(_, _, l)| l), &mut widths);
                 cross_entropy(v.forward(x.clone()).matmul(head.clone()), labels.clone())
             })?;
             sync::<B>(device)?;
             let ms = started.elapsed().as_secs_f64() * 1e3;
-            if args.log_steps {
-                let (t, kind) = (report.times, if k < args.warmup { "warm-up" } else { "timed" });
-                eprintln!(
-                    "{method} step {}/{total} ({kind}): {ms:.1} ms (forward {:.1}, backward {:.1}, update {:.1})",
-                    k + 1,
-                    t.forward * 1e3,
-                    t.backward * 1e3,
-                    t.update * 1e3
-                );
+            let new = shapes.add(ranks, widths, ms);
+            if args.options.log_steps {
+                log_step(method, (k, total, k < args.warmup), (ms, "ms"), report.times, &start, new);
             }
             if k >= args.warmup {
                 times.push(ms);
@@ -206,6 +210,7 @@ pub fn run_vit<B: AutodiffBackend>(args: &VitBenchArgs, device: &B::Device) -> R
             host_ms,
             host_reads,
             host_bytes,
+            shapes: shapes.summary(),
         });
     }
     Ok(VitBench { args: args.clone(), rows })
@@ -218,12 +223,13 @@ pub fn write_vit_table(out: &mut impl Write, bench: &VitBench, device: impl Debu
     let targets: Vec<&str> = AdapterTarget::DEFAULT.iter().map(|t| t.name()).collect();
     writeln!(
         out,
-        "{:?} (random weights), {} px, batch {}, adapters on {}, r0 = {}, SGD, {} attention, {} backbone; device {device:?}; median of {} steps",
+        "{:?} (random weights), {} px, batch {}, adapters on {}, r0 = {}{}, SGD, {} attention, {} backbone; device {device:?}; median of {} steps",
         a.model,
         a.image,
         a.batch,
         targets.join("/"),
         a.rank,
+        bucket_note(a.options.rank_bucket),
         a.attention,
         a.precision,
         a.steps
@@ -245,7 +251,8 @@ pub fn write_vit_table(out: &mut impl Write, bench: &VitBench, device: impl Debu
         )
         .map_err(io)?;
     }
-    write_parts_table(out, "ms", bench.rows.iter().map(|r| (r.method, r.parts_ms, r.host_ms)))
+    write_parts_table(out, "ms", bench.rows.iter().map(|r| (r.method, r.parts_ms, r.host_ms)))?;
+    write_shapes_table(out, "ms", bench.rows.iter().map(|r| (r.method, r.shapes)))
 }
 
 #[cfg(test)]
@@ -263,7 +270,7 @@ mod tests {
             precision: Precision::F32,
             warmup: 0,
             steps: 1,
-            log_steps: false,
+            options: StepOptions::default(),
         }
     }
 
@@ -275,6 +282,7 @@ mod tests {
             (&|a: &mut VitBenchArgs| a.steps = 0, "steps"),
             (&|a: &mut VitBenchArgs| a.image = 13, "patch size 14"),
             (&|a: &mut VitBenchArgs| a.rank = 0, "rank"),
+            (&|a: &mut VitBenchArgs| a.options.rank_bucket = 0, "rank_bucket"),
         ] {
             let mut a = args();
             change(&mut a);

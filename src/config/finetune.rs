@@ -97,7 +97,14 @@ impl FinetuneConfig {
                 precision: Precision::F32,
                 attention: Attention::default(),
             },
-            integrator: IntegratorConfig { method, tol: 0.15, absolute: false, r_min: 1, r_max: Some(32) },
+            integrator: IntegratorConfig {
+                method,
+                tol: 0.15,
+                absolute: false,
+                r_min: 1,
+                r_max: Some(32),
+                rank_bucket: 1,
+            },
             optimizer: OptimizerSection {
                 rule: OptimizerConfig::adamw(0.0),
                 lr: 1e-3,
@@ -152,7 +159,7 @@ impl FinetuneConfig {
                 "an adapter method (abc_psi, parallel_bug, bug, psi, bc_psi, lora); the backbone stays frozen",
             ));
         }
-        self.integrator.truncation().validate().map_err(|e| prefix(e, "integrator."))?;
+        self.integrator.validate()?;
         self.optimizer.rule.validate().map_err(|e| prefix(e, "optimizer."))?;
         let lr = self.optimizer.lr;
         if !(lr > 0.0 && lr.is_finite()) {

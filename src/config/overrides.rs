@@ -42,6 +42,10 @@ pub struct Overrides {
     /// Override train.max_batches (batches per epoch; 0 = all).
     #[arg(long)]
     pub max_batches: Option<usize>,
+    /// Override integrator.rank_bucket: pad the factors each pass multiplies with to widths
+    /// that are multiples of N (few kernel shapes on a GPU; 1 = no padding).
+    #[arg(long, value_name = "N", value_parser = parse_rank_bucket)]
+    pub rank_bucket: Option<usize>,
 }
 
 /// Overrides of `dlrt finetune`: the shared ones and those of the backbone and the subsets.
@@ -83,6 +87,14 @@ pub fn parse_name<T: std::str::FromStr<Err = Error>>(s: &str) -> std::result::Re
     s.parse().map_err(|e: Error| e.to_string())
 }
 
+/// A clap value parser for `--rank-bucket`: an integer ≥ 1.
+pub fn parse_rank_bucket(s: &str) -> std::result::Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(b) if b >= 1 => Ok(b),
+        _ => Err(format!("expected a rank bucket ≥ 1 (1: no padding), got {s:?}")),
+    }
+}
+
 /// `*slot = value` if there is a value.
 fn set<T: Clone>(slot: &mut T, value: &Option<T>) {
     if let Some(v) = value {
@@ -103,6 +115,7 @@ impl Overrides {
             show(self.tol.map(|v| v.to_string()), "integrator.tol"),
             show(self.lr.map(|v| v.to_string()), "optimizer.lr"),
             show(self.max_batches.map(|v| v.to_string()), "train.max_batches"),
+            show(self.rank_bucket.map(|v| v.to_string()), "integrator.rank_bucket"),
         ]
         .into_iter()
         .flatten()
@@ -135,6 +148,7 @@ impl Overrides {
         set(&mut t.max_batches, &self.max_batches);
         set(&mut integrator.method, &self.method);
         set(&mut integrator.tol, &self.tol);
+        set(&mut integrator.rank_bucket, &self.rank_bucket);
         set(&mut optimizer.lr, &self.lr);
     }
 }
@@ -203,6 +217,7 @@ mod tests {
             tol: Some(0.2),
             lr: Some(0.5),
             max_batches: Some(10),
+            rank_bucket: Some(8),
         };
         cfg.apply(&o).unwrap();
         let mut expected = RunConfig::paper_mnist();
@@ -210,8 +225,9 @@ mod tests {
         expected.train.dataset = DatasetName::FashionMnist.into();
         (expected.integrator.method, expected.integrator.tol, expected.optimizer.lr) =
             (IntegratorKind::Bug, 0.2, 0.5);
+        expected.integrator.rank_bucket = 8;
         assert_eq!(cfg, expected);
-        assert_eq!(o.keys().len(), 7);
+        assert_eq!(o.keys().len(), 8);
         // --data makes the data set a folder, keeping the keys of a folder the config names.
         cfg.apply(&Overrides { data: Some("imgs".into()), ..Default::default() }).unwrap();
         assert_eq!(cfg.train.dataset, DatasetSource::Folder(FolderSpec::new("imgs")));
@@ -233,6 +249,15 @@ mod tests {
     }
 
     #[test]
+    fn the_rank_bucket_flag_takes_integers_from_one() {
+        assert_eq!(parse_rank_bucket("8"), Ok(8));
+        for bad in ["0", "-1", "eight"] {
+            let err = parse_rank_bucket(bad).unwrap_err();
+            assert!(err.contains("rank bucket ≥ 1") && err.contains(bad), "{err}");
+        }
+    }
+
+    #[test]
     fn a_resumed_run_may_change_only_its_epochs() {
         let mut cfg = RunConfig::paper_mnist();
         cfg.apply_on_resume(&Overrides { epochs: Some(5), ..Default::default() }).unwrap();
@@ -241,6 +266,7 @@ mod tests {
             Overrides { seed: Some(1), ..Default::default() },
             Overrides { epochs: Some(6), lr: Some(0.1), ..Default::default() },
             Overrides { max_batches: Some(3), ..Default::default() },
+            Overrides { rank_bucket: Some(8), ..Default::default() },
         ] {
             let err = cfg.clone().apply_on_resume(&o).unwrap_err().to_string();
             let key = o.keys().into_iter().find(|(k, _)| *k != "train.epochs").unwrap().0;
@@ -261,7 +287,12 @@ mod tests {
             train_subset: Some(100),
             test_subset: Some(50),
             init_adapters: Some("lora".into()),
-            common: Overrides { method: Some(IntegratorKind::Lora), lr: Some(0.01), ..Default::default() },
+            common: Overrides {
+                method: Some(IntegratorKind::Lora),
+                lr: Some(0.01),
+                rank_bucket: Some(4),
+                ..Default::default()
+            },
         };
         cfg.apply(&o).unwrap();
         assert_eq!(cfg.backbone.weights, PathBuf::from("b/model.safetensors"));
@@ -270,6 +301,7 @@ mod tests {
         assert_eq!((cfg.train.train_subset, cfg.train.test_subset), (100, 50));
         assert_eq!(cfg.backbone.init_adapters, Some(PathBuf::from("lora")));
         assert_eq!((cfg.integrator.method, cfg.optimizer.lr), (IntegratorKind::Lora, 0.01));
+        assert_eq!(cfg.integrator.rank_bucket, 4);
         let err = cfg.apply(&FinetuneOverrides { rank: Some(0), ..Default::default() }).unwrap_err();
         assert!(err.to_string().contains("backbone.rank"), "{err}");
     }

@@ -9,7 +9,8 @@
 //! Each training pass evaluates the same W through different trainable leaves (K, L, S, the
 //! free factors, or an activation probe), so that autodiff returns the factor gradient an
 //! integrator needs; [`super::passes`] has the table. Sizes follow the current rank exactly:
-//! there are no max-rank buffers.
+//! there are no max-rank buffers; only a pass in a rank bucket multiplies with copies padded
+//! by exact zeros ([`super::passes`], "Rank buckets").
 //!
 //! # Initialisation
 //!
@@ -321,19 +322,24 @@ impl<B: Backend> LowRankLinear<B> {
         let (z, bias) = match &self.leaves {
             None => (usv(self.u.val(), self.s.val(), self.v.val()), self.bias.as_ref().map(|b| b.val())),
             Some(l) => {
+                // A pass in a rank bucket multiplies with its zero-padded factors (passes.rs).
+                let (u, s, v) = match &l.padded {
+                    Some(p) => (p.u.clone(), p.s.clone(), p.v.clone()),
+                    None => (self.u.val(), self.s.val(), self.v.val()),
+                };
                 let z = match l.pass {
-                    Pass::K => x.times(leaf(&l.k, &self.u)).matmul(vt(self.v.val())),
-                    Pass::L => x.times(self.u.val()).matmul(vt(leaf(&l.l, &self.v))),
+                    Pass::K => x.times(leaf(&l.k, &u)).matmul(vt(v)),
+                    Pass::L => x.times(u).matmul(vt(leaf(&l.l, &v))),
                     Pass::S | Pass::Factors | Pass::Dense | Pass::Activations => {
-                        usv(leaf(&l.u, &self.u), leaf(&l.s, &self.s), leaf(&l.v, &self.v))
+                        usv(leaf(&l.u, &u), leaf(&l.s, &s), leaf(&l.v, &v))
                     }
                     Pass::Tangent => {
                         // x(K Vᵀ + U Lᵀ − U S Vᵀ): equal to x U S Vᵀ in value, but its
                         // gradients are G V, Gᵀ U and −Uᵀ G V without inverting S.
-                        let xu = x.times(self.u.val());
-                        let xk = x.times(leaf(&l.k, &self.u));
-                        let first = (xk - xu.clone().matmul(leaf(&l.s, &self.s))).matmul(vt(self.v.val()));
-                        first + xu.matmul(vt(leaf(&l.l, &self.v)))
+                        let xu = x.times(u.clone());
+                        let xk = x.times(leaf(&l.k, &u));
+                        let first = (xk - xu.clone().matmul(leaf(&l.s, &s))).matmul(vt(v.clone()));
+                        first + xu.matmul(vt(leaf(&l.l, &v)))
                     }
                 };
                 (z, l.bias.clone())

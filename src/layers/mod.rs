@@ -25,6 +25,6 @@ pub use dense_linear::DenseLinear;
 pub use init::Init;
 pub use low_rank_linear::LowRankLinear;
 pub use module::LowRankLinearRecord;
-pub use passes::{FactorGrads, Network, Pass};
+pub use passes::{bucket_width, FactorGrads, Network, Pass};
 pub use targets::AdapterTarget;
 pub use visit::{low_rank_layers, ModuleNetwork};

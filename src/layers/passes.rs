@@ -22,11 +22,25 @@
 //! [`Network`] exposes its layers to the training step, which calls
 //! [`LowRankLinear::begin_pass`] before the forward and [`LowRankLinear::take_grads`] after the
 //! backward.
+//!
+//! # Rank buckets
+//!
+//! [`LowRankLinear::begin_pass_bucketed`] with a bucket b > 1 pads U, S and V with zero columns
+//! (and S with zero rows) to widths rounded up to a multiple of b ([`bucket_width`]) before
+//! building the leaves, so a device compiles and tunes its kernels for a few widths rather than
+//! for every rank the truncation picks. The padding changes no value: with U_p = [U | 0],
+//! V_p = [V | 0] and S_p = [S 0; 0 0], every forward above computes the same z (x U_p S_p V_pᵀ
+//! = x U S Vᵀ, K_p = U_p S_p = [K | 0], L_p = [L | 0]), and the leading r_u×r_v block of each
+//! leaf's gradient is the unpadded gradient (∇_{K_p} = G V_p = [G V | 0], ∇_{S_p} = U_pᵀ G V_p,
+//! ∇_{U_p} = G V_p S_pᵀ, …). [`LowRankLinear::take_grads`] slices that block back out, so
+//! integrators, optimizers and checkpoints only ever see the true-rank factors.
 
+use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
 use burn::tensor::{
     backend::{AutodiffBackend, Backend},
+    ops::PadMode,
     Tensor,
 };
 use serde::{Deserialize, Serialize};
@@ -123,32 +137,98 @@ pub(super) struct Leaves<B: Backend> {
     pub(super) v: Option<Tensor<B, 2>>,
     pub(super) bias: Option<Tensor<B, 1>>,
     pub(super) recorded: Option<Recorded<B>>,
+    /// U, S, V zero-padded to the rank bucket (module docs), which the forward multiplies with
+    /// in place of the layer's own; `None` when nothing is padded.
+    pub(super) padded: Option<Padded<B>>,
+}
+
+/// A pass's zero-padded factors and the true widths (r_u, r_v) to slice gradients back to.
+#[derive(Clone, Debug)]
+pub(super) struct Padded<B: Backend> {
+    pub(super) u: Tensor<B, 2>,
+    pub(super) s: Tensor<B, 2>,
+    pub(super) v: Tensor<B, 2>,
+    pub(super) widths: (usize, usize),
+}
+
+/// The width a factor of rank `r` is padded to in bucket `bucket`: r rounded up to a multiple
+/// of the bucket, but no more than `cap` (the layer's largest rank, min(n, m)) and never less
+/// than r (an augmented basis may be wider than min(n, m)).
+pub fn bucket_width(r: usize, bucket: NonZeroUsize, cap: usize) -> usize {
+    r.next_multiple_of(bucket.get()).min(cap).max(r)
+}
+
+/// `t` (rows×cols) with zero rows and columns appended to `[rows, cols]`.
+fn pad_zeros<B: Backend>(t: Tensor<B, 2>, [rows, cols]: [usize; 2]) -> Tensor<B, 2> {
+    let [r, c] = t.dims();
+    if [r, c] == [rows, cols] {
+        return t;
+    }
+    t.pad([(0, rows - r), (0, cols - c)], PadMode::Constant(0.0))
 }
 
 impl<B: AutodiffBackend> LowRankLinear<B> {
     /// Makes the leaves of `pass` trainable (module docs); the next forward uses them.
     pub fn begin_pass(&mut self, pass: Pass) {
+        self.begin_pass_bucketed(pass, NonZeroUsize::MIN);
+    }
+
+    /// [`Self::begin_pass`] with the factors zero-padded to widths that are multiples of
+    /// `bucket` (module docs, "Rank buckets"); a bucket of 1 pads nothing.
+    pub fn begin_pass_bucketed(&mut self, pass: Pass, bucket: NonZeroUsize) {
+        let (ru, rv) = (self.u.dims()[1], self.v.dims()[1]);
+        let cap = self.n().min(self.m());
+        let (pu, pv) = (bucket_width(ru, bucket, cap), bucket_width(rv, bucket, cap));
+        let padded = ((pu, pv) != (ru, rv)).then(|| Padded {
+            u: pad_zeros(self.u.val(), [self.n(), pu]),
+            s: pad_zeros(self.s.val(), [pu, pv]),
+            v: pad_zeros(self.v.val(), [self.m(), pv]),
+            widths: (ru, rv),
+        });
+        let (u, s, v) = match &padded {
+            Some(p) => (p.u.clone(), p.s.clone(), p.v.clone()),
+            None => (self.u.val(), self.s.val(), self.v.val()),
+        };
         let leaf = |t: Tensor<B, 2>| Some(t.detach().require_grad());
-        let mut leaves =
-            Leaves { pass, k: None, l: None, s: None, u: None, v: None, bias: None, recorded: None };
+        let mut leaves = Leaves {
+            pass,
+            k: None,
+            l: None,
+            s: None,
+            u: None,
+            v: None,
+            bias: None,
+            recorded: None,
+            padded: None,
+        };
         match pass {
-            Pass::K => leaves.k = leaf(self.u.val().matmul(self.s.val())),
-            Pass::L => leaves.l = leaf(self.v.val().matmul(self.s.val().transpose())),
-            Pass::S => leaves.s = leaf(self.s.val()),
+            Pass::K => leaves.k = leaf(u.matmul(s)),
+            Pass::L => leaves.l = leaf(v.matmul(s.transpose())),
+            Pass::S => leaves.s = leaf(s),
             Pass::Tangent => {
-                leaves.k = leaf(self.u.val().matmul(self.s.val()));
-                leaves.l = leaf(self.v.val().matmul(self.s.val().transpose()));
-                leaves.s = leaf(self.s.val());
+                leaves.k = leaf(u.matmul(s.clone()));
+                leaves.l = leaf(v.matmul(s.clone().transpose()));
+                leaves.s = leaf(s);
             }
             Pass::Factors => {
-                leaves.u = leaf(self.u.val());
-                leaves.v = leaf(self.v.val());
+                leaves.u = leaf(u);
+                leaves.v = leaf(v);
             }
             Pass::Activations => leaves.recorded = Some(Recorded::default()),
             Pass::Dense => {}
         }
         leaves.bias = self.bias.as_ref().map(|b| b.val().detach().require_grad());
+        leaves.padded = padded;
         self.leaves = Some(leaves);
+    }
+
+    /// The widths (U's, V's) of the factors the current pass's forward multiplies with: the
+    /// rank bucket's widths while a padded pass is open, otherwise the layer's ranks.
+    pub fn pass_widths(&self) -> (usize, usize) {
+        match self.leaves.as_ref().and_then(|l| l.padded.as_ref()) {
+            Some(p) => (p.u.dims()[1], p.v.dims()[1]),
+            None => (self.u.dims()[1], self.v.dims()[1]),
+        }
     }
 
     /// Drops this pass's leaves: the step was abandoned (a NaN loss).
@@ -161,8 +241,18 @@ impl<B: AutodiffBackend> LowRankLinear<B> {
         let Some(l) = self.leaves.take() else {
             return FactorGrads::default();
         };
-        let g2 = |t: Option<Tensor<B, 2>>| {
-            t.and_then(|t| t.grad(grads)).map(|g| contiguous(Tensor::from_inner(g)))
+        // A padded leaf's gradient is cut back to its leading block, the unpadded gradient
+        // (module docs); `block` gives that block's size from the leaf's and (r_u, r_v).
+        let widths = l.padded.as_ref().map(|p| p.widths);
+        let g2 = |t: Option<Tensor<B, 2>>, block: fn([usize; 2], (usize, usize)) -> [usize; 2]| {
+            let g = Tensor::<B, 2>::from_inner(t?.grad(grads)?);
+            Some(contiguous(match widths {
+                Some(w) => {
+                    let [rows, cols] = block(g.dims(), w);
+                    g.slice([0..rows, 0..cols])
+                }
+                None => g,
+            }))
         };
         let (mut input, mut output_grad) = (None, None);
         if let Some(recorded) = l.recorded {
@@ -180,11 +270,11 @@ impl<B: AutodiffBackend> LowRankLinear<B> {
         FactorGrads {
             input,
             output_grad,
-            k: g2(l.k),
-            l: g2(l.l),
-            s: g2(l.s),
-            u: g2(l.u),
-            v: g2(l.v),
+            k: g2(l.k, |[n, _], (_, rv)| [n, rv]),
+            l: g2(l.l, |[m, _], (ru, _)| [m, ru]),
+            s: g2(l.s, |_, (ru, rv)| [ru, rv]),
+            u: g2(l.u, |[n, _], (ru, _)| [n, ru]),
+            v: g2(l.v, |[m, _], (_, rv)| [m, rv]),
             bias: l.bias.and_then(|b| b.grad(grads)).map(Tensor::from_inner),
         }
     }

@@ -77,7 +77,8 @@ pub fn finetune<B: AutodiffBackend>(
         );
     }
     let opt = config.optimizer.build()?;
-    let mut trainer = Trainer::new(config.integrator.method, &config.integrator.truncation(), opt)?;
+    let mut trainer = Trainer::new(config.integrator.method, &config.integrator.truncation(), opt)?
+        .with_rank_bucket(config.integrator.rank_bucket)?;
     trainer.prepare(&mut model)?;
     atomic_write(&opts.run_dir.join("config.toml"), config.to_toml().as_bytes())?;
     let mut writer = MetricsWriter::create(&opts.run_dir)?;

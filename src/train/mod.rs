@@ -21,6 +21,7 @@ pub mod report;
 pub mod run;
 pub mod schedule;
 
+use std::num::NonZeroUsize;
 use std::path::Path;
 use std::time::Instant;
 
@@ -78,6 +79,8 @@ pub struct Trainer<B: AutodiffBackend> {
     /// Optimizer slots and pending factors of every layer, in the network's order.
     pub state: TrainState<B>,
     counters: CounterSnapshot,
+    /// The rank bucket of the passes' factors ([`Trainer::with_rank_bucket`]).
+    rank_bucket: NonZeroUsize,
 }
 
 impl<B: AutodiffBackend> Trainer<B> {
@@ -88,13 +91,29 @@ impl<B: AutodiffBackend> Trainer<B> {
 
     /// A trainer for a given integrator (`None`: dense training).
     pub fn from_integrator(integrator: Option<Box<dyn Integrator<B>>>, opt: Optimizer) -> Self {
-        Self { integrator, opt, state: TrainState::default(), counters: CounterSnapshot::default() }
+        Self {
+            integrator,
+            opt,
+            state: TrainState::default(),
+            counters: CounterSnapshot::default(),
+            rank_bucket: NonZeroUsize::MIN,
+        }
     }
 
     /// Continues from a checkpoint's state and counters.
     pub fn resume(mut self, state: TrainState<B>, counters: CounterSnapshot) -> Self {
         (self.state, self.counters) = (state, counters);
         self
+    }
+
+    /// Runs every pass with the low-rank factors zero-padded to widths that are multiples of
+    /// `bucket` (`layers::passes`, "Rank buckets"), so a device sees a few shapes while the
+    /// ranks change; the steps are the same to round-off. 1 (the default) pads nothing; 0 is
+    /// an error naming `rank_bucket`.
+    pub fn with_rank_bucket(mut self, bucket: usize) -> Result<Self> {
+        self.rank_bucket = NonZeroUsize::new(bucket)
+            .ok_or_else(|| Error::config("rank_bucket", bucket, "a rank bucket ≥ 1 (1: no padding)"))?;
+        Ok(self)
     }
 
     /// What one step is: the integrator's passes and decompositions.
@@ -238,7 +257,7 @@ impl<B: AutodiffBackend> Trainer<B> {
         let layers = net.low_rank_layers();
         let low_rank = layers.len();
         self.state.low_rank.resize_with(low_rank, Default::default);
-        layers.into_iter().for_each(|layer| layer.begin_pass(pass));
+        layers.into_iter().for_each(|layer| layer.begin_pass_bucketed(pass, self.rank_bucket));
         if i == 0 {
             let dense = net.dense_layers();
             self.state.dense.resize_with(dense.len(), Default::default);
