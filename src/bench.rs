@@ -29,6 +29,7 @@ use rand::{rngs::StdRng, SeedableRng};
 
 use crate::config::{ModelKind, RunConfig};
 use crate::data::{self, DatasetName, Split};
+use crate::integrators::batched::{batched_counts, BatchedCounts};
 use crate::integrators::IntegratorKind;
 use crate::linalg::{host_time, HostTime};
 use crate::models::{lenet5, Classifier, Layer};
@@ -67,6 +68,9 @@ pub struct BenchRow {
     /// Mean time per timed step in the host decompositions, in µs, summed over layers
     /// ([`crate::linalg::host_time`]).
     pub host_us: HostTime,
+    /// Layer-phases of the batched update and its fallbacks to the per-layer path, over all
+    /// steps ([`crate::integrators::batched`]; zero where the update is not batched).
+    pub batched: BatchedCounts,
 }
 
 /// The result of [`run`]: the rows and what they were measured on.
@@ -193,6 +197,7 @@ pub fn run<B: AutodiffBackend>(
         let mut times = Vec::with_capacity(steps);
         let before = trainer.counters();
         let (reads_before, bytes_before) = (crate::linalg::host_reads(), crate::linalg::host_bytes());
+        let batched_before = batched_counts();
         // Restarted at the first timed step, so that warm-up decompositions are not counted.
         let mut breakdown = Breakdown::start();
         for k in 0..total {
@@ -252,6 +257,7 @@ pub fn run<B: AutodiffBackend>(
             host_bytes: per(crate::linalg::host_bytes(), bytes_before),
             parts_us,
             host_us,
+            batched: batched_counts() - batched_before,
         });
     }
     Ok(MlpBench { config: base, rows, mnist: mnist.is_some(), matmul_gflops, warmup, steps })
@@ -314,6 +320,16 @@ pub fn write_table(out: &mut impl Write, bench: &MlpBench, device: impl Debug) -
             r.flops / 1e6,
             gflops,
             100.0 * gflops / rate
+        )
+        .map_err(io)?;
+    }
+    for r in bench.rows.iter().filter(|r| r.batched.layer_phases > 0) {
+        let BatchedCounts { layer_phases, fallbacks } = r.batched;
+        writeln!(
+            out,
+            "{}: {fallbacks} of {layer_phases} batched layer-phases took the per-layer path (all {} steps)",
+            r.method,
+            bench.warmup + bench.steps
         )
         .map_err(io)?;
     }
@@ -398,6 +414,10 @@ mod tests {
             host_bytes: 2048.0,
             parts_us: parts,
             host_us: HostTime { qr: 5.0, svd: 6.0 },
+            batched: match method {
+                IntegratorKind::Dense => BatchedCounts::default(),
+                _ => BatchedCounts { layer_phases: 16, fallbacks: 1 },
+            },
         };
         let bench = MlpBench {
             config: RunConfig::paper_mnist(),
@@ -422,5 +442,7 @@ mod tests {
             "| abc_psi | 2000 | 2 | 2.0 | 2.0 | 4.0 | 2.0 | [20, 18] | 4.0 | 2.0 | 20 % | 2.00 |"
         );
         assert!(text.contains("| abc_psi | 1 | 2 | 3 | 5 | 6 |"), "{text}");
+        assert_eq!(lines[7], "abc_psi: 1 of 16 batched layer-phases took the per-layer path (all 4 steps)");
+        assert!(!text.contains("dense: "), "no batched line for dense training: {text}");
     }
 }

@@ -34,6 +34,8 @@
 //! by default only on a GPU ([`super::abc_psi::AbcPsi::batched`]).
 #![allow(non_snake_case)]
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use burn::tensor::{backend::AutodiffBackend, Tensor};
 use faer::{Mat, MatRef};
 use rayon::prelude::*;
@@ -45,6 +47,40 @@ use crate::linalg::qr::departure;
 use crate::linalg::single_precision;
 use crate::linalg::{augment_basis, read_all, thin_svd, upload_all, TruncationConfig};
 use crate::{Error, Result};
+
+static LAYER_PHASES: AtomicU64 = AtomicU64::new(0);
+static FALLBACKS: AtomicU64 = AtomicU64::new(0);
+
+/// How the batched phases have gone so far in this process: each fallback costs a GPU its own
+/// device→host reads, so `dlrt bench` reports them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BatchedCounts {
+    /// Layer-phases (one layer's augmentation or truncation) that entered a batched phase.
+    pub layer_phases: u64,
+    /// Of those, the ones that took the exact per-layer path.
+    pub fallbacks: u64,
+}
+
+impl std::ops::Sub for BatchedCounts {
+    type Output = Self;
+    fn sub(self, b: Self) -> Self {
+        Self { layer_phases: self.layer_phases - b.layer_phases, fallbacks: self.fallbacks - b.fallbacks }
+    }
+}
+
+/// The counts so far ([`BatchedCounts`]).
+pub fn batched_counts() -> BatchedCounts {
+    BatchedCounts {
+        layer_phases: LAYER_PHASES.load(Ordering::Relaxed),
+        fallbacks: FALLBACKS.load(Ordering::Relaxed),
+    }
+}
+
+/// Records one phase of `layers` layers, `fallbacks` of which took the per-layer path.
+fn count(layers: usize, fallbacks: usize) {
+    LAYER_PHASES.fetch_add(layers as u64, Ordering::Relaxed);
+    FALLBACKS.fetch_add(fallbacks as u64, Ordering::Relaxed);
+}
 
 fn non_finite(what: &str, i: usize) -> Error {
     Error::NonFinite { context: format!("abc-PSI {what} of low-rank layer {i}") }
@@ -115,6 +151,7 @@ pub fn augment_all<B: AutodiffBackend>(items: &mut [(&mut LowRankLinear<B>, Tens
     let mats: Vec<MatRef<'_, f64>> = T2.iter().flatten().map(|T| T.as_ref()).collect();
     let mut up = upload_all::<B>(&mats, &device).into_iter();
     let mut accepted = T2.into_iter();
+    let mut fallbacks = 0;
     for ((layer, K1), pair) in items.iter_mut().zip(second) {
         let U0 = layer.u().clone();
         let S0 = layer.s().clone();
@@ -132,12 +169,14 @@ pub fn augment_all<B: AutodiffBackend>(items: &mut [(&mut LowRankLinear<B>, Tens
                 layer.set_factors_checked_elsewhere(U_hat, S_bar, V0)?;
             }
             None => {
+                fallbacks += 1;
                 let U_hat = augment_basis(K1, &U0);
                 let S_bar = super::steps::bc_s_step(&U_hat, &U0, S0);
                 layer.set_factors(U_hat, S_bar, V0)?;
             }
         }
     }
+    count(items.len(), fallbacks);
     Ok(())
 }
 
@@ -195,6 +234,7 @@ pub fn truncate_all<B: AutodiffBackend>(
         second.iter().flatten().flat_map(|f| f.iter().map(|m| m.as_ref())).collect();
     let mut up = upload_all::<B>(&mats, &device).into_iter();
     let mut second = second.into_iter();
+    let mut fallbacks = 0;
     for ((layer, L1), Y1) in items.iter_mut().zip(Y1) {
         let factors = match Y1 {
             Some(Y1) => second.next().expect("one result per layer of round 2").map(|_| {
@@ -206,8 +246,12 @@ pub fn truncate_all<B: AutodiffBackend>(
         };
         match factors {
             Some((U, S, V)) => layer.set_factors_checked_elsewhere(U, S, V)?,
-            None => exact(layer, L1.clone())?,
+            None => {
+                fallbacks += 1;
+                exact(layer, L1.clone())?
+            }
         }
     }
+    count(items.len(), fallbacks);
     Ok(())
 }
