@@ -10,14 +10,18 @@ use std::sync::Mutex;
 use burn::tensor::{backend::AutodiffBackend, Int, Tensor};
 use common::*;
 use dlrt::integrators::abc_psi::AbcPsi;
+use dlrt::integrators::batched::{augment_all, batched_counts};
 use dlrt::integrators::IntegratorKind;
 use dlrt::layers::{Init, Network};
-use dlrt::linalg::{host_reads, TruncationConfig};
+use dlrt::linalg::{from_faer, host_reads, thin_qr, to_faer, TruncationConfig};
 use dlrt::models::Mlp;
 use dlrt::optim::{Optimizer, OptimizerConfig};
 use dlrt::train::{loss::cross_entropy, Trainer};
+use dlrt::LowRankLinear;
 use dlrt::TrainBackend;
+use faer::Mat;
 use rand::{rngs::StdRng, SeedableRng};
+use rand_distr::{Distribution, StandardNormal};
 
 /// `host_reads` counts for the whole process: the tests here run one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -143,4 +147,47 @@ fn an_overflowing_batched_step_is_an_error_naming_the_layer() {
             "one_pass {one_pass}: {err}"
         );
     }
+}
+
+#[test]
+fn an_ill_conditioned_remainder_is_augmented_batched_in_f32_with_one_more_read() {
+    // K1 = U0 A + N with the remainder N (n×k) of κ = 1e5 after its columns are scaled, in f32:
+    // beyond CholeskyQR2 from an f32 Gram matrix (κ² ≫ 1/ε), which used to send the layer down
+    // the per-layer path. Shifted CholeskyQR3 takes three Gram reads instead of two.
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (n, m, r, k) = (500, 300, 12, 12);
+    let mut rng = StdRng::seed_from_u64(11);
+    let mut gaussian = |rows, cols| Mat::<f64>::from_fn(rows, cols, |_, _| StandardNormal.sample(&mut rng));
+    let basis = thin_qr(gaussian(n, r + k).as_ref()).Q;
+    let U0 = basis.as_ref().subcols(0, r).to_owned();
+    let P = basis.as_ref().subcols(r, k).to_owned();
+    let W = thin_qr(gaussian(k, k).as_ref()).Q;
+    let sigma =
+        Mat::from_fn(k, k, |i, j| if i == j { 10f64.powf(-5.0 * i as f64 / (k - 1) as f64) } else { 0.0 });
+    let N = &P * &sigma * W.transpose();
+    let K1 = &U0 * gaussian(r, k) * faer::Scale(0.1) + &N;
+    let V0 = thin_qr(gaussian(m, r).as_ref()).Q;
+    let S0 = Mat::from_fn(r, r, |i, j| if i == j { 1.0 + i as f64 } else { 0.0 });
+    let device = Default::default();
+    let tensor = |a: &Mat<f64>| from_faer::<TrainBackend, f64>(a.as_ref(), &device);
+    let mut layer =
+        LowRankLinear::<TrainBackend>::from_factors(tensor(&U0), tensor(&S0), tensor(&V0), None).unwrap();
+    let (W0, K1) = (to_faer(&layer.to_dense()), tensor(&K1));
+    let (counts, reads) = (batched_counts(), host_reads());
+    augment_all(&mut [(&mut layer, K1.clone())]).unwrap();
+    let (counts, reads) = (batched_counts() - counts, host_reads() - reads);
+    assert_eq!((counts.layer_phases, counts.fallbacks), (1, 0), "the layer stayed on the batched path");
+    assert_eq!(reads, 3, "shifted CholeskyQR3: three Gram reads");
+    // Checked in f64 on the host, so that only the f32 factors' own round-off shows.
+    let (U_hat, K1) = (to_faer(layer.u()), to_faer(&K1));
+    assert_eq!(U_hat.ncols(), r + k);
+    let eps = f32::EPSILON as f64;
+    let departure = (U_hat.transpose() * &U_hat - Mat::<f64>::identity(r + k, r + k)).norm_max();
+    assert!(departure < 20.0 * eps, "Û orthonormal to f32 round-off: {departure:e}");
+    // span(Û) ⊇ span(K1) (T3), and Û S̄ V0ᵀ = W0 (T1), to f32 round-off.
+    let outside = (&K1 - &U_hat * (U_hat.transpose() * &K1)).norm_l2() / K1.norm_l2();
+    assert!(outside < 10.0 * eps, "K1 outside span(Û): {outside:e}");
+    let W = to_faer(&layer.to_dense());
+    let t1 = (&W - &W0).norm_l2() / W0.norm_l2();
+    assert!(t1 < 10.0 * eps, "W changed by {t1:e}");
 }

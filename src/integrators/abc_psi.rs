@@ -41,7 +41,8 @@
 //!
 //! On a GPU, steps (2), (3) and (5) of all layers run together ([`super::batched`]): the n×2r
 //! and m×2r factors stay on the device and only their Gram matrices and the small rotations
-//! cross, in two reads and two uploads per phase whatever the number of layers. The result is
+//! cross, in two reads and two uploads per phase whatever the number of layers (three in an
+//! augmentation where a remainder is too ill-conditioned for CholeskyQR2). The result is
 //! the same step (equal to round-off in f64, tested); [`AbcPsi::batched`] switches it.
 //!
 //! Differences from the authors' code: ranks are exact (no max-rank buffers), and the rank

@@ -5,10 +5,13 @@
 //! (2) augment, after the K-step, per layer (K1 n×r, U0 n×r):
 //!     device:   N0 = (I − U0U0ᵀ)² K1                        (classical Gram–Schmidt, twice)
 //!     read 1:   U0ᵀU0, N0ᵀN0, the squared column norms of K1 (every layer in one tensor)
-//!     host:     C = (3I − U0ᵀU0)/2 (one polar step), T1 = CholeskyQR(N0ᵀN0)
+//!     host:     C = (3I − U0ᵀU0)/2 (one polar step), T1 = CholeskyQR(N0ᵀN0), or where N0
+//!               is too ill-conditioned for that, shifted CholeskyQR (of N0ᵀN0 + sI)
 //!     upload 1; device: U = U0 C, N1 = N0 T1, N2 = N1 − U (Uᵀ N1)
 //!     read 2:   N2ᵀN2;  host: T2 = CholeskyQR(N2ᵀN2)
 //!     upload 2; device: Û = [U | N2 T2], (3) S̄ = (Ûᵀ U0) S0
+//!     after a shifted T1, N2 T2 is not orthonormal yet: read 3 and upload 3 repeat round 2
+//!     for those layers only (shifted CholeskyQR3), and a fourth round when κ(N0) nears u⁻¹
 //! (5) truncate, after the L-step, per layer (L1 m×2r):
 //!     read 1:   L1ᵀL1 = Z Λ Zᵀ;  host: σ = √λ, r1 by the rule, Z_k = Z[:, :r1]
 //!     upload 1; device: Y1 = L1 Z_k
@@ -17,18 +20,22 @@
 //! ```
 //!
 //! The augmentation is [`crate::linalg::augment_basis`] with its tall products moved to the
-//! device and CholeskyQR2 done from Gram matrices ([`crate::linalg::gram`]). The truncation
+//! device and CholeskyQR2 (shifted CholeskyQR3 where needed) done from Gram matrices
+//! ([`crate::linalg::gram`]). The truncation
 //! keeps U S Vᵀ = Û Z_k Z_kᵀ L1ᵀ, the projection of W1 = Û L1ᵀ onto the kept eigenvectors of
 //! L1ᵀL1; the second round makes V orthonormal and Σ the exact singular values of that
 //! projection, however accurate the eigenvalues were. A layer whose Gram matrices fail a check
-//! (a remainder lost to round-off, κ beyond CholeskyQR2's reach, kept σ too small for the
-//! eigenvalues: σ_{r1} < 1e-3 σ₁ in f32) takes the exact per-layer path with its own reads.
+//! (a remainder lost to round-off, not orthonormal after four rounds, kept σ too small for the
+//! eigenvalues: σ_{r1} < 1e-3 σ₁ in f32) takes the exact per-layer path with its own reads;
+//! [`batched_counts`] counts them.
 //!
 //! A non-finite K1, U0 or L1 shows up in the Gram matrices, which are read anyway, so the
 //! per-layer finiteness reads of [`LowRankLinear::set_factors`] are skipped here. An abc-PSI
 //! step so reads 2 values per pass (the loss) plus 2 per phase, whatever the number of
-//! layers. The host work per layer is k×k (k ≤ 2r) and runs side by side. `dlrt bench`'s host
-//! QR and SVD columns then include the device products of each phase, which the reads wait for.
+//! layers, and 1 more in an augmentation where some layer needs a shifted pass (in f32 from
+//! κ ≈ 3e3: about one augmentation in five or six of the MNIST MLP). The host work per layer
+//! is k×k (k ≤ 2r) and runs side by side. `dlrt bench`'s host QR and SVD columns then
+//! include the device products of each phase, which the reads wait for.
 //!
 //! On the CPU the per-layer path is as fast (docs/performance-log.md, 2026-11-30), so this runs
 //! by default only on a GPU ([`super::abc_psi::AbcPsi::batched`]).
@@ -42,7 +49,7 @@ use rayon::prelude::*;
 
 use crate::layers::LowRankLinear;
 use crate::linalg::convert::HostClock;
-use crate::linalg::gram::{cholesky_step, gram_truncation};
+use crate::linalg::gram::{cholesky_step, gram_truncation, next_pass, GramPass};
 use crate::linalg::qr::departure;
 use crate::linalg::single_precision;
 use crate::linalg::{augment_basis, read_all, thin_svd, upload_all, TruncationConfig};
@@ -86,6 +93,20 @@ fn non_finite(what: &str, i: usize) -> Error {
     Error::NonFinite { context: format!("abc-PSI {what} of low-rank layer {i}") }
 }
 
+/// Most Gram rounds of an augmentation: CholeskyQR2 takes two, shifted CholeskyQR3 three, and
+/// a remainder with κ near u⁻¹ four ([`next_pass`]); beyond that, the per-layer path.
+const MAX_ROUNDS: usize = 4;
+
+/// A layer's remainder between the rounds of its augmentation.
+struct Remainder<B: AutodiffBackend> {
+    /// U0 after the polar step.
+    U: Tensor<B, 2>,
+    /// N0 times the passes so far.
+    N: Tensor<B, 2>,
+    /// Whether the last pass has been taken (N is orthonormal).
+    done: bool,
+}
+
 /// (2) and (3) for every layer: `items` holds each layer (factors U0, S0, V0) with its K1.
 pub fn augment_all<B: AutodiffBackend>(items: &mut [(&mut LowRankLinear<B>, Tensor<B, 2>)]) -> Result<()> {
     let Some(device) = items.first().map(|(layer, _)| layer.u().device()) else {
@@ -94,6 +115,8 @@ pub fn augment_all<B: AutodiffBackend>(items: &mut [(&mut LowRankLinear<B>, Tens
     let _clock = HostClock::qr();
     // As augment_basis: a remainder column below this fraction of K1's norm is round-off.
     let sound = if single_precision::<B>() { 1e-6 } else { 1e-8 };
+    // The unit round-off of the device products that form the Gram matrices.
+    let u = if single_precision::<B>() { f32::EPSILON as f64 / 2.0 } else { f64::EPSILON / 2.0 };
     let N0: Vec<Tensor<B, 2>> = items
         .iter()
         .map(|(layer, K1)| {
@@ -126,49 +149,65 @@ pub fn augment_all<B: AutodiffBackend>(items: &mut [(&mut LowRankLinear<B>, Tens
                 return Ok(None);
             }
             let C = Mat::from_fn(r, r, |a, b| if a == b { 1.5 } else { 0.0 } - 0.5 * G_U[(a, b)]);
-            Ok(cholesky_step(G_N.as_ref(), None).map(|step| (C, step.T)))
+            Ok(next_pass(G_N.as_ref(), n, u, 1, MAX_ROUNDS).map(|pass| (C, pass.step.T)))
         })
         .collect::<Result<_>>()?;
     let mats: Vec<MatRef<'_, f64>> =
         first.iter().flatten().flat_map(|(C, T1)| [C.as_ref(), T1.as_ref()]).collect();
     let mut up = upload_all::<B>(&mats, &device).into_iter();
-    // Per layer that passed round 1: (U, N2).
-    let mut second: Vec<Option<(Tensor<B, 2>, Tensor<B, 2>)>> = Vec::with_capacity(items.len());
+    let mut remainders: Vec<Option<Remainder<B>>> = Vec::with_capacity(items.len());
     for (((layer, _), N), plan) in items.iter().zip(N0).zip(&first) {
-        second.push(plan.as_ref().map(|_| {
+        remainders.push(plan.as_ref().map(|_| {
             let (C, T1) = (up.next().expect("one C per plan"), up.next().expect("one T1 per plan"));
-            let U = layer.u().clone().matmul(C);
-            let N1 = N.matmul(T1);
-            let N2 = N1.clone() - U.clone().matmul(U.clone().transpose().matmul(N1));
-            (U, N2)
+            Remainder { U: layer.u().clone().matmul(C), N: N.matmul(T1), done: false }
         }));
     }
-    let grams: Vec<Tensor<B, 2>> =
-        second.iter().flatten().map(|(_, N2)| N2.clone().transpose().matmul(N2.clone())).collect();
-    let host = read_all(&grams);
-    let T2: Vec<Option<Mat<f64>>> =
-        host.par_iter().map(|G| cholesky_step(G.as_ref(), Some(0.5)).map(|s| s.T)).collect();
-    let mats: Vec<MatRef<'_, f64>> = T2.iter().flatten().map(|T| T.as_ref()).collect();
-    let mut up = upload_all::<B>(&mats, &device).into_iter();
-    let mut accepted = T2.into_iter();
+    // Round 2 ends CholeskyQR2. A later round runs only while some layer needs it, for those
+    // layers, in one read.
+    for round in 2..=MAX_ROUNDS {
+        let active: Vec<usize> =
+            (0..items.len()).filter(|&i| remainders[i].as_ref().is_some_and(|x| !x.done)).collect();
+        if active.is_empty() {
+            break;
+        }
+        let mut grams = Vec::with_capacity(active.len());
+        for &i in &active {
+            let x = remainders[i].as_mut().expect("an active layer has a remainder");
+            // The last pass magnified N's round-off along U too: project it off again.
+            x.N = x.N.clone() - x.U.clone().matmul(x.U.clone().transpose().matmul(x.N.clone()));
+            grams.push(x.N.clone().transpose().matmul(x.N.clone()));
+        }
+        let host = read_all(&grams);
+        let passes: Vec<Option<GramPass>> = host
+            .par_iter()
+            .zip(&active)
+            .map(|(G, &i)| next_pass(G.as_ref(), sizes[i].0, u, round, MAX_ROUNDS))
+            .collect();
+        let mats: Vec<MatRef<'_, f64>> = passes.iter().flatten().map(|p| p.step.T.as_ref()).collect();
+        let mut up = upload_all::<B>(&mats, &device).into_iter();
+        for (&i, pass) in active.iter().zip(&passes) {
+            match pass {
+                Some(pass) => {
+                    let x = remainders[i].as_mut().expect("an active layer has a remainder");
+                    x.N = x.N.clone().matmul(up.next().expect("one T per pass"));
+                    x.done = pass.last;
+                }
+                None => remainders[i] = None,
+            }
+        }
+    }
     let mut fallbacks = 0;
-    for ((layer, K1), pair) in items.iter_mut().zip(second) {
+    for ((layer, K1), remainder) in items.iter_mut().zip(remainders) {
         let U0 = layer.u().clone();
         let S0 = layer.s().clone();
         let V0 = layer.v().clone();
-        let batched = match pair {
-            Some((U, N2)) => accepted.next().expect("one T2 per layer of round 2").map(|_| {
-                let T2 = up.next().expect("one upload per accepted T2");
-                Tensor::cat(vec![U, N2.matmul(T2)], 1)
-            }),
-            None => None,
-        };
-        match batched {
-            Some(U_hat) => {
+        match remainder {
+            Some(Remainder { U, N, done: true }) => {
+                let U_hat = Tensor::cat(vec![U, N], 1);
                 let S_bar = super::steps::bc_s_step(&U_hat, &U0, S0);
                 layer.set_factors_checked_elsewhere(U_hat, S_bar, V0)?;
             }
-            None => {
+            _ => {
                 fallbacks += 1;
                 let U_hat = augment_basis(K1, &U0);
                 let S_bar = super::steps::bc_s_step(&U_hat, &U0, S0);
