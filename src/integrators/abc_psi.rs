@@ -51,7 +51,7 @@
 use burn::tensor::{backend::AutodiffBackend, Tensor};
 
 use super::steps::{augment, bc_s_step, bias_step, k_step, l_step, required, truncate_core};
-use super::{batched, each_layer, on_cubecl, Integrator, IntegratorKind, LayerStep, Pass, Spec};
+use super::{batched, batches, each_layer, Integrator, IntegratorKind, LayerStep, Pass, Spec};
 use crate::layers::LowRankLinear;
 use crate::linalg::{tensor_qr, truncated_svd, TruncationConfig};
 use crate::optim::Optimizer;
@@ -101,8 +101,7 @@ impl AbcPsi {
 
     /// Whether this step batches its phases on `device` (the single-QR form only).
     fn batches<B: AutodiffBackend>(&self, device: &B::Device) -> bool {
-        let auto = || std::mem::size_of::<B::FloatElem>() <= 4 && on_cubecl::<B>(device);
-        self.form == AbcPsiForm::SingleQr && self.batched.unwrap_or_else(auto)
+        self.form == AbcPsiForm::SingleQr && batches::<B>(self.batched, device)
     }
 
     /// abc-PSI with the given form of step (5).

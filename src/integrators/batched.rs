@@ -1,5 +1,5 @@
-//! abc-PSI's update batched across layers: the tall factors never leave the device, and every
-//! layer of a phase shares each device→host read and each upload.
+//! abc-PSI's and parallel BUG's updates batched across layers: the tall factors never leave
+//! the device, and every layer of a phase shares each device→host read and each upload.
 //!
 //! ```text
 //! (2) augment, after the K-step, per layer (K1 n×r, U0 n×r):
@@ -33,9 +33,13 @@
 //! per-layer finiteness reads of [`LowRankLinear::set_factors`] are skipped here. An abc-PSI
 //! step so reads 2 values per pass (the loss) plus 2 per phase, whatever the number of
 //! layers, and 1 more in an augmentation where some layer needs a shifted pass (in f32 from
-//! κ ≈ 3e3: about one augmentation in five or six of the MNIST MLP). The host work per layer
+//! κ ≈ 3e3: about a quarter of the MNIST MLP's augmentations). The host work per layer
 //! is k×k (k ≤ 2r) and runs side by side. `dlrt bench`'s host QR and SVD columns then
 //! include the device products of each phase, which the reads wait for.
+//!
+//! Parallel BUG ([`super::parallel_bug`]) augments its U and V bases with the same rounds
+//! ([`augment_bases`], all bases of all layers together) and truncates its 2r×2r cores Ŝ in
+//! one read ([`truncate_cores_all`]).
 //!
 //! On the CPU the per-layer path is as fast (docs/performance-log.md, 2026-11-30), so this runs
 //! by default only on a GPU ([`super::abc_psi::AbcPsi::batched`]).
@@ -52,7 +56,7 @@ use crate::linalg::convert::HostClock;
 use crate::linalg::gram::{cholesky_step, gram_truncation, next_pass, GramPass};
 use crate::linalg::qr::departure;
 use crate::linalg::single_precision;
-use crate::linalg::{augment_basis, read_all, thin_svd, upload_all, TruncationConfig};
+use crate::linalg::{augment_basis, host_truncated_svd, read_all, thin_svd, upload_all, TruncationConfig};
 use crate::{Error, Result};
 
 static LAYER_PHASES: AtomicU64 = AtomicU64::new(0);
@@ -62,7 +66,8 @@ static FALLBACKS: AtomicU64 = AtomicU64::new(0);
 /// device→host reads, so `dlrt bench` reports them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BatchedCounts {
-    /// Layer-phases (one layer's augmentation or truncation) that entered a batched phase.
+    /// Layer-phases (the augmentation of one basis, or one layer's truncation) that entered a
+    /// batched phase.
     pub layer_phases: u64,
     /// Of those, the ones that took the exact per-layer path.
     pub fallbacks: u64,
@@ -97,9 +102,9 @@ fn non_finite(what: &str, i: usize) -> Error {
 /// a remainder with κ near u⁻¹ four ([`next_pass`]); beyond that, the per-layer path.
 const MAX_ROUNDS: usize = 4;
 
-/// A layer's remainder between the rounds of its augmentation.
+/// An augmentation's remainder between its rounds.
 struct Remainder<B: AutodiffBackend> {
-    /// U0 after the polar step.
+    /// B0 after the polar step.
     U: Tensor<B, 2>,
     /// N0 times the passes so far.
     N: Tensor<B, 2>,
@@ -107,10 +112,51 @@ struct Remainder<B: AutodiffBackend> {
     done: bool,
 }
 
+/// One augmentation of a batched phase: orth([B0 | X]) = [B | N] for a low-rank layer.
+pub struct Augmentation<B: AutodiffBackend> {
+    /// The layer's index among the low-rank layers, for errors.
+    pub layer: usize,
+    /// What B0 and X are, for errors ("U0 or K1").
+    pub names: &'static str,
+    /// B0 (n×r), orthonormal.
+    pub basis: Tensor<B, 2>,
+    /// X (n×k).
+    pub new: Tensor<B, 2>,
+}
+
 /// (2) and (3) for every layer: `items` holds each layer (factors U0, S0, V0) with its K1.
 pub fn augment_all<B: AutodiffBackend>(items: &mut [(&mut LowRankLinear<B>, Tensor<B, 2>)]) -> Result<()> {
-    let Some(device) = items.first().map(|(layer, _)| layer.u().device()) else {
-        return Ok(());
+    let pairs: Vec<Augmentation<B>> = items
+        .iter()
+        .enumerate()
+        .map(|(i, (layer, K1))| Augmentation {
+            layer: i,
+            names: "U0 or K1",
+            basis: layer.u().clone(),
+            new: K1.clone(),
+        })
+        .collect();
+    let U_hats = augment_bases(&pairs, "abc-PSI")?;
+    for ((layer, _), (U_hat, from_gram)) in items.iter_mut().zip(U_hats) {
+        let (U0, S0, V0) = (layer.u().clone(), layer.s().clone(), layer.v().clone());
+        let S_bar = super::steps::bc_s_step(&U_hat, &U0, S0);
+        match from_gram {
+            true => layer.set_factors_checked_elsewhere(U_hat, S_bar, V0)?,
+            false => layer.set_factors(U_hat, S_bar, V0)?,
+        }
+    }
+    Ok(())
+}
+
+/// [B | N] = orth([B0 | X]) for every item, in the rounds of the module docs; an item the Gram
+/// matrices do not serve goes through [`augment_basis`]. With each result, whether it came
+/// from the Gram matrices (which were checked for finiteness).
+pub fn augment_bases<B: AutodiffBackend>(
+    items: &[Augmentation<B>],
+    method: &str,
+) -> Result<Vec<(Tensor<B, 2>, bool)>> {
+    let Some(device) = items.first().map(|item| item.basis.device()) else {
+        return Ok(Vec::new());
     };
     let _clock = HostClock::qr();
     // As augment_basis: a remainder column below this fraction of K1's norm is round-off.
@@ -119,31 +165,34 @@ pub fn augment_all<B: AutodiffBackend>(items: &mut [(&mut LowRankLinear<B>, Tens
     let u = if single_precision::<B>() { f32::EPSILON as f64 / 2.0 } else { f64::EPSILON / 2.0 };
     let N0: Vec<Tensor<B, 2>> = items
         .iter()
-        .map(|(layer, K1)| {
-            let U0 = layer.u();
-            let mut N = K1.clone();
+        .map(|item| {
+            let B0 = &item.basis;
+            let mut N = item.new.clone();
             for _ in 0..2 {
-                N = N.clone() - U0.clone().matmul(U0.clone().transpose().matmul(N));
+                N = N.clone() - B0.clone().matmul(B0.clone().transpose().matmul(N));
             }
             N
         })
         .collect();
     let mut parts = Vec::with_capacity(3 * items.len());
-    for ((layer, K1), N) in items.iter().zip(&N0) {
-        parts.push(layer.u().clone().transpose().matmul(layer.u().clone()));
+    for (item, N) in items.iter().zip(&N0) {
+        parts.push(item.basis.clone().transpose().matmul(item.basis.clone()));
         parts.push(N.clone().transpose().matmul(N.clone()));
-        parts.push(K1.clone().powi_scalar(2).sum_dim(0));
+        parts.push(item.new.clone().powi_scalar(2).sum_dim(0));
     }
     let host = read_all(&parts);
-    let sizes: Vec<(usize, usize)> = items.iter().map(|(layer, K1)| (layer.n(), K1.dims()[1])).collect();
+    let sizes: Vec<[usize; 2]> = items.iter().map(|item| item.new.dims()).collect();
     let first: Vec<Option<(Mat<f64>, Mat<f64>)>> = (0..items.len())
         .into_par_iter()
         .map(|i| {
             let (G_U, G_N, k2) = (&host[3 * i], &host[3 * i + 1], &host[3 * i + 2]);
             if !(G_U.is_all_finite() && G_N.is_all_finite() && k2.is_all_finite()) {
-                return Err(non_finite("augmentation (U0 or K1)", i));
+                let (layer, names) = (items[i].layer, items[i].names);
+                return Err(Error::NonFinite {
+                    context: format!("{method} augmentation ({names}) of low-rank layer {layer}"),
+                });
             }
-            let ((n, k), r) = (sizes[i], G_U.nrows());
+            let ([n, k], r) = (sizes[i], G_U.nrows());
             let sound_remainder = (0..k).all(|j| G_N[(j, j)].sqrt() > sound * k2[(0, j)].sqrt());
             if r + k > n || departure(G_U.as_ref()) >= 0.1 || !sound_remainder {
                 return Ok(None);
@@ -156,10 +205,10 @@ pub fn augment_all<B: AutodiffBackend>(items: &mut [(&mut LowRankLinear<B>, Tens
         first.iter().flatten().flat_map(|(C, T1)| [C.as_ref(), T1.as_ref()]).collect();
     let mut up = upload_all::<B>(&mats, &device).into_iter();
     let mut remainders: Vec<Option<Remainder<B>>> = Vec::with_capacity(items.len());
-    for (((layer, _), N), plan) in items.iter().zip(N0).zip(&first) {
+    for ((item, N), plan) in items.iter().zip(N0).zip(&first) {
         remainders.push(plan.as_ref().map(|_| {
             let (C, T1) = (up.next().expect("one C per plan"), up.next().expect("one T1 per plan"));
-            Remainder { U: layer.u().clone().matmul(C), N: N.matmul(T1), done: false }
+            Remainder { U: item.basis.clone().matmul(C), N: N.matmul(T1), done: false }
         }));
     }
     // Round 2 ends CholeskyQR2. A later round runs only while some layer needs it, for those
@@ -181,7 +230,7 @@ pub fn augment_all<B: AutodiffBackend>(items: &mut [(&mut LowRankLinear<B>, Tens
         let passes: Vec<Option<GramPass>> = host
             .par_iter()
             .zip(&active)
-            .map(|(G, &i)| next_pass(G.as_ref(), sizes[i].0, u, round, MAX_ROUNDS))
+            .map(|(G, &i)| next_pass(G.as_ref(), sizes[i][0], u, round, MAX_ROUNDS))
             .collect();
         let mats: Vec<MatRef<'_, f64>> = passes.iter().flatten().map(|p| p.step.T.as_ref()).collect();
         let mut up = upload_all::<B>(&mats, &device).into_iter();
@@ -197,26 +246,18 @@ pub fn augment_all<B: AutodiffBackend>(items: &mut [(&mut LowRankLinear<B>, Tens
         }
     }
     let mut fallbacks = 0;
-    for ((layer, K1), remainder) in items.iter_mut().zip(remainders) {
-        let U0 = layer.u().clone();
-        let S0 = layer.s().clone();
-        let V0 = layer.v().clone();
-        match remainder {
-            Some(Remainder { U, N, done: true }) => {
-                let U_hat = Tensor::cat(vec![U, N], 1);
-                let S_bar = super::steps::bc_s_step(&U_hat, &U0, S0);
-                layer.set_factors_checked_elsewhere(U_hat, S_bar, V0)?;
-            }
+    let mut augmented = Vec::with_capacity(items.len());
+    for (item, remainder) in items.iter().zip(remainders) {
+        augmented.push(match remainder {
+            Some(Remainder { U, N, done: true }) => (Tensor::cat(vec![U, N], 1), true),
             _ => {
                 fallbacks += 1;
-                let U_hat = augment_basis(K1, &U0);
-                let S_bar = super::steps::bc_s_step(&U_hat, &U0, S0);
-                layer.set_factors(U_hat, S_bar, V0)?;
+                (augment_basis(&item.new, &item.basis), false)
             }
-        }
+        });
     }
     count(items.len(), fallbacks);
-    Ok(())
+    Ok(augmented)
 }
 
 /// (5) for every layer: `items` holds each layer (U = Û) with its L1; `exact` truncates one
@@ -292,5 +333,52 @@ pub fn truncate_all<B: AutodiffBackend>(
         }
     }
     count(items.len(), fallbacks);
+    Ok(())
+}
+
+/// A truncation W = Û Ŝ V̂ᵀ of a small core Ŝ (parallel BUG's step (4)) for one layer.
+pub struct CoreTruncation<'a, B: AutodiffBackend> {
+    /// The layer, whose factors become U ← Û P, S ← Σ, V ← V̂ Q.
+    pub layer: &'a mut LowRankLinear<B>,
+    /// Û (n×p), orthonormal.
+    pub U_hat: Tensor<B, 2>,
+    /// Ŝ (p×q).
+    pub S_hat: Tensor<B, 2>,
+    /// V̂ (m×q), orthonormal.
+    pub V_hat: Tensor<B, 2>,
+}
+
+/// Truncates every layer's core Ŝ = P Σ Qᵀ by `cfg`, as [`super::steps::truncate_core`] does
+/// per layer, with all cores in one read and all of P, Σ, Q in one upload.
+pub fn truncate_cores_all<B: AutodiffBackend>(
+    items: Vec<CoreTruncation<'_, B>>,
+    cfg: &TruncationConfig,
+    method: &str,
+) -> Result<()> {
+    let Some(device) = items.first().map(|item| item.S_hat.device()) else {
+        return Ok(());
+    };
+    let _clock = HostClock::svd();
+    let cores: Vec<Tensor<B, 2>> = items.iter().map(|item| item.S_hat.clone()).collect();
+    let host = read_all(&cores);
+    let f32_accuracy = single_precision::<B>();
+    let svds = host
+        .par_iter()
+        .zip(&items)
+        .enumerate()
+        .map(|(i, (S_hat, item))| {
+            let context = format!("{method} Ŝ of low-rank layer {i}");
+            host_truncated_svd(S_hat.as_ref(), cfg, item.layer.n(), item.layer.m(), f32_accuracy, &context)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mats: Vec<MatRef<'_, f64>> =
+        svds.iter().flat_map(|t| [t.P.as_ref(), t.Sigma.as_ref(), t.Q.as_ref()]).collect();
+    let mut up = upload_all::<B>(&mats, &device).into_iter();
+    for item in items {
+        let mut next = || up.next().expect("P, Σ and Q per layer");
+        let (P, Sigma, Q) = (next(), next(), next());
+        item.layer.set_factors_checked_elsewhere(item.U_hat.matmul(P), Sigma, item.V_hat.matmul(Q))?;
+    }
+    count(svds.len(), 0);
     Ok(())
 }
