@@ -38,6 +38,7 @@ use rand::{rngs::StdRng, SeedableRng};
 use crate::config::overrides::parse_rank_bucket;
 use crate::config::{ModelKind, RunConfig};
 use crate::data::{self, DatasetName, Split};
+use crate::integrators::batched::{batched_counts, BatchedCounts};
 use crate::integrators::IntegratorKind;
 use crate::linalg::{host_time, HostTime};
 use crate::models::{lenet5, Classifier, Layer, Net};
@@ -78,6 +79,9 @@ pub struct BenchRow {
     pub host_us: HostTime,
     /// Step times, in µs, at new and at seen shapes.
     pub shapes: ShapeSummary,
+    /// Layer-phases of the batched update and its fallbacks to the per-layer path, over all
+    /// steps ([`crate::integrators::batched`]; zero where the update is not batched).
+    pub batched: BatchedCounts,
 }
 
 /// Options of both step benchmarks (`dlrt bench`, `dlrt bench-vit`).
@@ -332,6 +336,7 @@ pub fn run<B: AutodiffBackend>(
         let mut times = Vec::with_capacity(steps);
         let before = trainer.counters();
         let (reads_before, bytes_before) = (crate::linalg::host_reads(), crate::linalg::host_bytes());
+        let batched_before = batched_counts();
         // Restarted at the first timed step, so that warm-up decompositions are not counted.
         let mut breakdown = Breakdown::start();
         for k in 0..total {
@@ -401,6 +406,7 @@ pub fn run<B: AutodiffBackend>(
             parts_us,
             host_us,
             shapes: new_shapes.summary(),
+            batched: batched_counts() - batched_before,
         });
     }
     Ok(MlpBench {
@@ -472,6 +478,16 @@ pub fn write_table(out: &mut impl Write, bench: &MlpBench, device: impl Debug) -
             r.flops / 1e6,
             gflops,
             100.0 * gflops / rate
+        )
+        .map_err(io)?;
+    }
+    for r in bench.rows.iter().filter(|r| r.batched.layer_phases > 0) {
+        let BatchedCounts { layer_phases, fallbacks } = r.batched;
+        writeln!(
+            out,
+            "{}: {fallbacks} of {layer_phases} batched layer-phases took the per-layer path (all {} steps)",
+            r.method,
+            bench.warmup + bench.steps
         )
         .map_err(io)?;
     }
@@ -596,6 +612,10 @@ mod tests {
                 new_widths: 1,
                 medians: [Some(30.0), Some(10.0), Some(40.0), None],
             },
+            batched: match method {
+                IntegratorKind::Dense => BatchedCounts::default(),
+                _ => BatchedCounts { layer_phases: 16, fallbacks: 1 },
+            },
         };
         let bench = MlpBench {
             config: RunConfig::paper_mnist(),
@@ -622,6 +642,11 @@ mod tests {
         );
         assert!(text.contains("| abc_psi | 1 | 2 | 3 | 5 | 6 |"), "{text}");
         assert!(text.contains("| abc_psi | 3 | 2 | 30 | 10 | 1 | 40 | - |"), "{text}");
+        assert!(
+            text.contains("\nabc_psi: 1 of 16 batched layer-phases took the per-layer path (all 4 steps)\n"),
+            "{text}"
+        );
+        assert!(!text.contains("dense: "), "no batched line for dense training: {text}");
     }
 
     #[test]

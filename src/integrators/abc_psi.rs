@@ -41,7 +41,8 @@
 //!
 //! On a GPU, steps (2), (3) and (5) of all layers run together ([`super::batched`]): the n×2r
 //! and m×2r factors stay on the device and only their Gram matrices and the small rotations
-//! cross, in two reads and two uploads per phase whatever the number of layers. The result is
+//! cross, in two reads and two uploads per phase whatever the number of layers (three in an
+//! augmentation where a remainder is too ill-conditioned for CholeskyQR2). The result is
 //! the same step (equal to round-off in f64, tested); [`AbcPsi::batched`] switches it.
 //!
 //! Differences from the authors' code: ranks are exact (no max-rank buffers), and the rank
@@ -50,7 +51,7 @@
 use burn::tensor::{backend::AutodiffBackend, Tensor};
 
 use super::steps::{augment, bc_s_step, bias_step, k_step, l_step, required, truncate_core};
-use super::{batched, each_layer, on_cubecl, Integrator, IntegratorKind, LayerStep, Pass, Spec};
+use super::{batched, batches, each_layer, Integrator, IntegratorKind, LayerStep, Pass, Spec};
 use crate::layers::LowRankLinear;
 use crate::linalg::{tensor_qr, truncated_svd, TruncationConfig};
 use crate::optim::Optimizer;
@@ -100,8 +101,7 @@ impl AbcPsi {
 
     /// Whether this step batches its phases on `device` (the single-QR form only).
     fn batches<B: AutodiffBackend>(&self, device: &B::Device) -> bool {
-        let auto = || std::mem::size_of::<B::FloatElem>() <= 4 && on_cubecl::<B>(device);
-        self.form == AbcPsiForm::SingleQr && self.batched.unwrap_or_else(auto)
+        self.form == AbcPsiForm::SingleQr && batches::<B>(self.batched, device)
     }
 
     /// abc-PSI with the given form of step (5).

@@ -180,6 +180,12 @@ pub fn on_cubecl<B: burn::tensor::backend::Backend>(device: &B::Device) -> bool 
     B::name(device).contains("cubecl")
 }
 
+/// Whether an integrator with the batched setting `setting` ([`batched_update_setting`])
+/// batches its update on `device`: when unset, on a GPU with an f32 backend only.
+pub fn batches<B: Backend>(setting: Option<bool>, device: &B::Device) -> bool {
+    setting.unwrap_or_else(|| std::mem::size_of::<B::FloatElem>() <= 4 && on_cubecl::<B>(device))
+}
+
 /// Whether rank-adaptive updates batch their phases across layers ([`batched`]): the
 /// environment's `DLRT_BATCHED_UPDATE` (`on` or `off`), by default only on a GPU.
 pub fn batched_update_setting() -> Result<Option<bool>> {
@@ -258,7 +264,9 @@ impl IntegratorKind {
             IntegratorKind::BcPsi => Box::new(bc_psi::BcPsi),
             IntegratorKind::Psi => Box::new(psi::Psi),
             IntegratorKind::Bug => Box::new(bug::Bug::new(t)),
-            IntegratorKind::ParallelBug => Box::new(parallel_bug::ParallelBug::new(t)),
+            IntegratorKind::ParallelBug => {
+                Box::new(parallel_bug::ParallelBug::new(t).batched(batched_update_setting()?))
+            }
             IntegratorKind::Lora => Box::new(lora::Lora),
             IntegratorKind::Dense => return Ok(None),
         }))

@@ -77,4 +77,7 @@ pub use qr::{
     augment_basis, augment_f32_in_place, cholesky_qr2, householder_qr, orth, tensor_qr, thin_qr, ThinQr,
 };
 pub use svd::{thin_svd, Svd};
-pub use truncate::{gram_svd, truncate, truncated_svd, GramSvd, TruncatedSvd, TruncationConfig};
+pub use truncate::{
+    gram_svd, host_truncated_svd, truncate, truncated_svd, GramSvd, HostTruncatedSvd, TruncatedSvd,
+    TruncationConfig,
+};

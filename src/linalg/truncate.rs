@@ -156,25 +156,55 @@ pub fn truncated_svd<B: Backend>(
 ) -> Result<TruncatedSvd<B>> {
     let _clock = HostClock::svd();
     let host = to_faer(a);
-    if !host.is_all_finite() {
+    let t = host_truncated_svd(host.as_ref(), cfg, n, m, super::single_precision::<B>(), context)?;
+    let device = a.device();
+    Ok(TruncatedSvd {
+        P: from_faer(t.P.as_ref(), &device),
+        Sigma: from_faer(t.Sigma.as_ref(), &device),
+        Q: from_faer(t.Q.as_ref(), &device),
+        sigma: t.sigma,
+    })
+}
+
+/// [`truncated_svd`]'s host half, on a matrix already read: the same P, Σ, Q on the host.
+pub struct HostTruncatedSvd {
+    /// p×r1, orthonormal columns.
+    pub P: Mat<f64>,
+    /// r1×r1 diagonal.
+    pub Sigma: Mat<f64>,
+    /// q×r1, orthonormal columns.
+    pub Q: Mat<f64>,
+    /// All singular values before truncation, nonincreasing.
+    pub sigma: Vec<f64>,
+}
+
+/// [`truncated_svd`] of `a` on the host; `f32_accuracy` when the factors are f32 or less (then
+/// [`gram_svd`] may serve). A non-finite `a` is an error naming `context`.
+pub fn host_truncated_svd(
+    a: MatRef<'_, f64>,
+    cfg: &TruncationConfig,
+    n: usize,
+    m: usize,
+    f32_accuracy: bool,
+    context: &str,
+) -> Result<HostTruncatedSvd> {
+    if !a.is_all_finite() {
         return Err(Error::NonFinite { context: context.to_string() });
     }
-    let device = a.device();
-    let gram = if super::single_precision::<B>() { gram_svd(host.as_ref(), cfg, n, m) } else { None };
+    let gram = if f32_accuracy { gram_svd(a, cfg, n, m) } else { None };
     let (P, sigma, Q, r1) = match gram {
         Some(g) => (g.P, g.sigma, g.Q, g.rank),
         None => {
-            // All min(p, q) columns; only the first r1 are uploaded below.
-            let svd = thin_svd(host.as_ref(), context)?;
+            // All min(p, q) columns; only the first r1 are kept below.
+            let svd = thin_svd(a, context)?;
             let r1 = cfg.rank(&svd.sigma, n, m);
             (svd.U, svd.sigma, svd.V, r1)
         }
     };
-    let Sigma = Mat::from_fn(r1, r1, |i, j| if i == j { sigma[i] } else { 0.0 });
-    Ok(TruncatedSvd {
-        P: from_faer(P.as_ref().subcols(0, r1), &device),
-        Sigma: from_faer(Sigma.as_ref(), &device),
-        Q: from_faer(Q.as_ref().subcols(0, r1), &device),
+    Ok(HostTruncatedSvd {
+        P: P.as_ref().subcols(0, r1).to_owned(),
+        Sigma: Mat::from_fn(r1, r1, |i, j| if i == j { sigma[i] } else { 0.0 }),
+        Q: Q.as_ref().subcols(0, r1).to_owned(),
         sigma,
     })
 }
