@@ -27,9 +27,10 @@
 # VIT_ATTENTIONS (default "explicit"; under autodiff Burn 0.21 runs its attention op as the
 # explicit chain, README) size the ViT part; VIT_RANK_BATCH (32) and VIT_RANK_STEPS (12) the ViT
 # rank-bucket pair.
-# Every part runs under `timeout`: T_MNIST (60 s), T_MNIST_B8 (45 s), T_TORCH (40 s), T_PEFT
+# Every part runs under `timeout`: T_MNIST (60 s), T_MNIST_B8 (35 s), T_TORCH (30 s), T_PEFT
 # (35 s per dtype), T_VIT (55 s per variant), T_VIT_RANKS (40 s per bucket), T_OFF (30 s MNIST,
-# 40 s ViT), T_TRAIN (40 s); with the defaults the whole call stays under 540 s. A part that
+# 40 s ViT), T_OPS (15 s per side and precision, OPS_BATCH 64 images), T_TRAIN (30 s); with the
+# defaults the whole call stays under 570 s. A part that
 # times out or fails is reported and the script goes on to the next one.
 # Writes its tables to $OUT (default ./runs/gpu-bench).
 set -uo pipefail
@@ -68,13 +69,13 @@ part mnist "${T_MNIST:-60}" "$BIN" bench --device cuda --warmup "${WARMUP:-100}"
 new_shapes "MNIST | 1" "$OUT/dlrt_cuda.md"
 
 echo "== dlrt bench --device cuda --rank-bucket 8 (the rank-adaptive methods)"
-part mnist_b8 "${T_MNIST_B8:-45}" "$BIN" bench --device cuda --warmup "${WARMUP:-100}" --steps "${STEPS:-200}" \
+part mnist_b8 "${T_MNIST_B8:-35}" "$BIN" bench --device cuda --warmup "${WARMUP:-100}" --steps "${STEPS:-200}" \
     --methods abc_psi,abc_psi_one_pass,bug,parallel_bug --rank-bucket 8 --log-steps \
     2> "$OUT/dlrt_cuda_b8.log" | tee "$OUT/dlrt_cuda_b8.md"
 new_shapes "MNIST | 8" "$OUT/dlrt_cuda_b8.md"
 
 echo "== PyTorch dense MLP (same shape, batch, optimizer)"
-part torch_mlp "${T_TORCH:-40}" python3 bench/torch_mlp.py --device cuda --warmup "${WARMUP:-100}" --steps "${STEPS:-200}" \
+part torch_mlp "${T_TORCH:-30}" python3 bench/torch_mlp.py --device cuda --warmup "${WARMUP:-100}" --steps "${STEPS:-200}" \
     | tee "$OUT/torch_cuda.md"
 
 echo "== ratios (dlrt µs/step ÷ PyTorch dense µs/step)"
@@ -126,13 +127,34 @@ cat "$OUT/new_shapes.md"
 # per-layer host decompositions of earlier runs, for the same table with the switch off.
 echo "== the same with the batched update off (per-layer host decompositions)"
 part mnist_batched_off "${T_OFF:-30}" env DLRT_BATCHED_UPDATE=off "$BIN" bench --device cuda --warmup "${WARMUP:-100}" \
-    --steps "${STEPS:-200}" --methods abc_psi,abc_psi_one_pass | tee "$OUT/dlrt_cuda_batched_off.md"
+    --steps "${STEPS:-200}" --methods abc_psi,abc_psi_one_pass,parallel_bug | tee "$OUT/dlrt_cuda_batched_off.md"
 part vit_batched_off "$(( ${T_OFF:-30} + 10 ))" env DLRT_BATCHED_UPDATE=off "$BIN" bench-vit --model vit-b16 --image 224 \
     --batch "${VIT_RANK_BATCH:-32}" --rank 32 --device cuda --steps "${VIT_STEPS:-3}" --methods abc_psi,abc_psi_one_pass \
     | tee "$OUT/dlrt_vit_b${VIT_RANK_BATCH:-32}_batched_off.md"
 
+# Where the time goes when Burn's kernels are slower than PyTorch's (issue 16, item 6): one
+# ViT-B/16 block's operations one by one, forward and forward + backward, dlrt against PyTorch
+# at the same shapes and types, joined by operation: | op | dlrt | PyTorch | ratio | for both.
+echo "== one ViT-B/16 block's operations: dlrt bench-ops vs bench/torch_ops.py"
+: > "$OUT/ops_ratios.md"
+for precision in f32 bf16; do
+    part "ops_dlrt_$precision" "${T_OPS:-15}" "$BIN" bench-ops --device cuda --batch "${OPS_BATCH:-64}" \
+        --precision "$precision" | tee "$OUT/ops_dlrt_$precision.md"
+    part "ops_torch_$precision" "${T_OPS:-15}" python3 bench/torch_ops.py --device cuda --batch "${OPS_BATCH:-64}" \
+        --precision "$precision" | tee "$OUT/ops_torch_$precision.md"
+    awk -F'|' -v p="$precision" 'function t(s) { gsub(/^ +| +$/, "", s); return s }
+        NR == FNR { if ($2 ~ /[a-z]/ && $4 ~ /[0-9]/) { fwd[t($2)] = t($4); fb[t($2)] = t($5) }; next }
+        $2 ~ /[a-z]/ && $4 ~ /[0-9]/ { op = t($2); f = t($4); b = t($5);
+            rf = (op in fwd && fwd[op] > 0) ? sprintf("%.2f", f / fwd[op]) : "-";
+            rb = (op in fb && fb[op] + 0 > 0 && b + 0 > 0) ? sprintf("%.2f", b / fb[op]) : "-";
+            printf "| %s | %s | %s | %s | %s | %s | %s | %s |\n", p, op, f, fwd[op], rf, b, fb[op], rb }' \
+        "$OUT/ops_torch_$precision.md" "$OUT/ops_dlrt_$precision.md" | tee -a "$OUT/ops_ratios.md"
+done
+echo "| precision | op | dlrt fwd ms | torch fwd ms | ratio | dlrt fwd+bwd ms | torch fwd+bwd ms | ratio |"
+cat "$OUT/ops_ratios.md"
+
 echo "== dlrt train --device cuda (abc-PSI, paper setting, 300 batches)"
-part train "${T_TRAIN:-40}" "$BIN" train configs/mnist_abc_psi.toml --device cuda --epochs 1 --max-batches 300 \
+part train "${T_TRAIN:-30}" "$BIN" train configs/mnist_abc_psi.toml --device cuda --epochs 1 --max-batches 300 \
     --out runs/gpu-train --quiet
 tail -n 1 runs/gpu-train/metrics.csv | tee "$OUT/train_cuda.csv"
 echo "== parts"
