@@ -90,32 +90,39 @@ fn departure_f32(q: &Tensor<TrainBackend, 2>) -> f32 {
     (q.clone().transpose().matmul(q.clone()) - eye).abs().max().into_scalar()
 }
 
+/// Host reads in the fourth f32 step of `trainer(batched)` on MLPs with 1 and 3 low-rank
+/// layers: batched (1, 3), then per layer (1, 3). The factors must stay orthonormal.
+fn reads_of_the_fourth_step(trainer: impl Fn(bool) -> Trainer<TrainBackend>) -> Vec<u64> {
+    let mut reads = Vec::new();
+    for (widths, batched) in [
+        (&[30, 20, 4][..], true),
+        (&[30, 20, 20, 20, 4][..], true),
+        (&[30, 20, 4][..], false),
+        (&[30, 20, 20, 20, 4][..], false),
+    ] {
+        let (mut net, x, labels) = setup::<TrainBackend>(widths, 3);
+        let ce = |net: &Mlp<TrainBackend>| cross_entropy(net.forward(x.clone()), labels.clone());
+        let mut t = trainer(batched);
+        for _ in 0..3 {
+            t.step(&mut net, ce).unwrap();
+        }
+        let before = host_reads();
+        t.step(&mut net, ce).unwrap();
+        reads.push(host_reads() - before);
+        for layer in net.low_rank_layers() {
+            assert!(departure_f32(layer.u()) < 1e-5, "U departs by {}", departure_f32(layer.u()));
+            assert!(departure_f32(layer.v()) < 1e-5, "V departs by {}", departure_f32(layer.v()));
+        }
+    }
+    reads
+}
+
 #[test]
 fn host_reads_per_step_do_not_grow_with_the_number_of_layers() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let opt = Optimizer::sgd(0.1);
     for one_pass in [false, true] {
-        let mut reads = Vec::new();
-        for (widths, batched) in [
-            (&[30, 20, 4][..], true),
-            (&[30, 20, 20, 20, 4][..], true),
-            (&[30, 20, 4][..], false),
-            (&[30, 20, 20, 20, 4][..], false),
-        ] {
-            let (mut net, x, labels) = setup::<TrainBackend>(widths, 3);
-            let ce = |net: &Mlp<TrainBackend>| cross_entropy(net.forward(x.clone()), labels.clone());
-            let mut t = trainer::<TrainBackend>(batched, one_pass, &opt);
-            for _ in 0..3 {
-                t.step(&mut net, ce).unwrap();
-            }
-            let before = host_reads();
-            t.step(&mut net, ce).unwrap();
-            reads.push(host_reads() - before);
-            for layer in net.low_rank_layers() {
-                assert!(departure_f32(layer.u()) < 1e-5, "U departs by {}", departure_f32(layer.u()));
-                assert!(departure_f32(layer.v()) < 1e-5, "V departs by {}", departure_f32(layer.v()));
-            }
-        }
+        let reads = reads_of_the_fourth_step(|batched| trainer(batched, one_pass, &opt));
         // Batched: one loss per pass and two reads per phase, for 1 and for 3 low-rank layers.
         let passes = if one_pass { 1 } else { 2 };
         assert_eq!(reads[0], passes + 4, "one_pass {one_pass}: reads {reads:?}");
@@ -233,27 +240,7 @@ fn parallel_bug_batched_equals_per_layer_in_f64_and_reads_do_not_grow_with_the_l
         }
     }
     let opt = Optimizer::sgd(0.1);
-    let mut reads = Vec::new();
-    for (widths, batched) in [
-        (&[30, 20, 4][..], true),
-        (&[30, 20, 20, 20, 4][..], true),
-        (&[30, 20, 4][..], false),
-        (&[30, 20, 20, 20, 4][..], false),
-    ] {
-        let (mut net, x, labels) = setup::<TrainBackend>(widths, 3);
-        let ce = |net: &Mlp<TrainBackend>| cross_entropy(net.forward(x.clone()), labels.clone());
-        let mut t = parallel_bug::<TrainBackend>(batched, &opt);
-        for _ in 0..3 {
-            t.step(&mut net, ce).unwrap();
-        }
-        let before = host_reads();
-        t.step(&mut net, ce).unwrap();
-        reads.push(host_reads() - before);
-        for layer in net.low_rank_layers() {
-            assert!(departure_f32(layer.u()) < 1e-5, "U departs by {}", departure_f32(layer.u()));
-            assert!(departure_f32(layer.v()) < 1e-5, "V departs by {}", departure_f32(layer.v()));
-        }
-    }
+    let reads = reads_of_the_fourth_step(|batched| parallel_bug(batched, &opt));
     assert_eq!(reads[0], reads_per_step, "reads {reads:?}");
     assert_eq!(reads[1], reads[0], "reads {reads:?}");
     assert!(reads[3] > reads[2], "the per-layer path reads per layer: {reads:?}");
