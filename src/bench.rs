@@ -481,16 +481,7 @@ pub fn write_table(out: &mut impl Write, bench: &MlpBench, device: impl Debug) -
         )
         .map_err(io)?;
     }
-    for r in bench.rows.iter().filter(|r| r.batched.layer_phases > 0) {
-        let BatchedCounts { layer_phases, fallbacks } = r.batched;
-        writeln!(
-            out,
-            "{}: {fallbacks} of {layer_phases} batched layer-phases took the per-layer path (all {} steps)",
-            r.method,
-            bench.warmup + bench.steps
-        )
-        .map_err(io)?;
-    }
+    write_batched_lines(out, bench.warmup + bench.steps, bench.rows.iter().map(|r| (r.method, r.batched)))?;
     write_parts_table(out, "µs", bench.rows.iter().map(|r| (r.method, r.parts_us, r.host_us)))?;
     write_shapes_table(out, "µs", bench.rows.iter().map(|r| (r.method, r.shapes)))?;
     if let Some(mib) = peak_memory_mib() {
@@ -506,6 +497,22 @@ fn bucket_note(bucket: usize) -> String {
     } else {
         format!(", rank bucket {bucket}")
     }
+}
+
+/// A line per method whose update ran batched: how many layer-phases took the per-layer path.
+fn write_batched_lines(
+    out: &mut impl Write,
+    steps: usize,
+    rows: impl Iterator<Item = (IntegratorKind, BatchedCounts)>,
+) -> Result<()> {
+    for (method, BatchedCounts { layer_phases, fallbacks }) in rows.filter(|(_, c)| c.layer_phases > 0) {
+        writeln!(
+            out,
+            "{method}: {fallbacks} of {layer_phases} batched layer-phases took the per-layer path (all {steps} steps)"
+        )
+        .map_err(Error::Output)?;
+    }
+    Ok(())
 }
 
 /// The "what a new shape costs" table of `dlrt bench` and `dlrt bench-vit`, after a blank line.

@@ -125,6 +125,27 @@ fn bench_ops_times_every_operation_of_a_block_in_both_precisions() {
     assert!(err.contains("rank") && err.contains("384"), "{err}");
 }
 
+#[test]
+fn bench_vit_counts_the_batched_updates_fallbacks() {
+    let args = ["bench-vit", "--image", "28", "--batch", "2", "--steps", "1", "--warmup", "1"];
+    let out = Command::new(env!("CARGO_BIN_EXE_dlrt"))
+        .args([&args[..], &["--methods", "abc_psi,parallel_bug,lora"]].concat())
+        .env("DLRT_BATCHED_UPDATE", "on")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    // 36 adapters, 2 steps: abc-PSI batches 2 phases per layer and step, parallel BUG 3.
+    // (How many fall back depends on round-off; the counts of layer-phases do not.)
+    let line = |method: &str| text.lines().find(|l| l.starts_with(&format!("{method}: "))).unwrap_or("");
+    assert!(
+        line("abc_psi").ends_with(" of 144 batched layer-phases took the per-layer path (all 2 steps)"),
+        "{text}"
+    );
+    assert!(line("parallel_bug").contains(" of 216 batched layer-phases"), "{text}");
+    assert!(!text.contains("\nlora: "), "LoRA's update is not batched: {text}");
+}
+
 /// Fails with exit status 1 (an error, not a panic's 101); returns stderr.
 fn fails(args: &[&str]) -> String {
     let out = dlrt(args);

@@ -15,8 +15,8 @@ use burn::tensor::{backend::AutodiffBackend, Distribution, Int, Tensor, TensorDa
 use rand::{rngs::StdRng, SeedableRng};
 
 use super::{
-    bucket_note, check_steps, log_step, median, push_widths, rank_keys, sync, write_parts_table,
-    write_shapes_table, Breakdown, NewShapes, ShapeSummary, StepOptions,
+    bucket_note, check_steps, log_step, median, push_widths, rank_keys, sync, write_batched_lines,
+    write_parts_table, write_shapes_table, Breakdown, NewShapes, ShapeSummary, StepOptions,
 };
 use crate::config::overrides::parse_name;
 use crate::config::FinetuneConfig;
@@ -109,6 +109,9 @@ pub struct VitBenchRow {
     pub host_bytes: f64,
     /// Step times, in ms, at new and at seen shapes.
     pub shapes: ShapeSummary,
+    /// Layer-phases of the batched update and its fallbacks to the per-layer path, over all
+    /// steps ([`crate::integrators::batched`]; zero where the update is not batched).
+    pub batched: crate::integrators::batched::BatchedCounts,
 }
 
 /// The result of [`run_vit`]: what was timed and one row per method.
@@ -166,6 +169,7 @@ pub fn run_vit<B: AutodiffBackend>(args: &VitBenchArgs, device: &B::Device) -> R
             .with_rank_bucket(args.options.rank_bucket)?;
         trainer.prepare(&mut vit)?;
         let mut shapes = NewShapes::default();
+        let batched_before = crate::integrators::batched::batched_counts();
         let mut times = Vec::with_capacity(args.steps);
         // Restarted at the first timed step, so that warm-up decompositions are not counted.
         let mut breakdown = Breakdown::start();
@@ -211,6 +215,7 @@ pub fn run_vit<B: AutodiffBackend>(args: &VitBenchArgs, device: &B::Device) -> R
             host_reads,
             host_bytes,
             shapes: shapes.summary(),
+            batched: crate::integrators::batched::batched_counts() - batched_before,
         });
     }
     Ok(VitBench { args: args.clone(), rows })
@@ -251,6 +256,8 @@ pub fn write_vit_table(out: &mut impl Write, bench: &VitBench, device: impl Debu
         )
         .map_err(io)?;
     }
+    let steps = a.warmup + a.steps;
+    write_batched_lines(out, steps, bench.rows.iter().map(|r| (r.method, r.batched)))?;
     write_parts_table(out, "ms", bench.rows.iter().map(|r| (r.method, r.parts_ms, r.host_ms)))?;
     write_shapes_table(out, "ms", bench.rows.iter().map(|r| (r.method, r.shapes)))
 }
