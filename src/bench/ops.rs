@@ -105,6 +105,7 @@ pub fn run_ops<B: AutodiffBackend>(args: &OpsBenchArgs, device: &B::Device) -> R
                 .reshape([t, d])
         }
     };
+    let att = format!("[{b}, {h}, {tokens}, {}] {fz}", d / h);
     let ops: Vec<(&'static str, String, Op<'_, B>)> = vec![
         ("linear D→D (query, key, value, output)", format!("[{t}, {d}]×[{d}, {d}] {fz}"), {
             let (x, w) = (x_d.clone(), wd.clone());
@@ -131,19 +132,11 @@ pub fn run_ops<B: AutodiffBackend>(args: &OpsBenchArgs, device: &B::Device) -> R
                 true,
             )
         }),
-        (
-            "attention, explicit",
-            format!("[{b}, {h}, {tokens}, {}] {fz}", d / h),
-            (Box::new(attention(Attention::Explicit)), true),
-        ),
-        (
-            "attention, fused op",
-            format!("[{b}, {h}, {tokens}, {}] {fz}", d / h),
-            (Box::new(attention(Attention::Fused)), true),
-        ),
+        ("attention, explicit", att.clone(), (Box::new(attention(Attention::Explicit)), true)),
+        ("attention, fused op", att.clone(), (Box::new(attention(Attention::Fused)), true)),
         // Burn 0.21 runs its fused op as a kernel only without autodiff: what a fused kernel
         // with a backward of its own would start from.
-        ("attention, fused op without autodiff", format!("[{b}, {h}, {tokens}, {}] {fz}", d / h), {
+        ("attention, fused op without autodiff", att.clone(), {
             let inner = |x: &Tensor<B, 2>| heads(x.clone()).inner();
             let (q, k, val) = (inner(&q), inner(&k), inner(&val));
             let run = move || {

@@ -25,6 +25,7 @@
 
 use std::any::Any;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
@@ -37,10 +38,16 @@ use crate::{Error, Result};
 /// Views published for the forward that is running, by the id of their U (module docs). Ids
 /// are unique, so the trainers of several threads do not see each other's views.
 static PUBLISHED: Mutex<BTreeMap<ParamId, Box<dyn Any + Send>>> = Mutex::new(BTreeMap::new());
+/// Forwards running with views published: every other forward (dlrt's own models, evaluation)
+/// skips the map's lock.
+static PUBLISHING: AtomicUsize = AtomicUsize::new(0);
 
 /// The published view of the layer whose U has id `u`, if a forward of a
 /// [`ModuleNetwork`] is running.
 pub(super) fn published<B: Backend>(u: ParamId) -> Option<LowRankLinear<B>> {
+    if PUBLISHING.load(Ordering::Acquire) == 0 {
+        return None;
+    }
     let views = PUBLISHED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     views.get(&u)?.downcast_ref::<LowRankLinear<B>>().cloned()
 }
@@ -54,6 +61,7 @@ impl Drop for Publication {
         self.0.iter().for_each(|id| {
             views.remove(id);
         });
+        PUBLISHING.fetch_sub(1, Ordering::Release);
     }
 }
 
@@ -100,6 +108,7 @@ impl<'m, B: Backend, M: Module<B>> ModuleNetwork<'m, B, M> {
             for view in &self.layers {
                 views.insert(view.u.id, Box::new(view.clone()));
             }
+            PUBLISHING.fetch_add(1, Ordering::Release);
             Publication(ids)
         };
         f(self.model)
