@@ -1,60 +1,85 @@
 #!/usr/bin/env bash
 # One device call (see README, "GPU"): our MNIST benchmark on CUDA, PyTorch's dense MLP of the
 # same shape on the same card, the ViT-B/16 adapter fine-tuning step (dlrt bench-vit: abc-PSI in
-# two passes and in one, LoRA) in every variant of issue 16's changes, each on and off
-# (precision f32 / bf16 × attention; abc-PSI's batched update, the default on a GPU, and
-# DLRT_BATCHED_UPDATE=off; rank buckets, --rank-bucket 1 and 8), against peft LoRA at the same
-# rank and batch (bf16 autocast and fp32), one table of ratios each, and a short
-# `dlrt train --device cuda` run on real MNIST.
+# one pass, LoRA) in every variant of issue 16's changes, each on and off (precision f32 / bf16,
+# attention explicit / fused, abc-PSI's batched update and DLRT_BATCHED_UPDATE=off, rank buckets
+# 1 and 8, Burn's fusion + autotune off and on), against peft LoRA at the same rank and batch
+# (bf16 autocast and fp32), with each part's peak device memory; one table of ratios each; one
+# ViT block's operations against PyTorch's; and a short `dlrt train --device cuda` run.
 #
 # What a new rank costs: `dlrt bench` and `bench-vit` class every step by whether its ranks, and
 # the widths its passes multiplied with (the rank bucket's), are new in the run, and give the
 # median step time at new and at seen ones ("What a new shape costs"; the first step left out).
-# The MNIST and ViT runs with --rank-bucket 1 and 8 are collected in $OUT/new_shapes.md: where
-# kernels are compiled or tuned per shape, steps at new widths are slow and buckets make them
-# rare. With --log-steps every step's line (time, parts, ranks, new/seen) is in the .log files.
+# The runs with --rank-bucket 1 and 8 are collected in $OUT/new_shapes.md: where kernels are
+# compiled or tuned per shape, steps at new widths are slow and buckets make them rare. With
+# --log-steps every step's line (time, parts, ranks, new/seen) is in the .log files.
 #
-# Cargo features: this script does not change the binary's. `--features cuda` builds Burn's
-# CUDA backend with fusion and autotune off (`burn` with default-features = false turns off
-# burn-cuda's defaults). To measure a new rank's cost with them on, build a second binary with
-# `cuda = ["burn/cuda", "burn/fusion", "burn/autotune"]` in Cargo.toml and run this script again
-# with DLRT_BIN pointing at it (and another OUT).
+# Peak device memory: every part runs beside `nvidia-smi --query-gpu=memory.used` sampled every
+# 100 ms; the part's peak less the idle card's is in parts.txt and the ViT table (MiB; both
+# sides' caching allocators and CUDA contexts included, so dlrt and PyTorch are measured alike).
+# peft's row also gives torch.cuda.max_memory_allocated and max_memory_reserved.
 #
-# Expects, relative to the repository root:
-#   $DLRT_BIN (default target/release/dlrt) built with `--features cuda`,
-#   MNIST in ./data/mnist (or $DLRT_DATA), and PyTorch, transformers and peft on the machine.
-# VIT_BATCHES (default "256"), VIT_STEPS (default 3), VIT_PRECISIONS (default "f32 bf16") and
-# VIT_ATTENTIONS (default "explicit"; under autodiff Burn 0.21 runs its attention op as the
-# explicit chain, README) size the ViT part; VIT_RANK_BATCH (32) and VIT_RANK_STEPS (12) the ViT
-# rank-bucket pair.
-# Every part runs under `timeout`: T_MNIST (60 s), T_MNIST_B8 (35 s), T_TORCH (30 s), T_PEFT
-# (35 s per dtype), T_VIT (55 s per variant), T_VIT_RANKS (40 s per bucket), T_OFF (30 s MNIST,
-# 40 s ViT), T_OPS (15 s per side and precision, OPS_BATCH 64 images), T_TRAIN (30 s); with the
-# defaults the whole call stays under 570 s. A part that
-# times out or fails is reported and the script goes on to the next one.
+# Expects, relative to the repository root, what bench/gpu-pack.sh leaves in carry/ (the
+# binaries built with `--features cuda` and `--features cuda-fusion`, and MNIST, gzipped; pass
+# carry=["carry"] to the device call), or $DLRT_BIN / $DLRT_BIN_FUSION and MNIST in ./data/mnist
+# (or $DLRT_DATA); and PyTorch, transformers and peft on the machine.
+# PARTS (default "mnist vit fusion ranks off ops train") picks the parts, most important first.
+# VIT_BATCH (256), VIT_STEPS (3) and VIT_VARIANTS (precision:attention pairs, default
+# "f32:explicit bf16:explicit bf16:fused") size the ViT part; VIT_RANK_BATCH (32) and
+# VIT_RANK_STEPS (12) the ViT rank-bucket pair.
+# Every part runs under `timeout`: T_MNIST (50 s), T_MNIST_B8 (30 s), T_TORCH (20 s), T_PEFT
+# (30 s per dtype), T_VIT (50 s per variant), T_FUSION (30 s MNIST, 50 s ViT), T_VIT_RANKS
+# (35 s per bucket), T_OFF (25 s), T_OPS (12 s per side and precision, OPS_BATCH 64 images),
+# T_TRAIN (20 s); with the defaults the whole call stays under 570 s. A part that times out or
+# fails is reported and the script goes on to the next one.
 # Writes its tables to $OUT (default ./runs/gpu-bench).
 set -uo pipefail
-BIN=${DLRT_BIN:-target/release/dlrt}
 OUT=${OUT:-runs/gpu-bench}
 mkdir -p "$OUT"
+PARTS=" ${PARTS:-mnist vit fusion ranks off ops train} "
+want() { [[ "$PARTS" == *" $1 "* ]]; }
+
+# What bench/gpu-pack.sh carried: the binaries and MNIST, unpacked once.
+if [ -f carry/dlrt-cuda.gz ]; then
+    mkdir -p /tmp/dlrt-carry
+    gunzip -c carry/dlrt-cuda.gz > /tmp/dlrt-carry/dlrt && chmod +x /tmp/dlrt-carry/dlrt
+    [ -f carry/dlrt-cuda-fusion.gz ] && gunzip -c carry/dlrt-cuda-fusion.gz > /tmp/dlrt-carry/dlrt-fusion \
+        && chmod +x /tmp/dlrt-carry/dlrt-fusion
+fi
+if [ -f carry/mnist.tar.gz ] && [ ! -f "${DLRT_DATA:-data}/mnist/train-images-idx3-ubyte" ]; then
+    mkdir -p "${DLRT_DATA:-data}" && tar xzf carry/mnist.tar.gz -C "${DLRT_DATA:-data}"
+fi
+default_bin=target/release/dlrt
+[ -x /tmp/dlrt-carry/dlrt ] && default_bin=/tmp/dlrt-carry/dlrt
+BIN=${DLRT_BIN:-$default_bin}
+BIN_FUSION=${DLRT_BIN_FUSION:-/tmp/dlrt-carry/dlrt-fusion}
+
 # The first run compiles and tunes kernels for every shape; rank-adaptive methods visit many
 # shapes, so keep autotuning short (the tuning cache in ~/.cache/cubecl makes reruns fast).
 export CUBECL_AUTOTUNE_LEVEL=${CUBECL_AUTOTUNE_LEVEL:-minimal}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/card.txt"
 date -u +%Y-%m-%d | tee -a "$OUT/card.txt"
+idle_mib=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -n1)
 
-# part NAME SECONDS CMD...: runs CMD under `timeout`, says how it ended and how long it took.
+# part NAME SECONDS CMD...: runs CMD under `timeout` with the card's memory sampled beside it,
+# says how it ended, how long it took and its peak memory (also in $OUT/NAME.mem).
 part() {
-    local name=$1 limit=$2 start rc note=""
+    local name=$1 limit=$2 start rc note="" sampler peak
     shift 2
+    nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 > "$OUT/$name.samples" 2> /dev/null &
+    sampler=$!
     start=$(date +%s%N)
     timeout --kill-after=5 "$limit" "$@"
     rc=$?
+    kill "$sampler" 2> /dev/null; wait "$sampler" 2> /dev/null
+    peak=$(awk -v idle="${idle_mib:-0}" '$1 + 0 > m {m = $1 + 0} END {print (m > idle ? m - idle : 0)}' "$OUT/$name.samples")
+    echo "$peak" > "$OUT/$name.mem"
     if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then note=" (timed out at $limit s)"; fi
-    echo "$name: rc $rc after $(( ($(date +%s%N) - start) / 1000000 )) ms$note" | tee -a "$OUT/parts.txt" >&2
+    echo "$name: rc $rc after $(( ($(date +%s%N) - start) / 1000000 )) ms, peak $peak MiB$note" | tee -a "$OUT/parts.txt" >&2
     return $rc
 }
 : > "$OUT/parts.txt"
+mem() { cat "$OUT/$1.mem" 2> /dev/null || echo "-"; }
 
 # new_shapes LABEL FILE: appends FILE's "What a new shape costs" rows to new_shapes.md, labelled.
 : > "$OUT/new_shapes.md"
@@ -63,99 +88,142 @@ new_shapes() {
         "$2" >> "$OUT/new_shapes.md"
 }
 
-echo "== dlrt bench --device cuda (rank bucket 1: no padding)"
-part mnist "${T_MNIST:-60}" "$BIN" bench --device cuda --warmup "${WARMUP:-100}" --steps "${STEPS:-200}" --log-steps \
-    2> "$OUT/dlrt_cuda.log" | tee "$OUT/dlrt_cuda.md"
-new_shapes "MNIST | 1" "$OUT/dlrt_cuda.md"
+if want mnist; then
+    echo "== dlrt bench --device cuda (rank bucket 1: no padding)"
+    part mnist "${T_MNIST:-50}" "$BIN" bench --device cuda --warmup "${WARMUP:-100}" --steps "${STEPS:-200}" --log-steps \
+        2> "$OUT/dlrt_cuda.log" | tee "$OUT/dlrt_cuda.md"
+    new_shapes "MNIST | 1" "$OUT/dlrt_cuda.md"
 
-echo "== dlrt bench --device cuda --rank-bucket 8 (the rank-adaptive methods)"
-part mnist_b8 "${T_MNIST_B8:-35}" "$BIN" bench --device cuda --warmup "${WARMUP:-100}" --steps "${STEPS:-200}" \
-    --methods abc_psi,abc_psi_one_pass,bug,parallel_bug --rank-bucket 8 --log-steps \
-    2> "$OUT/dlrt_cuda_b8.log" | tee "$OUT/dlrt_cuda_b8.md"
-new_shapes "MNIST | 8" "$OUT/dlrt_cuda_b8.md"
+    echo "== dlrt bench --device cuda --rank-bucket 8 (the rank-adaptive methods)"
+    part mnist_b8 "${T_MNIST_B8:-30}" "$BIN" bench --device cuda --warmup "${WARMUP:-100}" --steps "${STEPS:-200}" \
+        --methods abc_psi,abc_psi_one_pass,bug,parallel_bug --rank-bucket 8 --log-steps \
+        2> "$OUT/dlrt_cuda_b8.log" | tee "$OUT/dlrt_cuda_b8.md"
+    new_shapes "MNIST | 8" "$OUT/dlrt_cuda_b8.md"
 
-echo "== PyTorch dense MLP (same shape, batch, optimizer)"
-part torch_mlp "${T_TORCH:-30}" python3 bench/torch_mlp.py --device cuda --warmup "${WARMUP:-100}" --steps "${STEPS:-200}" \
-    | tee "$OUT/torch_cuda.md"
+    echo "== PyTorch dense MLP (same shape, batch, optimizer)"
+    part torch_mlp "${T_TORCH:-20}" python3 bench/torch_mlp.py --device cuda --warmup "${WARMUP:-100}" \
+        --steps "${STEPS:-200}" | tee "$OUT/torch_cuda.md"
 
-echo "== ratios (dlrt µs/step ÷ PyTorch dense µs/step)"
-torch_us=$(awk -F'|' '{gsub(/ /, "", $3); print $3}' "$OUT/torch_cuda.md")
-[ -n "$torch_us" ] && awk -F'|' -v t="$torch_us" '/^\| [a-z_]+ \| [0-9]/ {gsub(/ /, "", $2); gsub(/ /, "", $3); printf "| %s | %s | %.2f |\n", $2, $3, $3 / t} /^$/ {exit}' \
-    "$OUT/dlrt_cuda.md" | tee "$OUT/ratios.md"
+    echo "== ratios (dlrt µs/step ÷ PyTorch dense µs/step)"
+    torch_us=$(awk -F'|' '{gsub(/ /, "", $3); print $3}' "$OUT/torch_cuda.md")
+    [ -n "$torch_us" ] && awk -F'|' -v t="$torch_us" '/^\| [a-z_]+ \| [0-9]/ {gsub(/ /, "", $2); gsub(/ /, "", $3);
+        printf "| %s | %s | %.2f |\n", $2, $3, $3 / t} /^$/ {exit}' "$OUT/dlrt_cuda.md" | tee "$OUT/ratios.md"
+fi
 
-echo "== ViT-B/16 adapter step, r = 32 on query/key/value: dlrt bench-vit (each variant) vs peft LoRA"
+# vit_row LABEL PRECISION ATTENTION FILE PART: appends FILE's main-table rows (they end before the
+# first blank line) to vit_ratios.md with the ratios to peft's times and the part's peak memory.
 : > "$OUT/vit_ratios.md"
-for batch in ${VIT_BATCHES:-256}; do
+vit_row() {
+    awk -F'|' -v l="$1" -v p="$2" -v a="$3" -v h="${peft_bf16:-nan}" -v f="${peft_fp32:-nan}" -v m="$(mem "$5")" \
+        '/^$/ {exit} /^\| [a-z_]+ \| [0-9]/ {gsub(/ /, "", $2); gsub(/ /, "", $3);
+        printf "| %s | %s | %s | %s | %s ms | %.2f | %.2f | %s |\n", l, p, a, $2, $3, $3 / h, $3 / f, m}' \
+        "$4" | tee -a "$OUT/vit_ratios.md"
+}
+VIT_BATCH=${VIT_BATCH:-256}
+if want vit; then
+    echo "== ViT-B/16 adapter step, r = 32 on query/key/value, batch $VIT_BATCH: peft LoRA, then dlrt bench-vit"
     for dtype in bf16 fp32; do
-        part "peft_b${batch}_$dtype" "${T_PEFT:-35}" python3 bench/torch_vit_lora.py --batch "$batch" --rank 32 --dtype "$dtype" \
-            | tee "$OUT/peft_vit_b${batch}_$dtype.md"
+        part "peft_$dtype" "${T_PEFT:-30}" python3 bench/torch_vit_lora.py --batch "$VIT_BATCH" --rank 32 --dtype "$dtype" \
+            | tee "$OUT/peft_vit_$dtype.md"
     done
-    bf16=$(awk -F'|' '{gsub(/ ms| /, "", $3); print $3}' "$OUT/peft_vit_b${batch}_bf16.md")
-    fp32=$(awk -F'|' '{gsub(/ ms| /, "", $3); print $3}' "$OUT/peft_vit_b${batch}_fp32.md")
-    for precision in ${VIT_PRECISIONS:-f32 bf16}; do
-        for attention in ${VIT_ATTENTIONS:-explicit}; do
-            variant="b${batch}_${precision}_${attention}"
-            part "vit_$variant" "${T_VIT:-55}" "$BIN" bench-vit --model vit-b16 --image 224 --batch "$batch" --rank 32 \
-                --device cuda --precision "$precision" --attention "$attention" --steps "${VIT_STEPS:-3}" --log-steps \
-                2> "$OUT/dlrt_vit_$variant.log" | tee "$OUT/dlrt_vit_$variant.md"
-            # The main table only: its rows end before the first blank line.
-            awk -F'|' -v b="$batch" -v p="$precision" -v a="$attention" -v h="${bf16:-nan}" -v f="${fp32:-nan}" \
-                '/^$/ {exit} /^\| [a-z_]+ \| [0-9]/ {gsub(/ /, "", $2); gsub(/ /, "", $3);
-                printf "| %s | %s | %s | %s | %s ms | %.2f | %s ms | %.2f |\n", b, p, a, $2, $3, $3 / h, h, $3 / f}' \
-                "$OUT/dlrt_vit_$variant.md" | tee -a "$OUT/vit_ratios.md"
+    peft_bf16=$(awk -F'|' '{gsub(/ ms| /, "", $3); print $3}' "$OUT/peft_vit_bf16.md")
+    peft_fp32=$(awk -F'|' '{gsub(/ ms| /, "", $3); print $3}' "$OUT/peft_vit_fp32.md")
+    for variant in ${VIT_VARIANTS:-f32:explicit bf16:explicit bf16:fused}; do
+        precision=${variant%%:*} attention=${variant##*:}
+        name="vit_${precision}_$attention"
+        part "$name" "${T_VIT:-50}" "$BIN" bench-vit --model vit-b16 --image 224 --batch "$VIT_BATCH" --rank 32 \
+            --device cuda --precision "$precision" --attention "$attention" --methods abc_psi_one_pass,lora \
+            --steps "${VIT_STEPS:-3}" --log-steps 2> "$OUT/dlrt_$name.log" | tee "$OUT/dlrt_$name.md"
+        vit_row "cuda" "$precision" "$attention" "$OUT/dlrt_$name.md" "$name"
+    done
+fi
+
+# Burn's kernel fusion and autotuning (`--features cuda-fusion`): MNIST at rank buckets 1 and 8
+# (a build with them on did not finish MNIST in 150 s before buckets existed) and the ViT step.
+if want fusion; then
+    if [ -x "$BIN_FUSION" ]; then
+        for bucket in 1 8; do
+            echo "== fusion + autotune: dlrt bench --rank-bucket $bucket"
+            part "fusion_mnist_b$bucket" "${T_FUSION:-30}" "$BIN_FUSION" bench --device cuda --warmup "${WARMUP:-100}" \
+                --steps "${STEPS:-200}" --methods abc_psi_one_pass,lora,dense --rank-bucket "$bucket" --log-steps \
+                2> "$OUT/fusion_mnist_b$bucket.log" | tee "$OUT/fusion_mnist_b$bucket.md"
+            new_shapes "MNIST fusion | $bucket" "$OUT/fusion_mnist_b$bucket.md"
         done
-    done
-done
-echo "| batch | precision | attention | method | dlrt | ÷ peft bf16 | peft bf16 | ÷ peft fp32 |"
-cat "$OUT/vit_ratios.md"
+        variant=${VIT_FUSION_VARIANT:-bf16:fused}
+        precision=${variant%%:*} attention=${variant##*:}
+        echo "== fusion + autotune: ViT-B/16 $precision $attention, rank bucket 8"
+        part fusion_vit "$(( ${T_FUSION:-30} + 20 ))" "$BIN_FUSION" bench-vit --model vit-b16 --image 224 --batch "$VIT_BATCH" \
+            --rank 32 --device cuda --precision "$precision" --attention "$attention" --methods abc_psi_one_pass,lora \
+            --rank-bucket 8 --steps "${VIT_STEPS:-3}" --log-steps 2> "$OUT/fusion_vit.log" | tee "$OUT/fusion_vit.md"
+        vit_row "cuda-fusion, bucket 8" "$precision" "$attention" "$OUT/fusion_vit.md" fusion_vit
+    else
+        echo "== no fusion binary at $BIN_FUSION (bench/gpu-pack.sh builds it): fusion part skipped"
+    fi
+fi
+if want vit || want fusion; then
+    echo "| binary | precision | attention | method | dlrt | ÷ peft bf16 | ÷ peft fp32 | peak MiB |"
+    cat "$OUT/vit_ratios.md"
+    for dtype in bf16 fp32; do echo "peft $dtype: $(cat "$OUT/peft_vit_$dtype.md" 2> /dev/null), peak $(mem "peft_$dtype") MiB"; done
+fi
 
 # A new rank on the ViT: abc-PSI in one pass, every step timed from the first, without and with
 # rank buckets, at a batch small enough for a dozen steps.
-echo "== ViT-B/16 rank buckets: bench-vit --rank-bucket 1 and 8"
-for bucket in 1 8; do
-    variant="b${VIT_RANK_BATCH:-32}_bucket$bucket"
-    part "vit_$variant" "${T_VIT_RANKS:-40}" "$BIN" bench-vit --model vit-b16 --image 224 --batch "${VIT_RANK_BATCH:-32}" \
-        --rank 32 --device cuda --methods abc_psi_one_pass --warmup 0 --steps "${VIT_RANK_STEPS:-12}" \
-        --rank-bucket "$bucket" --log-steps 2> "$OUT/dlrt_vit_$variant.log" | tee "$OUT/dlrt_vit_$variant.md"
-    new_shapes "ViT-B/16 batch ${VIT_RANK_BATCH:-32} | $bucket" "$OUT/dlrt_vit_$variant.md"
-done
+if want ranks; then
+    echo "== ViT-B/16 rank buckets: bench-vit --rank-bucket 1 and 8"
+    for bucket in 1 8; do
+        name="vit_b${VIT_RANK_BATCH:-32}_bucket$bucket"
+        part "$name" "${T_VIT_RANKS:-35}" "$BIN" bench-vit --model vit-b16 --image 224 --batch "${VIT_RANK_BATCH:-32}" \
+            --rank 32 --device cuda --methods abc_psi_one_pass --warmup 0 --steps "${VIT_RANK_STEPS:-12}" \
+            --rank-bucket "$bucket" --log-steps 2> "$OUT/dlrt_$name.log" | tee "$OUT/dlrt_$name.md"
+        new_shapes "ViT-B/16 batch ${VIT_RANK_BATCH:-32} | $bucket" "$OUT/dlrt_$name.md"
+    done
+fi
 echo "| run | bucket | method | steps | new ranks | at new ranks | at seen ranks | new widths | at new widths | at seen widths |"
 cat "$OUT/new_shapes.md"
 
 # abc-PSI batches each phase of its update across layers on the GPU (two reads of the Gram
 # matrices per phase, whatever the number of adapters); DLRT_BATCHED_UPDATE=off gives the
-# per-layer host decompositions of earlier runs, for the same table with the switch off.
-echo "== the same with the batched update off (per-layer host decompositions)"
-part mnist_batched_off "${T_OFF:-30}" env DLRT_BATCHED_UPDATE=off "$BIN" bench --device cuda --warmup "${WARMUP:-100}" \
-    --steps "${STEPS:-200}" --methods abc_psi,abc_psi_one_pass,parallel_bug | tee "$OUT/dlrt_cuda_batched_off.md"
-part vit_batched_off "$(( ${T_OFF:-30} + 10 ))" env DLRT_BATCHED_UPDATE=off "$BIN" bench-vit --model vit-b16 --image 224 \
-    --batch "${VIT_RANK_BATCH:-32}" --rank 32 --device cuda --steps "${VIT_STEPS:-3}" --methods abc_psi,abc_psi_one_pass \
-    | tee "$OUT/dlrt_vit_b${VIT_RANK_BATCH:-32}_batched_off.md"
+# per-layer host decompositions of earlier runs, for the same table with the switch off (the ViT
+# with it off is the part `off_vit`, not run by default).
+if want off; then
+    echo "== the same with the batched update off (per-layer host decompositions)"
+    part mnist_batched_off "${T_OFF:-25}" env DLRT_BATCHED_UPDATE=off "$BIN" bench --device cuda --warmup "${WARMUP:-100}" \
+        --steps "${STEPS:-200}" --methods abc_psi,abc_psi_one_pass,parallel_bug | tee "$OUT/dlrt_cuda_batched_off.md"
+fi
+if want off_vit; then
+    part vit_batched_off "$(( ${T_OFF:-25} + 15 ))" env DLRT_BATCHED_UPDATE=off "$BIN" bench-vit --model vit-b16 \
+        --image 224 --batch "${VIT_RANK_BATCH:-32}" --rank 32 --device cuda --steps "${VIT_STEPS:-3}" \
+        --methods abc_psi,abc_psi_one_pass | tee "$OUT/dlrt_vit_b${VIT_RANK_BATCH:-32}_batched_off.md"
+fi
 
 # Where the time goes when Burn's kernels are slower than PyTorch's (issue 16, item 6): one
 # ViT-B/16 block's operations one by one, forward and forward + backward, dlrt against PyTorch
 # at the same shapes and types, joined by operation: | op | dlrt | PyTorch | ratio | for both.
-echo "== one ViT-B/16 block's operations: dlrt bench-ops vs bench/torch_ops.py"
-: > "$OUT/ops_ratios.md"
-for precision in f32 bf16; do
-    part "ops_dlrt_$precision" "${T_OPS:-15}" "$BIN" bench-ops --device cuda --batch "${OPS_BATCH:-64}" \
-        --precision "$precision" | tee "$OUT/ops_dlrt_$precision.md"
-    part "ops_torch_$precision" "${T_OPS:-15}" python3 bench/torch_ops.py --device cuda --batch "${OPS_BATCH:-64}" \
-        --precision "$precision" | tee "$OUT/ops_torch_$precision.md"
-    awk -F'|' -v p="$precision" 'function t(s) { gsub(/^ +| +$/, "", s); return s }
-        NR == FNR { if ($2 ~ /[a-z]/ && $4 ~ /[0-9]/) { fwd[t($2)] = t($4); fb[t($2)] = t($5) }; next }
-        $2 ~ /[a-z]/ && $4 ~ /[0-9]/ { op = t($2); f = t($4); b = t($5);
-            rf = (op in fwd && fwd[op] > 0) ? sprintf("%.2f", f / fwd[op]) : "-";
-            rb = (op in fb && fb[op] + 0 > 0 && b + 0 > 0) ? sprintf("%.2f", b / fb[op]) : "-";
-            printf "| %s | %s | %s | %s | %s | %s | %s | %s |\n", p, op, f, fwd[op], rf, b, fb[op], rb }' \
-        "$OUT/ops_torch_$precision.md" "$OUT/ops_dlrt_$precision.md" | tee -a "$OUT/ops_ratios.md"
-done
-echo "| precision | op | dlrt fwd ms | torch fwd ms | ratio | dlrt fwd+bwd ms | torch fwd+bwd ms | ratio |"
-cat "$OUT/ops_ratios.md"
+if want ops; then
+    echo "== one ViT-B/16 block's operations: dlrt bench-ops vs bench/torch_ops.py"
+    : > "$OUT/ops_ratios.md"
+    for precision in f32 bf16; do
+        part "ops_dlrt_$precision" "${T_OPS:-12}" "$BIN" bench-ops --device cuda --batch "${OPS_BATCH:-64}" \
+            --precision "$precision" | tee "$OUT/ops_dlrt_$precision.md"
+        part "ops_torch_$precision" "${T_OPS:-12}" python3 bench/torch_ops.py --device cuda --batch "${OPS_BATCH:-64}" \
+            --precision "$precision" | tee "$OUT/ops_torch_$precision.md"
+        awk -F'|' -v p="$precision" 'function t(s) { gsub(/^ +| +$/, "", s); return s }
+            NR == FNR { if ($2 ~ /[a-z]/ && $4 ~ /[0-9]/) { fwd[t($2)] = t($4); fb[t($2)] = t($5) }; next }
+            $2 ~ /[a-z]/ && $4 ~ /[0-9]/ { op = t($2); f = t($4); b = t($5);
+                rf = (op in fwd && fwd[op] > 0) ? sprintf("%.2f", f / fwd[op]) : "-";
+                rb = (op in fb && fb[op] + 0 > 0 && b + 0 > 0) ? sprintf("%.2f", b / fb[op]) : "-";
+                printf "| %s | %s | %s | %s | %s | %s | %s | %s |\n", p, op, f, fwd[op], rf, b, fb[op], rb }' \
+            "$OUT/ops_torch_$precision.md" "$OUT/ops_dlrt_$precision.md" | tee -a "$OUT/ops_ratios.md"
+    done
+    echo "| precision | op | dlrt fwd ms | torch fwd ms | ratio | dlrt fwd+bwd ms | torch fwd+bwd ms | ratio |"
+    cat "$OUT/ops_ratios.md"
+fi
 
-echo "== dlrt train --device cuda (abc-PSI, paper setting, 300 batches)"
-part train "${T_TRAIN:-30}" "$BIN" train configs/mnist_abc_psi.toml --device cuda --epochs 1 --max-batches 300 \
-    --out runs/gpu-train --quiet
-tail -n 1 runs/gpu-train/metrics.csv | tee "$OUT/train_cuda.csv"
+if want train; then
+    echo "== dlrt train --device cuda (abc-PSI, paper setting, 200 batches)"
+    part train "${T_TRAIN:-20}" "$BIN" train configs/mnist_abc_psi.toml --device cuda --epochs 1 --max-batches 200 \
+        --out runs/gpu-train --quiet
+    tail -n 1 runs/gpu-train/metrics.csv | tee "$OUT/train_cuda.csv"
+fi
 echo "== parts"
 cat "$OUT/parts.txt"

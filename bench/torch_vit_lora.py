@@ -1,6 +1,7 @@
 """PyTorch + peft reference for the adapter fine-tuning step on the GPU: a ViT-B/16-shaped model
 (random weights, image 224), LoRA r = 32 on query/key/value, classifier head trained, AdamW 1e-3.
-Prints one markdown row per setting with the median time per training step.
+Prints one markdown row per setting with the median time per training step and the peak memory
+of PyTorch's allocator (allocated and reserved).
 
 Usage: python3 bench/torch_vit_lora.py [--batch 256] [--rank 32] [--dtype bf16|fp32] [--steps 20]
 """
@@ -47,9 +48,11 @@ def main():
         torch.cuda.synchronize()
         if k >= a.warmup:
             times.append((time.perf_counter() - t) * 1e3)
+    mib = 2**20
     print(f"| peft LoRA ViT-B/16 r={a.rank} q,k,v, batch {a.batch}, {a.dtype}, {a.image} px "
           f"({torch.cuda.get_device_name(dev)}, torch {torch.__version__}) | {statistics.median(times):.1f} ms "
-          f"| {trainable} trainable |")
+          f"| {trainable} trainable | max allocated {torch.cuda.max_memory_allocated(dev) / mib:.0f} MiB "
+          f"| max reserved {torch.cuda.max_memory_reserved(dev) / mib:.0f} MiB |")
 
 
 if __name__ == "__main__":
