@@ -188,7 +188,7 @@ cat "$OUT/new_shapes.md"
 if want off; then
     echo "== the same with the batched update off (per-layer host decompositions)"
     part mnist_batched_off "${T_OFF:-25}" env DLRT_BATCHED_UPDATE=off "$BIN" bench --device cuda --warmup "${WARMUP:-100}" \
-        --steps "${STEPS:-200}" --methods abc_psi,abc_psi_one_pass,parallel_bug | tee "$OUT/dlrt_cuda_batched_off.md"
+        --steps "${STEPS:-200}" --methods abc_psi,abc_psi_one_pass,bug,parallel_bug | tee "$OUT/dlrt_cuda_batched_off.md"
 fi
 if want off_vit; then
     part vit_batched_off "$(( ${T_OFF:-25} + 15 ))" env DLRT_BATCHED_UPDATE=off "$BIN" bench-vit --model vit-b16 \

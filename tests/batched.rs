@@ -1,4 +1,4 @@
-//! abc-PSI's and parallel BUG's updates batched across layers (`integrators::batched`): the
+//! abc-PSI's, BUG's and parallel BUG's updates batched across layers (`integrators::batched`): the
 //! same steps as the per-layer path, orthonormal factors, and host reads per step that do not
 //! grow with the number of layers.
 #![allow(non_snake_case)]
@@ -11,6 +11,7 @@ use burn::tensor::{backend::AutodiffBackend, Int, Tensor};
 use common::*;
 use dlrt::integrators::abc_psi::AbcPsi;
 use dlrt::integrators::batched::{augment_all, batched_counts};
+use dlrt::integrators::bug::Bug;
 use dlrt::integrators::parallel_bug::ParallelBug;
 use dlrt::integrators::IntegratorKind;
 use dlrt::layers::{Init, Network};
@@ -216,17 +217,26 @@ fn parallel_bug<A: AutodiffBackend>(batched: bool, opt: &Optimizer) -> Trainer<A
     Trainer::from_integrator(Some(Box::new(integ)), opt.clone())
 }
 
-#[test]
-fn parallel_bug_batched_equals_per_layer_in_f64_and_reads_do_not_grow_with_the_layers() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    // One pass (the loss), two augmentation rounds for every U and V, one read of every Ŝ.
-    let reads_per_step = 1 + 2 + 1;
+fn bug<A: AutodiffBackend>(batched: bool, opt: &Optimizer) -> Trainer<A> {
+    let truncation = TruncationConfig::relative(0.05).with_bounds(1, Some(8));
+    let integ = Bug::new(truncation).batched(Some(batched));
+    Trainer::from_integrator(Some(Box::new(integ)), opt.clone())
+}
+
+/// `trainer(batched, opt)`'s batched steps equal its per-layer steps in f64 (SGD and AdamW,
+/// five steps of a 3-low-rank-layer MLP), reading `reads_per_step` times, as many with one
+/// low-rank layer as with three in f32, where the per-layer path reads more with more layers.
+fn batched_equals_per_layer_with_reads(
+    trainer: impl Fn(bool, &Optimizer) -> Trainer<B>,
+    trainer_f32: impl Fn(bool, &Optimizer) -> Trainer<TrainBackend>,
+    reads_per_step: u64,
+) {
     let optimizers = [Optimizer::sgd(0.5), Optimizer::new(OptimizerConfig::adamw(0.0), 0.05).unwrap()];
     for opt in &optimizers {
         let (net, x, labels) = setup::<B>(&[40, 30, 24, 20, 4], 7);
         let ce = |net: &Mlp<B>| cross_entropy(net.forward(x.clone()), labels.clone());
         let (mut per_layer, mut batched) = (net.clone(), net);
-        let (mut t_per, mut t_bat) = (parallel_bug::<B>(false, opt), parallel_bug::<B>(true, opt));
+        let (mut t_per, mut t_bat) = (trainer(false, opt), trainer(true, opt));
         for _ in 0..5 {
             let l_per = t_per.step(&mut per_layer, ce).unwrap().loss;
             let before = host_reads();
@@ -243,8 +253,23 @@ fn parallel_bug_batched_equals_per_layer_in_f64_and_reads_do_not_grow_with_the_l
         }
     }
     let opt = Optimizer::sgd(0.1);
-    let reads = reads_of_the_fourth_step(|batched| parallel_bug(batched, &opt));
+    let reads = reads_of_the_fourth_step(|batched| trainer_f32(batched, &opt));
     assert_eq!(reads[0], reads_per_step, "reads {reads:?}");
     assert_eq!(reads[1], reads[0], "reads {reads:?}");
     assert!(reads[3] > reads[2], "the per-layer path reads per layer: {reads:?}");
+}
+
+#[test]
+fn parallel_bug_batched_equals_per_layer_in_f64_and_reads_do_not_grow_with_the_layers() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // One pass (the loss), two augmentation rounds for every U and V, one read of every Ŝ.
+    batched_equals_per_layer_with_reads(parallel_bug, parallel_bug, 1 + 2 + 1);
+}
+
+#[test]
+fn bug_batched_equals_per_layer_in_f64_and_reads_do_not_grow_with_the_layers() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // Three passes (their losses), two augmentation rounds for every U and V after the
+    // L-pass, one read of every Ŝ1 after the S-pass.
+    batched_equals_per_layer_with_reads(bug, bug, 3 + 2 + 1);
 }

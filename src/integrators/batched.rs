@@ -1,4 +1,4 @@
-//! abc-PSI's and parallel BUG's updates batched across layers: the tall factors never leave
+//! abc-PSI's, BUG's and parallel BUG's updates batched across layers: the tall factors never leave
 //! the device, and every layer of a phase shares each device→host read and each upload.
 //!
 //! ```text
@@ -39,7 +39,8 @@
 //!
 //! Parallel BUG ([`super::parallel_bug`]) augments its U and V bases with the same rounds
 //! ([`augment_bases`], all bases of all layers together) and truncates its 2r×2r cores Ŝ in
-//! one read ([`truncate_cores_all`]).
+//! one read ([`truncate_cores_all`]); rank-adaptive BUG ([`super::bug`]) does the same with
+//! its augmentation after the L-pass and its truncation after the S-pass.
 //!
 //! On the CPU the per-layer path is as fast (docs/performance-log.md, 2026-11-30), so this runs
 //! by default only on a GPU ([`super::abc_psi::AbcPsi::batched`]).

@@ -15,11 +15,18 @@
 //!
 //! Before truncation `W1 = W0 − λ Û Ûᵀ ∇ℒ(W0) V̂ V̂ᵀ`. Cost per layer and step: 3 passes,
 //! 2 thin QRs, 1 SVD of 2r×2r. The K-pass result waits in the layer's [`super::LayerState`] for the L-pass.
+//!
+//! On a GPU, steps (3) and (5) of all layers run together ([`super::batched`], as parallel
+//! BUG's): every U and V basis is augmented in the same Gram rounds (two reads for all of them)
+//! and every core Ŝ1 is read at once, so a step reads 3 + 3 times whatever the number of layers
+//! (the three losses and the three phases). The result is the same step (equal to round-off
+//! in f64, tested); [`Bug::batched`] switches it.
 
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{backend::AutodiffBackend, Tensor};
 
+use super::batched::{self, Augmentation, CoreTruncation};
 use super::steps::{augment, bias_step, k_step, l_step, required, s_step, truncate_core};
-use super::{Integrator, IntegratorKind, LayerStep, Pass, Spec};
+use super::{batches, each_layer, Integrator, IntegratorKind, LayerStep, Pass, Spec};
 use crate::linalg::TruncationConfig;
 use crate::optim::Optimizer;
 use crate::{Error, Result};
@@ -29,18 +36,69 @@ use crate::{Error, Result};
 pub struct Bug {
     /// ϑ and the rank bounds of step (5).
     pub truncation: TruncationConfig,
+    /// Whether steps (3) and (5) run batched across layers with the tall factors on the device
+    /// ([`super::batched`]); `None`: on a GPU with an f32 backend only.
+    pub batched: Option<bool>,
 }
 
 impl Bug {
     /// BUG with the given truncation.
     pub fn new(truncation: TruncationConfig) -> Self {
-        Self { truncation }
+        Self { truncation, batched: None }
+    }
+
+    /// Sets [`Self::batched`] (`None`: on a GPU with an f32 backend only).
+    pub fn batched(mut self, batched: Option<bool>) -> Self {
+        self.batched = batched;
+        self
     }
 }
 
 impl<B: AutodiffBackend> Integrator<B> for Bug {
     fn spec(&self) -> Spec {
         Spec { kind: IntegratorKind::Bug, passes: &[Pass::K, Pass::L, Pass::S], qr: 2, svd: 1 }
+    }
+
+    fn after_pass_all(&self, pass: Pass, mut layers: Vec<LayerStep<'_, B>>, opt: &Optimizer) -> Result<()> {
+        let batch = layers.first().is_some_and(|s| batches::<B>(self.batched, &s.layer.u().device()));
+        if !batch || pass == Pass::K {
+            return each_layer(self, pass, layers, opt);
+        }
+        let kind = IntegratorKind::Bug;
+        if pass == Pass::L {
+            // (2) per layer, then (3) for all layers at once: every U and V basis in shared rounds.
+            let mut pairs = Vec::with_capacity(2 * layers.len());
+            for (i, LayerStep { layer, state, grads }) in layers.iter_mut().enumerate() {
+                let L1 = l_step(layer, &mut state.slots, required(grads.l.take(), "L", kind)?, opt);
+                let K1 = state
+                    .pending
+                    .take()
+                    .ok_or_else(|| Error::Internal("bug: L-pass before K-pass".into()))?;
+                pairs.push(Augmentation { layer: i, names: "U0 or K1", basis: layer.u().clone(), new: K1 });
+                pairs.push(Augmentation { layer: i, names: "V0 or L1", basis: layer.v().clone(), new: L1 });
+            }
+            let mut augmented = batched::augment_bases(&pairs, "BUG")?.into_iter();
+            for LayerStep { layer, .. } in layers.iter_mut() {
+                let (U, S, V) = (layer.u().clone(), layer.s().clone(), layer.v().clone());
+                let ((U_hat, u_checked), (V_hat, v_checked)) =
+                    (augmented.next().expect("U per layer"), augmented.next().expect("V per layer"));
+                let S_hat = galerkin_core(&U_hat, U, S, V, &V_hat);
+                match u_checked && v_checked {
+                    true => layer.set_factors_checked_elsewhere(U_hat, S_hat, V_hat)?,
+                    false => layer.set_factors(U_hat, S_hat, V_hat)?,
+                }
+            }
+            return Ok(());
+        }
+        // (4) per layer, then (5) for all layers at once.
+        let mut cores = Vec::with_capacity(layers.len());
+        for LayerStep { layer, state, grads } in layers.iter_mut() {
+            bias_step(layer, &mut state.slots, grads.bias.take(), opt);
+            let S1 = s_step(layer, &mut state.slots, required(grads.s.take(), "S", kind)?, opt);
+            let (U_hat, V_hat) = (layer.u().clone(), layer.v().clone());
+            cores.push(CoreTruncation { layer: &mut **layer, U_hat, S_hat: S1, V_hat });
+        }
+        batched::truncate_cores_all(cores, &self.truncation, "BUG")
     }
 
     fn after_pass(&self, pass: Pass, step: LayerStep<'_, B>, opt: &Optimizer) -> Result<()> {
@@ -63,8 +121,7 @@ impl<B: AutodiffBackend> Integrator<B> for Bug {
                 let (U, S, V) = (layer.u().clone(), layer.s().clone(), layer.v().clone());
                 let U_hat = augment(&K1, &U);
                 let V_hat = augment(&L1, &V);
-                let S_hat =
-                    U_hat.clone().transpose().matmul(U).matmul(S).matmul(V.transpose().matmul(V_hat.clone()));
+                let S_hat = galerkin_core(&U_hat, U, S, V, &V_hat);
                 layer.set_factors(U_hat, S_hat, V_hat)
             }
             _ => {
@@ -76,4 +133,15 @@ impl<B: AutodiffBackend> Integrator<B> for Bug {
             }
         }
     }
+}
+
+/// (3) Ŝ = (Ûᵀ U0) S0 (V0ᵀ V̂): W0 in the augmented bases.
+fn galerkin_core<B: AutodiffBackend>(
+    U_hat: &Tensor<B, 2>,
+    U0: Tensor<B, 2>,
+    S0: Tensor<B, 2>,
+    V0: Tensor<B, 2>,
+    V_hat: &Tensor<B, 2>,
+) -> Tensor<B, 2> {
+    U_hat.clone().transpose().matmul(U0).matmul(S0).matmul(V0.transpose().matmul(V_hat.clone()))
 }

@@ -263,7 +263,7 @@ impl IntegratorKind {
             }
             IntegratorKind::BcPsi => Box::new(bc_psi::BcPsi),
             IntegratorKind::Psi => Box::new(psi::Psi),
-            IntegratorKind::Bug => Box::new(bug::Bug::new(t)),
+            IntegratorKind::Bug => Box::new(bug::Bug::new(t).batched(batched_update_setting()?)),
             IntegratorKind::ParallelBug => {
                 Box::new(parallel_bug::ParallelBug::new(t).batched(batched_update_setting()?))
             }
