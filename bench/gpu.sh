@@ -181,14 +181,14 @@ fi
 echo "| run | bucket | method | steps | new ranks | at new ranks | at seen ranks | new widths | at new widths | at seen widths |"
 cat "$OUT/new_shapes.md"
 
-# abc-PSI batches each phase of its update across layers on the GPU (two reads of the Gram
-# matrices per phase, whatever the number of adapters); DLRT_BATCHED_UPDATE=off gives the
+# The integrators batch each phase of their updates across layers on the GPU (two reads of the
+# Gram matrices per phase, whatever the number of adapters); DLRT_BATCHED_UPDATE=off gives the
 # per-layer host decompositions of earlier runs, for the same table with the switch off (the ViT
 # with it off is the part `off_vit`, not run by default).
 if want off; then
     echo "== the same with the batched update off (per-layer host decompositions)"
     part mnist_batched_off "${T_OFF:-25}" env DLRT_BATCHED_UPDATE=off "$BIN" bench --device cuda --warmup "${WARMUP:-100}" \
-        --steps "${STEPS:-200}" --methods abc_psi,abc_psi_one_pass,bug,parallel_bug | tee "$OUT/dlrt_cuda_batched_off.md"
+        --steps "${STEPS:-200}" --methods abc_psi,abc_psi_one_pass,bc_psi,psi,bug,parallel_bug | tee "$OUT/dlrt_cuda_batched_off.md"
 fi
 if want off_vit; then
     part vit_batched_off "$(( ${T_OFF:-25} + 15 ))" env DLRT_BATCHED_UPDATE=off "$BIN" bench-vit --model vit-b16 \

@@ -1,4 +1,4 @@
-//! abc-PSI's, BUG's and parallel BUG's updates batched across layers (`integrators::batched`): the
+//! The integrators' updates batched across layers (`integrators::batched`): the
 //! same steps as the per-layer path, orthonormal factors, and host reads per step that do not
 //! grow with the number of layers.
 #![allow(non_snake_case)]
@@ -11,8 +11,10 @@ use burn::tensor::{backend::AutodiffBackend, Int, Tensor};
 use common::*;
 use dlrt::integrators::abc_psi::AbcPsi;
 use dlrt::integrators::batched::{augment_all, batched_counts};
+use dlrt::integrators::bc_psi::BcPsi;
 use dlrt::integrators::bug::Bug;
 use dlrt::integrators::parallel_bug::ParallelBug;
+use dlrt::integrators::psi::Psi;
 use dlrt::integrators::IntegratorKind;
 use dlrt::layers::{Init, Network};
 use dlrt::linalg::{from_faer, host_reads, thin_qr, to_faer, TruncationConfig};
@@ -151,12 +153,15 @@ fn host_reads_per_step_do_not_grow_with_the_number_of_layers() {
 #[test]
 fn an_overflowing_batched_step_is_an_error_naming_the_layer() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    for method in ["abc_psi", "abc_psi_one_pass", "parallel_bug"] {
+    for method in ["abc_psi", "abc_psi_one_pass", "parallel_bug", "bug", "psi", "bc_psi"] {
         let (mut net, x, labels) = setup::<B>(&[40, 30, 24, 20, 4], 9);
         let ce = |net: &Mlp<B>| cross_entropy(net.forward(x.clone()), labels.clone());
         let opt = Optimizer::sgd(1e308);
         let mut t = match method {
             "parallel_bug" => parallel_bug::<B>(true, &opt),
+            "bug" => bug::<B>(true, &opt),
+            "psi" => psi::<B>(true, &opt),
+            "bc_psi" => bc_psi::<B>(true, &opt),
             _ => trainer::<B>(true, method == "abc_psi_one_pass", &opt),
         };
         let result = t.step(&mut net, ce).and_then(|_| t.step(&mut net, ce));
@@ -272,4 +277,63 @@ fn bug_batched_equals_per_layer_in_f64_and_reads_do_not_grow_with_the_layers() {
     // Three passes (their losses), two augmentation rounds for every U and V after the
     // L-pass, one read of every Ŝ1 after the S-pass.
     batched_equals_per_layer_with_reads(bug, bug, 3 + 2 + 1);
+}
+
+fn psi<A: AutodiffBackend>(batched: bool, opt: &Optimizer) -> Trainer<A> {
+    Trainer::from_integrator(Some(Box::new(Psi::default().batched(Some(batched)))), opt.clone())
+}
+
+fn bc_psi<A: AutodiffBackend>(batched: bool, opt: &Optimizer) -> Trainer<A> {
+    Trainer::from_integrator(Some(Box::new(BcPsi::default().batched(Some(batched)))), opt.clone())
+}
+
+#[test]
+fn psi_and_bc_psi_batched_equal_per_layer_in_f64_and_reads_do_not_grow_with_the_layers() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // PSI: three passes (their losses) and two CholeskyQR2 rounds for each of its two QRs.
+    batched_equals_per_layer_with_reads(psi, psi, 3 + 2 + 2);
+    // bc-PSI: two passes and the same two QRs.
+    batched_equals_per_layer_with_reads(bc_psi, bc_psi, 2 + 2 + 2);
+}
+
+#[test]
+fn batched_qr_of_ill_conditioned_dependent_and_zero_columns_in_f32() {
+    // X = P Σ Wᵀ (n×k) with κ = 1e5 in f32, and an X with a repeated column: shifted
+    // CholeskyQR3 from the Gram matrices serves both; an X with a zero column has no Cholesky
+    // factor and takes the per-layer Householder QR (its own read). All give X = Q R with Q
+    // orthonormal and R upper triangular.
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (n, k) = (400, 10);
+    let mut rng = StdRng::seed_from_u64(12);
+    let mut gaussian = |rows, cols| Mat::<f64>::from_fn(rows, cols, |_, _| StandardNormal.sample(&mut rng));
+    let P = thin_qr(gaussian(n, k).as_ref()).Q;
+    let W = thin_qr(gaussian(k, k).as_ref()).Q;
+    let sigma =
+        Mat::from_fn(k, k, |i, j| if i == j { 10f64.powf(-5.0 * i as f64 / (k - 1) as f64) } else { 0.0 });
+    let ill = &P * &sigma * W.transpose();
+    let mut dependent = gaussian(n, k);
+    let first = dependent.as_ref().col(0).to_owned();
+    dependent.as_mut().col_mut(k - 1).copy_from(&first);
+    let mut zero = gaussian(n, k);
+    zero.as_mut().col_mut(3).fill(0.0);
+    let device = Default::default();
+    let tensor = |a: &Mat<f64>| from_faer::<TrainBackend, f64>(a.as_ref(), &device);
+    let (counts, reads) = (batched_counts(), host_reads());
+    let xs = [tensor(&ill), tensor(&dependent), tensor(&zero)];
+    let qrs = dlrt::integrators::batched::qr_all(&xs, |i| format!("X{i}")).unwrap();
+    let (counts, reads) = (batched_counts() - counts, host_reads() - reads);
+    assert_eq!((counts.layer_phases, counts.fallbacks), (3, 1), "only the zero column fell back");
+    assert_eq!(qrs.iter().map(|q| q.from_gram).collect::<Vec<_>>(), [true, true, false]);
+    assert_eq!(reads, 3 + 1, "three Gram rounds, one read of the fallback's X");
+    let eps = f32::EPSILON as f64;
+    for (qr, X) in qrs.iter().zip([&ill, &dependent, &zero]) {
+        let (Q, R) = (to_faer(&qr.Q), to_faer(&qr.R));
+        let departure = (Q.transpose() * &Q - Mat::<f64>::identity(k, k)).norm_max();
+        assert!(departure < 20.0 * eps, "Q orthonormal to f32 round-off: {departure:e}");
+        let residual = (&Q * &R - X).norm_l2() / X.norm_l2();
+        assert!(residual < 10.0 * eps, "X = Q R to f32 round-off: {residual:e}");
+        let R_ref = R.as_ref();
+        let below = (0..k).flat_map(|j| (j + 1..k).map(move |i| R_ref[(i, j)].abs())).fold(0.0, f64::max);
+        assert!(below < 10.0 * eps * R.norm_max(), "R upper triangular: {below:e}");
+    }
 }

@@ -1,5 +1,5 @@
-//! abc-PSI's, BUG's and parallel BUG's updates batched across layers: the tall factors never leave
-//! the device, and every layer of a phase shares each device→host read and each upload.
+//! The integrators' updates batched across layers (all but LoRA's, which has no decomposition):
+//! the tall factors never leave the device, and every layer of a phase shares each device→host read and each upload.
 //!
 //! ```text
 //! (2) augment, after the K-step, per layer (K1 n×r, U0 n×r):
@@ -40,7 +40,9 @@
 //! Parallel BUG ([`super::parallel_bug`]) augments its U and V bases with the same rounds
 //! ([`augment_bases`], all bases of all layers together) and truncates its 2r×2r cores Ŝ in
 //! one read ([`truncate_cores_all`]); rank-adaptive BUG ([`super::bug`]) does the same with
-//! its augmentation after the L-pass and its truncation after the S-pass.
+//! its augmentation after the L-pass and its truncation after the S-pass. PSI and bc-PSI take
+//! their thin QRs of K1 and L1 from the Gram matrices too ([`qr_all`]: the rounds of an
+//! augmentation without a basis, R the product of the passes' R factors).
 //!
 //! On the CPU the per-layer path is as fast (docs/performance-log.md, 2026-11-30), so this runs
 //! by default only on a GPU ([`super::abc_psi::AbcPsi::batched`]).
@@ -57,7 +59,9 @@ use crate::linalg::convert::HostClock;
 use crate::linalg::gram::{cholesky_step, gram_truncation, next_pass, GramPass};
 use crate::linalg::qr::departure;
 use crate::linalg::single_precision;
-use crate::linalg::{augment_basis, host_truncated_svd, read_all, thin_svd, upload_all, TruncationConfig};
+use crate::linalg::{
+    augment_basis, host_truncated_svd, read_all, tensor_qr, thin_svd, upload_all, TruncationConfig,
+};
 use crate::{Error, Result};
 
 static LAYER_PHASES: AtomicU64 = AtomicU64::new(0);
@@ -259,6 +263,146 @@ pub fn augment_bases<B: AutodiffBackend>(
     }
     count(items.len(), fallbacks);
     Ok(augmented)
+}
+
+/// One result of [`qr_all`]: X = Q R.
+pub struct BatchedQr<B: AutodiffBackend> {
+    /// n×k, orthonormal columns.
+    pub Q: Tensor<B, 2>,
+    /// k×k, upper triangular.
+    pub R: Tensor<B, 2>,
+    /// Whether it came from the Gram matrices (which were checked for finiteness) rather than
+    /// the per-layer QR.
+    pub from_gram: bool,
+}
+
+/// One X of [`qr_all`] between its rounds.
+struct QrRounds<B: AutodiffBackend> {
+    /// X times the passes so far.
+    X: Tensor<B, 2>,
+    /// The product of the passes' R factors so far (X₀ = X R).
+    R: Option<Mat<f64>>,
+    /// Whether the last pass has been taken.
+    done: bool,
+}
+
+/// Thin QR X = Q R of every X in `items` (PSI's and bc-PSI's fixed-rank steps), X n×k with
+/// n ≥ k, in the rounds of [`augment_bases`] without a basis: read every XᵀX at once, upload
+/// every pass T, X ← X T, until X is orthonormal (CholeskyQR2, or shifted CholeskyQR3 where a
+/// column is nearly dependent), with R the product of the passes' R factors, uploaded with the
+/// last T. An X the Gram matrices do not serve goes through [`tensor_qr`] (its own read).
+/// `names(i)` names X_i in errors ("K1 of low-rank layer 2").
+pub fn qr_all<B: AutodiffBackend>(
+    items: &[Tensor<B, 2>],
+    names: impl Fn(usize) -> String,
+) -> Result<Vec<BatchedQr<B>>> {
+    let Some(device) = items.first().map(|X| X.device()) else {
+        return Ok(Vec::new());
+    };
+    let _clock = HostClock::qr();
+    let u = if single_precision::<B>() { f32::EPSILON as f64 / 2.0 } else { f64::EPSILON / 2.0 };
+    let mut current: Vec<Option<QrRounds<B>>> = items
+        .iter()
+        .map(|X| {
+            let [n, k] = X.dims();
+            (k > 0 && n >= k).then(|| QrRounds { X: X.clone(), R: None, done: false })
+        })
+        .collect();
+    let mut results: Vec<Option<Tensor<B, 2>>> = vec![None; items.len()];
+    for round in 1..=MAX_ROUNDS {
+        let active: Vec<usize> =
+            (0..items.len()).filter(|&i| current[i].as_ref().is_some_and(|c| !c.done)).collect();
+        if active.is_empty() {
+            break;
+        }
+        let grams: Vec<Tensor<B, 2>> = active
+            .iter()
+            .map(|&i| {
+                let X = &current[i].as_ref().expect("an active item").X;
+                X.clone().transpose().matmul(X.clone())
+            })
+            .collect();
+        let host = read_all(&grams);
+        if let Some(j) = host.iter().position(|G| !G.is_all_finite()) {
+            return Err(Error::NonFinite { context: names(active[j]) });
+        }
+        let passes: Vec<Option<GramPass>> = host
+            .par_iter()
+            .zip(&active)
+            .map(|(G, &i)| next_pass(G.as_ref(), items[i].dims()[0], u, round, MAX_ROUNDS))
+            .collect();
+        // The R factor so far of every item that takes its last pass now: R_last · R.
+        let mut totals = Vec::new();
+        for (&i, pass) in active.iter().zip(&passes) {
+            if let Some(pass) = pass.as_ref().filter(|p| p.last) {
+                let R = match &current[i].as_ref().expect("an active item").R {
+                    Some(R) => &pass.step.R * R,
+                    None => pass.step.R.clone(),
+                };
+                totals.push(R);
+            }
+        }
+        let mut mats: Vec<MatRef<'_, f64>> = passes.iter().flatten().map(|p| p.step.T.as_ref()).collect();
+        mats.extend(totals.iter().map(|R| R.as_ref()));
+        let mut up = upload_all::<B>(&mats, &device).into_iter();
+        let T: Vec<Tensor<B, 2>> =
+            passes.iter().flatten().map(|_| up.next().expect("one T per pass")).collect();
+        let mut T = T.into_iter();
+        for (&i, pass) in active.iter().zip(passes) {
+            match pass {
+                Some(pass) => {
+                    let c = current[i].as_mut().expect("an active item");
+                    c.X = c.X.clone().matmul(T.next().expect("one T per pass"));
+                    if pass.last {
+                        c.done = true;
+                        results[i] = Some(up.next().expect("one R per last pass"));
+                    } else {
+                        c.R = Some(match c.R.take() {
+                            Some(R) => &pass.step.R * &R,
+                            None => pass.step.R,
+                        });
+                    }
+                }
+                None => current[i] = None,
+            }
+        }
+    }
+    let mut fallbacks = 0;
+    let mut out = Vec::with_capacity(items.len());
+    for ((X, c), R) in items.iter().zip(current).zip(results) {
+        out.push(match (c, R) {
+            (Some(QrRounds { X: Q, done: true, .. }), Some(R)) => BatchedQr { Q, R, from_gram: true },
+            _ => {
+                fallbacks += 1;
+                let (Q, R) = tensor_qr(X);
+                BatchedQr { Q, R, from_gram: false }
+            }
+        });
+    }
+    count(items.len(), fallbacks);
+    Ok(out)
+}
+
+/// PSI's and bc-PSI's L-step end for every layer: the bias and L1 = L0 − λ∇_L per layer, then
+/// V1, R = qr(L1) for all at once ([`qr_all`]) and W ← U Rᵀ V1ᵀ, as [`super::steps::qr_l_step`].
+pub fn qr_l_step_all<B: AutodiffBackend>(
+    mut layers: Vec<super::LayerStep<'_, B>>,
+    opt: &crate::optim::Optimizer,
+    kind: super::IntegratorKind,
+    method: &str,
+) -> Result<()> {
+    use super::steps::{bias_step, l_step, required};
+    let mut L1 = Vec::with_capacity(layers.len());
+    for super::LayerStep { layer, state, grads } in layers.iter_mut() {
+        bias_step(layer, &mut state.slots, grads.bias.take(), opt);
+        L1.push(l_step(layer, &mut state.slots, required(grads.l.take(), "L", kind)?, opt));
+    }
+    let qrs = qr_all(&L1, |i| format!("{method} L1 of low-rank layer {i}"))?;
+    for (super::LayerStep { layer, .. }, BatchedQr { Q: V1, R, .. }) in layers.iter_mut().zip(qrs) {
+        let U = layer.u().clone();
+        layer.set_factors_checked_elsewhere(U, R.transpose(), V1)?;
+    }
+    Ok(())
 }
 
 /// (5) for every layer: `items` holds each layer (U = Û) with its L1; `exact` truncates one

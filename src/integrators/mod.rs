@@ -14,7 +14,7 @@
 //! slots, a factor carried from one pass to the next) lives in a [`LayerState`] that the
 //! training step owns and hands in with each layer. [`Integrator::after_pass_all`] receives
 //! every layer of a pass at once, so an integrator can batch one phase across layers
-//! ([`batched`], abc-PSI's); by default the layers update side by side on the CPU.
+//! ([`batched`], all but LoRA's on a GPU); by default the layers update side by side on the CPU.
 //!
 //! Dense layers are not the integrator's business: they take an ordinary optimizer step from
 //! the first pass of every step. Dense training has no integrator at all
@@ -261,8 +261,8 @@ impl IntegratorKind {
             IntegratorKind::AbcPsiOnePass => {
                 Box::new(abc_psi::AbcPsi::new(t).one_pass().batched(batched_update_setting()?))
             }
-            IntegratorKind::BcPsi => Box::new(bc_psi::BcPsi),
-            IntegratorKind::Psi => Box::new(psi::Psi),
+            IntegratorKind::BcPsi => Box::new(bc_psi::BcPsi::default().batched(batched_update_setting()?)),
+            IntegratorKind::Psi => Box::new(psi::Psi::default().batched(batched_update_setting()?)),
             IntegratorKind::Bug => Box::new(bug::Bug::new(t).batched(batched_update_setting()?)),
             IntegratorKind::ParallelBug => {
                 Box::new(parallel_bug::ParallelBug::new(t).batched(batched_update_setting()?))

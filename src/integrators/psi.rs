@@ -14,22 +14,75 @@
 //! Cost per layer and step: 3 passes, 2 thin QRs, no SVD. PSI is exact when the target
 //! A(t) has rank r (Lubich & Oseledets, Theorem 4.1): with the linear loss
 //! ℒ(W) = −⟨W, A(t1) − A(t0)⟩/λ a step from A(t0) returns A(t1) to round-off.
+//!
+//! On a GPU the QRs of (2) and (5) run for all layers together from their Gram matrices
+//! ([`super::batched::qr_all`]): a step reads 3 + 2 + 2 times whatever the number of layers
+//! (the losses and two rounds per QR). The result is the same step (equal to round-off in f64,
+//! tested); [`Psi::batched`] switches it.
 
 use burn::tensor::backend::AutodiffBackend;
 
 use super::steps::{bias_step, k_step, l_step, qr_l_step, required, s_step};
-use super::{Integrator, IntegratorKind, LayerStep, Pass, Spec};
+use super::{batched, batches, each_layer, Integrator, IntegratorKind, LayerStep, Pass, Spec};
 use crate::linalg::tensor_qr;
 use crate::optim::Optimizer;
 use crate::Result;
 
 /// The PSI (KSL) integrator.
 #[derive(Debug, Default)]
-pub struct Psi;
+pub struct Psi {
+    /// Whether the QRs run batched across layers with the tall factors on the device
+    /// ([`super::batched::qr_all`]); `None`: on a GPU with an f32 backend only.
+    pub batched: Option<bool>,
+}
+
+impl Psi {
+    /// Sets [`Self::batched`] (`None`: on a GPU with an f32 backend only).
+    pub fn batched(mut self, batched: Option<bool>) -> Self {
+        self.batched = batched;
+        self
+    }
+}
 
 impl<B: AutodiffBackend> Integrator<B> for Psi {
     fn spec(&self) -> Spec {
         Spec { kind: IntegratorKind::Psi, passes: &[Pass::K, Pass::S, Pass::L], qr: 2, svd: 0 }
+    }
+
+    fn after_pass_all(&self, pass: Pass, mut layers: Vec<LayerStep<'_, B>>, opt: &Optimizer) -> Result<()> {
+        if !layers.first().is_some_and(|s| batches::<B>(self.batched, &s.layer.u().device())) {
+            return each_layer(self, pass, layers, opt);
+        }
+        let kind = IntegratorKind::Psi;
+        match pass {
+            Pass::K => {
+                // (1) per layer, then (2) U1, Ŝ = qr(K1) for all layers at once.
+                let mut K1 = Vec::with_capacity(layers.len());
+                for LayerStep { layer, state, grads } in layers.iter_mut() {
+                    K1.push(k_step(layer, &mut state.slots, required(grads.k.take(), "K", kind)?, opt));
+                }
+                let qrs = batched::qr_all(&K1, |i| format!("PSI K1 of low-rank layer {i}"))?;
+                for (LayerStep { layer, .. }, batched::BatchedQr { Q: U1, R: S_hat, .. }) in
+                    layers.iter_mut().zip(qrs)
+                {
+                    let V0 = layer.v().clone();
+                    // Ŝ = R is checked by its Gram matrix or by the fallback's host QR.
+                    layer.set_factors_checked_elsewhere(U1, S_hat, V0)?;
+                }
+                Ok(())
+            }
+            Pass::S => {
+                // (3) per layer; a NaN in S̃ reaches L1, whose Gram matrix the L-phase reads.
+                for LayerStep { layer, state, grads } in layers.iter_mut() {
+                    let g = required(grads.s.take(), "S", kind)?.neg();
+                    let S_tilde = s_step(layer, &mut state.slots, g, opt);
+                    let (U, V) = (layer.u().clone(), layer.v().clone());
+                    layer.set_factors_checked_elsewhere(U, S_tilde, V)?;
+                }
+                Ok(())
+            }
+            _ => batched::qr_l_step_all(layers, opt, kind, "PSI"),
+        }
     }
 
     fn after_pass(&self, pass: Pass, step: LayerStep<'_, B>, opt: &Optimizer) -> Result<()> {
