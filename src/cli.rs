@@ -7,9 +7,11 @@ use clap::{Parser, Subcommand};
 
 use crate::bench::{self, matrix::MatrixArgs, vit::VitBenchArgs};
 use crate::checkpoint::{self, ExportFormat};
+use crate::config::overrides::parse_name;
 use crate::config::{FinetuneConfig, FinetuneOverrides, ModelKind, Overrides};
 use crate::data::{self, DatasetName};
 use crate::integrators::IntegratorKind;
+use crate::layers::Precision;
 use crate::train::eval::evaluate_checkpoint;
 use crate::train::fit::{default_run_dir, RunOptions};
 use crate::train::report::{self, write_finetune_summary, write_train_summary};
@@ -268,6 +270,10 @@ pub struct BenchArgs {
     /// The rank bucket and the step log.
     #[command(flatten)]
     pub options: bench::StepOptions,
+    /// f32, or bf16: every layer's products in bf16, parameters and optimizer state in f32
+    /// (as `dlrt train --precision`).
+    #[arg(long, default_value_t = Precision::default(), value_parser = parse_name::<Precision>)]
+    pub precision: Precision,
     /// Where data sets are (default: $DLRT_DATA or ./data).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -386,7 +392,7 @@ pub fn bench_cmd(args: &BenchArgs, out: &mut impl Write) -> Result<()> {
     let data_dir = data_dir(&args.data_dir);
     let bench = with_backend!(args.device, B, device, {
         let counts = (args.warmup, args.steps);
-        bench::run::<B>(args.model, &args.methods, counts, &args.options, &data_dir, &device)
+        bench::run::<B>(args.model, &args.methods, counts, &args.options, args.precision, &data_dir, &device)
     })?;
     bench::write_table(out, &bench, args.device)?;
     if args.model == ModelKind::LeNet5 {
