@@ -11,6 +11,7 @@ use crate::config::overrides::parse_name;
 use crate::config::{FinetuneConfig, FinetuneOverrides, ModelKind, Overrides};
 use crate::data::{self, DatasetName};
 use crate::integrators::IntegratorKind;
+use crate::io::FileDtype;
 use crate::layers::Precision;
 use crate::train::eval::evaluate_checkpoint;
 use crate::train::fit::{default_run_dir, RunOptions};
@@ -233,6 +234,10 @@ pub struct ExportArgs {
     /// transformers ≥ 5; `peft-transformers4`: the same with transformers 4's module names.
     #[arg(long, value_enum, default_value_t = ExportFormat::Dense)]
     pub format: ExportFormat,
+    /// The float type of the dense weights: `f32`, or `bf16` (each rounded to the nearest
+    /// bf16; half the size).
+    #[arg(long, value_enum, default_value_t = FileDtype::F32)]
+    pub dtype: FileDtype,
 }
 
 /// Arguments of `dlrt predict`.
@@ -374,7 +379,7 @@ pub fn eval_cmd(args: &EvalArgs, out: &mut impl Write) -> Result<()> {
 
 /// Runs `dlrt export` and names the file it wrote.
 pub fn export_cmd(args: &ExportArgs, out: &mut impl Write) -> Result<()> {
-    let path = checkpoint::export(&args.checkpoint, args.out.clone(), args.format)?;
+    let path = checkpoint::export(&args.checkpoint, args.out.clone(), args.format, args.dtype)?;
     writeln!(out, "wrote {}", path.display()).map_err(Error::Output)
 }
 

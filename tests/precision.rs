@@ -332,6 +332,26 @@ fn cli_train_in_bf16_records_its_precision_and_resume_keeps_it() {
         "{}",
         stderr(&r)
     );
+    // The dense export in f32 (the default) and in bf16: the same weights, rounded to nearest.
+    let (f32_file, bf16_file) =
+        (tmp.path().join("dense.safetensors"), tmp.path().join("dense-bf16.safetensors"));
+    for (file, dtype) in [(&f32_file, "f32"), (&bf16_file, "bf16")] {
+        let r = dlrt(&["export", ckpt.to_str().unwrap(), "--out", file.to_str().unwrap(), "--dtype", dtype]);
+        assert!(r.status.success(), "{}", stderr(&r));
+    }
+    let (exact, _) = dlrt::io::read_safetensors(&f32_file).unwrap();
+    let (rounded, _) = dlrt::io::read_safetensors(&bf16_file).unwrap();
+    assert_eq!(exact.len(), 6, "three layers' weights and biases");
+    for (name, (shape, values)) in &exact {
+        assert_eq!(&rounded[name].0, shape, "{name}");
+        for (&f, &b) in values.iter().zip(&rounded[name].1) {
+            assert!((b - f).abs() <= f.abs() / 256.0, "{name}: {f} exported as {b}");
+        }
+    }
+    let size = |p: &Path| std::fs::metadata(p).unwrap().len() as f64;
+    assert!(size(&bf16_file) < 0.55 * size(&f32_file), "bf16 halves the file");
+    let r = dlrt(&["export", ckpt.to_str().unwrap(), "--dtype", "fp8"]);
+    assert!(!r.status.success() && stderr(&r).contains("--dtype") && stderr(&r).contains("bf16"));
     // Resume continues in bf16; the precision cannot change on resume.
     let r = dlrt(&["train", "--resume", out, "--precision", "f32", "--epochs", "2"]);
     assert!(!r.status.success() && stderr(&r).contains("model.precision"), "{}", stderr(&r));

@@ -1,5 +1,5 @@
 //! How a model computes: the floating-point type of its frozen part or, for a network trained
-//! from scratch, of its matrix products ([`Precision`], [`autocast`]), and the attention kernel
+//! from scratch, of its matrix products ([`Precision`] and `autocast`), and the attention kernel
 //! ([`Attention`]).
 //!
 //! Both live with the layers, below the models and the config, so that `config` can name them
