@@ -276,7 +276,7 @@ pub struct BenchArgs {
     #[command(flatten)]
     pub options: bench::StepOptions,
     /// f32, or bf16: every layer's products in bf16, parameters and optimizer state in f32
-    /// (as `dlrt train --precision`).
+    /// (as `dlrt train --precision`); LeNet-5's single-convolution table stays f32.
     #[arg(long, default_value_t = Precision::default(), value_parser = parse_name::<Precision>)]
     pub precision: Precision,
     /// Where data sets are (default: $DLRT_DATA or ./data).

@@ -274,7 +274,9 @@ impl<B: Backend> LowRankLinear<B> {
     /// Runs this layer's products in `dtype` (`None`: in the factors' type, the default) and
     /// returns its output in the factors' type ([`super::Precision`], training from scratch):
     /// x and the factors are cast for the products, the bias is added after the cast back, and
-    /// U, S, V, the bias and every gradient an integrator reads keep the factors' type.
+    /// U, S, V, the bias and every gradient an integrator reads keep the factors' type. Set on
+    /// dlrt's networks (`Net::set_precision`); the views `Trainer::step_module`
+    /// evaluates for a layer of a user's Burn module compute in the factors' type.
     pub fn set_autocast(&mut self, dtype: Option<FloatDType>) {
         self.autocast = dtype;
     }
