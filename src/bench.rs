@@ -40,6 +40,7 @@ use crate::config::{ModelKind, RunConfig};
 use crate::data::{self, DatasetName, Split};
 use crate::integrators::batched::{batched_counts, BatchedCounts};
 use crate::integrators::IntegratorKind;
+use crate::layers::Precision;
 use crate::linalg::{host_time, HostTime};
 use crate::models::{lenet5, Classifier, Layer, Net};
 use crate::optim::OptimizerConfig;
@@ -299,20 +300,26 @@ fn sync<B: AutodiffBackend>(device: &B::Device) -> Result<()> {
 
 /// Benchmarks `methods` (all when empty) on `model` (the paper's MLP or LeNet-5, at the
 /// settings of [`RunConfig::paper_mnist_with`] and [`RunConfig::lenet5_with`]) with `warmup`
-/// untimed and `steps` timed steps each, with `options`' rank bucket.
+/// untimed and `steps` timed steps each, with `options`' rank bucket, the layers' products in
+/// `precision`.
 pub fn run<B: AutodiffBackend>(
     model: ModelKind,
     methods: &[IntegratorKind],
     (warmup, steps): (usize, usize),
     options: &StepOptions,
+    precision: Precision,
     data_dir: &Path,
     device: &B::Device,
 ) -> Result<MlpBench> {
     let total = check_steps(warmup, steps)?;
     let methods = if methods.is_empty() { &IntegratorKind::ALL[..] } else { methods };
-    let preset = |method| match model {
-        ModelKind::Mlp => RunConfig::paper_mnist_with(method),
-        ModelKind::LeNet5 => RunConfig::lenet5_with(method),
+    let preset = |method| {
+        let mut cfg = match model {
+            ModelKind::Mlp => RunConfig::paper_mnist_with(method),
+            ModelKind::LeNet5 => RunConfig::lenet5_with(method),
+        };
+        cfg.model.precision = precision;
+        cfg
     };
     let base = preset(IntegratorKind::AbcPsi);
     let (batch, dataset) = (base.train.batch_size, DatasetName::Mnist);
@@ -329,6 +336,7 @@ pub fn run<B: AutodiffBackend>(
     for &method in methods {
         let cfg = preset(method);
         let mut net = new_model::<B>(&cfg, (image, classes), &mut rng, device)?;
+        net.set_precision(precision);
         let mut trainer = Trainer::new(method, &cfg.integrator.truncation(), cfg.optimizer.build()?)?
             .with_rank_bucket(options.rank_bucket)?;
         trainer.prepare(&mut net)?;
@@ -432,8 +440,12 @@ pub fn setting(cfg: &RunConfig) -> String {
         OptimizerConfig::Momentum { .. } => "momentum",
         OptimizerConfig::Adam { .. } => "Adam",
     };
+    let products = match cfg.model.precision {
+        Precision::F32 => "",
+        Precision::Bf16 => ", bf16 products",
+    };
     format!(
-        "{}, batch {}, r0 = {}, tol = {}, {optimizer} lr = {}",
+        "{}, batch {}, r0 = {}, tol = {}, {optimizer} lr = {}{products}",
         widths.join("-"),
         cfg.train.batch_size,
         cfg.model.rank,
@@ -576,6 +588,8 @@ mod tests {
         (cfg.model.hidden, cfg.optimizer.rule, cfg.optimizer.lr) =
             (vec![8], OptimizerConfig::adamw(0.0), 1e-3);
         assert_eq!(setting(&cfg), "784-8-10, batch 64, r0 = 20, tol = 0.01, Adam lr = 0.001");
+        cfg.model.precision = Precision::Bf16;
+        assert!(setting(&cfg).ends_with("lr = 0.001, bf16 products"));
     }
 
     #[test]
@@ -586,6 +600,7 @@ mod tests {
             &[IntegratorKind::Dense],
             (0, 0),
             &StepOptions::default(),
+            Precision::F32,
             Path::new("/nowhere"),
             &device,
         )

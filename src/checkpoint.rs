@@ -24,7 +24,9 @@ use serde::{Deserialize, Serialize};
 use crate::config::{ModelKind, RunConfig};
 use crate::data::DatasetSource;
 use crate::integrators::{CounterSnapshot, FactorSlots, LayerState, TrainState};
-use crate::io::{read_metadata, read_safetensors, write_safetensors, TensorMap};
+use crate::io::{
+    read_metadata, read_safetensors, write_safetensors, write_safetensors_as, FileDtype, TensorMap,
+};
 use crate::layers::{DenseLinear, LowRankLinear};
 use crate::models::{lenet5, Layer, LeNet5, Mlp, Net};
 use crate::optim::{DenseSlots, Slot, State};
@@ -243,8 +245,15 @@ pub enum ExportFormat {
 ///   ([`adapters::export_merged`], default `merged.safetensors` and `config.json`);
 /// - [`ExportFormat::Peft`], [`ExportFormat::PeftTransformers4`]: a fine-tuning checkpoint's
 ///   adapters and head as a peft LoRA adapter ([`peft::export`], default the folder `peft/`).
-pub fn export(path: &Path, out: Option<PathBuf>, format: ExportFormat) -> Result<PathBuf> {
+///
+/// `dtype` is the float type of the dense weights ([`FileDtype::Bf16`]: rounded to nearest
+/// bf16); peft adapters are written in f32 only.
+pub fn export(path: &Path, out: Option<PathBuf>, format: ExportFormat, dtype: FileDtype) -> Result<PathBuf> {
     let device = Default::default();
+    if format != ExportFormat::Dense && dtype != FileDtype::F32 {
+        let what = "--dtype bf16: peft adapters (--format peft, peft-transformers4) are written in f32 only";
+        return Err(Error::Unsupported(what.into()));
+    }
     if adapters::is_adapter_checkpoint(path)? {
         let (model, config, _) = adapters::load::<crate::CpuBackend>(path, &device)?;
         let labels = adapters::labels(path, model.head.weight().dims()[1])?;
@@ -262,7 +271,7 @@ pub fn export(path: &Path, out: Option<PathBuf>, format: ExportFormat) -> Result
             return Ok(out);
         }
         let out = out.unwrap_or_else(|| path.with_file_name("merged.safetensors"));
-        adapters::export_merged(&out, &model, &labels)?;
+        adapters::export_merged(&out, &model, &labels, dtype)?;
         return Ok(out);
     }
     let (model, _, state) = load::<crate::CpuBackend>(path, &device)?;
@@ -275,7 +284,7 @@ pub fn export(path: &Path, out: Option<PathBuf>, format: ExportFormat) -> Result
         return Err(Error::Unsupported(what));
     }
     let out = out.unwrap_or_else(|| path.with_file_name("dense.safetensors"));
-    export_dense(&out, &model, &state)?;
+    export_dense(&out, &model, &state, dtype)?;
     Ok(out)
 }
 
@@ -365,7 +374,12 @@ pub fn load<B: Backend>(path: &Path, device: &B::Device) -> Result<(Net<B>, Trai
 /// Writes the dense weights `layers.{i}.weight` = U S Vᵀ ([n, m], z = x W + b; a convolution's
 /// matricised kernel, n = C_in·k·k) and biases, with the run's config and class names
 /// (`labels`) as metadata.
-pub fn export_dense<B: Backend>(path: &Path, model: &Net<B>, state: &RunState) -> Result<()> {
+pub fn export_dense<B: Backend>(
+    path: &Path,
+    model: &Net<B>,
+    state: &RunState,
+    dtype: FileDtype,
+) -> Result<()> {
     let mut tensors = TensorMap::new();
     for (i, layer) in model.layers().iter().enumerate() {
         let (w, b) = match layer {
@@ -383,5 +397,5 @@ pub fn export_dense<B: Backend>(path: &Path, model: &Net<B>, state: &RunState) -
         ("config".to_string(), state.config.to_toml()),
         ("labels".to_string(), to_json(&state.labels)),
     ]);
-    write_safetensors(path, &tensors, meta)
+    write_safetensors_as(path, &tensors, meta, dtype)
 }

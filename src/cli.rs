@@ -7,9 +7,12 @@ use clap::{Parser, Subcommand};
 
 use crate::bench::{self, matrix::MatrixArgs, vit::VitBenchArgs};
 use crate::checkpoint::{self, ExportFormat};
+use crate::config::overrides::parse_name;
 use crate::config::{FinetuneConfig, FinetuneOverrides, ModelKind, Overrides};
 use crate::data::{self, DatasetName};
 use crate::integrators::IntegratorKind;
+use crate::io::FileDtype;
+use crate::layers::Precision;
 use crate::train::eval::evaluate_checkpoint;
 use crate::train::fit::{default_run_dir, RunOptions};
 use crate::train::report::{self, write_finetune_summary, write_train_summary};
@@ -231,6 +234,10 @@ pub struct ExportArgs {
     /// transformers ≥ 5; `peft-transformers4`: the same with transformers 4's module names.
     #[arg(long, value_enum, default_value_t = ExportFormat::Dense)]
     pub format: ExportFormat,
+    /// The float type of the dense weights: `f32`, or `bf16` (each rounded to the nearest
+    /// bf16; half the size).
+    #[arg(long, value_enum, default_value_t = FileDtype::F32)]
+    pub dtype: FileDtype,
 }
 
 /// Arguments of `dlrt predict`.
@@ -268,6 +275,10 @@ pub struct BenchArgs {
     /// The rank bucket and the step log.
     #[command(flatten)]
     pub options: bench::StepOptions,
+    /// f32, or bf16: every layer's products in bf16, parameters and optimizer state in f32
+    /// (as `dlrt train --precision`); LeNet-5's single-convolution table stays f32.
+    #[arg(long, default_value_t = Precision::default(), value_parser = parse_name::<Precision>)]
+    pub precision: Precision,
     /// Where data sets are (default: $DLRT_DATA or ./data).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -368,7 +379,7 @@ pub fn eval_cmd(args: &EvalArgs, out: &mut impl Write) -> Result<()> {
 
 /// Runs `dlrt export` and names the file it wrote.
 pub fn export_cmd(args: &ExportArgs, out: &mut impl Write) -> Result<()> {
-    let path = checkpoint::export(&args.checkpoint, args.out.clone(), args.format)?;
+    let path = checkpoint::export(&args.checkpoint, args.out.clone(), args.format, args.dtype)?;
     writeln!(out, "wrote {}", path.display()).map_err(Error::Output)
 }
 
@@ -386,7 +397,7 @@ pub fn bench_cmd(args: &BenchArgs, out: &mut impl Write) -> Result<()> {
     let data_dir = data_dir(&args.data_dir);
     let bench = with_backend!(args.device, B, device, {
         let counts = (args.warmup, args.steps);
-        bench::run::<B>(args.model, &args.methods, counts, &args.options, &data_dir, &device)
+        bench::run::<B>(args.model, &args.methods, counts, &args.options, args.precision, &data_dir, &device)
     })?;
     bench::write_table(out, &bench, args.device)?;
     if args.model == ModelKind::LeNet5 {

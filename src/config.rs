@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::{DatasetName, DatasetSource};
 use crate::integrators::IntegratorKind;
-use crate::layers::Init;
+use crate::layers::{Init, Precision};
 use crate::linalg::TruncationConfig;
 use crate::{Error, Result};
 
@@ -87,6 +87,15 @@ pub struct ModelConfig {
     /// He gain: factors with ‖W‖_F² = gain²·m, dense entries N(0, gain²/n); √2 is He init.
     #[serde(default = "default_gain")]
     pub init_gain: f64,
+    /// `"f32"` (the default) or `"bf16"`: every layer's products (convolutions included) in
+    /// bf16, autocast style; parameters, optimizer state, loss and host linear algebra stay
+    /// f32 ([`Precision`]).
+    #[serde(default, skip_serializing_if = "is_f32")]
+    pub precision: Precision,
+}
+
+fn is_f32(p: &Precision) -> bool {
+    *p == Precision::F32
 }
 
 fn default_low_rank() -> LowRankLayers {
@@ -253,6 +262,7 @@ impl RunConfig {
                 rank: 20,
                 init,
                 init_gain: default_gain(),
+                precision: Precision::F32,
             },
             integrator: IntegratorConfig {
                 method,
@@ -289,6 +299,7 @@ impl RunConfig {
             rank: 20,
             init: Init::He,
             init_gain: default_gain(),
+            precision: Precision::F32,
         };
         (cfg.integrator.tol, cfg.integrator.r_max) = (0.01, Some(40));
         let rule = crate::optim::OptimizerConfig::adamw(0.1);
@@ -449,6 +460,20 @@ mod tests {
         assert!(err.contains("integrator.rank_bucket") && err.contains("≥ 1"), "{err}");
         let err = RunConfig::from_toml(&with("-1"), Path::new("c.toml")).unwrap_err().to_string();
         assert!(err.contains("c.toml") && err.contains("-1") && err.contains("line 9"), "{err}");
+    }
+
+    #[test]
+    fn the_precision_defaults_to_f32_and_a_bad_name_is_named() {
+        let text = RunConfig::paper_mnist().to_toml();
+        assert!(!text.contains("precision"), "f32 is not written, so older configs read the same: {text}");
+        let with = |p: &str| text.replace("[model]", &format!("[model]\nprecision = {p}"));
+        let cfg = RunConfig::from_toml(&with("\"bf16\""), Path::new("c.toml")).unwrap();
+        assert_eq!(cfg.model.precision, Precision::Bf16);
+        assert_eq!(RunConfig::from_toml(&cfg.to_toml(), Path::new("c.toml")).unwrap(), cfg);
+        let err = RunConfig::from_toml(&with("\"fp8\""), Path::new("c.toml")).unwrap_err().to_string();
+        for part in ["c.toml", "precision", "fp8", "\"f32\", \"bf16\"", "line 2"] {
+            assert!(err.contains(part), "{part} not in: {err}");
+        }
     }
 
     #[test]

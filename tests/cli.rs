@@ -155,6 +155,28 @@ fn fails(args: &[&str]) -> String {
 }
 
 #[test]
+fn bench_times_bf16_products_and_names_them() {
+    let out = dlrt(&[
+        "bench",
+        "--warmup",
+        "0",
+        "--steps",
+        "1",
+        "--methods",
+        "abc_psi,dense",
+        "--precision",
+        "bf16",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.lines().next().unwrap().contains("bf16 products"), "{text}");
+    assert!(text.contains("| abc_psi |") && text.contains("| dense |"), "{text}");
+    let out = dlrt(&["bench", "--precision", "fp16"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--precision") && err.contains("\"bf16\""), "{err}");
+}
+
+#[test]
 fn benchmark_sizes_without_work_are_errors_not_panics() {
     let err = fails(&["bench", "--steps", "0", "--methods", "dense"]);
     assert!(err.contains("steps") && err.contains("at least 1"), "{err}");

@@ -14,6 +14,7 @@ use dlrt::checkpoint::adapters;
 use dlrt::config::FinetuneConfig;
 use dlrt::data::{self, images::rgb_batch, DatasetName, Split};
 use dlrt::integrators::IntegratorKind;
+use dlrt::io::FileDtype;
 use dlrt::layers::DenseLinear;
 use dlrt::models::ViT;
 use dlrt::train::finetune::{finetune, EVAL_BATCH};
@@ -85,7 +86,8 @@ fn finetune_learns_checkpoints_adapters_and_exports_the_merged_model() {
 
         // Merged into the backbone (HF layout + classifier.*), the logits are the same.
         let merged = tmp.path().join(format!("{}-merged.safetensors", method.name()));
-        adapters::export_merged(&merged, &model, &adapters::labels(&ckpt, 10).unwrap()).unwrap();
+        adapters::export_merged(&merged, &model, &adapters::labels(&ckpt, 10).unwrap(), FileDtype::F32)
+            .unwrap();
         let vit = ViT::<B>::load(&merged, merged.with_file_name("config.json"), &device).unwrap();
         let (mut t, _) = dlrt::io::read_safetensors(&merged).unwrap();
         let (wshape, w) = t.remove("classifier.weight").unwrap();
@@ -129,6 +131,51 @@ fn cli_finetune_eval_export() {
     let out = Command::new(dlrt).args(["export", ckpt.to_str().unwrap()]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(run_dir.join("merged.safetensors").is_file() && run_dir.join("config.json").is_file());
+    // --dtype bf16: the same weights rounded to bf16 (relative error ≤ 2⁻⁹ < 2⁻⁸), config.json
+    // says so, and the file loads back as a backbone (HF ships many in bf16).
+    let bf16_dir = tmp.path().join("bf16");
+    std::fs::create_dir_all(&bf16_dir).unwrap();
+    let bf16 = bf16_dir.join("merged.safetensors");
+    let out = Command::new(dlrt)
+        .args(["export", ckpt.to_str().unwrap(), "--dtype", "bf16", "--out", bf16.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let f32_file = run_dir.join("merged.safetensors");
+    let bytes = std::fs::read(&bf16).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert!(st.tensors().iter().all(|(_, v)| v.dtype() == safetensors::Dtype::BF16));
+    let (exact, _) = dlrt::io::read_safetensors(&f32_file).unwrap();
+    let (rounded, _) = dlrt::io::read_safetensors(&bf16).unwrap();
+    assert_eq!(exact.keys().collect::<Vec<_>>(), rounded.keys().collect::<Vec<_>>());
+    for (name, (shape, values)) in &exact {
+        let (bshape, bvalues) = &rounded[name];
+        assert_eq!(shape, bshape, "{name}");
+        for (&f, &b) in values.iter().zip(bvalues) {
+            assert!((b - f).abs() <= f.abs() / 256.0, "{name}: {f} exported as {b}");
+            assert_eq!(b, half::bf16::from_f32(f).to_f32(), "{name}: {f} not rounded to nearest");
+        }
+    }
+    let torch_dtype = |dir: &Path| {
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+        json["torch_dtype"].as_str().unwrap().to_string()
+    };
+    assert_eq!((torch_dtype(&run_dir), torch_dtype(&bf16_dir)), ("float32".into(), "bfloat16".into()));
+    let device = Default::default();
+    let exact_vit = ViT::<B>::load(&f32_file, run_dir.join("config.json"), &device).unwrap();
+    let bf16_vit = ViT::<B>::load(&bf16, bf16_dir.join("config.json"), &device).unwrap();
+    let x = Tensor::<B, 4>::random([2, 3, 28, 28], burn::tensor::Distribution::Default, &device);
+    let (a, b) = (exact_vit.forward(x.clone()), bf16_vit.forward(x));
+    let rel = (a.clone() - b).powf_scalar(2.0).sum().sqrt().into_scalar()
+        / a.powf_scalar(2.0).sum().sqrt().into_scalar();
+    assert!(rel > 0.0 && rel < 0.05, "features of the bf16 backbone differ by {rel}");
+    let out = Command::new(dlrt)
+        .args(["export", ckpt.to_str().unwrap(), "--dtype", "bf16", "--format", "peft"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--dtype bf16") && err.contains("f32 only"), "{err}");
     let out = Command::new(dlrt).args(["report", run_dir.to_str().unwrap()]).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && stdout.contains("| run | abc_psi | 0.05 | adam 0.01 | 1 |"), "{stdout}");

@@ -20,7 +20,10 @@ use rand::{rngs::StdRng, SeedableRng};
 use super::{meta_field, take, to_entry, to_json};
 use crate::config::FinetuneConfig;
 use crate::data::DatasetSource;
-use crate::io::{atomic_write, read_metadata, read_safetensors, write_safetensors, TensorMap};
+use crate::io::{
+    atomic_write, read_metadata, read_safetensors, write_safetensors, write_safetensors_as, FileDtype,
+    TensorMap,
+};
 use crate::layers::AdapterTarget;
 use crate::layers::{DenseLinear, LowRankLinear};
 use crate::models::vit::ViT;
@@ -156,9 +159,15 @@ pub fn labels(path: &Path, classes: usize) -> Result<Vec<String>> {
 
 /// Folds the adapters into the backbone and writes it in HuggingFace's layout to `path`, with
 /// the head as `classifier.weight` `[classes, D]` / `classifier.bias` (as in
-/// `ViTForImageClassification`), and the backbone's `config.json` next to it with the class
-/// names `labels` as `id2label` and `label2id`.
-pub fn export_merged<B: Backend>(path: &Path, model: &ViTClassifier<B>, labels: &[String]) -> Result<()> {
+/// `ViTForImageClassification`), stored as `dtype`, and the backbone's `config.json` next to
+/// it with the class names `labels` as `id2label` and `label2id` and `torch_dtype` naming
+/// `dtype`.
+pub fn export_merged<B: Backend>(
+    path: &Path,
+    model: &ViTClassifier<B>,
+    labels: &[String],
+    dtype: FileDtype,
+) -> Result<()> {
     let mut backbone = model.backbone.clone();
     backbone.merge_adapters()?;
     let mut tensors = backbone.to_tensors();
@@ -167,7 +176,7 @@ pub fn export_merged<B: Backend>(path: &Path, model: &ViTClassifier<B>, labels: 
         tensors.insert("classifier.bias".into(), to_entry(b));
     }
     let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
-    write_safetensors(path, &tensors, meta)?;
+    write_safetensors_as(path, &tensors, meta, dtype)?;
     let json = path.with_file_name("config.json");
     let mut config: serde_json::Value = serde_json::from_str(&backbone.config().to_json())
         .map_err(|e| Error::Internal(format!("the backbone's config.json does not parse: {e}")))?;
@@ -178,6 +187,7 @@ pub fn export_merged<B: Backend>(path: &Path, model: &ViTClassifier<B>, labels: 
             labels.iter().enumerate().map(|(i, l)| (l.clone(), i.into())).collect();
         obj.insert("id2label".into(), id2label.into());
         obj.insert("label2id".into(), label2id.into());
+        obj.insert("torch_dtype".into(), dtype.torch_name().into());
     }
     let text = serde_json::to_string_pretty(&config).expect("JSON values serialise");
     atomic_write(&json, text.as_bytes())

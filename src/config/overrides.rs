@@ -46,6 +46,10 @@ pub struct Overrides {
     /// that are multiples of N (few kernel shapes on a GPU; 1 = no padding).
     #[arg(long, value_name = "N", value_parser = parse_rank_bucket)]
     pub rank_bucket: Option<usize>,
+    /// Override model.precision (train) or backbone.precision (finetune): f32, or bf16
+    /// (matrix products, or the frozen backbone, in bf16; trained parameters in f32).
+    #[arg(long, value_parser = parse_name::<Precision>)]
+    pub precision: Option<Precision>,
 }
 
 /// Overrides of `dlrt finetune`: the shared ones and those of the backbone and the subsets.
@@ -61,9 +65,6 @@ pub struct FinetuneOverrides {
     /// Override backbone.image (pixels).
     #[arg(long)]
     pub image: Option<usize>,
-    /// Override backbone.precision: f32, or bf16 (frozen backbone in bf16, adapters in f32).
-    #[arg(long, value_parser = parse_name::<Precision>)]
-    pub precision: Option<Precision>,
     /// Override backbone.attention: explicit (scores, softmax, product) or fused (Burn's attention op).
     #[arg(long, value_parser = parse_name::<Attention>)]
     pub attention: Option<Attention>,
@@ -116,6 +117,7 @@ impl Overrides {
             show(self.lr.map(|v| v.to_string()), "optimizer.lr"),
             show(self.max_batches.map(|v| v.to_string()), "train.max_batches"),
             show(self.rank_bucket.map(|v| v.to_string()), "integrator.rank_bucket"),
+            show(self.precision.map(|v| v.to_string()), "model.precision"),
         ]
         .into_iter()
         .flatten()
@@ -158,6 +160,7 @@ impl RunConfig {
     pub fn apply(&mut self, overrides: &Overrides) -> Result<()> {
         let mut cfg = self.clone();
         overrides.apply_to(&mut cfg.train, &mut cfg.integrator, &mut cfg.optimizer);
+        set(&mut cfg.model.precision, &overrides.precision);
         cfg.validate()?;
         *self = cfg;
         Ok(())
@@ -185,7 +188,7 @@ impl FinetuneConfig {
         set(&mut b.weights, &o.backbone);
         set(&mut b.rank, &o.rank);
         set(&mut b.image, &o.image);
-        set(&mut b.precision, &o.precision);
+        set(&mut b.precision, &o.common.precision);
         set(&mut b.attention, &o.attention);
         set(&mut t.train_subset, &o.train_subset);
         set(&mut t.test_subset, &o.test_subset);
@@ -218,6 +221,7 @@ mod tests {
             lr: Some(0.5),
             max_batches: Some(10),
             rank_bucket: Some(8),
+            precision: Some(Precision::Bf16),
         };
         cfg.apply(&o).unwrap();
         let mut expected = RunConfig::paper_mnist();
@@ -226,8 +230,9 @@ mod tests {
         (expected.integrator.method, expected.integrator.tol, expected.optimizer.lr) =
             (IntegratorKind::Bug, 0.2, 0.5);
         expected.integrator.rank_bucket = 8;
+        expected.model.precision = Precision::Bf16;
         assert_eq!(cfg, expected);
-        assert_eq!(o.keys().len(), 8);
+        assert_eq!(o.keys().len(), 9);
         // --data makes the data set a folder, keeping the keys of a folder the config names.
         cfg.apply(&Overrides { data: Some("imgs".into()), ..Default::default() }).unwrap();
         assert_eq!(cfg.train.dataset, DatasetSource::Folder(FolderSpec::new("imgs")));
@@ -267,6 +272,7 @@ mod tests {
             Overrides { epochs: Some(6), lr: Some(0.1), ..Default::default() },
             Overrides { max_batches: Some(3), ..Default::default() },
             Overrides { rank_bucket: Some(8), ..Default::default() },
+            Overrides { precision: Some(Precision::Bf16), ..Default::default() },
         ] {
             let err = cfg.clone().apply_on_resume(&o).unwrap_err().to_string();
             let key = o.keys().into_iter().find(|(k, _)| *k != "train.epochs").unwrap().0;
@@ -282,7 +288,6 @@ mod tests {
             backbone: Some("b/model.safetensors".into()),
             rank: Some(8),
             image: Some(28),
-            precision: Some(Precision::Bf16),
             attention: Some(Attention::Explicit),
             train_subset: Some(100),
             test_subset: Some(50),
@@ -291,6 +296,7 @@ mod tests {
                 method: Some(IntegratorKind::Lora),
                 lr: Some(0.01),
                 rank_bucket: Some(4),
+                precision: Some(Precision::Bf16),
                 ..Default::default()
             },
         };

@@ -1,5 +1,6 @@
-//! How a model computes: the floating-point type of its frozen part ([`Precision`]) and the
-//! attention kernel ([`Attention`]).
+//! How a model computes: the floating-point type of its frozen part or, for a network trained
+//! from scratch, of its matrix products ([`Precision`] and `autocast`), and the attention kernel
+//! ([`Attention`]).
 //!
 //! Both live with the layers, below the models and the config, so that `config` can name them
 //! without importing a model. Each is written in configs and on the command line as its
@@ -9,18 +10,25 @@
 use std::fmt;
 use std::str::FromStr;
 
-use burn::tensor::FloatDType;
+use burn::tensor::{backend::Backend, FloatDType, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
-/// The floating-point type of a frozen backbone's weights and activations.
+/// The floating-point type of a frozen backbone's weights and activations, or of the matrix
+/// products of a network trained from scratch.
 ///
-/// With `Bf16` the frozen weights are stored in bf16 and every matrix product of the backbone
+/// Fine-tuning: with `Bf16` the frozen weights are stored in bf16 and every matrix product of the backbone
 /// runs in bf16, as PyTorch's bf16 autocast does; the trainable part (adapter factors, biases,
 /// the head), the residual stream, layer norms, softmax, the loss, the optimizer state and all
 /// host linear algebra stay in the backend's float type (f32). The casts sit at the adapters'
 /// boundary, so the factors' gradients are f32.
+///
+/// Training from scratch (no frozen part): with `Bf16` each layer casts its input and its
+/// factors (or dense weight) to bf16 for its products (convolutions included) and its output
+/// back to f32 before the bias, as `torch.autocast(dtype=torch.bfloat16)` does; the master
+/// factors, weights, biases, optimizer state, loss and host linear algebra stay f32, and the
+/// casts pass the gradients back to them in f32.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub enum Precision {
@@ -43,7 +51,8 @@ impl Precision {
         }
     }
 
-    /// The type the frozen part computes in: `None` keeps the backend's float type.
+    /// The type the frozen part computes in (fine-tuning), or every layer's products (training
+    /// from scratch): `None` keeps the backend's float type.
     pub fn frozen_dtype(self) -> Option<FloatDType> {
         match self {
             Self::F32 => None,
@@ -80,6 +89,18 @@ impl Attention {
             Self::Fused => "fused",
             Self::Explicit => "explicit",
         }
+    }
+}
+
+/// `t` in `dtype` when one is given (a layer's products under [`Precision::Bf16`]); `t` itself
+/// when it is `None`, so the f32 path is unchanged.
+pub(crate) fn autocast<B: Backend, const D: usize>(
+    t: Tensor<B, D>,
+    dtype: Option<FloatDType>,
+) -> Tensor<B, D> {
+    match dtype {
+        Some(d) => t.cast(d),
+        None => t,
     }
 }
 

@@ -207,7 +207,8 @@ impl<B: Backend> Rows<B> for Patches<'_, B> {
     fn times(&self, a: Tensor<B, 2>) -> Tensor<B, 2> {
         let s = self.shape;
         let options = ConvOptions::new(s.stride, s.padding, s.dilation, 1);
-        let y = conv2d(self.x.clone(), s.kernel(a), None, options);
+        // A no-op but under autocast (`super::Precision`), where the kernel is bf16.
+        let y = conv2d(self.x.clone().cast(a.dtype()), s.kernel(a), None, options);
         let [batch, k, ho, wo] = y.dims();
         y.permute([0, 2, 3, 1]).reshape([batch * ho * wo, k])
     }

@@ -8,7 +8,7 @@ use std::fmt;
 
 use burn::tensor::{
     backend::{AutodiffBackend, Backend},
-    Tensor,
+    FloatDType, Tensor,
 };
 use faer::Mat;
 use rand::rngs::StdRng;
@@ -24,6 +24,8 @@ pub struct DenseLinear<B: Backend> {
     w: Tensor<B, 2>,
     bias: Option<Tensor<B, 1>>,
     leaves: Option<(Tensor<B, 2>, Option<Tensor<B, 1>>)>,
+    /// The type the product runs in (as [`super::LowRankLinear::set_autocast`]); `None`: W's.
+    autocast: Option<FloatDType>,
 }
 
 impl<B: Backend> DenseLinear<B> {
@@ -35,6 +37,7 @@ impl<B: Backend> DenseLinear<B> {
             w: from_faer(w.as_ref(), device),
             bias: bias.then(|| Tensor::zeros([m], device)),
             leaves: None,
+            autocast: None,
         }
     }
 
@@ -46,7 +49,7 @@ impl<B: Backend> DenseLinear<B> {
                 return Err(Error::shape("bias of DenseLinear", format!("[{m}]"), format!("{:?}", b.dims())));
             }
         }
-        Ok(Self { w, bias, leaves: None })
+        Ok(Self { w, bias, leaves: None, autocast: None })
     }
 
     /// W (n×m).
@@ -76,6 +79,15 @@ impl<B: Backend> DenseLinear<B> {
             self.bias = Some(b1);
         }
     }
+    /// Runs the product `x W` in `dtype` (`None`: in W's type, the default), with x and W cast
+    /// for it and the output cast back to W's type before the bias ([`super::Precision`]).
+    pub fn set_autocast(&mut self, dtype: Option<FloatDType>) {
+        self.autocast = dtype;
+    }
+    /// The type set by [`Self::set_autocast`].
+    pub fn autocast(&self) -> Option<FloatDType> {
+        self.autocast
+    }
     /// n·m plus the bias.
     pub fn num_params(&self) -> usize {
         let [n, m] = self.w.dims();
@@ -97,7 +109,10 @@ impl<B: Backend> DenseLinear<B> {
             Some((w, b)) => (w.clone(), b.clone()),
             None => (self.w.clone(), self.bias.clone()),
         };
-        let z = x.times(w);
+        let z = match self.autocast {
+            Some(dtype) => x.times(w.clone().cast(dtype)).cast(FloatDType::from(w.dtype())),
+            None => x.times(w),
+        };
         match b {
             Some(b) => z + b.unsqueeze::<2>(),
             None => z,

@@ -27,6 +27,7 @@ use faer::Mat;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, StandardNormal};
 
+use super::compute::autocast;
 use super::conv2d::Rows;
 use super::passes::{Leaves, Pass};
 use crate::linalg::{from_faer, thin_qr, truncated_svd, TruncationConfig};
@@ -44,6 +45,9 @@ pub struct LowRankLinear<B: Backend> {
     pub(super) bias: Option<Param<Tensor<B, 1>>>,
     pub(super) base: Option<Param<Tensor<B, 2>>>,
     pub(super) leaves: Option<Leaves<B>>,
+    /// The type the products run in ([`Precision::Bf16`](super::Precision) from scratch);
+    /// `None`: the factors' own, with no casts.
+    pub(super) autocast: Option<FloatDType>,
 }
 
 /// A parameter holding `t`, detached: no Burn optimizer or autodiff pass trains it directly.
@@ -166,6 +170,7 @@ impl<B: Backend> LowRankLinear<B> {
             bias: None,
             base: None,
             leaves: None,
+            autocast: None,
         };
         layer.set_factors(u, s, v)?;
         check_finite(&layer.u, "factor U")?;
@@ -266,6 +271,19 @@ impl<B: Backend> LowRankLinear<B> {
     pub fn cast_base(&mut self, dtype: FloatDType) {
         self.base = self.base.take().map(|w0| w0.map(|t| t.cast(dtype)));
     }
+    /// Runs this layer's products in `dtype` (`None`: in the factors' type, the default) and
+    /// returns its output in the factors' type ([`super::Precision`], training from scratch):
+    /// x and the factors are cast for the products, the bias is added after the cast back, and
+    /// U, S, V, the bias and every gradient an integrator reads keep the factors' type. Set on
+    /// dlrt's networks (`Net::set_precision`); the views `Trainer::step_module`
+    /// evaluates for a layer of a user's Burn module compute in the factors' type.
+    pub fn set_autocast(&mut self, dtype: Option<FloatDType>) {
+        self.autocast = dtype;
+    }
+    /// The type set by [`Self::set_autocast`].
+    pub fn autocast(&self) -> Option<FloatDType> {
+        self.autocast
+    }
     /// Parameters needed for inference, r(n + m) + r_u·r_v (U, S, V), plus the bias.
     pub fn num_params(&self) -> usize {
         let (ru, rv) = (self.u.dims()[1], self.v.dims()[1]);
@@ -315,18 +333,26 @@ impl<B: Backend> LowRankLinear<B> {
                 return view.forward_rows(x);
             }
         }
-        let leaf =
-            |t: &Option<Tensor<B, 2>>, default: &Tensor<B, 2>| t.clone().unwrap_or_else(|| default.clone());
+        // Every factor and leaf is cast where it enters a product (under autocast), so its
+        // gradient comes back through the cast in the factors' type.
+        let ac = |t: Tensor<B, 2>| autocast(t, self.autocast);
+        let leaf = |t: &Option<Tensor<B, 2>>, default: &Tensor<B, 2>| {
+            t.clone().map(ac).unwrap_or_else(|| default.clone())
+        };
         let vt = |v: Tensor<B, 2>| v.transpose();
         let usv = |u: Tensor<B, 2>, s: Tensor<B, 2>, v: Tensor<B, 2>| x.times(u).matmul(s).matmul(vt(v));
         let (z, bias) = match &self.leaves {
-            None => (usv(self.u.val(), self.s.val(), self.v.val()), self.bias.as_ref().map(|b| b.val())),
+            None => (
+                usv(ac(self.u.val()), ac(self.s.val()), ac(self.v.val())),
+                self.bias.as_ref().map(|b| b.val()),
+            ),
             Some(l) => {
                 // A pass in a rank bucket multiplies with its zero-padded factors (passes.rs).
                 let (u, s, v) = match &l.padded {
                     Some(p) => (p.u.clone(), p.s.clone(), p.v.clone()),
                     None => (self.u.val(), self.s.val(), self.v.val()),
                 };
+                let (u, s, v) = (ac(u), ac(s), ac(v));
                 let z = match l.pass {
                     Pass::K => x.times(leaf(&l.k, &u)).matmul(vt(v)),
                     Pass::L => x.times(u).matmul(vt(leaf(&l.l, &v))),
@@ -344,6 +370,10 @@ impl<B: Backend> LowRankLinear<B> {
                 };
                 (z, l.bias.clone())
             }
+        };
+        let z = match self.autocast {
+            Some(_) => z.cast(FloatDType::from(self.u.dtype())),
+            None => z,
         };
         let z = match &self.base {
             // In bf16 (`Precision`) the frozen product runs in W0's type (`Rows::times` casts x)

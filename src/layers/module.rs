@@ -81,7 +81,7 @@ impl<B: Backend> Module<B> for LowRankLinear<B> {
     }
 
     fn map<M: ModuleMapper<B>>(self, mapper: &mut M) -> Self {
-        let Self { u, s, v, bias, base, leaves } = self;
+        let Self { u, s, v, bias, base, leaves, autocast } = self;
         macro_rules! field {
             ($name:ident) => {{
                 mapper.enter_module(stringify!($name), CONTAINER);
@@ -90,7 +90,8 @@ impl<B: Backend> Module<B> for LowRankLinear<B> {
                 t
             }};
         }
-        Self { u: field!(u), s: field!(s), v: field!(v), bias: field!(bias), base: field!(base), leaves }
+        let (u, s, v, bias, base) = (field!(u), field!(s), field!(v), field!(bias), field!(base));
+        Self { u, s, v, bias, base, leaves, autocast }
     }
 
     fn load_record(self, record: Self::Record) -> Self {
@@ -101,6 +102,7 @@ impl<B: Backend> Module<B> for LowRankLinear<B> {
             bias: self.bias.load_record(record.bias),
             base: self.base.load_record(record.base),
             leaves: None,
+            autocast: self.autocast,
         }
     }
 
@@ -121,8 +123,8 @@ impl<B: Backend> LowRankLinear<B> {
         mut f2: impl FnMut(Param<Tensor<B, 2>>) -> Param<Tensor<B, 2>>,
         f1: impl FnOnce(Param<Tensor<B, 1>>) -> Param<Tensor<B, 1>>,
     ) -> Self {
-        let Self { u, s, v, bias, base, leaves } = self;
-        Self { u: f2(u), s: f2(s), v: f2(v), bias: bias.map(f1), base: base.map(&mut f2), leaves }
+        let Self { u, s, v, bias, base, leaves, autocast } = self;
+        Self { u: f2(u), s: f2(s), v: f2(v), bias: bias.map(f1), base: base.map(&mut f2), leaves, autocast }
     }
 
     /// Loads `record` after checking that it fits this layer (module docs); `layer` names the
@@ -202,11 +204,12 @@ impl<B: AutodiffBackend> AutodiffModule<B> for LowRankLinear<B> {
             bias: self.bias.valid(),
             base: self.base.valid(),
             leaves: None,
+            autocast: self.autocast,
         }
     }
 
     fn from_inner(module: Self::InnerModule) -> Self {
-        let LowRankLinear { u, s, v, bias, base, .. } = module;
+        let LowRankLinear { u, s, v, bias, base, autocast, .. } = module;
         Self {
             u: Param::from_inner(u),
             s: Param::from_inner(s),
@@ -214,6 +217,7 @@ impl<B: AutodiffBackend> AutodiffModule<B> for LowRankLinear<B> {
             bias: Option::from_inner(bias),
             base: Option::from_inner(base),
             leaves: None,
+            autocast,
         }
     }
 }

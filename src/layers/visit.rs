@@ -233,7 +233,7 @@ impl<B: Backend> ModuleVisitor<B> for Finder<B> {
         if self.found.iter().any(|(_, view)| view.u.id == u.id) {
             return; // the same layer, used again
         }
-        let view = LowRankLinear { u, s, v, bias: open.bias, base: open.base, leaves: None };
+        let view = LowRankLinear { u, s, v, bias: open.bias, base: open.base, leaves: None, autocast: None };
         if let Err(e) = view.validate(&open.path) {
             self.error.get_or_insert(e);
             return;

@@ -7,7 +7,7 @@
 use burn::tensor::{
     activation::relu,
     backend::{AutodiffBackend, Backend},
-    Tensor,
+    FloatDType, Tensor,
 };
 use faer::Mat;
 use rand::rngs::StdRng;
@@ -34,6 +34,23 @@ impl<B: Backend> Layer<B> {
         match self {
             Layer::LowRank(l) => l.forward(x),
             Layer::Dense(l) => l.forward(x),
+        }
+    }
+
+    /// Runs the layer's products in `dtype` (`None`: its parameters' type), see
+    /// [`LowRankLinear::set_autocast`].
+    pub fn set_autocast(&mut self, dtype: Option<FloatDType>) {
+        match self {
+            Layer::LowRank(l) => l.set_autocast(dtype),
+            Layer::Dense(l) => l.set_autocast(dtype),
+        }
+    }
+
+    /// The type set by [`Self::set_autocast`].
+    pub fn autocast(&self) -> Option<FloatDType> {
+        match self {
+            Layer::LowRank(l) => l.autocast(),
+            Layer::Dense(l) => l.autocast(),
         }
     }
 

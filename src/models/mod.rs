@@ -12,7 +12,7 @@ use burn::tensor::{
     Tensor,
 };
 
-use crate::layers::{DenseLinear, LowRankLinear, Network};
+use crate::layers::{DenseLinear, LowRankLinear, Network, Precision};
 
 pub use lenet5::LeNet5;
 pub use mlp::{Layer, Mlp};
@@ -65,6 +65,14 @@ impl<B: Backend> Net<B> {
     /// The rank of each low-rank layer, in order.
     pub fn ranks(&self) -> Vec<usize> {
         mlp::ranks(self.layers())
+    }
+
+    /// Runs every layer's products in the type `precision` names, autocast style
+    /// ([`Precision`]): parameters, optimizer state and the logits stay f32.
+    pub fn set_precision(&mut self, precision: Precision) {
+        for layer in self.layers_mut() {
+            layer.set_autocast(precision.frozen_dtype());
+        }
     }
 }
 

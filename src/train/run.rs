@@ -113,6 +113,8 @@ pub fn run<B: AutodiffBackend>(
         trainer.prepare(&mut model)?;
         (model, Start::default(), MetricsWriter::create(&opts.run_dir)?)
     };
+    // After building or loading: the checkpoint stores f32 parameters either way.
+    model.set_precision(config.model.precision);
     atomic_write(&opts.run_dir.join("config.toml"), config.to_toml().as_bytes())?;
     let plan = Plan::new(t, &config.optimizer, ImageFormat::AsStored, EVAL_BATCH);
     let save = |model: &Net<B>, trainer: &Trainer<B>, epoch, step| {
