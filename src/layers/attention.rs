@@ -118,19 +118,21 @@ fn backward<I: Backend>(
         other => other,
     };
     let [q, k, v, o, d_o] = [q, k, v, o, d_o].map(|t| t.cast(compute));
-    // The fused op's default scale, d the last axis of Q; a product, as in the forward.
+    // The fused op's default scale, d the last axis of Q. It multiplies Q and dQ ([.., T, d])
+    // rather than S and dS ([.., T, T]): dK = dSᵀ (Q/√d).
     let scale = 1.0 / (q.dims()[3] as f64).sqrt();
+    let q = q.mul_scalar(scale);
     // Burn's softmax subtracts the row maximum first (numerically stable).
-    let p = softmax(q.clone().matmul(k.clone().swap_dims(2, 3)).mul_scalar(scale), 3);
+    let p = softmax(q.clone().matmul(k.clone().swap_dims(2, 3)), 3);
     let [want_q, want_k, want_v] = wanted;
     let d_v = want_v.then(|| p.clone().swap_dims(2, 3).matmul(d_o.clone()));
     let (mut d_q, mut d_k) = (None, None);
     if want_q || want_k {
         let d_p = d_o.clone().matmul(v.swap_dims(2, 3));
         let d = (d_o * o).sum_dim(3);
-        let d_s = (p * (d_p - d)).mul_scalar(scale);
+        let d_s = p * (d_p - d);
         d_k = want_k.then(|| d_s.clone().swap_dims(2, 3).matmul(q));
-        d_q = want_q.then(|| d_s.matmul(k));
+        d_q = want_q.then(|| d_s.matmul(k).mul_scalar(scale));
     }
     [d_q, d_k, d_v].map(|g| g.map(|g| g.cast(dtype)))
 }
