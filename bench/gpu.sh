@@ -24,9 +24,9 @@
 #   $DLRT_BIN (default target/release/dlrt) built with `--features cuda`,
 #   MNIST in ./data/mnist (or $DLRT_DATA), and PyTorch, transformers and peft on the machine.
 # VIT_BATCHES (default "256"), VIT_STEPS (default 3), VIT_PRECISIONS (default "f32 bf16") and
-# VIT_ATTENTIONS (default "explicit"; under autodiff Burn 0.21 runs its attention op as the
-# explicit chain, README) size the ViT part; VIT_RANK_BATCH (32) and VIT_RANK_STEPS (12) the ViT
-# rank-bucket pair.
+# VIT_ATTENTIONS (default "explicit"; "explicit fused" adds two 55 s variants, past the 570 s
+# below, while the bench-ops part times both attentions' forward and backward at ViT-B shapes
+# anyway) size the ViT part; VIT_RANK_BATCH (32) and VIT_RANK_STEPS (12) the ViT rank-bucket pair.
 # Every part runs under `timeout`: T_MNIST (60 s), T_MNIST_B8 (35 s), T_TORCH (30 s), T_PEFT
 # (35 s per dtype), T_VIT (55 s per variant), T_VIT_RANKS (40 s per bucket), T_OFF (30 s MNIST,
 # 40 s ViT), T_OPS (15 s per side and precision, OPS_BATCH 64 images), T_TRAIN (30 s); with the

@@ -64,7 +64,7 @@ pub struct FinetuneOverrides {
     /// Override backbone.precision: f32, or bf16 (frozen backbone in bf16, adapters in f32).
     #[arg(long, value_parser = parse_name::<Precision>)]
     pub precision: Option<Precision>,
-    /// Override backbone.attention: explicit (scores, softmax, product) or fused (Burn's attention op).
+    /// Override backbone.attention: explicit (scores, softmax, product) or fused (the backend's fused kernel).
     #[arg(long, value_parser = parse_name::<Attention>)]
     pub attention: Option<Attention>,
     /// Override train.train_subset (0 = all).
