@@ -2,7 +2,8 @@
 //! its output and the gradients of Q, K, V against the explicit chain
 //! `softmax(Q Kᵀ/√d) V` (matmul, softmax, matmul, differentiated by Burn), for the loss
 //! `sum(O ⊙ G)` with a random upstream gradient G. In f64 (on NdArray, and on the CPU
-//! training backend with f64 tensors) they agree to 1e-12 relative, in f32 to 1e-5.
+//! training backend with f64 tensors) they agree to 1e-12 relative, in f32 to 1e-5, and in bf16
+//! (against the f32 chain) to 2⁻⁷.
 
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::{Autodiff, Flex, NdArray};
@@ -39,7 +40,11 @@ fn value_and_grads<A: AutodiffBackend>(
     let [q, k, v] = [q, k, v].map(|t| t.clone().require_grad());
     let o = op(q.clone(), k.clone(), v.clone());
     let grads = (o.clone() * g.clone()).sum().backward();
-    let grad = |t: &Tensor<A, 4>| t.grad(&grads).expect("Q, K and V need gradients");
+    let grad = |t: &Tensor<A, 4>| {
+        let g = t.grad(&grads).expect("Q, K and V need gradients");
+        assert_eq!(g.dtype(), t.dtype(), "a gradient's float type is its tensor's");
+        g
+    };
     [o.inner(), grad(&q), grad(&k), grad(&v)].map(|t| t.into_data().convert::<f64>().to_vec().unwrap())
 }
 
@@ -63,7 +68,10 @@ fn agrees_with_explicit<A: AutodiffBackend>(
     let mut rng = StdRng::seed_from_u64(7);
     for shape in SHAPES {
         let inputs = [0; 4].map(|_| random::<A>(shape, dtype, &mut rng));
-        let (fused, reference) = (value_and_grads(&inputs, &op), value_and_grads(&inputs, explicit));
+        // bf16 against the f32 chain on the same (rounded) inputs.
+        let exact = if dtype == DType::BF16 { DType::F32 } else { dtype };
+        let reference = value_and_grads(&inputs.clone().map(|t| t.cast(exact)), explicit);
+        let fused = value_and_grads(&inputs, &op);
         for (name, (a, b)) in ["O", "dQ", "dK", "dV"].iter().zip(fused.iter().zip(&reference)) {
             let err = relative(a, b);
             assert!(
@@ -80,9 +88,11 @@ fn the_fused_op_matches_the_explicit_chain_in_f64_on_ndarray() {
 }
 
 #[test]
-fn the_cpu_training_backend_runs_the_fused_op_in_f64_and_f32() {
+fn the_cpu_training_backend_runs_the_fused_op_in_f64_f32_and_bf16() {
     agrees_with_explicit::<F>(DType::F64, 1e-12, fused);
     agrees_with_explicit::<F>(DType::F32, 1e-5, fused);
+    // Two bf16 roundings (2⁻⁷): the op returns O and its gradients in bf16.
+    agrees_with_explicit::<F>(DType::BF16, 2f64.powi(-7), fused);
 }
 
 /// `fused` on the training backend is the custom op (bit for bit), not Burn's `attention`,
