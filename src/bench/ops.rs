@@ -134,8 +134,8 @@ pub fn run_ops<B: AutodiffBackend>(args: &OpsBenchArgs, device: &B::Device) -> R
         }),
         ("attention, explicit", att.clone(), (Box::new(attention(Attention::Explicit)), true)),
         ("attention, fused op", att.clone(), (Box::new(attention(Attention::Fused)), true)),
-        // Burn 0.21 runs its fused op as a kernel only without autodiff: what a fused kernel
-        // with a backward of its own would start from.
+        // The kernel alone, without the autodiff bookkeeping (and the saving of Q, K, V and O)
+        // of the row above.
         ("attention, fused op without autodiff", att.clone(), {
             let inner = |x: &Tensor<B, 2>| heads(x.clone()).inner();
             let (q, k, val) = (inner(&q), inner(&k), inner(&val));

@@ -70,7 +70,7 @@ pub struct VitBenchArgs {
     /// Methods to time.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [IntegratorKind::AbcPsi, IntegratorKind::AbcPsiOnePass, IntegratorKind::Lora])]
     pub methods: Vec<IntegratorKind>,
-    /// The attention kernel (`explicit`: scores, softmax, product; `fused`: Burn's attention op).
+    /// The attention kernel (`explicit`: scores, softmax, product; `fused`: the backend's fused kernel).
     #[arg(long, default_value_t = Attention::default(), value_parser = parse_name::<Attention>)]
     pub attention: Attention,
     /// The frozen backbone's float type (`bf16`: weights and matrix products in bf16; the

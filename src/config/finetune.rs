@@ -42,8 +42,8 @@ pub struct BackboneSection {
     /// adapters, head, optimizer state and loss stay f32 ([`Precision`]).
     #[serde(default)]
     pub precision: Precision,
-    /// `"explicit"` (scores, softmax, product; the default) or `"fused"` (Burn's attention op,
-    /// [`Attention`]).
+    /// `"explicit"` (scores, softmax, product; the default) or `"fused"` (the backend's fused
+    /// kernel, also in training; [`Attention`]).
     #[serde(default)]
     pub attention: Attention,
 }

@@ -65,7 +65,7 @@ pub struct FinetuneOverrides {
     /// Override backbone.image (pixels).
     #[arg(long)]
     pub image: Option<usize>,
-    /// Override backbone.attention: explicit (scores, softmax, product) or fused (Burn's attention op).
+    /// Override backbone.attention: explicit (scores, softmax, product) or fused (the backend's fused kernel).
     #[arg(long, value_parser = parse_name::<Attention>)]
     pub attention: Option<Attention>,
     /// Override train.train_subset (0 = all).

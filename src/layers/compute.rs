@@ -63,16 +63,16 @@ impl Precision {
 
 /// How multi-head attention `softmax(Q Kᵀ / √d_h) V` is computed.
 ///
-/// The default is `Explicit`: under autodiff Burn 0.21 evaluates its attention op as its own
-/// explicit fallback (`attention_fallback`: the same chain, with the row maximum not detached
-/// and two extra clamps), so in training, which is where dlrt runs attention, `Fused` brings
-/// no fused kernel yet and only changes round-off; `Explicit` keeps earlier runs bit for bit.
-/// `Fused` is there for backends and builds where the op runs a real kernel.
+/// Both compute the same function and differ in round-off. The default is `Explicit`, which
+/// keeps earlier runs bit for bit. `Fused` runs the backend's fused kernel; on the training
+/// backends also under autodiff ([`crate::layers::attention`]: the backward recomputes the
+/// [batch, heads, tokens, tokens] probabilities one block at a time instead of storing them),
+/// elsewhere Burn 0.21's attention op, which under autodiff is its explicit fallback.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub enum Attention {
-    /// Burn's attention op (`burn::tensor::module::attention`): the backend's fused kernel
-    /// (flash attention on CUDA, a tiled kernel on the CPU backend) when no autodiff is involved.
+    /// The backend's fused kernel (flash attention on CUDA, a tiled kernel on the CPU
+    /// backend), in training through [`crate::layers::attention::fused`].
     Fused,
     /// The scores, their softmax and the product with V as three separate tensor operations.
     #[default]

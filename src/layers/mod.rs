@@ -2,13 +2,15 @@
 //! linear layer that low-rank networks keep for their output, convolutions with low-rank and
 //! dense kernels ([`conv2d`]), the training passes that make their factors trainable, and the
 //! choices configs name for layers: how weights start ([`Init`]), which projections carry
-//! adapters ([`AdapterTarget`]), and how a model computes ([`Precision`], [`Attention`]). A
-//! network is trained either through the [`Network`] trait, which lists its layers, or as any
-//! Burn module, whose low-rank layers [`ModuleNetwork`] finds by visiting it.
+//! adapters ([`AdapterTarget`]), and how a model computes ([`Precision`], [`Attention`]; the
+//! fused attention that autodiff trains through is [`attention`]). A network is trained either
+//! through the [`Network`] trait, which lists its layers, or as any Burn module, whose low-rank
+//! layers [`ModuleNetwork`] finds by visiting it.
 //!
 //! Orientation everywhere: `z = x W + b`, W is n×m (n = fan-in, m = fan-out), as Burn's
 //! `Linear` stores `[d_input, d_output]`.
 
+pub mod attention;
 pub mod compute;
 pub mod conv2d;
 pub mod dense_linear;

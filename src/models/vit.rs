@@ -51,8 +51,8 @@ use std::path::Path;
 use burn::tensor::{
     activation::softmax,
     backend::{AutodiffBackend, Backend},
-    module::{attention, interpolate},
-    ops::{AttentionModuleOptions, InterpolateMode, InterpolateOptions},
+    module::interpolate,
+    ops::{InterpolateMode, InterpolateOptions},
     DType, FloatDType, Tensor, TensorData,
 };
 use rand::rngs::StdRng;
@@ -60,7 +60,7 @@ use rand_distr::{Distribution, StandardNormal};
 use serde::Deserialize;
 
 use crate::io::{read_safetensors, write_safetensors, TensorMap};
-use crate::layers::{AdapterTarget, Attention, DenseLinear, LowRankLinear, Network, Precision};
+use crate::layers::{attention, AdapterTarget, Attention, DenseLinear, LowRankLinear, Network, Precision};
 use crate::{Error, Result};
 
 /// Which HuggingFace architecture, and so which tensor names and whether there is layer scale.
@@ -727,9 +727,11 @@ impl<B: Backend> SelfAttention<B> {
 }
 
 /// `softmax(Q Kᵀ / √d_h) V` per head, [B, H, T, d_h] each, by `kernel`. Both kernels compute
-/// the same function; where the backend runs the fused op as a kernel (not under autodiff in
-/// Burn 0.21), the [B, H, T, T] scores never leave it. The explicit softmax runs in `softmax_dtype` (f32 when Q, K, V are bf16, as the fused CPU
-/// kernel and flash attention accumulate in f32).
+/// the same function. The fused one runs the backend's kernel, so the [B, H, T, T] scores
+/// never leave it; on the training backends it is also differentiable there
+/// ([`attention::fused`]: the backward recomputes the probabilities block by block instead of
+/// storing them). The explicit softmax runs in `softmax_dtype` (f32 when Q, K, V are bf16, as
+/// the fused CPU kernel and flash attention accumulate in f32).
 pub(crate) fn attend<B: Backend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
@@ -739,7 +741,7 @@ pub(crate) fn attend<B: Backend>(
 ) -> Tensor<B, 4> {
     match kernel {
         // The default scale of the op is 1/√d_h, d_h the last axis of Q.
-        Attention::Fused => attention(q, k, v, None, None, AttentionModuleOptions::default()),
+        Attention::Fused => attention::fused(q, k, v),
         Attention::Explicit => {
             // A product with 1/√d_h, not a division: Burn 0.21's backward of `div_scalar`
             // rounds the divisor to f32, which f64 gradient tests would see.
