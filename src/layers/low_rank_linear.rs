@@ -29,7 +29,7 @@ use rand_distr::{Distribution, StandardNormal};
 
 use super::compute::autocast;
 use super::conv2d::Rows;
-use super::passes::{Leaves, Pass};
+use super::passes::{Leaves, Pass, Probe};
 use crate::linalg::{from_faer, thin_qr, truncated_svd, TruncationConfig};
 use crate::{Error, Result};
 
@@ -390,12 +390,16 @@ impl<B: Backend> LowRankLinear<B> {
         };
         match self.leaves.as_ref().and_then(|l| l.recorded.as_ref()) {
             Some(recorded) => {
-                let probe = Tensor::<B, 2>::zeros(z.dims(), &z.device()).require_grad();
-                recorded
-                    .lock()
-                    .expect("no panic while recording")
-                    .push((x.rows().cast(self.u.val().dtype()).detach(), probe.clone()));
-                z + probe
+                let (z, probe) = match super::capture::capture(z) {
+                    Ok((z, slot)) => (z, Probe::Captured(slot)),
+                    Err(z) => {
+                        let probe = Tensor::<B, 2>::zeros(z.dims(), &z.device()).require_grad();
+                        (z + probe.clone(), Probe::Leaf(probe))
+                    }
+                };
+                let x = x.rows().cast(self.u.val().dtype()).detach();
+                recorded.lock().expect("no panic while recording").push((x, probe));
+                z
             }
             None => z,
         }

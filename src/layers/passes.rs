@@ -13,8 +13,10 @@
 //! | `Factors` | x U S Vᵀ | U, V | G V Sᵀ, Gᵀ U S |
 //! | `Activations` | x U S Vᵀ + P, P = 0 | P (batch×m) | x and δ = ∇_P ℒ, so G = xᵀ δ |
 //!
-//! The `Activations` pass trains no factor: it records the layer's input x and, through a zero
-//! probe P added to the output, the output gradient δ. From them [`FactorGrads::g_times`] and
+//! The `Activations` pass trains no factor: it records the layer's input x and the output
+//! gradient δ, which an identity op on the output catches in the backward pass on the training
+//! backends ([`super::capture`]) and the gradient of a zero probe P added to the output gives
+//! elsewhere. From them [`FactorGrads::g_times`] and
 //! [`FactorGrads::gt_times`] give G V and Gᵀ U for *any* basis after the pass, which lets an
 //! integrator take two factor steps at the same W from one forward/backward pass.
 //!
@@ -122,9 +124,18 @@ impl<B: Backend> FactorGrads<B> {
     }
 }
 
-/// What an `Activations` pass records in the forward: each call's input and zero probe.
-/// Behind a mutex because `forward` takes `&self`.
-pub(super) type Recorded<B> = Arc<Mutex<Vec<(Tensor<B, 2>, Tensor<B, 2>)>>>;
+/// What an `Activations` pass records in the forward: each call's input and where its output
+/// gradient δ arrives. Behind a mutex because `forward` takes `&self`.
+pub(super) type Recorded<B> = Arc<Mutex<Vec<(Tensor<B, 2>, Probe<B>)>>>;
+
+/// Where an `Activations` pass finds a call's output gradient δ.
+#[derive(Clone, Debug)]
+pub(super) enum Probe<B: Backend> {
+    /// Caught by the identity op of [`super::capture`] on the training backends.
+    Captured(super::capture::GradSlot),
+    /// The gradient of a zero leaf added to the output, on other backends.
+    Leaf(Tensor<B, 2>),
+}
 
 /// Trainable leaves of the current pass.
 #[derive(Clone, Debug)]
@@ -258,8 +269,12 @@ impl<B: AutodiffBackend> LowRankLinear<B> {
         if let Some(recorded) = l.recorded {
             let calls = std::mem::take(&mut *recorded.lock().expect("no panic while recording"));
             // A layer called k times in the pass has G = Σ xᵢᵀ δᵢ = [x₁; …]ᵀ [δ₁; …].
+            let delta = |p: Probe<B>| match p {
+                Probe::Captured(slot) => slot.take::<B>(),
+                Probe::Leaf(p) => Some(Tensor::from_inner(p.grad(grads)?)),
+            };
             let (xs, deltas): (Vec<_>, Vec<_>) =
-                calls.into_iter().filter_map(|(x, p)| Some((x, Tensor::from_inner(p.grad(grads)?)))).unzip();
+                calls.into_iter().filter_map(|(x, p)| Some((x, delta(p)?))).unzip();
             let stack = |mut t: Vec<Tensor<B, 2>>| match t.len() {
                 0 => None,
                 1 => t.pop(),
