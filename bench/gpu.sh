@@ -24,13 +24,15 @@
 # carry=["carry"] to the device call), or $DLRT_BIN / $DLRT_BIN_FUSION and MNIST in ./data/mnist
 # (or $DLRT_DATA); and PyTorch, transformers and peft on the machine.
 # PARTS (default "mnist vit fusion ranks off ops train") picks the parts, most important first.
-# VIT_BATCH (256), VIT_STEPS (3) and VIT_VARIANTS (precision:attention pairs, default
-# "f32:explicit bf16:explicit bf16:fused") size the ViT part; VIT_RANK_BATCH (32) and
+# VIT_BATCH (256), VIT_STEPS (3) and VIT_VARIANTS (precision:attention[:methods], default
+# "f32:explicit bf16:explicit bf16:fused:abc_psi_one_pass bf16:fused:lora", methods
+# abc_psi_one_pass,lora where not named: the last two give each method's own peak memory) size
+# the ViT part; VIT_RANK_BATCH (32) and
 # VIT_RANK_STEPS (12) the ViT rank-bucket pair.
-# Every part runs under `timeout`: T_MNIST (50 s), T_MNIST_B8 (30 s), T_TORCH (20 s), T_PEFT
-# (30 s per dtype), T_VIT (50 s per variant), T_FUSION (30 s MNIST, 50 s ViT), T_VIT_RANKS
-# (35 s per bucket), T_OFF (25 s), T_OPS (12 s per side and precision, OPS_BATCH 64 images),
-# T_TRAIN (20 s); with the defaults the whole call stays under 570 s. A part that times out or
+# Every part runs under `timeout`: T_MNIST (45 s), T_MNIST_B8 (30 s), T_TORCH (20 s), T_PEFT
+# (25 s per dtype), T_VIT (45 s per variant), T_FUSION (25 s MNIST, 45 s ViT), T_VIT_RANKS
+# (30 s per bucket), T_OFF (25 s), T_OPS (10 s per side and precision, OPS_BATCH 64 images),
+# T_TRAIN (15 s); with the defaults the whole call stays under 570 s (560 s of timeouts). A part that times out or
 # fails is reported and the script goes on to the next one.
 # Writes its tables to $OUT (default ./runs/gpu-bench).
 set -uo pipefail
@@ -90,7 +92,7 @@ new_shapes() {
 
 if want mnist; then
     echo "== dlrt bench --device cuda (rank bucket 1: no padding)"
-    part mnist "${T_MNIST:-50}" "$BIN" bench --device cuda --warmup "${WARMUP:-100}" --steps "${STEPS:-200}" --log-steps \
+    part mnist "${T_MNIST:-45}" "$BIN" bench --device cuda --warmup "${WARMUP:-100}" --steps "${STEPS:-200}" --log-steps \
         2> "$OUT/dlrt_cuda.log" | tee "$OUT/dlrt_cuda.md"
     new_shapes "MNIST | 1" "$OUT/dlrt_cuda.md"
 
@@ -123,16 +125,19 @@ VIT_BATCH=${VIT_BATCH:-256}
 if want vit; then
     echo "== ViT-B/16 adapter step, r = 32 on query/key/value, batch $VIT_BATCH: peft LoRA, then dlrt bench-vit"
     for dtype in bf16 fp32; do
-        part "peft_$dtype" "${T_PEFT:-30}" python3 bench/torch_vit_lora.py --batch "$VIT_BATCH" --rank 32 --dtype "$dtype" \
+        part "peft_$dtype" "${T_PEFT:-25}" python3 bench/torch_vit_lora.py --batch "$VIT_BATCH" --rank 32 --dtype "$dtype" \
             | tee "$OUT/peft_vit_$dtype.md"
     done
     peft_bf16=$(awk -F'|' '{gsub(/ ms| /, "", $3); print $3}' "$OUT/peft_vit_bf16.md")
     peft_fp32=$(awk -F'|' '{gsub(/ ms| /, "", $3); print $3}' "$OUT/peft_vit_fp32.md")
-    for variant in ${VIT_VARIANTS:-f32:explicit bf16:explicit bf16:fused}; do
-        precision=${variant%%:*} attention=${variant##*:}
-        name="vit_${precision}_$attention"
-        part "$name" "${T_VIT:-50}" "$BIN" bench-vit --model vit-b16 --image 224 --batch "$VIT_BATCH" --rank 32 \
-            --device cuda --precision "$precision" --attention "$attention" --methods abc_psi_one_pass,lora \
+    # precision:attention[:methods]; a part's peak memory is that of all its methods.
+    default_variants="f32:explicit bf16:explicit bf16:fused:abc_psi_one_pass bf16:fused:lora"
+    for variant in ${VIT_VARIANTS:-$default_variants}; do
+        IFS=: read -r precision attention methods <<< "$variant"
+        methods=${methods:-abc_psi_one_pass,lora}
+        name="vit_${precision}_${attention}_${methods//,/_}"
+        part "$name" "${T_VIT:-45}" "$BIN" bench-vit --model vit-b16 --image 224 --batch "$VIT_BATCH" --rank 32 \
+            --device cuda --precision "$precision" --attention "$attention" --methods "$methods" \
             --steps "${VIT_STEPS:-3}" --log-steps 2> "$OUT/dlrt_$name.log" | tee "$OUT/dlrt_$name.md"
         vit_row "cuda" "$precision" "$attention" "$OUT/dlrt_$name.md" "$name"
     done
@@ -144,7 +149,7 @@ if want fusion; then
     if [ -x "$BIN_FUSION" ]; then
         for bucket in 1 8; do
             echo "== fusion + autotune: dlrt bench --rank-bucket $bucket"
-            part "fusion_mnist_b$bucket" "${T_FUSION:-30}" "$BIN_FUSION" bench --device cuda --warmup "${WARMUP:-100}" \
+            part "fusion_mnist_b$bucket" "${T_FUSION:-25}" "$BIN_FUSION" bench --device cuda --warmup "${WARMUP:-100}" \
                 --steps "${STEPS:-200}" --methods abc_psi_one_pass,lora,dense --rank-bucket "$bucket" --log-steps \
                 2> "$OUT/fusion_mnist_b$bucket.log" | tee "$OUT/fusion_mnist_b$bucket.md"
             new_shapes "MNIST fusion | $bucket" "$OUT/fusion_mnist_b$bucket.md"
@@ -152,7 +157,7 @@ if want fusion; then
         variant=${VIT_FUSION_VARIANT:-bf16:fused}
         precision=${variant%%:*} attention=${variant##*:}
         echo "== fusion + autotune: ViT-B/16 $precision $attention, rank bucket 8"
-        part fusion_vit "$(( ${T_FUSION:-30} + 20 ))" "$BIN_FUSION" bench-vit --model vit-b16 --image 224 --batch "$VIT_BATCH" \
+        part fusion_vit "$(( ${T_FUSION:-25} + 20 ))" "$BIN_FUSION" bench-vit --model vit-b16 --image 224 --batch "$VIT_BATCH" \
             --rank 32 --device cuda --precision "$precision" --attention "$attention" --methods abc_psi_one_pass,lora \
             --rank-bucket 8 --steps "${VIT_STEPS:-3}" --log-steps 2> "$OUT/fusion_vit.log" | tee "$OUT/fusion_vit.md"
         vit_row "cuda-fusion, bucket 8" "$precision" "$attention" "$OUT/fusion_vit.md" fusion_vit
@@ -172,7 +177,7 @@ if want ranks; then
     echo "== ViT-B/16 rank buckets: bench-vit --rank-bucket 1 and 8"
     for bucket in 1 8; do
         name="vit_b${VIT_RANK_BATCH:-32}_bucket$bucket"
-        part "$name" "${T_VIT_RANKS:-35}" "$BIN" bench-vit --model vit-b16 --image 224 --batch "${VIT_RANK_BATCH:-32}" \
+        part "$name" "${T_VIT_RANKS:-30}" "$BIN" bench-vit --model vit-b16 --image 224 --batch "${VIT_RANK_BATCH:-32}" \
             --rank 32 --device cuda --methods abc_psi_one_pass --warmup 0 --steps "${VIT_RANK_STEPS:-12}" \
             --rank-bucket "$bucket" --log-steps 2> "$OUT/dlrt_$name.log" | tee "$OUT/dlrt_$name.md"
         new_shapes "ViT-B/16 batch ${VIT_RANK_BATCH:-32} | $bucket" "$OUT/dlrt_$name.md"
@@ -203,9 +208,9 @@ if want ops; then
     echo "== one ViT-B/16 block's operations: dlrt bench-ops vs bench/torch_ops.py"
     : > "$OUT/ops_ratios.md"
     for precision in f32 bf16; do
-        part "ops_dlrt_$precision" "${T_OPS:-12}" "$BIN" bench-ops --device cuda --batch "${OPS_BATCH:-64}" \
+        part "ops_dlrt_$precision" "${T_OPS:-10}" "$BIN" bench-ops --device cuda --batch "${OPS_BATCH:-64}" \
             --precision "$precision" | tee "$OUT/ops_dlrt_$precision.md"
-        part "ops_torch_$precision" "${T_OPS:-12}" python3 bench/torch_ops.py --device cuda --batch "${OPS_BATCH:-64}" \
+        part "ops_torch_$precision" "${T_OPS:-10}" python3 bench/torch_ops.py --device cuda --batch "${OPS_BATCH:-64}" \
             --precision "$precision" | tee "$OUT/ops_torch_$precision.md"
         awk -F'|' -v p="$precision" 'function t(s) { gsub(/^ +| +$/, "", s); return s }
             NR == FNR { if ($2 ~ /[a-z]/ && $4 ~ /[0-9]/) { fwd[t($2)] = t($4); fb[t($2)] = t($5) }; next }
@@ -221,7 +226,7 @@ fi
 
 if want train; then
     echo "== dlrt train --device cuda (abc-PSI, paper setting, 200 batches)"
-    part train "${T_TRAIN:-20}" "$BIN" train configs/mnist_abc_psi.toml --device cuda --epochs 1 --max-batches 200 \
+    part train "${T_TRAIN:-15}" "$BIN" train configs/mnist_abc_psi.toml --device cuda --epochs 1 --max-batches 200 \
         --out runs/gpu-train --quiet
     tail -n 1 runs/gpu-train/metrics.csv | tee "$OUT/train_cuda.csv"
 fi
