@@ -17,9 +17,7 @@
 //!
 //! The models are generic over `B: Backend`, and a backward can only be written for the
 //! concrete `Autodiff<I, C>`; [`fused`] therefore recognises the training backends at run time
-//! (a type comparison, no bound on `B`) and falls back to Burn's op everywhere else.
-
-use std::any::Any;
+//! ([`super::backends`]) and falls back to Burn's op everywhere else.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::{CheckpointStrategy, NoCheckpointing};
@@ -31,6 +29,8 @@ use burn::tensor::backend::Backend;
 use burn::tensor::module::attention;
 use burn::tensor::ops::{AttentionModuleOptions, FloatTensor};
 use burn::tensor::{DType, Tensor, TensorPrimitive};
+
+use super::backends::as_backend;
 
 /// `softmax(Q Kᵀ / √d) V` per head, [batch, heads, tokens, d] each, by the backend's fused
 /// kernel. On the training backends (`crate::TrainBackend`, autodiff over the CPU backend,
@@ -54,9 +54,8 @@ fn run_as<B: Backend, I: Backend, C: CheckpointStrategy>(
     k: &Tensor<B, 4>,
     v: &Tensor<B, 4>,
 ) -> Option<Tensor<B, 4>> {
-    let [q, k, v] = [q, k, v].map(|t| (t as &dyn Any).downcast_ref::<Tensor<Autodiff<I, C>, 4>>().cloned());
-    let o = fused_autodiff(q?, k?, v?);
-    (Box::new(o) as Box<dyn Any>).downcast().ok().map(|o| *o)
+    let [q, k, v] = [q, k, v].map(|t| as_backend::<B, Autodiff<I, C>, 4>(t.clone()).ok());
+    as_backend::<Autodiff<I, C>, B, 4>(fused_autodiff(q?, k?, v?)).ok()
 }
 
 /// `softmax(Q Kᵀ / √d) V` per head on `Autodiff<I, C>`, [batch, heads, tokens, d] each: the

@@ -7,8 +7,8 @@
 //! ViT-B/16 adapter at batch 256, 150 MB each in f32). [`capture`] is an identity autodiff op
 //! instead: its backward puts the incoming gradient in a slot and passes it on unchanged. A
 //! one-element leaf beside z makes the op tracked even where nothing before z is trainable,
-//! as the zero leaf did. As in [`super::attention`], the training backends are recognised at
-//! run time; on any other backend the caller keeps the zero leaf.
+//! as the zero leaf did. The training backends are recognised at run time
+//! ([`super::backends`]); on any other backend the caller keeps the zero leaf.
 
 use std::any::Any;
 use std::sync::{Arc, Mutex};
@@ -20,6 +20,8 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorPrimitive};
+
+use super::backends::as_backend;
 
 /// Where [`capture`]'s backward leaves δ: a `Tensor<I, 2>` of the inner backend I, type-erased
 /// so that layers generic over their backend can hold it.
@@ -64,12 +66,8 @@ pub fn capture<B: Backend>(z: Tensor<B, 2>) -> Result<(Tensor<B, 2>, GradSlot), 
 fn capture_as<B: Backend, I: Backend, C: CheckpointStrategy>(
     z: Tensor<B, 2>,
 ) -> Result<(Tensor<B, 2>, GradSlot), Tensor<B, 2>> {
-    let z = match (Box::new(z) as Box<dyn Any>).downcast::<Tensor<Autodiff<I, C>, 2>>() {
-        Ok(z) => *z,
-        Err(other) => return Err(*other.downcast::<Tensor<B, 2>>().expect("z is a Tensor<B, 2>")),
-    };
-    let (z, slot) = capture_autodiff(z);
-    let z = *(Box::new(z) as Box<dyn Any>).downcast::<Tensor<B, 2>>().expect("B is Autodiff<I, C>");
+    let (z, slot) = capture_autodiff(as_backend::<B, Autodiff<I, C>, 2>(z)?);
+    let z = as_backend::<Autodiff<I, C>, B, 2>(z).expect("B is Autodiff<I, C>");
     Ok((z, slot))
 }
 

@@ -11,6 +11,7 @@
 //! `Linear` stores `[d_input, d_output]`.
 
 pub mod attention;
+pub mod backends;
 pub mod capture;
 pub mod compute;
 pub mod conv2d;
