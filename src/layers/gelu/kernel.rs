@@ -72,39 +72,71 @@ impl Lane for f16 {
 
 /// y = x Φ(x), elementwise, in place.
 pub fn forward_in_place<E: Lane>(x: &mut [E]) {
-    x.par_chunks_mut(CHUNK).for_each(|x| {
-        pulp::Arch::new().dispatch(|| {
-            for v in x.iter_mut() {
-                *v = E::from_f32(gelu(v.to_f32()));
-            }
-        })
-    });
+    x.par_chunks_mut(CHUNK).for_each(|x| pulp::Arch::new().dispatch(ForwardInPlace(x)));
 }
 
 /// y = x Φ(x), elementwise, from `x` into `y` (same length).
 #[track_caller]
 pub fn forward<E: Lane>(x: &[E], y: &mut [E]) {
     assert_eq!(x.len(), y.len(), "gelu: input and output lengths differ");
-    y.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(y, x)| {
-        pulp::Arch::new().dispatch(|| {
-            for (y, x) in y.iter_mut().zip(x) {
-                *y = E::from_f32(gelu(x.to_f32()));
-            }
-        })
-    });
+    y.par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK))
+        .for_each(|(y, x)| pulp::Arch::new().dispatch(Forward { x, y }));
 }
 
 /// g ← g · (Φ(x) + x φ(x)), elementwise, in place: the gradient with respect to x.
 #[track_caller]
 pub fn backward_in_place<E: Lane>(x: &[E], g: &mut [E]) {
     assert_eq!(x.len(), g.len(), "gelu backward: input and gradient lengths differ");
-    g.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(g, x)| {
-        pulp::Arch::new().dispatch(|| {
-            for (g, x) in g.iter_mut().zip(x) {
-                *g = E::from_f32(g.to_f32() * gelu_derivative(x.to_f32()));
-            }
-        })
-    });
+    g.par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK))
+        .for_each(|(g, x)| pulp::Arch::new().dispatch(BackwardInPlace { x, g }));
+}
+
+// One chunk's loop each. As `WithSimd` methods marked `inline(always)` they are compiled inside
+// pulp's `#[target_feature]` functions, for the CPU's widest vectors; a closure passed to
+// `dispatch` was compiled apart, for the baseline SSE2 only.
+
+struct ForwardInPlace<'a, E>(&'a mut [E]);
+
+impl<E: Lane> pulp::WithSimd for ForwardInPlace<'_, E> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        for v in self.0.iter_mut() {
+            *v = E::from_f32(gelu(v.to_f32()));
+        }
+    }
+}
+
+struct Forward<'a, E> {
+    x: &'a [E],
+    y: &'a mut [E],
+}
+
+impl<E: Lane> pulp::WithSimd for Forward<'_, E> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        for (y, x) in self.y.iter_mut().zip(self.x) {
+            *y = E::from_f32(gelu(x.to_f32()));
+        }
+    }
+}
+
+struct BackwardInPlace<'a, E> {
+    x: &'a [E],
+    g: &'a mut [E],
+}
+
+impl<E: Lane> pulp::WithSimd for BackwardInPlace<'_, E> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        for (g, x) in self.g.iter_mut().zip(self.x) {
+            *g = E::from_f32(g.to_f32() * gelu_derivative(x.to_f32()));
+        }
+    }
 }
 
 /// x Φ(x).
