@@ -531,3 +531,37 @@ fn the_cpu_backends_fused_kernel_matches_the_explicit_softmax() {
         assert!(diff <= 1e-5 * scale, "{side} px: max |fused − explicit| = {diff:e} (scale {scale})");
     }
 }
+
+/// The CPU training backend (flex f32 under autodiff, whose GELU is the fused kernel) gives the
+/// loss and the image gradient of the f64 model (NdArray, the exact chain of tensor ops) to f32
+/// round-off: the fused forward and backward passes change a fine-tuning step by no more than
+/// f32 arithmetic does.
+#[test]
+fn the_training_backend_with_the_fused_gelu_matches_f64_in_loss_and_gradients() {
+    type F = dlrt::TrainBackend;
+    let device = Default::default();
+    for variant in VARIANTS {
+        let mut reference = model(variant, 41);
+        let mut vit = ViT::<F>::random(tiny(variant), &mut StdRng::seed_from_u64(41), &device).unwrap();
+        reference.add_adapters(&AdapterTarget::DEFAULT, 2, &mut StdRng::seed_from_u64(42)).unwrap();
+        vit.add_adapters(&AdapterTarget::DEFAULT, 2, &mut StdRng::seed_from_u64(42)).unwrap();
+        for (l, r) in vit.low_rank_layers_mut().into_iter().zip(reference.low_rank_layers_mut()) {
+            let s = r.s().clone().add_scalar(0.3);
+            r.set_factors(r.u().clone(), s.clone(), r.v().clone()).unwrap();
+            let s = Tensor::from_data(s.into_data().convert::<f32>(), &device);
+            l.set_factors(l.u().clone(), s, l.v().clone()).unwrap();
+        }
+        let x = images(2, [28, 21], 43).require_grad();
+        let loss = reference.forward_tokens(x.clone()).tanh().sum();
+        let grad = x.grad(&loss.backward()).unwrap().into_data().to_vec::<f64>().unwrap();
+        let x32 = Tensor::<F, 4>::from_data(x.into_data().convert::<f32>(), &device).require_grad();
+        let loss32 = vit.forward_tokens(x32.clone()).tanh().sum();
+        let grad32 =
+            x32.grad(&loss32.backward()).unwrap().into_data().convert::<f64>().to_vec::<f64>().unwrap();
+        let (loss, loss32) = (loss.into_scalar(), loss32.into_scalar() as f64);
+        assert!((loss - loss32).abs() <= 1e-5 * loss.abs().max(1.0), "{variant:?}: loss {loss} vs {loss32}");
+        let scale = grad.iter().fold(0f64, |m, g| m.max(g.abs()));
+        let gap = grad.iter().zip(&grad32).fold(0f64, |m, (a, b)| m.max((a - b).abs()));
+        assert!(gap <= 1e-5 * scale, "{variant:?}: image gradients differ by {gap:e} (scale {scale:e})");
+    }
+}

@@ -16,8 +16,8 @@ use std::time::Instant;
 use burn::tensor::{backend::AutodiffBackend, DType, Distribution, FloatDType, Tensor};
 
 use super::{check_steps, median, sync};
-use crate::layers::{Attention, Precision};
-use crate::models::vit::{attend, gelu, layer_norm};
+use crate::layers::{gelu, Attention, Precision};
+use crate::models::vit::{attend, layer_norm};
 use crate::{Error, Result};
 
 /// What `dlrt bench-ops` times (its command-line arguments, less the device).

@@ -3,9 +3,10 @@
 //! dense kernels ([`conv2d`]), the training passes that make their factors trainable, and the
 //! choices configs name for layers: how weights start ([`Init`]), which projections carry
 //! adapters ([`AdapterTarget`]), and how a model computes ([`Precision`], [`Attention`]; the
-//! fused attention that autodiff trains through is [`attention`]). A network is trained either
-//! through the [`Network`] trait, which lists its layers, or as any Burn module, whose low-rank
-//! layers [`ModuleNetwork`] finds by visiting it.
+//! fused attention that autodiff trains through is [`attention`]), plus the exact GELU
+//! ([`gelu()`], one fused pass on the CPU). A network is trained either through the [`Network`]
+//! trait, which lists its layers, or as any Burn module, whose low-rank layers
+//! [`ModuleNetwork`] finds by visiting it.
 //!
 //! Orientation everywhere: `z = x W + b`, W is n×m (n = fan-in, m = fan-out), as Burn's
 //! `Linear` stores `[d_input, d_output]`.
@@ -16,6 +17,7 @@ pub mod capture;
 pub mod compute;
 pub mod conv2d;
 pub mod dense_linear;
+pub mod gelu;
 pub mod init;
 pub mod low_rank_linear;
 pub mod module;
@@ -26,6 +28,7 @@ pub mod visit;
 pub use compute::{Attention, Precision};
 pub use conv2d::{Conv2dShape, DenseConv2d, LowRankConv2d};
 pub use dense_linear::DenseLinear;
+pub use gelu::gelu;
 pub use init::Init;
 pub use low_rank_linear::LowRankLinear;
 pub use module::LowRankLinearRecord;

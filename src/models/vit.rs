@@ -60,7 +60,9 @@ use rand_distr::{Distribution, StandardNormal};
 use serde::Deserialize;
 
 use crate::io::{read_safetensors, write_safetensors, TensorMap};
-use crate::layers::{attention, AdapterTarget, Attention, DenseLinear, LowRankLinear, Network, Precision};
+use crate::layers::{
+    attention, gelu, AdapterTarget, Attention, DenseLinear, LowRankLinear, Network, Precision,
+};
 use crate::{Error, Result};
 
 /// Which HuggingFace architecture, and so which tensor names and whether there is layer scale.
@@ -421,12 +423,6 @@ pub(crate) fn layer_norm<B: Backend>(
     let centred = x.clone() - x.mean_dim(2);
     let var = centred.clone().square().mean_dim(2);
     centred / var.add_scalar(eps).sqrt() * weight.reshape([1, 1, d]) + bias.reshape([1, 1, d])
-}
-
-/// Exact GELU, x·Φ(x) = x/2·(1 + erf(x/√2)), HF's `"gelu"`. Written out because the backward
-/// pass of Burn 0.21's `gelu` is the derivative of the tanh approximation (off by up to 9e-4).
-pub(crate) fn gelu<B: Backend>(x: Tensor<B, 3>) -> Tensor<B, 3> {
-    x.clone() * x.div_scalar(std::f64::consts::SQRT_2).erf().add_scalar(1.0).mul_scalar(0.5)
 }
 
 /// `x ⊙ λ` with λ broadcast over the tokens; the identity without layer scale (ViT).
