@@ -336,7 +336,6 @@ pub fn run<B: AutodiffBackend>(
     for &method in methods {
         let cfg = preset(method);
         let mut net = new_model::<B>(&cfg, (image, classes), &mut rng, device)?;
-        net.set_precision(precision);
         let mut trainer = Trainer::new(method, &cfg.integrator.truncation(), cfg.optimizer.build()?)?
             .with_rank_bucket(options.rank_bucket)?;
         trainer.prepare(&mut net)?;

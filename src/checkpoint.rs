@@ -364,10 +364,12 @@ pub fn load<B: Backend>(path: &Path, device: &B::Device) -> Result<(Net<B>, Trai
             "an unexpected tensor",
         ));
     }
-    let model = match state.config.model.kind {
+    let mut model = match state.config.model.kind {
         ModelKind::Mlp => Net::Mlp(Mlp { layers }),
         ModelKind::LeNet5 => Net::LeNet5(LeNet5::from_layers(state.image, state.labels.len(), layers)?),
     };
+    // The stored parameters are f32 either way; the run computed in its precision.
+    model.set_precision(state.config.model.precision);
     Ok((model, train, state))
 }
 

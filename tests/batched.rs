@@ -56,35 +56,41 @@ fn setup<A: AutodiffBackend>(widths: &[usize], seed: u64) -> (Mlp<A>, Tensor<A, 
 #[test]
 fn batched_steps_equal_per_layer_steps_in_f64_and_keep_the_factors_orthonormal() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let optimizers = [Optimizer::sgd(0.5), Optimizer::new(OptimizerConfig::adamw(0.0), 0.05).unwrap()];
     for one_pass in [false, true] {
-        for opt in &optimizers {
-            let (net, x, labels) = setup::<B>(&[40, 30, 24, 20, 4], 7);
-            let ce = |net: &Mlp<B>| cross_entropy(net.forward(x.clone()), labels.clone());
-            let (mut per_layer, mut batched) = (net.clone(), net);
-            let (mut t_per, mut t_bat) =
-                (trainer::<B>(false, one_pass, opt), trainer::<B>(true, one_pass, opt));
-            for _ in 0..5 {
-                let l_per = t_per.step(&mut per_layer, ce).unwrap().loss;
-                let before = host_reads();
-                let l_bat = t_bat.step(&mut batched, ce).unwrap().loss;
-                // No layer fell back to the per-layer path (which reads per layer).
-                let passes = if one_pass { 1 } else { 2 };
-                assert_eq!(host_reads() - before, passes + 4, "one_pass {one_pass}");
-                // The gap depends on the inputs (up to 1.3e-11 in the loss and 6.9e-11 in W over
-                // seeds 1–12; 3.5e-15 here, the same in every run): Adam's division by √v̂
-                // magnifies the paths' different round-off (as for W below).
-                assert!((l_per - l_bat).abs() < 1e-9 * l_per.abs(), "losses {l_per} vs {l_bat}");
-            }
-            for (a, b) in per_layer.low_rank_layers().iter().zip(batched.low_rank_layers().iter()) {
-                assert_eq!(a.rank(), b.rank());
-                let diff = fro(a.to_dense() - b.to_dense()) / fro(a.to_dense());
-                // The paths orthonormalise differently (Gram matrices vs Householder); Adam's
-                // division by √v̂ magnifies that round-off, still far below f32's.
-                assert!(diff < 1e-9, "one_pass {one_pass}, {:?}: W differs by {diff:e}", opt.config);
-                assert!(orthonormality_error(b.u()) < 1e-12, "U: {:e}", orthonormality_error(b.u()));
-                assert!(orthonormality_error(b.v()) < 1e-12, "V: {:e}", orthonormality_error(b.v()));
-            }
+        // No layer fell back to the per-layer path (which reads per layer).
+        let passes = if one_pass { 1 } else { 2 };
+        batched_equals_per_layer_in_f64(|batched, opt| trainer(batched, one_pass, opt), passes + 4);
+    }
+}
+
+/// `trainer(batched, opt)`'s batched steps equal its per-layer steps in f64 (SGD and AdamW,
+/// five steps of a 3-low-rank-layer MLP), each batched step reading `reads_per_step` times,
+/// and keep the factors orthonormal.
+fn batched_equals_per_layer_in_f64(trainer: impl Fn(bool, &Optimizer) -> Trainer<B>, reads_per_step: u64) {
+    let optimizers = [Optimizer::sgd(0.5), Optimizer::new(OptimizerConfig::adamw(0.0), 0.05).unwrap()];
+    for opt in &optimizers {
+        let (net, x, labels) = setup::<B>(&[40, 30, 24, 20, 4], 7);
+        let ce = |net: &Mlp<B>| cross_entropy(net.forward(x.clone()), labels.clone());
+        let (mut per_layer, mut batched) = (net.clone(), net);
+        let (mut t_per, mut t_bat) = (trainer(false, opt), trainer(true, opt));
+        for _ in 0..5 {
+            let l_per = t_per.step(&mut per_layer, ce).unwrap().loss;
+            let before = host_reads();
+            let l_bat = t_bat.step(&mut batched, ce).unwrap().loss;
+            assert_eq!(host_reads() - before, reads_per_step, "{:?}", opt.config);
+            // The gap depends on the inputs (abc-PSI: up to 1.3e-11 in the loss and 6.9e-11 in
+            // W over seeds 1–12; 3.5e-15 here, the same in every run): Adam's division by √v̂
+            // magnifies the paths' different round-off (as for W below).
+            assert!((l_per - l_bat).abs() < 1e-9 * l_per.abs(), "losses {l_per} vs {l_bat}");
+        }
+        for (a, b) in per_layer.low_rank_layers().iter().zip(batched.low_rank_layers().iter()) {
+            assert_eq!(a.rank(), b.rank());
+            let diff = fro(a.to_dense() - b.to_dense()) / fro(a.to_dense());
+            // The paths orthonormalise differently (Gram matrices vs Householder); Adam's
+            // division by √v̂ magnifies that round-off, still far below f32's.
+            assert!(diff < 1e-9, "{:?}: W differs by {diff:e}", opt.config);
+            assert!(orthonormality_error(b.u()) < 1e-12, "U: {:e}", orthonormality_error(b.u()));
+            assert!(orthonormality_error(b.v()) < 1e-12, "V: {:e}", orthonormality_error(b.v()));
         }
     }
 }
@@ -228,35 +234,14 @@ fn bug<A: AutodiffBackend>(batched: bool, opt: &Optimizer) -> Trainer<A> {
     Trainer::from_integrator(Some(Box::new(integ)), opt.clone())
 }
 
-/// `trainer(batched, opt)`'s batched steps equal its per-layer steps in f64 (SGD and AdamW,
-/// five steps of a 3-low-rank-layer MLP), reading `reads_per_step` times, as many with one
-/// low-rank layer as with three in f32, where the per-layer path reads more with more layers.
+/// [`batched_equals_per_layer_in_f64`], and in f32 as many reads with one low-rank layer as
+/// with three, where the per-layer path reads more with more layers.
 fn batched_equals_per_layer_with_reads(
     trainer: impl Fn(bool, &Optimizer) -> Trainer<B>,
     trainer_f32: impl Fn(bool, &Optimizer) -> Trainer<TrainBackend>,
     reads_per_step: u64,
 ) {
-    let optimizers = [Optimizer::sgd(0.5), Optimizer::new(OptimizerConfig::adamw(0.0), 0.05).unwrap()];
-    for opt in &optimizers {
-        let (net, x, labels) = setup::<B>(&[40, 30, 24, 20, 4], 7);
-        let ce = |net: &Mlp<B>| cross_entropy(net.forward(x.clone()), labels.clone());
-        let (mut per_layer, mut batched) = (net.clone(), net);
-        let (mut t_per, mut t_bat) = (trainer(false, opt), trainer(true, opt));
-        for _ in 0..5 {
-            let l_per = t_per.step(&mut per_layer, ce).unwrap().loss;
-            let before = host_reads();
-            let l_bat = t_bat.step(&mut batched, ce).unwrap().loss;
-            assert_eq!(host_reads() - before, reads_per_step, "{:?}", opt.config);
-            assert!((l_per - l_bat).abs() < 1e-9 * l_per.abs(), "losses {l_per} vs {l_bat}");
-        }
-        for (a, b) in per_layer.low_rank_layers().iter().zip(batched.low_rank_layers().iter()) {
-            assert_eq!(a.rank(), b.rank());
-            let diff = fro(a.to_dense() - b.to_dense()) / fro(a.to_dense());
-            assert!(diff < 1e-9, "{:?}: W differs by {diff:e}", opt.config);
-            assert!(orthonormality_error(b.u()) < 1e-12, "U: {:e}", orthonormality_error(b.u()));
-            assert!(orthonormality_error(b.v()) < 1e-12, "V: {:e}", orthonormality_error(b.v()));
-        }
-    }
+    batched_equals_per_layer_in_f64(trainer, reads_per_step);
     let opt = Optimizer::sgd(0.1);
     let reads = reads_of_the_fourth_step(|batched| trainer_f32(batched, &opt));
     assert_eq!(reads[0], reads_per_step, "reads {reads:?}");

@@ -281,7 +281,7 @@ struct QrRounds<B: AutodiffBackend> {
     /// X times the passes so far.
     X: Tensor<B, 2>,
     /// The product of the passes' R factors so far (X₀ = X R).
-    R: Option<Mat<f64>>,
+    R: Mat<f64>,
     /// Whether the last pass has been taken.
     done: bool,
 }
@@ -305,7 +305,7 @@ pub fn qr_all<B: AutodiffBackend>(
         .iter()
         .map(|X| {
             let [n, k] = X.dims();
-            (k > 0 && n >= k).then(|| QrRounds { X: X.clone(), R: None, done: false })
+            (k > 0 && n >= k).then(|| QrRounds { X: X.clone(), R: Mat::identity(k, k), done: false })
         })
         .collect();
     let mut results: Vec<Option<Tensor<B, 2>>> = vec![None; items.len()];
@@ -331,19 +331,19 @@ pub fn qr_all<B: AutodiffBackend>(
             .zip(&active)
             .map(|(G, &i)| next_pass(G.as_ref(), items[i].dims()[0], u, round, MAX_ROUNDS))
             .collect();
-        // The R factor so far of every item that takes its last pass now: R_last · R.
-        let mut totals = Vec::new();
+        // X₀ = X R with R = R_k ⋯ R_1, the passes' R factors so far.
         for (&i, pass) in active.iter().zip(&passes) {
-            if let Some(pass) = pass.as_ref().filter(|p| p.last) {
-                let R = match &current[i].as_ref().expect("an active item").R {
-                    Some(R) => &pass.step.R * R,
-                    None => pass.step.R.clone(),
-                };
-                totals.push(R);
+            if let Some(pass) = pass {
+                let c = current[i].as_mut().expect("an active item");
+                c.R = &pass.step.R * &c.R;
             }
         }
+        // Every pass's T, then the R of every item whose last pass this is.
+        let last =
+            |(&i, pass): (&usize, &Option<GramPass>)| pass.as_ref().is_some_and(|p| p.last).then_some(i);
+        let lasts: Vec<usize> = active.iter().zip(&passes).filter_map(last).collect();
         let mut mats: Vec<MatRef<'_, f64>> = passes.iter().flatten().map(|p| p.step.T.as_ref()).collect();
-        mats.extend(totals.iter().map(|R| R.as_ref()));
+        mats.extend(lasts.iter().map(|&i| current[i].as_ref().expect("an item with a last pass").R.as_ref()));
         let mut up = upload_all::<B>(&mats, &device).into_iter();
         let T: Vec<Tensor<B, 2>> =
             passes.iter().flatten().map(|_| up.next().expect("one T per pass")).collect();
@@ -356,11 +356,6 @@ pub fn qr_all<B: AutodiffBackend>(
                     if pass.last {
                         c.done = true;
                         results[i] = Some(up.next().expect("one R per last pass"));
-                    } else {
-                        c.R = Some(match c.R.take() {
-                            Some(R) => &pass.step.R * &R,
-                            None => pass.step.R,
-                        });
                     }
                 }
                 None => current[i] = None,
@@ -381,28 +376,6 @@ pub fn qr_all<B: AutodiffBackend>(
     }
     count(items.len(), fallbacks);
     Ok(out)
-}
-
-/// PSI's and bc-PSI's L-step end for every layer: the bias and L1 = L0 − λ∇_L per layer, then
-/// V1, R = qr(L1) for all at once ([`qr_all`]) and W ← U Rᵀ V1ᵀ, as [`super::steps::qr_l_step`].
-pub fn qr_l_step_all<B: AutodiffBackend>(
-    mut layers: Vec<super::LayerStep<'_, B>>,
-    opt: &crate::optim::Optimizer,
-    kind: super::IntegratorKind,
-    method: &str,
-) -> Result<()> {
-    use super::steps::{bias_step, l_step, required};
-    let mut L1 = Vec::with_capacity(layers.len());
-    for super::LayerStep { layer, state, grads } in layers.iter_mut() {
-        bias_step(layer, &mut state.slots, grads.bias.take(), opt);
-        L1.push(l_step(layer, &mut state.slots, required(grads.l.take(), "L", kind)?, opt));
-    }
-    let qrs = qr_all(&L1, |i| format!("{method} L1 of low-rank layer {i}"))?;
-    for (super::LayerStep { layer, .. }, BatchedQr { Q: V1, R, .. }) in layers.iter_mut().zip(qrs) {
-        let U = layer.u().clone();
-        layer.set_factors_checked_elsewhere(U, R.transpose(), V1)?;
-    }
-    Ok(())
 }
 
 /// (5) for every layer: `items` holds each layer (U = Û) with its L1; `exact` truncates one

@@ -23,7 +23,7 @@
 
 use burn::tensor::backend::AutodiffBackend;
 
-use super::steps::{bc_s_step, bias_step, k_step, l_step, qr_l_step, required};
+use super::steps::{bc_s_step, bias_step, k_step, k_step_qr_all, l_step, qr_l_step, qr_l_step_all, required};
 use super::{batched, batches, each_layer, Integrator, IntegratorKind, LayerStep, Pass, Spec};
 use crate::linalg::orth;
 use crate::optim::Optimizer;
@@ -56,14 +56,10 @@ impl<B: AutodiffBackend> Integrator<B> for BcPsi {
         }
         let kind = IntegratorKind::BcPsi;
         if pass != Pass::K {
-            return batched::qr_l_step_all(layers, opt, kind, "bc-PSI");
+            return qr_l_step_all(layers, opt, kind, "bc-PSI");
         }
         // (1) per layer, then (2) U1 = qr(K1).Q for all layers at once, (3) per layer.
-        let mut K1 = Vec::with_capacity(layers.len());
-        for LayerStep { layer, state, grads } in layers.iter_mut() {
-            K1.push(k_step(layer, &mut state.slots, required(grads.k.take(), "K", kind)?, opt));
-        }
-        let qrs = batched::qr_all(&K1, |i| format!("bc-PSI K1 of low-rank layer {i}"))?;
+        let qrs = k_step_qr_all(&mut layers, opt, kind, "bc-PSI")?;
         for (LayerStep { layer, .. }, batched::BatchedQr { Q: U1, .. }) in layers.iter_mut().zip(qrs) {
             let (U0, S0, V0) = (layer.u().clone(), layer.s().clone(), layer.v().clone());
             let S_tilde = bc_s_step(&U1, &U0, S0);

@@ -22,7 +22,7 @@
 
 use burn::tensor::backend::AutodiffBackend;
 
-use super::steps::{bias_step, k_step, l_step, qr_l_step, required, s_step};
+use super::steps::{bias_step, k_step, k_step_qr_all, l_step, qr_l_step, qr_l_step_all, required, s_step};
 use super::{batched, batches, each_layer, Integrator, IntegratorKind, LayerStep, Pass, Spec};
 use crate::linalg::tensor_qr;
 use crate::optim::Optimizer;
@@ -57,11 +57,7 @@ impl<B: AutodiffBackend> Integrator<B> for Psi {
         match pass {
             Pass::K => {
                 // (1) per layer, then (2) U1, Ŝ = qr(K1) for all layers at once.
-                let mut K1 = Vec::with_capacity(layers.len());
-                for LayerStep { layer, state, grads } in layers.iter_mut() {
-                    K1.push(k_step(layer, &mut state.slots, required(grads.k.take(), "K", kind)?, opt));
-                }
-                let qrs = batched::qr_all(&K1, |i| format!("PSI K1 of low-rank layer {i}"))?;
+                let qrs = k_step_qr_all(&mut layers, opt, kind, "PSI")?;
                 for (LayerStep { layer, .. }, batched::BatchedQr { Q: U1, R: S_hat, .. }) in
                     layers.iter_mut().zip(qrs)
                 {
@@ -81,7 +77,7 @@ impl<B: AutodiffBackend> Integrator<B> for Psi {
                 }
                 Ok(())
             }
-            _ => batched::qr_l_step_all(layers, opt, kind, "PSI"),
+            _ => qr_l_step_all(layers, opt, kind, "PSI"),
         }
     }
 

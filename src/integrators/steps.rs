@@ -13,11 +13,13 @@
 //! | [`augment`] | Û = orth([K1 \| U0]) = [U0 \| N] |
 //! | [`bc_s_step`] | S̃ = (U1ᵀ U0) S0 |
 //! | [`qr_l_step`] | V1, R = qr(L1); W ← U Rᵀ V1ᵀ |
+//! | [`k_step_qr_all`], [`qr_l_step_all`] | the same for every layer, QRs from Gram matrices |
 //! | [`truncate_core`] | Ŝ = P Σ Qᵀ truncated by ϑ; U ← Û P, S ← Σ, V ← V̂ Q |
 
 use burn::tensor::{backend::AutodiffBackend, Tensor};
 
-use super::{FactorSlots, IntegratorKind};
+use super::batched::{self, BatchedQr};
+use super::{FactorSlots, IntegratorKind, LayerStep};
 use crate::layers::LowRankLinear;
 use crate::linalg::{augment_basis, tensor_qr, truncated_svd, TruncationConfig};
 use crate::optim::{Bases, Optimizer};
@@ -98,6 +100,42 @@ pub fn bc_s_step<B: AutodiffBackend>(U1: &Tensor<B, 2>, U0: &Tensor<B, 2>, S0: T
 pub fn qr_l_step<B: AutodiffBackend>(layer: &mut LowRankLinear<B>, L1: &Tensor<B, 2>) -> Result<()> {
     let (V1, R) = tensor_qr(L1);
     layer.set_factors(layer.u().clone(), R.transpose(), V1)
+}
+
+/// The K-step of every layer, then K1 = U1 R for all at once ([`batched::qr_all`]): PSI's and
+/// bc-PSI's step (2) with the tall factors on the device. `method` names K1 in errors.
+pub fn k_step_qr_all<B: AutodiffBackend>(
+    layers: &mut [LayerStep<'_, B>],
+    opt: &Optimizer,
+    kind: IntegratorKind,
+    method: &str,
+) -> Result<Vec<BatchedQr<B>>> {
+    let mut K1 = Vec::with_capacity(layers.len());
+    for LayerStep { layer, state, grads } in layers.iter_mut() {
+        K1.push(k_step(layer, &mut state.slots, required(grads.k.take(), "K", kind)?, opt));
+    }
+    batched::qr_all(&K1, |i| format!("{method} K1 of low-rank layer {i}"))
+}
+
+/// [`qr_l_step`] for every layer, after its bias and L-step: V1, R = qr(L1) for all at once
+/// ([`batched::qr_all`]) and W ← U Rᵀ V1ᵀ. `method` names L1 in errors.
+pub fn qr_l_step_all<B: AutodiffBackend>(
+    mut layers: Vec<LayerStep<'_, B>>,
+    opt: &Optimizer,
+    kind: IntegratorKind,
+    method: &str,
+) -> Result<()> {
+    let mut L1 = Vec::with_capacity(layers.len());
+    for LayerStep { layer, state, grads } in layers.iter_mut() {
+        bias_step(layer, &mut state.slots, grads.bias.take(), opt);
+        L1.push(l_step(layer, &mut state.slots, required(grads.l.take(), "L", kind)?, opt));
+    }
+    let qrs = batched::qr_all(&L1, |i| format!("{method} L1 of low-rank layer {i}"))?;
+    for (LayerStep { layer, .. }, BatchedQr { Q: V1, R, .. }) in layers.iter_mut().zip(qrs) {
+        let U = layer.u().clone();
+        layer.set_factors_checked_elsewhere(U, R.transpose(), V1)?;
+    }
+    Ok(())
 }
 
 /// Truncates W = Û Ŝ V̂ᵀ: Ŝ = P Σ Qᵀ with the rank the truncation rule picks, then

@@ -48,9 +48,7 @@ pub fn evaluate_checkpoint(path: &Path, data_dir: &Path) -> Result<Evaluation> {
         let format = ImageFormat::Rgb(cfg.backbone.image);
         (Box::new(model), cfg.train.dataset, epoch, cfg.train.test_subset, format, EVAL_BATCH, labels)
     } else {
-        let (mut model, _, state) = checkpoint::load::<TrainBackend>(path, &device)?;
-        // As the run evaluated it, so the accuracy is the run's.
-        model.set_precision(state.config.model.precision);
+        let (model, _, state) = checkpoint::load::<TrainBackend>(path, &device)?;
         (
             Box::new(model),
             state.config.train.dataset,

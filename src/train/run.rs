@@ -48,7 +48,7 @@ pub fn run_config(
 
 /// The untrained network of `config` for a data set of `[C, H, W]` images and `classes`
 /// classes, low-rank where the config says, initialised from `rng`: the MLP (`C·H·W` inputs,
-/// the hidden widths, `classes` outputs) or LeNet-5.
+/// the hidden widths, `classes` outputs) or LeNet-5, computing in the config's precision.
 pub fn new_model<B: Backend>(
     config: &RunConfig,
     (image, classes): ([usize; 3], usize),
@@ -57,7 +57,7 @@ pub fn new_model<B: Backend>(
 ) -> Result<Net<B>> {
     let m = &config.model;
     let flags = config.low_rank_flags()?;
-    Ok(match m.kind {
+    let mut net = match m.kind {
         ModelKind::Mlp => {
             let widths = config.widths(image.iter().product(), classes);
             Net::Mlp(Mlp::new(&widths, &flags, m.rank, m.init, m.init_gain, rng, device)?)
@@ -65,7 +65,9 @@ pub fn new_model<B: Backend>(
         ModelKind::LeNet5 => {
             Net::LeNet5(LeNet5::new(image, classes, &flags, m.rank, m.init_gain, rng, device)?)
         }
-    })
+    };
+    net.set_precision(m.precision);
+    Ok(net)
 }
 
 /// Trains (or resumes) the run described by `config`, fetching its data set if it is missing;
@@ -113,8 +115,6 @@ pub fn run<B: AutodiffBackend>(
         trainer.prepare(&mut model)?;
         (model, Start::default(), MetricsWriter::create(&opts.run_dir)?)
     };
-    // After building or loading: the checkpoint stores f32 parameters either way.
-    model.set_precision(config.model.precision);
     atomic_write(&opts.run_dir.join("config.toml"), config.to_toml().as_bytes())?;
     let plan = Plan::new(t, &config.optimizer, ImageFormat::AsStored, EVAL_BATCH);
     let save = |model: &Net<B>, trainer: &Trainer<B>, epoch, step| {
