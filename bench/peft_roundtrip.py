@@ -19,6 +19,8 @@ both transformers 5.24 + peft 0.21 and transformers 4.57 + peft 0.17. DLRT names
       `dlrt export CHECKPOINT --format peft`, loads the folder with PeftModel.from_pretrained on
       transformers' classification model of the checkpoint's backbone, and compares its logits
       on the images with `dlrt predict`'s (same pixels: dlrt writes the model's input).
+
+DTYPE=bf16 makes every export `--dtype bf16` and the logits are then compared to bf16 precision.
 """
 
 import json
@@ -37,7 +39,9 @@ from safetensors.torch import save_file
 from transformers import AutoModelForImageClassification, Dinov2Config, Dinov2Model, ViTConfig, ViTModel
 
 DLRT = os.environ.get("DLRT", "target/release/dlrt")
-TOL = 1e-4  # max |logit difference| of two f32 implementations of the same network
+DTYPE = os.environ.get("DTYPE", "f32")
+# max |logit difference| of two f32 implementations of the same network; of an adapter rounded to bf16
+TOL = 1e-4 if DTYPE == "f32" else 2e-2
 # transformers 5 renamed the modules (attention.attention.query -> attention.q_proj), and peft
 # names adapter tensors after them.
 V5 = int(transformers.__version__.split(".")[0]) >= 5
@@ -63,7 +67,7 @@ def check(checkpoint, images):
     """Exports CHECKPOINT as a peft adapter and compares peft's logits with dlrt's on IMAGES."""
     with tempfile.TemporaryDirectory() as tmp:
         peft_dir, pred = Path(tmp) / "peft", Path(tmp) / "pred.safetensors"
-        dlrt("export", checkpoint, "--format", FORMAT, "--out", peft_dir)
+        dlrt("export", checkpoint, "--format", FORMAT, "--dtype", DTYPE, "--out", peft_dir)
         dlrt("predict", checkpoint, *images, "--out", pred, "--top", "1")
         config = json.loads((peft_dir / "adapter_config.json").read_text())
         with safe_open(peft_dir / "adapter_model.safetensors", "pt") as f:
@@ -78,7 +82,7 @@ def check(checkpoint, images):
         agree = (theirs.argmax(1) == ours.argmax(1)).float().mean().item()
         modules = len(config["target_modules"])
         ranks = sorted(set(config["rank_pattern"].values()))
-        print(f"transformers {transformers.__version__}, --format {FORMAT}: {checkpoint}: {modules} LoRA modules (ranks {ranks}), {len(images)} images, "
+        print(f"transformers {transformers.__version__}, --format {FORMAT} --dtype {DTYPE}: {checkpoint}: {modules} LoRA modules (ranks {ranks}), {len(images)} images, "
               f"max |logit diff| {diff:.2e}, top-1 agreement {100 * agree:.1f} %")
         assert diff < TOL * max(1.0, ours.abs().max().item()), f"peft's logits differ from dlrt's by {diff}"
         return diff

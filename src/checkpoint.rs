@@ -246,14 +246,10 @@ pub enum ExportFormat {
 /// - [`ExportFormat::Peft`], [`ExportFormat::PeftTransformers4`]: a fine-tuning checkpoint's
 ///   adapters and head as a peft LoRA adapter ([`peft::export`], default the folder `peft/`).
 ///
-/// `dtype` is the float type of the dense weights ([`FileDtype::Bf16`]: rounded to nearest
-/// bf16); peft adapters are written in f32 only.
+/// `dtype` is the float type of the tensors written ([`FileDtype::Bf16`]: each rounded to the
+/// nearest bf16).
 pub fn export(path: &Path, out: Option<PathBuf>, format: ExportFormat, dtype: FileDtype) -> Result<PathBuf> {
     let device = Default::default();
-    if format != ExportFormat::Dense && dtype != FileDtype::F32 {
-        let what = "--dtype bf16: peft adapters (--format peft, peft-transformers4) are written in f32 only";
-        return Err(Error::Unsupported(what.into()));
-    }
     if adapters::is_adapter_checkpoint(path)? {
         let (model, config, _) = adapters::load::<crate::CpuBackend>(path, &device)?;
         let labels = adapters::labels(path, model.head.weight().dims()[1])?;
@@ -267,7 +263,7 @@ pub fn export(path: &Path, out: Option<PathBuf>, format: ExportFormat, dtype: Fi
             let b = &config.backbone;
             let base = crate::models::ViT::load(&b.weights, b.config_json(), &device)?;
             let base_dir = b.weights.parent().unwrap_or(Path::new("."));
-            peft::export(&out, &model, &base, base_dir, &labels, names)?;
+            peft::export(&out, &model, &base, base_dir, &labels, names, dtype)?;
             return Ok(out);
         }
         let out = out.unwrap_or_else(|| path.with_file_name("merged.safetensors"));

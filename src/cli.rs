@@ -234,8 +234,8 @@ pub struct ExportArgs {
     /// transformers ≥ 5; `peft-transformers4`: the same with transformers 4's module names.
     #[arg(long, value_enum, default_value_t = ExportFormat::Dense)]
     pub format: ExportFormat,
-    /// The float type of the dense weights: `f32`, or `bf16` (each rounded to the nearest
-    /// bf16; half the size).
+    /// The float type of the tensors written (dense weights, or the peft adapter and head):
+    /// `f32`, or `bf16` (each rounded to the nearest bf16; half the size).
     #[arg(long, value_enum, default_value_t = FileDtype::F32)]
     pub dtype: FileDtype,
 }

@@ -12,7 +12,7 @@ use std::process::Command;
 
 use burn::tensor::{Tensor, TensorData};
 use dlrt::checkpoint::peft::{self, ModuleNames};
-use dlrt::io::read_safetensors;
+use dlrt::io::{read_safetensors, FileDtype};
 use dlrt::layers::AdapterTarget;
 use dlrt::linalg::TruncationConfig;
 use dlrt::models::{ViT, ViTClassifier};
@@ -126,8 +126,16 @@ fn the_export_has_peft_s_names_shapes_and_keys_and_reimports_exactly() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("peft");
     let labels = vec!["a".to_string(); 10];
-    peft::export(&out, &model, &base(), &fixtures().join("base"), &labels, ModuleNames::Transformers5)
-        .unwrap();
+    peft::export(
+        &out,
+        &model,
+        &base(),
+        &fixtures().join("base"),
+        &labels,
+        ModuleNames::Transformers5,
+        FileDtype::F32,
+    )
+    .unwrap();
 
     // The tensors: the names and shapes of peft's own file (transformers 5's module names).
     let (ours, meta) = read_safetensors(&out.join(peft::WEIGHTS)).unwrap();
@@ -161,8 +169,16 @@ fn the_export_has_peft_s_names_shapes_and_keys_and_reimports_exactly() {
 
     // Read back, the export gives the same network, with either generation's names.
     let old = tmp.path().join("peft4");
-    peft::export(&old, &model, &base(), &fixtures().join("base"), &labels, ModuleNames::Transformers4)
-        .unwrap();
+    peft::export(
+        &old,
+        &model,
+        &base(),
+        &fixtures().join("base"),
+        &labels,
+        ModuleNames::Transformers4,
+        FileDtype::F32,
+    )
+    .unwrap();
     let (names, _) = read_safetensors(&old.join(peft::WEIGHTS)).unwrap();
     assert!(
         names.contains_key("base_model.model.dinov2.encoder.layer.1.attention.attention.value.lora_A.weight")
@@ -178,6 +194,7 @@ fn the_export_has_peft_s_names_shapes_and_keys_and_reimports_exactly() {
         &fixtures_of(4).join("base"),
         &labels,
         ModuleNames::Transformers4,
+        FileDtype::F32,
     )
     .unwrap();
     let (ours4, _) = read_safetensors(&out4.join(peft::WEIGHTS)).unwrap();
@@ -190,6 +207,57 @@ fn the_export_has_peft_s_names_shapes_and_keys_and_reimports_exactly() {
         peft::init_adapters(&dir, &mut again, &exact()).unwrap();
         assert!(max_diff(&logits(&again, x.clone()), &logits(&model, x.clone())) < 1e-5);
     }
+}
+
+/// `--dtype bf16`: every tensor stored as BF16, each the f32 export's value rounded to nearest,
+/// and the adapter read back gives the f32 adapter's logits to bf16 precision.
+#[test]
+fn a_bf16_export_is_the_f32_export_rounded_to_nearest() {
+    let mut model = classifier(&AdapterTarget::DEFAULT);
+    peft::init_adapters(&fixtures().join("lora"), &mut model, &exact()).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let labels = vec!["a".to_string(); 10];
+    let export = |name: &str, dtype: FileDtype| {
+        let dir = tmp.path().join(name);
+        peft::export(
+            &dir,
+            &model,
+            &base(),
+            &fixtures().join("base"),
+            &labels,
+            ModuleNames::Transformers5,
+            dtype,
+        )
+        .unwrap();
+        dir
+    };
+    let (f32_dir, bf16_dir) = (export("f32", FileDtype::F32), export("bf16", FileDtype::Bf16));
+    let bytes = std::fs::read(bf16_dir.join(peft::WEIGHTS)).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert!(file.tensors().iter().all(|(_, t)| t.dtype() == safetensors::Dtype::BF16));
+    let (exact_tensors, _) = read_safetensors(&f32_dir.join(peft::WEIGHTS)).unwrap();
+    let (rounded, meta) = read_safetensors(&bf16_dir.join(peft::WEIGHTS)).unwrap();
+    assert_eq!(meta["labels"], serde_json::to_string(&labels).unwrap());
+    assert_eq!(exact_tensors.keys().collect::<Vec<_>>(), rounded.keys().collect::<Vec<_>>());
+    let mut moved = 0;
+    for (name, (shape, values)) in &exact_tensors {
+        assert_eq!(shape, &rounded[name].0, "{name}");
+        for (&f, &b) in values.iter().zip(&rounded[name].1) {
+            assert_eq!(b, half::bf16::from_f32(f).to_f32(), "{name}: {f} not rounded to nearest");
+            moved += usize::from(b != f);
+        }
+    }
+    assert!(moved > 0, "no value changed: the file is not bf16");
+    let config = |dir: &Path| std::fs::read_to_string(dir.join(peft::CONFIG)).unwrap();
+    assert_eq!(config(&f32_dir), config(&bf16_dir));
+
+    let (x, _) = expected();
+    let mut again = classifier(&AdapterTarget::DEFAULT);
+    peft::init_adapters(&bf16_dir, &mut again, &exact()).unwrap();
+    let (ours, f32_logits) = (logits(&again, x.clone()), logits(&model, x));
+    let scale = f32_logits.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let diff = max_diff(&ours, &f32_logits);
+    assert!(diff > 0.0 && diff < 2e-2 * scale, "bf16 adapter moved the logits by {diff} (scale {scale})");
 }
 
 #[test]

@@ -43,7 +43,7 @@ use rand::{rngs::StdRng, SeedableRng};
 use serde::Deserialize;
 
 use super::to_entry;
-use crate::io::{atomic_write, read_safetensors, write_safetensors, TensorMap};
+use crate::io::{atomic_write, read_safetensors, write_safetensors_as, FileDtype, TensorMap};
 use crate::layers::{AdapterTarget, DenseLinear, LowRankLinear};
 use crate::linalg::{from_faer, thin_qr, thin_svd, TruncationConfig};
 use crate::models::vit::{Projection, Variant, ViT};
@@ -106,7 +106,7 @@ fn module_names(variant: Variant, layer: usize, target: AdapterTarget) -> [Strin
 /// (created if missing): [`WEIGHTS`] and [`CONFIG`] (module docs), modules named as `names`
 /// says. `base` is the backbone as loaded, without adapters (its biases are peft's b0),
 /// `base_path` is written as `base_model_name_or_path`, `labels` are the class names in label
-/// order.
+/// order. The tensors are stored as `dtype`; peft casts them to the base model's type on load.
 pub fn export<B: Backend>(
     dir: &Path,
     model: &ViTClassifier<B>,
@@ -114,6 +114,7 @@ pub fn export<B: Backend>(
     base_path: &Path,
     labels: &[String],
     names: ModuleNames,
+    dtype: FileDtype,
 ) -> Result<()> {
     let variant = model.backbone.config().variant;
     let module_name = match names {
@@ -179,7 +180,7 @@ pub fn export<B: Backend>(
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let labels_json = serde_json::to_string(labels).expect("strings serialise");
     let meta = HashMap::from([("format".to_string(), "pt".to_string()), ("labels".to_string(), labels_json)]);
-    write_safetensors(&dir.join(WEIGHTS), &tensors, meta)?;
+    write_safetensors_as(&dir.join(WEIGHTS), &tensors, meta, dtype)?;
     let text = serde_json::to_string_pretty(&config).expect("JSON values serialise");
     atomic_write(&dir.join(CONFIG), text.as_bytes())
 }
