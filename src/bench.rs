@@ -24,11 +24,11 @@ pub mod conv;
 pub mod flops;
 pub mod matrix;
 pub mod ops;
+mod shapes;
+mod tables;
 pub mod vit;
 
-use std::collections::HashSet;
 use std::fmt::Debug;
-use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
@@ -50,6 +50,10 @@ use crate::{Error, Result};
 pub use crate::train::report::peak_memory_mib;
 pub use conv::{run_conv, write_conv_table, ConvRow};
 pub use matrix::{matrix, MatrixArgs};
+use shapes::{log_step, push_widths, rank_keys};
+pub use shapes::{NewShapes, ShapeSummary};
+pub use tables::write_table;
+use tables::{bucket_note, write_batched_lines, write_parts_table, write_shapes_table};
 pub use vit::{run_vit, VitBench, VitBenchRow, VitShape};
 
 /// One row of the benchmark table.
@@ -105,108 +109,12 @@ impl Default for StepOptions {
     }
 }
 
-/// Steps classed by whether their shapes are new in the run (module docs). Kernels are
-/// compiled per operation's shape, and layers of the same n×m share them, so a step is at new
-/// ranks when some low-rank layer is at an (n, m, r) no layer was at before in the run, and at
-/// new widths when some pass multiplied with an (n, m, U width, V width) not seen before. The
-/// first step is left out: it compiles and allocates everything, whatever the ranks.
-#[derive(Clone, Debug, Default)]
-pub struct NewShapes {
-    seen_ranks: HashSet<[usize; 3]>,
-    seen_widths: HashSet<[usize; 4]>,
-    recorded: usize,
-    /// Times of steps at new ranks, at seen ones, at new widths, at seen widths.
-    times: [Vec<f64>; 4],
-}
-
-/// What [`NewShapes`] found: counts and median step times (`None` where no step was).
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct ShapeSummary {
-    /// Steps classed (all but the first).
-    pub steps: usize,
-    /// Steps at new ranks ([`NewShapes`]).
-    pub new_ranks: usize,
-    /// Steps whose passes multiplied with new widths.
-    pub new_widths: usize,
-    /// Median time of the steps at new ranks, at seen ones, at new widths, at seen widths.
-    pub medians: [Option<f64>; 4],
-}
-
-impl NewShapes {
-    /// Records a step that started with its layers at `ranks` (n, m, r) and whose passes
-    /// multiplied with `widths` (n, m, U width, V width); returns whether either was new.
-    pub fn add(&mut self, ranks: Vec<[usize; 3]>, widths: Vec<[usize; 4]>, time: f64) -> (bool, bool) {
-        // `fold`, not `any`: every shape of the step is remembered.
-        let new_ranks = ranks.into_iter().fold(false, |new, k| self.seen_ranks.insert(k) | new);
-        let new_widths = widths.into_iter().fold(false, |new, k| self.seen_widths.insert(k) | new);
-        if self.recorded > 0 {
-            self.times[if new_ranks { 0 } else { 1 }].push(time);
-            self.times[if new_widths { 2 } else { 3 }].push(time);
-        }
-        self.recorded += 1;
-        (new_ranks, new_widths)
-    }
-
-    /// Counts and medians.
-    pub fn summary(&self) -> ShapeSummary {
-        let medians = self.times.clone().map(|t| median(t).ok());
-        ShapeSummary {
-            steps: self.recorded.saturating_sub(1),
-            new_ranks: self.times[0].len(),
-            new_widths: self.times[2].len(),
-            medians,
-        }
-    }
-}
-
 /// The low-rank layers of a network `dlrt train` builds.
 fn low_rank<B: AutodiffBackend>(net: &Net<B>) -> impl Iterator<Item = &crate::LowRankLinear<B>> {
     net.layers().iter().filter_map(|l| match l {
         Layer::LowRank(l) => Some(l),
         Layer::Dense(_) => None,
     })
-}
-
-/// The (n, m, r) of every low-rank layer.
-fn rank_keys<'a, B: AutodiffBackend>(
-    layers: impl Iterator<Item = &'a crate::LowRankLinear<B>>,
-) -> Vec<[usize; 3]> {
-    layers.map(|l| [l.n(), l.m(), l.rank()]).collect()
-}
-
-/// The (n, m, U width, V width) every low-rank layer's current pass multiplies with, appended
-/// to `out`.
-fn push_widths<'a, B: AutodiffBackend>(
-    layers: impl Iterator<Item = &'a crate::LowRankLinear<B>>,
-    out: &mut Vec<[usize; 4]>,
-) {
-    for l in layers {
-        let (u, v) = l.pass_widths();
-        out.push([l.n(), l.m(), u, v]);
-    }
-}
-
-/// The per-step line of `--log-steps` for step `k` of `total` (`warmup`: an untimed one).
-fn log_step(
-    method: IntegratorKind,
-    (k, total, warmup): (usize, usize, bool),
-    (time, unit): (f64, &str),
-    parts: StepTimes,
-    ranks: &[usize],
-    (new_ranks, new_widths): (bool, bool),
-) {
-    let scale = if unit == "ms" { 1e3 } else { 1e6 };
-    let new = |b: bool| if b { "new" } else { "seen" };
-    eprintln!(
-        "{method} step {}/{total} ({}): {time:.1} {unit} (forward {:.1}, backward {:.1}, update {:.1}); ranks {ranks:?} {}, widths {}",
-        k + 1,
-        if warmup { "warm-up" } else { "timed" },
-        parts.forward * scale,
-        parts.backward * scale,
-        parts.update * scale,
-        new(new_ranks),
-        new(new_widths)
-    );
 }
 
 /// The result of [`run`]: the rows and what they were measured on.
@@ -453,126 +361,6 @@ pub fn setting(cfg: &RunConfig) -> String {
     )
 }
 
-/// `dlrt bench`'s tables: the setting, the matrix-product rate, one row per method, then
-/// where a step's time goes. `device` is shown as it prints with `{:?}`.
-pub fn write_table(out: &mut impl Write, bench: &MlpBench, device: impl Debug) -> Result<()> {
-    let io = Error::Output;
-    let (rate, batches) = (bench.matmul_gflops, if bench.mnist { "MNIST" } else { "Gaussian" });
-    writeln!(
-        out,
-        "{}{}; {batches} batches; median of {} steps after {} warm-up",
-        setting(&bench.config),
-        bucket_note(bench.options.rank_bucket),
-        bench.steps,
-        bench.warmup
-    )
-    .map_err(io)?;
-    writeln!(out, "matrix-product rate (1024^3 f32): {rate:.1} GFLOP/s").map_err(io)?;
-    writeln!(out, "device: {device:?}").map_err(io)?;
-    writeln!(out, "| method | µs/step | passes | QR | SVD | host reads | host KiB | ranks | MFLOP/step | GFLOP/s | % of matmul rate | vs dense |").map_err(io)?;
-    writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|").map_err(io)?;
-    let dense = bench.rows.iter().find(|r| r.method == IntegratorKind::Dense).map(|r| r.median_us);
-    for r in &bench.rows {
-        let gflops = r.flops / (r.median_us * 1e-6) / 1e9;
-        let ratio = dense.map_or("-".to_string(), |d| format!("{:.2}", r.median_us / d));
-        writeln!(
-            out,
-            "| {} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:?} | {:.1} | {:.1} | {:.0} % | {ratio} |",
-            r.method,
-            r.median_us,
-            r.passes,
-            r.qr,
-            r.svd,
-            r.host_reads,
-            r.host_bytes / 1024.0,
-            r.ranks,
-            r.flops / 1e6,
-            gflops,
-            100.0 * gflops / rate
-        )
-        .map_err(io)?;
-    }
-    write_batched_lines(out, bench.warmup + bench.steps, bench.rows.iter().map(|r| (r.method, r.batched)))?;
-    write_parts_table(out, "µs", bench.rows.iter().map(|r| (r.method, r.parts_us, r.host_us)))?;
-    write_shapes_table(out, "µs", bench.rows.iter().map(|r| (r.method, r.shapes)))?;
-    if let Some(mib) = peak_memory_mib() {
-        writeln!(out, "peak resident memory of this process: {mib:.0} MiB").map_err(io)?;
-    }
-    Ok(())
-}
-
-/// `, rank bucket b` for a bucket other than 1.
-fn bucket_note(bucket: usize) -> String {
-    if bucket == 1 {
-        String::new()
-    } else {
-        format!(", rank bucket {bucket}")
-    }
-}
-
-/// A line per method whose update ran batched: how many layer-phases took the per-layer path.
-fn write_batched_lines(
-    out: &mut impl Write,
-    steps: usize,
-    rows: impl Iterator<Item = (IntegratorKind, BatchedCounts)>,
-) -> Result<()> {
-    for (method, BatchedCounts { layer_phases, fallbacks }) in rows.filter(|(_, c)| c.layer_phases > 0) {
-        writeln!(
-            out,
-            "{method}: {fallbacks} of {layer_phases} batched layer-phases took the per-layer path (all {steps} steps)"
-        )
-        .map_err(Error::Output)?;
-    }
-    Ok(())
-}
-
-/// The "what a new shape costs" table of `dlrt bench` and `dlrt bench-vit`, after a blank line.
-fn write_shapes_table(
-    out: &mut impl Write,
-    unit: &str,
-    rows: impl Iterator<Item = (IntegratorKind, ShapeSummary)>,
-) -> Result<()> {
-    let io = Error::Output;
-    writeln!(out).map_err(io)?;
-    writeln!(out, "What a new shape costs (median {unit} per step, warm-up included, the first step left out; a step is at new ranks when a low-rank layer starts it at an (n, m, r) not seen before in the run, at new widths when a pass multiplies with an (n, m, width) not seen before; widths are the rank bucket's):").map_err(io)?;
-    writeln!(out, "| method | steps | new ranks | at new ranks | at seen ranks | new widths | at new widths | at seen widths |").map_err(io)?;
-    writeln!(out, "|---|---|---|---|---|---|---|---|").map_err(io)?;
-    let show = |t: Option<f64>| t.map_or("-".to_string(), |t| format!("{t:.0}"));
-    for (method, s) in rows {
-        let [a, b, c, d] = s.medians.map(show);
-        writeln!(
-            out,
-            "| {method} | {} | {} | {a} | {b} | {} | {c} | {d} |",
-            s.steps, s.new_ranks, s.new_widths
-        )
-        .map_err(io)?;
-    }
-    Ok(())
-}
-
-/// The "where a step's time goes" table of `dlrt bench` and `dlrt bench-vit`, after a blank
-/// line.
-fn write_parts_table(
-    out: &mut impl Write,
-    unit: &str,
-    rows: impl Iterator<Item = (IntegratorKind, StepTimes, HostTime)>,
-) -> Result<()> {
-    let io = Error::Output;
-    writeln!(out).map_err(io)?;
-    writeln!(out, "Where a step's time goes (mean {unit} per timed step; host QR and SVD are the host decompositions with their copies, summed over layers, which update side by side on the CPU):").map_err(io)?;
-    writeln!(out, "| method | forward | backward | update | host QR | host SVD |").map_err(io)?;
-    writeln!(out, "|---|---|---|---|---|---|").map_err(io)?;
-    for (method, p, h) in rows {
-        writeln!(
-            out,
-            "| {method} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
-            p.forward, p.backward, p.update, h.qr, h.svd
-        )
-        .map_err(io)?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -610,91 +398,5 @@ mod tests {
         assert_eq!(check_steps(2, 3).unwrap(), 5);
         assert!(matches!(median(Vec::new()), Err(Error::Internal(_))));
         assert_eq!(median(vec![3.0, 1.0, 2.0]).unwrap(), 2.0);
-    }
-
-    #[test]
-    fn the_table_has_a_row_per_method_and_compares_with_dense() {
-        let parts = StepTimes { forward: 1.0, backward: 2.0, update: 3.0 };
-        let row = |method, median_us| BenchRow {
-            method,
-            median_us,
-            passes: 2.0,
-            qr: 2.0,
-            svd: 2.0,
-            ranks: vec![20, 18],
-            flops: 4e6,
-            host_reads: 4.0,
-            host_bytes: 2048.0,
-            parts_us: parts,
-            host_us: HostTime { qr: 5.0, svd: 6.0 },
-            shapes: ShapeSummary {
-                steps: 3,
-                new_ranks: 2,
-                new_widths: 1,
-                medians: [Some(30.0), Some(10.0), Some(40.0), None],
-            },
-            batched: match method {
-                IntegratorKind::Dense => BatchedCounts::default(),
-                _ => BatchedCounts { layer_phases: 16, fallbacks: 1 },
-            },
-        };
-        let bench = MlpBench {
-            config: RunConfig::paper_mnist(),
-            rows: vec![row(IntegratorKind::AbcPsi, 2000.0), row(IntegratorKind::Dense, 1000.0)],
-            mnist: false,
-            matmul_gflops: 10.0,
-            warmup: 1,
-            steps: 3,
-            options: StepOptions::default(),
-        };
-        let mut out = Vec::new();
-        write_table(&mut out, &bench, "Cpu").unwrap();
-        let text = String::from_utf8(out).unwrap();
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(
-            lines[0],
-            "784-500-500-10, batch 64, r0 = 20, tol = 0.01, SGD lr = 0.01; Gaussian batches; median of 3 steps after 1 warm-up"
-        );
-        assert_eq!(lines[2], "device: \"Cpu\"");
-        // 4 MFLOP in 2 ms: 2 GFLOP/s, 20 % of 10 GFLOP/s; twice dense's time.
-        assert_eq!(
-            lines[5],
-            "| abc_psi | 2000 | 2 | 2.0 | 2.0 | 4.0 | 2.0 | [20, 18] | 4.0 | 2.0 | 20 % | 2.00 |"
-        );
-        assert!(text.contains("| abc_psi | 1 | 2 | 3 | 5 | 6 |"), "{text}");
-        assert!(text.contains("| abc_psi | 3 | 2 | 30 | 10 | 1 | 40 | - |"), "{text}");
-        assert!(
-            text.contains("\nabc_psi: 1 of 16 batched layer-phases took the per-layer path (all 4 steps)\n"),
-            "{text}"
-        );
-        assert!(!text.contains("dense: "), "no batched line for dense training: {text}");
-    }
-
-    #[test]
-    fn new_shapes_are_told_from_seen_ones_and_the_first_step_is_left_out() {
-        let mut shapes = NewShapes::default();
-        let (a, b) = ([784, 500], [500, 500]);
-        let step = |r: [usize; 2], w: [usize; 2]| {
-            (
-                vec![[a[0], a[1], r[0]], [b[0], b[1], r[1]]],
-                vec![[a[0], a[1], w[0], w[0]], [b[0], b[1], w[1], w[1]]],
-            )
-        };
-        let mut add = |r, w, t| {
-            let (ranks, widths) = step(r, w);
-            shapes.add(ranks, widths, t)
-        };
-        assert_eq!(add([20, 20], [24, 24], 1000.0), (true, true));
-        assert_eq!(add([21, 20], [24, 24], 9.0), (true, false));
-        assert_eq!(add([20, 20], [24, 24], 3.0), (false, false));
-        assert_eq!(add([26, 20], [32, 24], 11.0), (true, true));
-        // 26 and 32 are new for the second layer's shape, though the first had them.
-        assert_eq!(add([21, 26], [24, 32], 5.0), (true, true));
-        // Each layer's shape was seen before, if never together: nothing is new.
-        assert_eq!(add([26, 26], [32, 32], 4.0), (false, false));
-        let s = shapes.summary();
-        assert_eq!((s.steps, s.new_ranks, s.new_widths), (5, 3, 2));
-        assert_eq!(s.medians, [Some(9.0), Some(4.0), Some(11.0), Some(4.0)]);
-        assert_eq!(NewShapes::default().summary(), ShapeSummary::default());
     }
 }
