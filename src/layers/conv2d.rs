@@ -182,7 +182,8 @@ impl Conv2dShape {
         let [ho, wo] = self.output_size(layer, [h, w])?;
         let z = core(&Patches { x, shape: self });
         let m = z.dims()[1];
-        Ok(z.reshape([batch, ho, wo, m]).permute([0, 3, 1, 2]))
+        // One copy into NCHW here, rather than a permuted view that every later op iterates strided.
+        Ok(z.reshape([batch, ho * wo, m]).swap_dims(1, 2).reshape([batch, m, ho, wo]))
     }
 }
 
