@@ -216,6 +216,18 @@ impl<B: Backend> Rows<B> for Patches<'_, B> {
 
     fn rows(&self) -> Tensor<B, 2> {
         let s = self.shape;
+        if s.padding == [0, 0] && s.dilation == [1, 1] {
+            // The patches are windows of x: one copy from the windows' view into rows, where
+            // `unfold4d` copies twice (into [batch, n, positions], then into rows).
+            let [batch, c, _, _] = self.x.dims();
+            let windows: Tensor<B, 6> = self.x.clone().unfold::<5, _>(2, s.kernel[0], s.stride[0]).unfold(
+                3,
+                s.kernel[1],
+                s.stride[1],
+            );
+            let [_, _, ho, wo, kh, kw] = windows.dims();
+            return windows.permute([0, 2, 3, 1, 4, 5]).reshape([batch * ho * wo, c * kh * kw]);
+        }
         let p = unfold4d(self.x.clone(), s.kernel, UnfoldOptions::new(s.stride, s.padding, s.dilation));
         let [batch, n, positions] = p.dims();
         p.swap_dims(1, 2).reshape([batch * positions, n])
@@ -456,6 +468,40 @@ mod tests {
             let got = layer.forward(x);
             assert_eq!(got.dims(), expected.dims(), "{shape}");
             assert!(max_abs(got - expected) < 1e-12, "{shape}");
+        }
+    }
+
+    /// The patch matrix P (the `Activations` pass's record) times the matricised kernel is
+    /// Burn's convolution, as rows: with and without padding, stride and dilation (the
+    /// windows' one-copy path and `unfold4d`'s), and bit-equal to `unfold4d` where both apply.
+    #[test]
+    fn the_patch_matrix_times_w_is_the_convolution() {
+        let device = Default::default();
+        for (shape, image) in [
+            (Conv2dShape::new(3, 5, [3, 3]), [7, 6]),
+            (Conv2dShape::new(2, 4, [3, 2]).with_stride([2, 3]), [9, 11]),
+            (Conv2dShape::new(2, 4, [3, 2]).with_stride([2, 1]).with_padding([1, 2]), [6, 5]),
+            (Conv2dShape::new(2, 3, [2, 3]).with_dilation([2, 1]), [5, 7]),
+        ] {
+            let kernel = Tensor::<B, 4>::random(
+                [shape.c_out, shape.c_in, shape.kernel[0], shape.kernel[1]],
+                Distribution::Normal(0.0, 1.0),
+                &device,
+            );
+            let x =
+                Tensor::<B, 4>::random([2, shape.c_in, image[0], image[1]], Distribution::Default, &device);
+            let p = Patches { x: x.clone(), shape: &shape }.rows();
+            let options = ConvOptions::new(shape.stride, shape.padding, shape.dilation, 1);
+            let expected = conv2d(x.clone(), kernel.clone(), None, options);
+            let [batch, m, ho, wo] = expected.dims();
+            assert_eq!(p.dims(), [batch * ho * wo, shape.n()], "{shape}");
+            let got =
+                p.clone().matmul(shape.matricise(kernel)).reshape([batch, ho, wo, m]).permute([0, 3, 1, 2]);
+            assert!(max_abs(got - expected) < 1e-12, "{shape}");
+            let unfold = UnfoldOptions::new(shape.stride, shape.padding, shape.dilation);
+            let reference =
+                unfold4d(x, shape.kernel, unfold).swap_dims(1, 2).reshape([batch * ho * wo, shape.n()]);
+            assert_eq!(p.into_data(), reference.into_data(), "{shape}");
         }
     }
 
