@@ -26,12 +26,12 @@ use std::fmt;
 use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::{conv2d, unfold4d};
-use burn::tensor::ops::{ConvOptions, UnfoldOptions};
+use burn::tensor::ops::{ConvOptions, PadMode, UnfoldOptions};
 use burn::tensor::Tensor;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
-use super::{DenseLinear, LowRankLinear};
+use super::{contiguous, DenseLinear, LowRankLinear};
 use crate::linalg::TruncationConfig;
 use crate::{Error, Result};
 
@@ -182,8 +182,8 @@ impl Conv2dShape {
         let [ho, wo] = self.output_size(layer, [h, w])?;
         let z = core(&Patches { x, shape: self });
         let m = z.dims()[1];
-        // One copy into NCHW here, rather than a permuted view that every later op iterates strided.
-        Ok(z.reshape([batch, ho * wo, m]).swap_dims(1, 2).reshape([batch, m, ho, wo]))
+        // One copy into NCHW here, rather than a permuted view that every later op walks strided.
+        Ok(contiguous(z.reshape([batch, ho * wo, m]).swap_dims(1, 2)).reshape([batch, m, ho, wo]))
     }
 }
 
@@ -211,26 +211,29 @@ impl<B: Backend> Rows<B> for Patches<'_, B> {
         // A no-op but under autocast (`super::Precision`), where the kernel is bf16.
         let y = conv2d(self.x.clone().cast(a.dtype()), s.kernel(a), None, options);
         let [batch, k, ho, wo] = y.dims();
-        y.permute([0, 2, 3, 1]).reshape([batch * ho * wo, k])
+        contiguous(y.permute([0, 2, 3, 1])).reshape([batch * ho * wo, k])
     }
 
     fn rows(&self) -> Tensor<B, 2> {
         let s = self.shape;
-        if s.padding == [0, 0] && s.dilation == [1, 1] {
-            // The patches are windows of x: one copy from the windows' view into rows, where
-            // `unfold4d` copies twice (into [batch, n, positions], then into rows).
+        if s.dilation == [1, 1] {
+            // The patches are windows of the (zero-padded) x: one copy from the windows' view
+            // into rows. `unfold4d` copies twice without padding (into [batch, n, positions],
+            // then into rows) and with padding runs a convolution with n one-hot channels.
             let [batch, c, _, _] = self.x.dims();
-            let windows: Tensor<B, 6> = self.x.clone().unfold::<5, _>(2, s.kernel[0], s.stride[0]).unfold(
-                3,
-                s.kernel[1],
-                s.stride[1],
-            );
+            let [ph, pw] = s.padding;
+            let x = match s.padding {
+                [0, 0] => self.x.clone(),
+                _ => self.x.clone().pad([(ph, ph), (pw, pw)], PadMode::Constant(0.0)),
+            };
+            let windows: Tensor<B, 6> =
+                x.unfold::<5, _>(2, s.kernel[0], s.stride[0]).unfold(3, s.kernel[1], s.stride[1]);
             let [_, _, ho, wo, kh, kw] = windows.dims();
-            return windows.permute([0, 2, 3, 1, 4, 5]).reshape([batch * ho * wo, c * kh * kw]);
+            return contiguous(windows.permute([0, 2, 3, 1, 4, 5])).reshape([batch * ho * wo, c * kh * kw]);
         }
         let p = unfold4d(self.x.clone(), s.kernel, UnfoldOptions::new(s.stride, s.padding, s.dilation));
         let [batch, n, positions] = p.dims();
-        p.swap_dims(1, 2).reshape([batch * positions, n])
+        contiguous(p.swap_dims(1, 2)).reshape([batch * positions, n])
     }
 }
 
@@ -472,8 +475,8 @@ mod tests {
     }
 
     /// The patch matrix P (the `Activations` pass's record) times the matricised kernel is
-    /// Burn's convolution, as rows: with and without padding, stride and dilation (the
-    /// windows' one-copy path and `unfold4d`'s), and bit-equal to `unfold4d` where both apply.
+    /// Burn's convolution, as rows, with and without padding, stride and dilation (the windows'
+    /// path and `unfold4d`'s), and P is bit-equal to `unfold4d`'s.
     #[test]
     fn the_patch_matrix_times_w_is_the_convolution() {
         let device = Default::default();
@@ -482,6 +485,8 @@ mod tests {
             (Conv2dShape::new(2, 4, [3, 2]).with_stride([2, 3]), [9, 11]),
             (Conv2dShape::new(2, 4, [3, 2]).with_stride([2, 1]).with_padding([1, 2]), [6, 5]),
             (Conv2dShape::new(2, 3, [2, 3]).with_dilation([2, 1]), [5, 7]),
+            (Conv2dShape::new(2, 3, [2, 3]).with_dilation([2, 1]).with_padding([1, 0]), [5, 7]),
+            (Conv2dShape::new(1, 6, [5, 5]).with_padding([2, 2]), [8, 8]),
         ] {
             let kernel = Tensor::<B, 4>::random(
                 [shape.c_out, shape.c_in, shape.kernel[0], shape.kernel[1]],
@@ -503,6 +508,34 @@ mod tests {
                 unfold4d(x, shape.kernel, unfold).swap_dims(1, 2).reshape([batch * ho * wo, shape.n()]);
             assert_eq!(p.into_data(), reference.into_data(), "{shape}");
         }
+    }
+
+    /// On the CPU training backend, where the layout copies are flex's `contiguous` kernel: the
+    /// layer's output and its input gradient are Burn's, and P is `unfold4d`'s, bit for bit.
+    #[test]
+    fn on_flex_the_layer_and_its_gradient_are_burn_s_convolution() {
+        type T = crate::TrainBackend;
+        let device = Default::default();
+        let shape = Conv2dShape::new(3, 8, [3, 3]).with_stride([2, 1]).with_padding([1, 1]);
+        let kernel = Tensor::<T, 4>::random([8, 3, 3, 3], Distribution::Normal(0.0, 1.0), &device);
+        let x = Tensor::<T, 4>::random([2, 3, 9, 7], Distribution::Default, &device).require_grad();
+        let layer = DenseConv2d::from_core(
+            shape,
+            DenseLinear::from_weights(shape.matricise(kernel.clone()), None).unwrap(),
+        )
+        .unwrap();
+        let options = ConvOptions::new(shape.stride, shape.padding, shape.dilation, 1);
+        let w = Tensor::<T, 4>::random([2, 8, 5, 7], Distribution::Default, &device);
+        let (ours, theirs) = (layer.forward(x.clone()), conv2d(x.clone(), kernel, None, options));
+        let gap = (ours.clone() - theirs.clone()).abs().max().into_scalar();
+        assert!(gap < 1e-5, "output differs by {gap}");
+        let grad =
+            |y: Tensor<T, 4>| x.grad(&(y * w.clone()).sum().backward()).expect("x requires its gradient");
+        let gap = (grad(ours) - grad(theirs)).abs().max().into_scalar();
+        assert!(gap < 1e-5, "input gradient differs by {gap}");
+        let unfold = UnfoldOptions::new(shape.stride, shape.padding, shape.dilation);
+        let reference = unfold4d(x.clone(), shape.kernel, unfold).swap_dims(1, 2).reshape([2 * 5 * 7, 27]);
+        assert_eq!(Patches { x, shape: &shape }.rows().into_data(), reference.into_data());
     }
 
     #[test]

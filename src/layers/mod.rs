@@ -15,6 +15,7 @@ pub mod attention;
 pub mod backends;
 pub mod capture;
 pub mod compute;
+pub mod contiguous;
 pub mod conv2d;
 pub mod dense_linear;
 pub mod gelu;
@@ -26,6 +27,7 @@ pub mod targets;
 pub mod visit;
 
 pub use compute::{Attention, Precision};
+pub use contiguous::contiguous;
 pub use conv2d::{Conv2dShape, DenseConv2d, LowRankConv2d};
 pub use dense_linear::DenseLinear;
 pub use gelu::gelu;

@@ -47,7 +47,7 @@ use burn::tensor::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{DenseLinear, LowRankLinear};
+use super::{contiguous, DenseLinear, LowRankLinear};
 
 /// The forward parametrization a pass evaluates each low-rank layer in (module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -257,6 +257,9 @@ impl<B: AutodiffBackend> LowRankLinear<B> {
         let widths = l.padded.as_ref().map(|p| p.widths);
         let g2 = |t: Option<Tensor<B, 2>>, block: fn([usize; 2], (usize, usize)) -> [usize; 2]| {
             let g = Tensor::<B, 2>::from_inner(t?.grad(grads)?);
+            // Autodiff hands back the gradient of a leaf used transposed in the forward (L in
+            // x U Lᵀ, V in x U S Vᵀ) as a transposed view; element-wise ops on it would walk it
+            // strided on the CPU.
             Some(contiguous(match widths {
                 Some(w) => {
                     let [rows, cols] = block(g.dims(), w);
@@ -292,33 +295,5 @@ impl<B: AutodiffBackend> LowRankLinear<B> {
             v: g2(l.v, |[m, _], (_, rv)| [m, rv]),
             bias: l.bias.and_then(|b| b.grad(grads)).map(Tensor::from_inner),
         }
-    }
-}
-
-/// `t` with its elements stored in row-major order.
-///
-/// Autodiff hands back the gradient of a leaf used transposed in the forward (L in `x U Lᵀ`,
-/// V in `x U S Vᵀ`) as a transposed view, and burn-flex applies element-wise ops to such a view
-/// one strided index at a time, several times slower than on the same values in row-major
-/// order (docs/performance-log.md). A flattening reshape copies a non-contiguous tensor once
-/// and only relabels a contiguous one; the values, and so every step, are unchanged.
-fn contiguous<B: Backend>(t: Tensor<B, 2>) -> Tensor<B, 2> {
-    let dims = t.dims();
-    t.reshape([dims[0] * dims[1]]).reshape(dims)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn contiguous_keeps_a_transposed_views_shape_and_values() {
-        let device = Default::default();
-        let t = Tensor::<crate::CpuBackend, 2>::from_data([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], &device);
-        let view = t.clone().transpose();
-        let copy = contiguous(view.clone());
-        assert_eq!(copy.dims(), [3, 2]);
-        assert_eq!(copy.to_data(), view.to_data());
-        assert_eq!(contiguous(t.clone()).to_data(), t.to_data());
     }
 }
