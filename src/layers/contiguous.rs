@@ -1,5 +1,6 @@
 //! [`contiguous`]: a tensor's values copied into row-major order, so that a permuted or windowed
-//! view is read once, fast, instead of by every operation that consumes it.
+//! view is read once, fast, instead of by every operation that consumes it; and
+//! [`permute_contiguous`], a permutation whose output and whose gradient are both copied so.
 //!
 //! burn-flex copies a view quickly when its layout collapses to at most two dimensions (a tiled
 //! transpose); any other view, such as the `[batch, C, H·W]` transpose of a convolution's rows
@@ -7,12 +8,14 @@
 //! strided index. Here, on flex, the outer dimensions are walked by index and the inner two are
 //! copied as a tile (by rows where the last stride is 1), in parallel over the outer index.
 //! Values are moved bit for bit, so every float type is served. The copy is the identity, so
-//! its backward pass hands the gradient through unchanged. Other backends get the view back
-//! as it is: their operations read strided views at full speed, or copy where they must.
+//! its backward pass hands the gradient through unchanged; a permutation's backward pass copies
+//! the gradient back through the inverse permutation (where autodiff's own would hand the next
+//! operation a strided view). Other backends get the view: their operations read strided views
+//! at full speed, or copy where they must.
 
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::NoCheckpointing};
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{unary, Backward, Ops};
+use burn::backend::autodiff::ops::{unary, Backward, Ops, OpsKind};
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
@@ -31,6 +34,39 @@ const TILE: usize = 16;
 /// autodiff; see the module docs), `x` itself on any other backend.
 pub fn contiguous<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     on_flex(x, copy, copy_autodiff).unwrap_or_else(|x| x)
+}
+
+/// `x.permute(axes)` in row-major order, and its gradient too: on flex, copies both ways (module
+/// docs); elsewhere, the permuted view.
+pub fn permute_contiguous<B: Backend, const D: usize>(x: Tensor<B, D>, axes: [usize; D]) -> Tensor<B, D> {
+    let permuted = |x: FlexTensor| copy(x.permute(&axes));
+    on_flex(x, permuted, |x| permute_autodiff(x, &axes)).unwrap_or_else(|x| x.permute(axes))
+}
+
+/// The permuted copy as an autodiff op; its state is the inverse permutation.
+fn permute_autodiff(x: FloatTensor<Autodiff<Flex>>, axes: &[usize]) -> FloatTensor<Autodiff<Flex>> {
+    let mut inverse = vec![0; axes.len()];
+    for (i, &a) in axes.iter().enumerate() {
+        inverse[a] = i;
+    }
+    let y = copy(x.primitive.permute(axes));
+    match PermuteContiguous.prepare::<NoCheckpointing>([x.node.clone()]).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => prep.finish(inverse, y),
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    }
+}
+
+/// The backward step of [`permute_autodiff`]: the gradient copied through the inverse permutation.
+#[derive(Debug)]
+struct PermuteContiguous;
+
+impl Backward<Flex, 1> for PermuteContiguous {
+    type State = Vec<usize>;
+
+    fn backward(self, ops: Ops<Vec<usize>, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let inverse = ops.state;
+        unary::<Flex, _>(ops.parents, ops.node, grads, |grad| copy(grad.permute(&inverse)));
+    }
 }
 
 /// The copy as an autodiff op whose backward pass is the identity.
@@ -234,8 +270,26 @@ mod tests {
     }
 
     #[test]
+    fn a_permutation_and_its_gradient_are_burn_s() {
+        let w = counting::<Train, 4>([4, 2, 5, 3]).sin();
+        for axes in [[2, 0, 3, 1], [0, 2, 1, 3], [3, 2, 1, 0]] {
+            let x = counting::<Train, 4>([2, 3, 4, 5]).require_grad();
+            let run = |ours: bool| {
+                let y = if ours { permute_contiguous(x.clone(), axes) } else { x.clone().permute(axes) };
+                let w = w.clone().reshape(y.dims());
+                let grads = (y.clone() * w).sum().backward();
+                (y.into_data(), x.grad(&grads).expect("x requires its gradient").into_data())
+            };
+            assert_eq!(run(true), run(false), "{axes:?}");
+            let y = permute_contiguous(x.clone().detach(), axes).into_primitive().tensor();
+            assert_eq!(y.primitive.layout().contiguous_offsets(), Some((0, 120)), "{axes:?}");
+        }
+    }
+
+    #[test]
     fn other_backends_get_the_view_back() {
-        let x = counting::<NdArray<f64>, 3>([2, 3, 4]).swap_dims(0, 2);
-        assert_eq!(contiguous(x.clone()).into_data(), x.into_data());
+        let x = counting::<NdArray<f64>, 3>([2, 3, 4]);
+        assert_eq!(contiguous(x.clone().swap_dims(0, 2)).into_data(), x.clone().swap_dims(0, 2).into_data());
+        assert_eq!(permute_contiguous(x.clone(), [1, 2, 0]).into_data(), x.permute([1, 2, 0]).into_data());
     }
 }

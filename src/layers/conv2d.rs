@@ -31,7 +31,7 @@ use burn::tensor::Tensor;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
-use super::{contiguous, DenseLinear, LowRankLinear};
+use super::{contiguous, permute_contiguous, DenseLinear, LowRankLinear};
 use crate::linalg::TruncationConfig;
 use crate::{Error, Result};
 
@@ -182,8 +182,9 @@ impl Conv2dShape {
         let [ho, wo] = self.output_size(layer, [h, w])?;
         let z = core(&Patches { x, shape: self });
         let m = z.dims()[1];
-        // One copy into NCHW here, rather than a permuted view that every later op walks strided.
-        Ok(contiguous(z.reshape([batch, ho * wo, m]).swap_dims(1, 2)).reshape([batch, m, ho, wo]))
+        // One copy into NCHW here (and of the gradient back into rows), rather than a permuted
+        // view that every later op walks strided.
+        Ok(permute_contiguous(z.reshape([batch, ho, wo, m]), [0, 3, 1, 2]))
     }
 }
 
@@ -211,7 +212,7 @@ impl<B: Backend> Rows<B> for Patches<'_, B> {
         // A no-op but under autocast (`super::Precision`), where the kernel is bf16.
         let y = conv2d(self.x.clone().cast(a.dtype()), s.kernel(a), None, options);
         let [batch, k, ho, wo] = y.dims();
-        contiguous(y.permute([0, 2, 3, 1])).reshape([batch * ho * wo, k])
+        permute_contiguous(y, [0, 2, 3, 1]).reshape([batch * ho * wo, k])
     }
 
     fn rows(&self) -> Tensor<B, 2> {

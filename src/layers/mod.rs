@@ -27,7 +27,7 @@ pub mod targets;
 pub mod visit;
 
 pub use compute::{Attention, Precision};
-pub use contiguous::contiguous;
+pub use contiguous::{contiguous, permute_contiguous};
 pub use conv2d::{Conv2dShape, DenseConv2d, LowRankConv2d};
 pub use dense_linear::DenseLinear;
 pub use gelu::gelu;

@@ -5,7 +5,7 @@ use burn::tensor::{activation::softmax, backend::Backend, DType, Tensor};
 use super::weights::{put, BlockKeys, Init, Weights};
 use super::{Projection, ViTConfig};
 use crate::io::TensorMap;
-use crate::layers::{attention, gelu, AdapterTarget, Attention};
+use crate::layers::{attention, gelu, permute_contiguous, AdapterTarget, Attention};
 use crate::Result;
 
 /// Layer norm over the last axis, with the biased variance, as PyTorch.
@@ -65,10 +65,14 @@ impl<B: Backend> SelfAttention<B> {
     fn forward(&self, x: Tensor<B, 3>, softmax_dtype: DType) -> Tensor<B, 3> {
         let [b, t, d] = x.dims();
         let (h, d_h) = (self.num_heads, d / self.num_heads);
-        // Head j owns columns j·d_h..(j+1)·d_h of Q, K and V: [B, T, D] → [B, H, T, d_h].
-        let heads = |p: &Projection<B>| p.forward(x.clone()).reshape([b, t, h, d_h]).swap_dims(1, 2);
+        // Head j owns columns j·d_h..(j+1)·d_h of Q, K and V: [B, T, D] → [B, H, T, d_h]. The
+        // permutations copy (and so do their gradients), so that no op walks a strided view.
+        let heads = |p: &Projection<B>| {
+            permute_contiguous(p.forward(x.clone()).reshape([b, t, h, d_h]), [0, 2, 1, 3])
+        };
         let (q, k, v) = (heads(&self.query), heads(&self.key), heads(&self.value));
-        let context = attend(q, k, v, self.kernel, softmax_dtype).swap_dims(1, 2).reshape([b, t, d]);
+        let context = attend(q, k, v, self.kernel, softmax_dtype);
+        let context = permute_contiguous(context, [0, 2, 1, 3]).reshape([b, t, d]);
         self.output.forward(context)
     }
 }
