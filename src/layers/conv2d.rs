@@ -444,13 +444,19 @@ mod tests {
         t.abs().max().into_scalar()
     }
 
+    /// At full rank the layer is Burn's convolution; so is the patch matrix P (the
+    /// `Activations` pass's record) times the matricised kernel, as rows, and P is bit-equal to
+    /// `unfold4d`'s: with and without padding, stride and dilation (the windows' path and
+    /// `unfold4d`'s).
     #[test]
     fn full_rank_equals_burns_conv2d_for_every_geometry() {
         let device = Default::default();
         let truncation = TruncationConfig::default();
         for (shape, image) in [
             (Conv2dShape::new(3, 5, [3, 3]), [7, 6]),
+            (Conv2dShape::new(2, 4, [3, 2]).with_stride([2, 3]), [9, 11]),
             (Conv2dShape::new(2, 4, [3, 2]).with_stride([2, 1]).with_padding([1, 2]), [6, 5]),
+            (Conv2dShape::new(2, 3, [2, 3]).with_dilation([2, 1]), [5, 7]),
             (Conv2dShape::new(2, 3, [2, 3]).with_dilation([2, 1]).with_padding([1, 0]), [5, 7]),
             (Conv2dShape::new(1, 6, [5, 5]).with_padding([2, 2]), [8, 8]),
         ] {
@@ -468,46 +474,20 @@ mod tests {
                     .unwrap();
             assert!(max_abs(layer.to_kernel() - kernel.clone()) < 1e-12, "{shape}: U S Vᵀ is the kernel");
             let options = ConvOptions::new(shape.stride, shape.padding, shape.dilation, 1);
-            let expected = conv2d(x.clone(), kernel, Some(bias), options);
-            let got = layer.forward(x);
+            let expected = conv2d(x.clone(), kernel.clone(), Some(bias.clone()), options);
+            let got = layer.forward(x.clone());
             assert_eq!(got.dims(), expected.dims(), "{shape}");
-            assert!(max_abs(got - expected) < 1e-12, "{shape}");
-        }
-    }
+            assert!(max_abs(got - expected.clone()) < 1e-12, "{shape}");
 
-    /// The patch matrix P (the `Activations` pass's record) times the matricised kernel is
-    /// Burn's convolution, as rows, with and without padding, stride and dilation (the windows'
-    /// path and `unfold4d`'s), and P is bit-equal to `unfold4d`'s.
-    #[test]
-    fn the_patch_matrix_times_w_is_the_convolution() {
-        let device = Default::default();
-        for (shape, image) in [
-            (Conv2dShape::new(3, 5, [3, 3]), [7, 6]),
-            (Conv2dShape::new(2, 4, [3, 2]).with_stride([2, 3]), [9, 11]),
-            (Conv2dShape::new(2, 4, [3, 2]).with_stride([2, 1]).with_padding([1, 2]), [6, 5]),
-            (Conv2dShape::new(2, 3, [2, 3]).with_dilation([2, 1]), [5, 7]),
-            (Conv2dShape::new(2, 3, [2, 3]).with_dilation([2, 1]).with_padding([1, 0]), [5, 7]),
-            (Conv2dShape::new(1, 6, [5, 5]).with_padding([2, 2]), [8, 8]),
-        ] {
-            let kernel = Tensor::<B, 4>::random(
-                [shape.c_out, shape.c_in, shape.kernel[0], shape.kernel[1]],
-                Distribution::Normal(0.0, 1.0),
-                &device,
-            );
-            let x =
-                Tensor::<B, 4>::random([2, shape.c_in, image[0], image[1]], Distribution::Default, &device);
             let p = Patches { x: x.clone(), shape: &shape }.rows();
-            let options = ConvOptions::new(shape.stride, shape.padding, shape.dilation, 1);
-            let expected = conv2d(x.clone(), kernel.clone(), None, options);
             let [batch, m, ho, wo] = expected.dims();
-            assert_eq!(p.dims(), [batch * ho * wo, shape.n()], "{shape}");
-            let got =
-                p.clone().matmul(shape.matricise(kernel)).reshape([batch, ho, wo, m]).permute([0, 3, 1, 2]);
-            assert!(max_abs(got - expected) < 1e-12, "{shape}");
+            let rows = p.clone().matmul(shape.matricise(kernel)) + bias.unsqueeze::<2>();
+            let got = rows.reshape([batch, ho, wo, m]).permute([0, 3, 1, 2]);
+            assert!(max_abs(got - expected) < 1e-12, "{shape}: P W + b");
             let unfold = UnfoldOptions::new(shape.stride, shape.padding, shape.dilation);
             let reference =
                 unfold4d(x, shape.kernel, unfold).swap_dims(1, 2).reshape([batch * ho * wo, shape.n()]);
-            assert_eq!(p.into_data(), reference.into_data(), "{shape}");
+            assert_eq!(p.into_data(), reference.into_data(), "{shape}: P");
         }
     }
 
