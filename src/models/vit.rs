@@ -412,17 +412,15 @@ impl<B: Backend> LayerNorm<B> {
     }
 }
 
-/// Layer norm over the last axis of [B, T, D], with weight and bias of size D.
+/// Layer norm over the last axis of [B, T, D], with weight and bias of size D (fused on the
+/// CPU backend: [`crate::layers::layer_norm()`]).
 pub(crate) fn layer_norm<B: Backend>(
     x: Tensor<B, 3>,
     weight: Tensor<B, 1>,
     bias: Tensor<B, 1>,
     eps: f64,
 ) -> Tensor<B, 3> {
-    let d = weight.dims()[0];
-    let centred = x.clone() - x.mean_dim(2);
-    let var = centred.clone().square().mean_dim(2);
-    centred / var.add_scalar(eps).sqrt() * weight.reshape([1, 1, d]) + bias.reshape([1, 1, d])
+    crate::layers::layer_norm(x, weight, bias, eps)
 }
 
 /// `x ⊙ λ` with λ broadcast over the tokens; the identity without layer scale (ViT).
