@@ -23,6 +23,7 @@ pub mod layer_norm;
 pub mod low_rank_linear;
 pub mod module;
 pub mod passes;
+pub mod softmax;
 pub mod targets;
 pub mod visit;
 
@@ -35,5 +36,6 @@ pub use layer_norm::layer_norm;
 pub use low_rank_linear::LowRankLinear;
 pub use module::LowRankLinearRecord;
 pub use passes::{bucket_width, FactorGrads, Network, Pass};
+pub use softmax::softmax;
 pub use targets::AdapterTarget;
 pub use visit::{low_rank_layers, ModuleNetwork};

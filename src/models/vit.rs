@@ -49,7 +49,6 @@
 use std::path::Path;
 
 use burn::tensor::{
-    activation::softmax,
     backend::{AutodiffBackend, Backend},
     module::interpolate,
     ops::{InterpolateMode, InterpolateOptions},
@@ -61,7 +60,7 @@ use serde::Deserialize;
 
 use crate::io::{read_safetensors, write_safetensors, TensorMap};
 use crate::layers::{
-    attention, gelu, AdapterTarget, Attention, DenseLinear, LowRankLinear, Network, Precision,
+    attention, gelu, softmax, AdapterTarget, Attention, DenseLinear, LowRankLinear, Network, Precision,
 };
 use crate::{Error, Result};
 
@@ -738,12 +737,13 @@ pub(crate) fn attend<B: Backend>(
         Attention::Fused => attention::fused(q, k, v),
         Attention::Explicit => {
             // A product with 1/√d_h, not a division: Burn 0.21's backward of `div_scalar`
-            // rounds the divisor to f32, which f64 gradient tests would see.
+            // rounds the divisor to f32, which f64 gradient tests would see. The softmax applies
+            // it (fused on the CPU backend: `crate::layers::softmax`).
             let d_h = q.dims()[3];
-            let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (d_h as f64).sqrt());
+            let scores = q.matmul(k.swap_dims(2, 3)).cast(softmax_dtype);
             // Each query's weights over the keys (the last axis) sum to one.
             let dtype = v.dtype();
-            softmax(scores.cast(softmax_dtype), 3).cast(dtype).matmul(v)
+            softmax(scores, 1.0 / (d_h as f64).sqrt()).cast(dtype).matmul(v)
         }
     }
 }
