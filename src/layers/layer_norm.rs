@@ -8,7 +8,7 @@
 //! of Burn tensor ops in [`layer_norm_chain`].
 //!
 //! # Shapes
-//! - x: [.., d]; weight, bias: [d]; the output has x's shape (contiguous for the fused kernel).
+//! - x: `[.., d]`; weight, bias: `[d]`; the output has x's shape (contiguous for the fused kernel).
 
 pub mod kernel;
 

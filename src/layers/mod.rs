@@ -4,9 +4,10 @@
 //! choices configs name for layers: how weights start ([`Init`]), which projections carry
 //! adapters ([`AdapterTarget`]), and how a model computes ([`Precision`], [`Attention`]; the
 //! fused attention that autodiff trains through is [`attention`]), plus the exact GELU
-//! ([`gelu()`], one fused pass on the CPU). A network is trained either through the [`Network`]
-//! trait, which lists its layers, or as any Burn module, whose low-rank layers
-//! [`ModuleNetwork`] finds by visiting it.
+//! ([`gelu()`]), layer norm ([`layer_norm()`]) and a scaled softmax ([`softmax()`]), each one
+//! fused pass on the CPU. A network is trained either through the [`Network`] trait, which lists
+//! its layers, or as any Burn module, whose low-rank layers [`ModuleNetwork`] finds by visiting
+//! it.
 //!
 //! Orientation everywhere: `z = x W + b`, W is n×m (n = fan-in, m = fan-out), as Burn's
 //! `Linear` stores `[d_input, d_output]`.

@@ -32,7 +32,7 @@ pub const STATS: usize = 3;
 #[track_caller]
 pub fn forward(x: &[f32], w: &[f32], b: &[f32], eps: f32, y: &mut [f32], stats: &mut [f32]) {
     let d = w.len();
-    assert!(d > 0 && b.len() == d && x.len() == y.len() && x.len() % d == 0, "layer norm: shapes");
+    assert!(d > 0 && b.len() == d && x.len() == y.len() && x.len().is_multiple_of(d), "layer norm: shapes");
     assert_eq!(stats.len(), x.len() / d * STATS, "layer norm: one set of statistics per row");
     let rows = rows_per_task(d);
     y.par_chunks_mut(rows * d)
@@ -45,7 +45,7 @@ pub fn forward(x: &[f32], w: &[f32], b: &[f32], eps: f32, y: &mut [f32], stats: 
 #[track_caller]
 pub fn forward_in_place(x: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
     let d = w.len();
-    assert!(d > 0 && b.len() == d && x.len() % d == 0, "layer norm: shapes");
+    assert!(d > 0 && b.len() == d && x.len().is_multiple_of(d), "layer norm: shapes");
     x.par_chunks_mut(rows_per_task(d) * d)
         .for_each(|x| pulp::Arch::new().dispatch(ForwardInPlace { x, w, b, eps }));
 }
@@ -61,7 +61,7 @@ pub fn backward(
     [want_dx, want_dw, want_db]: [bool; 3],
 ) -> (Vec<f32>, Vec<f32>) {
     let d = w.len();
-    assert!(d > 0 && x.len() == g.len() && x.len() % d == 0, "layer norm backward: shapes");
+    assert!(d > 0 && x.len() == g.len() && x.len().is_multiple_of(d), "layer norm backward: shapes");
     assert_eq!(stats.len(), x.len() / d * STATS, "layer norm backward: statistics");
     let rows = rows_per_task(d);
     let sizes = (if want_dw { d } else { 0 }, if want_db { d } else { 0 });

@@ -22,14 +22,14 @@ const CHUNK: usize = 1 << 14;
 /// p = softmax(s·x) along each row of `d` elements, in place.
 #[track_caller]
 pub fn forward_in_place(x: &mut [f32], d: usize, scale: f32) {
-    assert!(d > 0 && x.len() % d == 0, "softmax: rows of {d} do not tile {} elements", x.len());
+    assert!(d > 0 && x.len().is_multiple_of(d), "softmax: rows of {d} do not tile {} elements", x.len());
     x.par_chunks_mut(rows_per_task(d) * d).for_each(|x| pulp::Arch::new().dispatch(Forward { x, d, scale }));
 }
 
 /// g ← s · p ⊙ (g − Σ g⊙p) along each row of `d` elements: the gradient with respect to x.
 #[track_caller]
 pub fn backward_in_place(p: &[f32], g: &mut [f32], d: usize, scale: f32) {
-    assert!(d > 0 && p.len() == g.len() && p.len() % d == 0, "softmax backward: shapes");
+    assert!(d > 0 && p.len() == g.len() && p.len().is_multiple_of(d), "softmax backward: shapes");
     let task = rows_per_task(d) * d;
     g.par_chunks_mut(task)
         .zip(p.par_chunks(task))
