@@ -16,6 +16,7 @@ use std::time::Instant;
 use burn::tensor::{backend::AutodiffBackend, DType, Distribution, FloatDType, Tensor};
 
 use super::{check_steps, median, sync};
+use crate::layers::heads::{merge_heads, split_heads};
 use crate::layers::{gelu, Attention, Precision};
 use crate::models::vit::{attend, layer_norm};
 use crate::{Error, Result};
@@ -87,7 +88,7 @@ pub fn run_ops<B: AutodiffBackend>(args: &OpsBenchArgs, device: &B::Device) -> R
     let (u, v) = (normal([d, r], FloatDType::F32), normal([d, r], FloatDType::F32));
     let s = normal([r, r], FloatDType::F32).require_grad();
     let (gamma, beta) = (normal([1, d], FloatDType::F32), normal([1, d], FloatDType::F32));
-    let heads = |x: Tensor<B, 2>| x.reshape([b, tokens, h, d / h]).swap_dims(1, 2);
+    let heads = |x: Tensor<B, 2>| split_heads(x.reshape([b, tokens, d]), h);
     let softmax_dtype = DType::F32;
 
     // An operation, and whether it runs under autodiff (and so has a backward to time).
@@ -100,8 +101,7 @@ pub fn run_ops<B: AutodiffBackend>(args: &OpsBenchArgs, device: &B::Device) -> R
     let attention = |kernel: Attention| {
         let (q, k, val) = (q.clone(), k.clone(), val.clone());
         move || {
-            attend(heads(q.clone()), heads(k.clone()), heads(val.clone()), kernel, softmax_dtype)
-                .swap_dims(1, 2)
+            merge_heads(attend(heads(q.clone()), heads(k.clone()), heads(val.clone()), kernel, softmax_dtype))
                 .reshape([t, d])
         }
     };
@@ -141,7 +141,7 @@ pub fn run_ops<B: AutodiffBackend>(args: &OpsBenchArgs, device: &B::Device) -> R
             let (q, k, val) = (inner(&q), inner(&k), inner(&val));
             let run = move || {
                 let context = attend(q.clone(), k.clone(), val.clone(), Attention::Fused, softmax_dtype);
-                Tensor::from_inner(context.swap_dims(1, 2).reshape([t, d]))
+                Tensor::from_inner(merge_heads(context).reshape([t, d]))
             };
             (Box::new(run), false)
         }),

@@ -3,8 +3,9 @@
 //! A custom backward pass (or a CPU kernel) can only be written for a concrete backend, such as
 //! `Autodiff<I, C>`, while the models are generic over `B: Backend`. Rather than a trait bound
 //! that would spread through every model, the ops that have one ([`super::attention`],
-//! [`super::capture`], [`super::gelu()`], [`super::layer_norm()`], [`super::softmax()`]) check at run time whether `B` is a backend they know
-//! ([`as_backend`], a safe `Any` downcast) and take Burn's generic path otherwise.
+//! [`super::capture`], [`super::gelu()`], [`super::layer_norm()`], [`super::softmax()`],
+//! [`super::heads`]) check at run time whether `B` is a backend they know ([`as_backend`], a
+//! safe `Any` downcast) and take Burn's generic path otherwise.
 
 use std::any::Any;
 

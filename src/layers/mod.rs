@@ -4,8 +4,8 @@
 //! choices configs name for layers: how weights start ([`Init`]), which projections carry
 //! adapters ([`AdapterTarget`]), and how a model computes ([`Precision`], [`Attention`]; the
 //! fused attention that autodiff trains through is [`attention`]), plus the exact GELU
-//! ([`gelu()`]), layer norm ([`layer_norm()`]) and a scaled softmax ([`softmax()`]), each one
-//! fused pass on the CPU. A network is trained either through the [`Network`] trait, which lists
+//! ([`gelu()`]), layer norm ([`layer_norm()`]), a scaled softmax ([`softmax()`]) and
+//! attention's head split and merge ([`heads`]), each one fused pass on the CPU. A network is trained either through the [`Network`] trait, which lists
 //! its layers, or as any Burn module, whose low-rank layers [`ModuleNetwork`] finds by visiting
 //! it.
 //!
@@ -19,6 +19,7 @@ pub mod compute;
 pub mod conv2d;
 pub mod dense_linear;
 pub mod gelu;
+pub mod heads;
 pub mod init;
 pub mod layer_norm;
 pub mod low_rank_linear;

@@ -59,6 +59,7 @@ use rand_distr::{Distribution, StandardNormal};
 use serde::Deserialize;
 
 use crate::io::{read_safetensors, write_safetensors, TensorMap};
+use crate::layers::heads::{merge_heads, split_heads};
 use crate::layers::{
     attention, gelu, softmax, AdapterTarget, Attention, DenseLinear, LowRankLinear, Network, Precision,
 };
@@ -709,12 +710,11 @@ impl<B: Backend> SelfAttention<B> {
     /// [B, T, D] → [B, T, D], in the projections' float type; an explicit softmax runs in
     /// `softmax_dtype`.
     fn forward(&self, x: Tensor<B, 3>, softmax_dtype: DType) -> Tensor<B, 3> {
-        let [b, t, d] = x.dims();
-        let (h, d_h) = (self.num_heads, d / self.num_heads);
-        // Head j owns columns j·d_h..(j+1)·d_h of Q, K and V: [B, T, D] → [B, H, T, d_h].
-        let heads = |p: &Projection<B>| p.forward(x.clone()).reshape([b, t, h, d_h]).swap_dims(1, 2);
+        // Head j owns columns j·d_h..(j+1)·d_h of Q, K and V: [B, T, D] → [B, H, T, d_h]
+        // (contiguous copies on the CPU backend: `crate::layers::heads`).
+        let heads = |p: &Projection<B>| split_heads(p.forward(x.clone()), self.num_heads);
         let (q, k, v) = (heads(&self.query), heads(&self.key), heads(&self.value));
-        let context = attend(q, k, v, self.kernel, softmax_dtype).swap_dims(1, 2).reshape([b, t, d]);
+        let context = merge_heads(attend(q, k, v, self.kernel, softmax_dtype));
         self.output.forward(context)
     }
 }
