@@ -532,10 +532,10 @@ fn the_cpu_backends_fused_kernel_matches_the_explicit_softmax() {
     }
 }
 
-/// The CPU training backend (flex f32 under autodiff, whose GELU is the fused kernel) gives the
-/// loss and the image gradient of the f64 model (NdArray, the exact chain of tensor ops) to f32
-/// round-off: the fused forward and backward passes change a fine-tuning step by no more than
-/// f32 arithmetic does.
+/// The CPU training backend (flex f32 under autodiff, whose GELU, layer norms and explicit
+/// attention's softmax are fused kernels) gives the loss and the image gradient of the f64
+/// model (NdArray, the exact chain of tensor ops) to f32 round-off: the fused forward and
+/// backward passes change a fine-tuning step by no more than f32 arithmetic does.
 #[test]
 fn the_training_backend_with_the_fused_gelu_matches_f64_in_loss_and_gradients() {
     type F = dlrt::TrainBackend;

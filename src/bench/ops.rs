@@ -16,7 +16,7 @@ use std::time::Instant;
 use burn::tensor::{backend::AutodiffBackend, DType, Distribution, FloatDType, Tensor};
 
 use super::{check_steps, median, sync};
-use crate::layers::{gelu, Attention, Precision};
+use crate::layers::{gelu, permute_contiguous, Attention, Precision};
 use crate::models::vit::{attend, layer_norm};
 use crate::{Error, Result};
 
@@ -87,7 +87,7 @@ pub fn run_ops<B: AutodiffBackend>(args: &OpsBenchArgs, device: &B::Device) -> R
     let (u, v) = (normal([d, r], FloatDType::F32), normal([d, r], FloatDType::F32));
     let s = normal([r, r], FloatDType::F32).require_grad();
     let (gamma, beta) = (normal([1, d], FloatDType::F32), normal([1, d], FloatDType::F32));
-    let heads = |x: Tensor<B, 2>| x.reshape([b, tokens, h, d / h]).swap_dims(1, 2);
+    let heads = |x: Tensor<B, 2>| permute_contiguous(x.reshape([b, tokens, h, d / h]), [0, 2, 1, 3]);
     let softmax_dtype = DType::F32;
 
     // An operation, and whether it runs under autodiff (and so has a backward to time).
@@ -100,9 +100,9 @@ pub fn run_ops<B: AutodiffBackend>(args: &OpsBenchArgs, device: &B::Device) -> R
     let attention = |kernel: Attention| {
         let (q, k, val) = (q.clone(), k.clone(), val.clone());
         move || {
-            attend(heads(q.clone()), heads(k.clone()), heads(val.clone()), kernel, softmax_dtype)
-                .swap_dims(1, 2)
-                .reshape([t, d])
+            let context =
+                attend(heads(q.clone()), heads(k.clone()), heads(val.clone()), kernel, softmax_dtype);
+            permute_contiguous(context, [0, 2, 1, 3]).reshape([t, d])
         }
     };
     let att = format!("[{b}, {h}, {tokens}, {}] {fz}", d / h);
@@ -141,7 +141,7 @@ pub fn run_ops<B: AutodiffBackend>(args: &OpsBenchArgs, device: &B::Device) -> R
             let (q, k, val) = (inner(&q), inner(&k), inner(&val));
             let run = move || {
                 let context = attend(q.clone(), k.clone(), val.clone(), Attention::Fused, softmax_dtype);
-                Tensor::from_inner(context.swap_dims(1, 2).reshape([t, d]))
+                Tensor::from_inner(permute_contiguous(context, [0, 2, 1, 3]).reshape([t, d]))
             };
             (Box::new(run), false)
         }),

@@ -23,7 +23,7 @@ use burn::tensor::{DType, Element, Tensor, TensorData};
 use burn_flex::{FlexTensor, Layout};
 use rayon::prelude::*;
 
-use super::gelu::on_flex;
+use super::backends::on_flex;
 
 /// Elements one parallel task copies at least: below this, splitting costs more than it saves.
 const MIN_TASK: usize = 1 << 14;

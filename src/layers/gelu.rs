@@ -20,10 +20,10 @@ use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{FloatTensor, FloatTensorOps};
 use burn::tensor::Tensor;
-use burn::tensor::{bf16, f16, DType, TensorData, TensorMetadata, TensorPrimitive};
+use burn::tensor::{bf16, f16, DType, TensorData, TensorMetadata};
 use burn_flex::FlexTensor;
 
-use super::backends::as_backend;
+use super::backends::on_flex;
 use kernel::Lane;
 
 /// A float tensor of `Autodiff<flex>`: flex's tensor and its autodiff node.
@@ -42,28 +42,6 @@ pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
 /// autodiff's chain backward, exact in the backend's precision.
 pub fn gelu_chain<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     x.clone() * x.div_scalar(std::f64::consts::SQRT_2).erf().add_scalar(1.0).mul_scalar(0.5)
-}
-
-/// Applies `plain` to `x`'s primitive when `B` is Burn's `flex` CPU backend and `autodiff`
-/// when it is `Autodiff<flex>` (without checkpointing: the op `autodiff` records is prepared
-/// for that strategy); gives `x` back unchanged for any other backend ([`super::backends`]).
-pub(crate) fn on_flex<B: Backend, const D: usize>(
-    x: Tensor<B, D>,
-    plain: impl FnOnce(FlexTensor) -> FlexTensor,
-    autodiff: impl FnOnce(AutodiffTensor) -> AutodiffTensor,
-) -> Result<Tensor<B, D>, Tensor<B, D>> {
-    fn map<A: Backend, const D: usize>(
-        x: Tensor<A, D>,
-        f: impl FnOnce(FloatTensor<A>) -> FloatTensor<A>,
-    ) -> Tensor<A, D> {
-        Tensor::from_primitive(TensorPrimitive::Float(f(x.into_primitive().tensor())))
-    }
-    let x = match as_backend::<B, Flex, D>(x) {
-        Ok(x) => return Ok(as_backend::<Flex, B, D>(map(x, plain)).expect("B is flex")),
-        Err(x) => x,
-    };
-    let x = as_backend::<B, Autodiff<Flex, NoCheckpointing>, D>(x)?;
-    Ok(as_backend::<Autodiff<Flex, NoCheckpointing>, B, D>(map(x, autodiff)).expect("B is Autodiff<flex>"))
 }
 
 /// The fused forward pass as an autodiff op: x is kept for the backward pass.

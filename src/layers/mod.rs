@@ -4,9 +4,11 @@
 //! choices configs name for layers: how weights start ([`Init`]), which projections carry
 //! adapters ([`AdapterTarget`]), and how a model computes ([`Precision`], [`Attention`]; the
 //! fused attention that autodiff trains through is [`attention`]), plus the exact GELU
-//! ([`gelu()`], one fused pass on the CPU). A network is trained either through the [`Network`]
-//! trait, which lists its layers, or as any Burn module, whose low-rank layers
-//! [`ModuleNetwork`] finds by visiting it.
+//! ([`gelu()`]), layer norm ([`layer_norm()`]) and a scaled softmax ([`softmax()`]), each one
+//! fused pass on the CPU, and layout copies that stay fast on the CPU ([`contiguous()`],
+//! [`permute_contiguous()`]). A network is trained either through the [`Network`] trait, which
+//! lists its layers, or as any Burn module, whose low-rank layers [`ModuleNetwork`] finds by
+//! visiting it.
 //!
 //! Orientation everywhere: `z = x W + b`, W is n×m (n = fan-in, m = fan-out), as Burn's
 //! `Linear` stores `[d_input, d_output]`.
@@ -20,9 +22,11 @@ pub mod conv2d;
 pub mod dense_linear;
 pub mod gelu;
 pub mod init;
+pub mod layer_norm;
 pub mod low_rank_linear;
 pub mod module;
 pub mod passes;
+pub mod softmax;
 pub mod targets;
 pub mod visit;
 
@@ -32,8 +36,10 @@ pub use conv2d::{Conv2dShape, DenseConv2d, LowRankConv2d};
 pub use dense_linear::DenseLinear;
 pub use gelu::gelu;
 pub use init::Init;
+pub use layer_norm::layer_norm;
 pub use low_rank_linear::LowRankLinear;
 pub use module::LowRankLinearRecord;
 pub use passes::{bucket_width, FactorGrads, Network, Pass};
+pub use softmax::softmax;
 pub use targets::AdapterTarget;
 pub use visit::{low_rank_layers, ModuleNetwork};

@@ -174,9 +174,9 @@ fn cdf_and_gauss(x: f32) -> (f32, f32) {
 }
 
 /// eᵃ for a ≤ 0 (Cephes `expf`, relative error about 1e-7); 0 below −87, where eᵃ leaves f32's
-/// normal range. NaN gives NaN.
+/// normal range. NaN gives NaN. Shared with the softmax kernel.
 #[inline(always)]
-fn exp_nonpositive(a: f32) -> f32 {
+pub(crate) fn exp_nonpositive(a: f32) -> f32 {
     const LOWEST: f32 = -87.0;
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;

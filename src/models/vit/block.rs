@@ -1,11 +1,11 @@
 //! One pre-norm transformer block: layer norm, multi-head self-attention, MLP, layer scale.
 
-use burn::tensor::{activation::softmax, backend::Backend, DType, Tensor};
+use burn::tensor::{backend::Backend, DType, Tensor};
 
 use super::weights::{put, BlockKeys, Init, Weights};
 use super::{Projection, ViTConfig};
 use crate::io::TensorMap;
-use crate::layers::{attention, gelu, permute_contiguous, AdapterTarget, Attention};
+use crate::layers::{attention, gelu, permute_contiguous, softmax, AdapterTarget, Attention};
 use crate::Result;
 
 /// Layer norm over the last axis, with the biased variance, as PyTorch.
@@ -27,17 +27,15 @@ impl<B: Backend> LayerNorm<B> {
     }
 }
 
-/// Layer norm over the last axis of [B, T, D], with weight and bias of size D.
+/// Layer norm over the last axis of [B, T, D], with weight and bias of size D (fused on the
+/// CPU backend: [`crate::layers::layer_norm()`]).
 pub(crate) fn layer_norm<B: Backend>(
     x: Tensor<B, 3>,
     weight: Tensor<B, 1>,
     bias: Tensor<B, 1>,
     eps: f64,
 ) -> Tensor<B, 3> {
-    let d = weight.dims()[0];
-    let centred = x.clone() - x.mean_dim(2);
-    let var = centred.clone().square().mean_dim(2);
-    centred / var.add_scalar(eps).sqrt() * weight.reshape([1, 1, d]) + bias.reshape([1, 1, d])
+    crate::layers::layer_norm(x, weight, bias, eps)
 }
 
 /// `x ⊙ λ` with λ broadcast over the tokens; the identity without layer scale (ViT).
@@ -95,12 +93,13 @@ pub(crate) fn attend<B: Backend>(
         Attention::Fused => attention::fused(q, k, v),
         Attention::Explicit => {
             // A product with 1/√d_h, not a division: Burn 0.21's backward of `div_scalar`
-            // rounds the divisor to f32, which f64 gradient tests would see.
+            // rounds the divisor to f32, which f64 gradient tests would see. The softmax applies
+            // it (fused on the CPU backend: `crate::layers::softmax`).
             let d_h = q.dims()[3];
-            let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (d_h as f64).sqrt());
+            let scores = q.matmul(k.swap_dims(2, 3)).cast(softmax_dtype);
             // Each query's weights over the keys (the last axis) sum to one.
             let dtype = v.dtype();
-            softmax(scores.cast(softmax_dtype), 3).cast(dtype).matmul(v)
+            softmax(scores, 1.0 / (d_h as f64).sqrt()).cast(dtype).matmul(v)
         }
     }
 }
