@@ -53,7 +53,7 @@ pub use matrix::{matrix, MatrixArgs};
 use shapes::{log_step, push_widths, rank_keys};
 pub use shapes::{NewShapes, ShapeSummary};
 pub use tables::write_table;
-use tables::{bucket_note, write_batched_lines, write_parts_table, write_shapes_table};
+use tables::{bucket_note, write_batched_lines, write_parts_table, write_peak_memory, write_shapes_table};
 pub use vit::{run_vit, VitBench, VitBenchRow, VitShape};
 
 /// One row of the benchmark table.

@@ -51,10 +51,17 @@ pub fn write_table(out: &mut impl Write, bench: &MlpBench, device: impl Debug) -
     write_batched_lines(out, bench.warmup + bench.steps, bench.rows.iter().map(|r| (r.method, r.batched)))?;
     write_parts_table(out, "µs", bench.rows.iter().map(|r| (r.method, r.parts_us, r.host_us)))?;
     write_shapes_table(out, "µs", bench.rows.iter().map(|r| (r.method, r.shapes)))?;
-    if let Some(mib) = peak_memory_mib() {
-        writeln!(out, "peak resident memory of this process: {mib:.0} MiB").map_err(io)?;
+    write_peak_memory(out)
+}
+
+/// The process's peak resident memory, where the OS reports it.
+pub(super) fn write_peak_memory(out: &mut impl Write) -> Result<()> {
+    match peak_memory_mib() {
+        Some(mib) => {
+            writeln!(out, "peak resident memory of this process: {mib:.0} MiB").map_err(Error::Output)
+        }
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// `, rank bucket b` for a bucket other than 1.

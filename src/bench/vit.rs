@@ -16,7 +16,8 @@ use rand::{rngs::StdRng, SeedableRng};
 
 use super::{
     bucket_note, check_steps, log_step, median, push_widths, rank_keys, sync, write_batched_lines,
-    write_parts_table, write_shapes_table, Breakdown, NewShapes, ShapeSummary, StepOptions,
+    write_parts_table, write_peak_memory, write_shapes_table, Breakdown, NewShapes, ShapeSummary,
+    StepOptions,
 };
 use crate::config::overrides::parse_name;
 use crate::config::FinetuneConfig;
@@ -221,8 +222,9 @@ pub fn run_vit<B: AutodiffBackend>(args: &VitBenchArgs, device: &B::Device) -> R
     Ok(VitBench { args: args.clone(), rows })
 }
 
-/// `dlrt bench-vit`'s tables: the setting, one row per method, then where a step's time goes.
-/// `device` is shown as it prints with `{:?}`.
+/// `dlrt bench-vit`'s tables: the setting, one row per method, then where a step's time goes,
+/// what a new shape costs and the process's peak memory (of all methods together). `device` is
+/// shown as it prints with `{:?}`.
 pub fn write_vit_table(out: &mut impl Write, bench: &VitBench, device: impl Debug) -> Result<()> {
     let (a, io) = (&bench.args, Error::Output);
     let targets: Vec<&str> = AdapterTarget::DEFAULT.iter().map(|t| t.name()).collect();
@@ -259,7 +261,8 @@ pub fn write_vit_table(out: &mut impl Write, bench: &VitBench, device: impl Debu
     let steps = a.warmup + a.steps;
     write_batched_lines(out, steps, bench.rows.iter().map(|r| (r.method, r.batched)))?;
     write_parts_table(out, "ms", bench.rows.iter().map(|r| (r.method, r.parts_ms, r.host_ms)))?;
-    write_shapes_table(out, "ms", bench.rows.iter().map(|r| (r.method, r.shapes)))
+    write_shapes_table(out, "ms", bench.rows.iter().map(|r| (r.method, r.shapes)))?;
+    write_peak_memory(out)
 }
 
 #[cfg(test)]
