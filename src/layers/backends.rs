@@ -12,8 +12,8 @@ use std::any::Any;
 
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::{Autodiff, Flex};
-use burn::tensor::ops::FloatTensor;
-use burn::tensor::{backend::Backend, Tensor, TensorPrimitive};
+use burn::tensor::ops::{FloatTensor, FloatTensorOps};
+use burn::tensor::{backend::Backend, DType, Element, Tensor, TensorPrimitive};
 use burn_flex::FlexTensor;
 
 /// `t` as a tensor of backend `A` when `B` is `A`; `Err(t)`, untouched, otherwise.
@@ -46,6 +46,33 @@ pub(crate) fn on_flex<B: Backend, const D: usize>(
     };
     let x = as_backend::<B, Autodiff<Flex, NoCheckpointing>, D>(x)?;
     Ok(as_backend::<Autodiff<Flex, NoCheckpointing>, B, D>(map(x, autodiff)).expect("B is Autodiff<flex>"))
+}
+
+/// `t`'s elements as a mutable slice, when `t` is contiguous from its buffer's start and the
+/// buffer's only owner: an element-wise kernel may then write its output over its input.
+pub(crate) fn owned_from_start<E: Element + bytemuck::Pod>(t: &mut FlexTensor) -> Option<&mut [E]> {
+    let n = t.layout().num_elements();
+    if t.layout().contiguous_offsets() != Some((0, n)) {
+        return None;
+    }
+    t.try_storage_mut::<E>().map(|buffer| &mut buffer[..n])
+}
+
+/// `t`, copied into row-major order when its elements are not one contiguous run of `E`.
+pub(crate) fn readable<E: Element + bytemuck::Pod>(t: FlexTensor) -> FlexTensor {
+    match t.as_slice::<E>() {
+        Some(_) => t,
+        None => t.to_contiguous(),
+    }
+}
+
+/// `t` in `dtype`: a gradient that autodiff hands back in another float type than the
+/// kernel's, cast only where it differs.
+pub(crate) fn in_dtype(t: FlexTensor, dtype: DType) -> FlexTensor {
+    match t.dtype() == dtype {
+        true => t,
+        false => Flex::float_cast(t, dtype.into()),
+    }
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use burn::backend::autodiff::ops::{unary, Backward, Ops, OpsKind};
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{DType, Element, Tensor, TensorData};
+use burn::tensor::{Element, Tensor, TensorData};
 use burn_flex::{FlexTensor, Layout};
 use rayon::prelude::*;
 
@@ -90,7 +90,7 @@ impl Backward<Flex, 1> for ToContiguous {
 fn copy(x: FlexTensor) -> FlexTensor {
     let layout = x.layout();
     let n = layout.num_elements();
-    if layout.contiguous_offsets() == Some((0, n)) && x.bytes().len() == n * element_size(x.dtype()) {
+    if layout.contiguous_offsets() == Some((0, n)) && x.bytes().len() == n * x.dtype().size() {
         return x;
     }
     let (shape, strides) = collapse(layout);
@@ -99,20 +99,11 @@ fn copy(x: FlexTensor) -> FlexTensor {
         return x.to_contiguous();
     }
     let strides: Vec<usize> = strides.iter().map(|&s| s as usize).collect();
-    match element_size(x.dtype()) {
+    match x.dtype().size() {
         2 => copy_typed::<u16>(&x, &shape, &strides),
         4 => copy_typed::<u32>(&x, &shape, &strides),
         8 => copy_typed::<u64>(&x, &shape, &strides),
         _ => x.to_contiguous(),
-    }
-}
-
-fn element_size(dtype: DType) -> usize {
-    match dtype {
-        DType::F64 | DType::I64 | DType::U64 => 8,
-        DType::F32 | DType::I32 | DType::U32 => 4,
-        DType::F16 | DType::BF16 | DType::I16 | DType::U16 => 2,
-        _ => 0,
     }
 }
 

@@ -18,12 +18,12 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{unary, Backward, Ops, OpsKind};
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::Backend;
-use burn::tensor::ops::{FloatTensor, FloatTensorOps};
+use burn::tensor::ops::FloatTensor;
 use burn::tensor::Tensor;
 use burn::tensor::{bf16, f16, DType, TensorData, TensorMetadata};
 use burn_flex::FlexTensor;
 
-use super::backends::on_flex;
+use super::backends::{in_dtype, on_flex, owned_from_start, readable};
 use kernel::Lane;
 
 /// A float tensor of `Autodiff<flex>`: flex's tensor and its autodiff node.
@@ -80,8 +80,8 @@ fn fused_forward(x: FlexTensor) -> FlexTensor {
 
 fn forward_typed<E: Lane>(mut x: FlexTensor) -> FlexTensor {
     let n = x.layout().num_elements();
-    if let Some(buffer) = owned_from_start::<E>(&mut x, n) {
-        kernel::forward_in_place(&mut buffer[..n]);
+    if let Some(buffer) = owned_from_start::<E>(&mut x) {
+        kernel::forward_in_place(buffer);
         return x;
     }
     let x = readable::<E>(x);
@@ -92,10 +92,7 @@ fn forward_typed<E: Lane>(mut x: FlexTensor) -> FlexTensor {
 
 /// dx = g (Φ(x) + x φ(x)) in g's buffer when g owns it; in x's float type.
 fn fused_backward(x: &FlexTensor, grad: FlexTensor) -> FlexTensor {
-    let grad = match grad.dtype() == x.dtype() {
-        true => grad,
-        false => Flex::float_cast(grad, x.dtype().into()),
-    };
+    let grad = in_dtype(grad, x.dtype());
     match x.dtype() {
         DType::F32 => backward_typed::<f32>(x, grad),
         DType::BF16 => backward_typed::<bf16>(x, grad),
@@ -105,33 +102,15 @@ fn fused_backward(x: &FlexTensor, grad: FlexTensor) -> FlexTensor {
 }
 
 fn backward_typed<E: Lane>(x: &FlexTensor, mut grad: FlexTensor) -> FlexTensor {
-    let n = x.layout().num_elements();
     let x = readable::<E>(x.clone());
     let x = x.as_slice::<E>().expect("contiguous");
-    if let Some(buffer) = owned_from_start::<E>(&mut grad, n) {
-        kernel::backward_in_place(x, &mut buffer[..n]);
+    if let Some(buffer) = owned_from_start::<E>(&mut grad) {
+        kernel::backward_in_place(x, buffer);
         return grad;
     }
     let mut grad = grad.to_contiguous().into_data();
     kernel::backward_in_place(x, grad.as_mut_slice::<E>().expect("the checked dtype"));
     FlexTensor::from_data(grad)
-}
-
-/// `t`'s elements as a mutable slice starting at its buffer's start, when `t` is contiguous,
-/// starts at offset 0 and is the buffer's only owner.
-fn owned_from_start<E: Lane>(t: &mut FlexTensor, n: usize) -> Option<&mut [E]> {
-    if t.layout().contiguous_offsets() != Some((0, n)) {
-        return None;
-    }
-    t.try_storage_mut::<E>()
-}
-
-/// `t`, copied into row-major order when its elements are not one contiguous run.
-fn readable<E: Lane>(t: FlexTensor) -> FlexTensor {
-    match t.as_slice::<E>() {
-        Some(_) => t,
-        None => t.to_contiguous(),
-    }
 }
 
 #[cfg(test)]

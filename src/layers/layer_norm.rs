@@ -17,11 +17,11 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::Backend;
-use burn::tensor::ops::{FloatTensor, FloatTensorOps};
+use burn::tensor::ops::FloatTensor;
 use burn::tensor::{DType, Tensor, TensorData, TensorMetadata, TensorPrimitive};
 use burn_flex::FlexTensor;
 
-use super::backends::as_backend;
+use super::backends::{as_backend, in_dtype, owned_from_start, readable};
 
 type AutodiffFlex = Autodiff<Flex, NoCheckpointing>;
 
@@ -38,10 +38,10 @@ pub fn layer_norm<B: Backend, const D: usize>(
     if !fits || [x.dtype(), weight.dtype(), bias.dtype()] != [DType::F32; 3] {
         return layer_norm_chain(x, weight, bias, eps);
     }
-    let eps = eps as f32;
     let (x, weight, bias) = match on::<B, Flex, D>(x, weight, bias) {
         Ok((x, w, b)) => {
-            let y = Tensor::from_primitive(TensorPrimitive::Float(plain(prim(x), prim(w), prim(b), eps)));
+            let y =
+                Tensor::from_primitive(TensorPrimitive::Float(plain(prim(x), prim(w), prim(b), eps as f32)));
             return as_backend::<Flex, B, D>(y).expect("B is flex");
         }
         Err(inputs) => inputs,
@@ -52,11 +52,11 @@ pub fn layer_norm<B: Backend, const D: usize>(
                 prim(x),
                 prim(w),
                 prim(b),
-                eps,
+                eps as f32,
             )));
             as_backend::<AutodiffFlex, B, D>(y).expect("B is Autodiff<flex>")
         }
-        Err((x, w, b)) => layer_norm_chain(x, w, b, eps as f64),
+        Err((x, w, b)) => layer_norm_chain(x, w, b, eps),
     }
 }
 
@@ -95,18 +95,15 @@ fn prim<A: Backend, const D: usize>(t: Tensor<A, D>) -> FloatTensor<A> {
 }
 
 /// The forward pass on plain flex, in x's buffer when x owns it.
-fn plain(x: FlexTensor, w: FlexTensor, b: FlexTensor, eps: f32) -> FlexTensor {
-    let (w, b) = (contiguous(w), contiguous(b));
+fn plain(mut x: FlexTensor, w: FlexTensor, b: FlexTensor, eps: f32) -> FlexTensor {
+    let (w, b) = (readable::<f32>(w), readable::<f32>(b));
     let (w, b) = (f32s(&w), f32s(&b));
-    let mut x = x;
-    let n = x.layout().num_elements();
-    if x.layout().contiguous_offsets() == Some((0, n)) {
-        if let Some(buffer) = x.try_storage_mut::<f32>() {
-            kernel::forward_in_place(&mut buffer[..n], w, b, eps);
-            return x;
-        }
+    if let Some(buffer) = owned_from_start::<f32>(&mut x) {
+        kernel::forward_in_place(buffer, w, b, eps);
+        return x;
     }
-    let x = contiguous(x);
+    let x = readable::<f32>(x);
+    let n = x.layout().num_elements();
     let mut y = vec![0f32; n];
     let mut stats = vec![0f32; n / w.len() * kernel::STATS];
     kernel::forward(f32s(&x), w, b, eps, &mut y, &mut stats);
@@ -124,8 +121,8 @@ fn fused_autodiff(
     let nodes = [x.node.clone(), w.node.clone(), b.node.clone()];
     match FusedLayerNorm.prepare::<NoCheckpointing>(nodes).compute_bound().stateful() {
         OpsKind::Tracked(prep) => {
-            let (x, w) = (contiguous(x.primitive), contiguous(w.primitive));
-            let b = contiguous(b.primitive);
+            let (x, w) = (readable::<f32>(x.primitive), readable::<f32>(w.primitive));
+            let b = readable::<f32>(b.primitive);
             let n = x.layout().num_elements();
             let d = f32s(&w).len();
             let mut y = vec![0f32; n];
@@ -150,18 +147,10 @@ impl Backward<Flex, 3> for FusedLayerNorm {
         let [node_x, node_w, node_b] = ops.parents;
         let g = grads.consume::<Flex>(&ops.node);
         let (x, w, stats) = ops.state;
-        let g = match g.dtype() {
-            DType::F32 => g,
-            _ => Flex::float_cast(g, DType::F32.into()),
-        };
         let wanted = [node_x.is_some(), node_w.is_some(), node_b.is_some()];
-        let n = x.layout().num_elements();
-        let mut g = match g.layout().contiguous_offsets() == Some((0, n)) {
-            true => g,
-            false => g.to_contiguous(),
-        };
-        let (dw, db) = match g.try_storage_mut::<f32>() {
-            Some(buffer) => kernel::backward(f32s(&x), f32s(&w), &stats, &mut buffer[..n], wanted),
+        let mut g = readable::<f32>(in_dtype(g, DType::F32));
+        let (dw, db) = match owned_from_start::<f32>(&mut g) {
+            Some(buffer) => kernel::backward(f32s(&x), f32s(&w), &stats, buffer, wanted),
             None => {
                 let mut copy = f32s(&g).to_vec();
                 let sums = kernel::backward(f32s(&x), f32s(&w), &stats, &mut copy, wanted);
@@ -180,14 +169,6 @@ impl Backward<Flex, 3> for FusedLayerNorm {
         if let Some(node) = node_b {
             grads.register::<Flex>(node.id, vector(db));
         }
-    }
-}
-
-/// `t` in row-major order from its buffer's start (copied when it is not).
-fn contiguous(t: FlexTensor) -> FlexTensor {
-    match t.as_slice::<f32>() {
-        Some(_) => t,
-        None => t.to_contiguous(),
     }
 }
 

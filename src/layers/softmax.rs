@@ -18,11 +18,11 @@ use burn::backend::autodiff::ops::{unary, Backward, Ops, OpsKind};
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::activation;
 use burn::tensor::backend::Backend;
-use burn::tensor::ops::{FloatTensor, FloatTensorOps};
+use burn::tensor::ops::FloatTensor;
 use burn::tensor::{DType, Tensor, TensorMetadata};
 use burn_flex::FlexTensor;
 
-use super::backends::on_flex;
+use super::backends::{in_dtype, on_flex};
 
 /// softmax(scale · x) along the last axis: fused on the CPU backend in f32, the chain of tensor
 /// ops otherwise.
@@ -75,10 +75,7 @@ fn fused_forward(x: FlexTensor, scale: f32) -> FlexTensor {
 
 /// dx = s · p ⊙ (g − rowsum(g⊙p)), in g's buffer when g owns it.
 fn fused_backward(p: &FlexTensor, grad: FlexTensor, scale: f32) -> FlexTensor {
-    let grad = match grad.dtype() {
-        DType::F32 => grad,
-        _ => Flex::float_cast(grad, DType::F32.into()),
-    };
+    let grad = in_dtype(grad, DType::F32);
     let d = *p.shape().last().expect("at least one axis");
     let mut g = grad.into_data();
     let p = p.as_slice::<f32>().expect("p is contiguous f32");
