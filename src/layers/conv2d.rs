@@ -217,22 +217,24 @@ impl<B: Backend> Rows<B> for Patches<'_, B> {
 
     fn rows(&self) -> Tensor<B, 2> {
         let s = self.shape;
+        // P is a record, never differentiated: its copies stay out of the autodiff graph.
+        let x = self.x.clone().detach();
         if s.dilation == [1, 1] {
             // The patches are windows of the (zero-padded) x: one copy from the windows' view
             // into rows. `unfold4d` copies twice without padding (into [batch, n, positions],
             // then into rows) and with padding runs a convolution with n one-hot channels.
-            let [batch, c, _, _] = self.x.dims();
+            let [batch, c, _, _] = x.dims();
             let [ph, pw] = s.padding;
             let x = match s.padding {
-                [0, 0] => self.x.clone(),
-                _ => self.x.clone().pad([(ph, ph), (pw, pw)], PadMode::Constant(0.0)),
+                [0, 0] => x,
+                _ => x.pad([(ph, ph), (pw, pw)], PadMode::Constant(0.0)),
             };
             let windows: Tensor<B, 6> =
                 x.unfold::<5, _>(2, s.kernel[0], s.stride[0]).unfold(3, s.kernel[1], s.stride[1]);
             let [_, _, ho, wo, kh, kw] = windows.dims();
             return contiguous(windows.permute([0, 2, 3, 1, 4, 5])).reshape([batch * ho * wo, c * kh * kw]);
         }
-        let p = unfold4d(self.x.clone(), s.kernel, UnfoldOptions::new(s.stride, s.padding, s.dilation));
+        let p = unfold4d(x, s.kernel, UnfoldOptions::new(s.stride, s.padding, s.dilation));
         let [batch, n, positions] = p.dims();
         contiguous(p.swap_dims(1, 2)).reshape([batch * positions, n])
     }
