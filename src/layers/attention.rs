@@ -31,6 +31,7 @@ use burn::tensor::ops::{AttentionModuleOptions, FloatTensor};
 use burn::tensor::{DType, Tensor, TensorPrimitive};
 
 use super::backends::as_backend;
+use super::matmul::matmul;
 
 /// `softmax(Q Kᵀ / √d) V` per head, [batch, heads, tokens, d] each, by the backend's fused
 /// kernel. On the training backends (`crate::TrainBackend`, autodiff over the CPU backend,
@@ -122,16 +123,16 @@ fn backward<I: Backend>(
     let scale = 1.0 / (q.dims()[3] as f64).sqrt();
     let q = q.mul_scalar(scale);
     // Burn's softmax subtracts the row maximum first (numerically stable).
-    let p = softmax(q.clone().matmul(k.clone().swap_dims(2, 3)), 3);
+    let p = softmax(matmul(q.clone(), k.clone().swap_dims(2, 3)), 3);
     let [want_q, want_k, want_v] = wanted;
-    let d_v = want_v.then(|| p.clone().swap_dims(2, 3).matmul(d_o.clone()));
+    let d_v = want_v.then(|| matmul(p.clone().swap_dims(2, 3), d_o.clone()));
     let (mut d_q, mut d_k) = (None, None);
     if want_q || want_k {
-        let d_p = d_o.clone().matmul(v.swap_dims(2, 3));
+        let d_p = matmul(d_o.clone(), v.swap_dims(2, 3));
         let d = (d_o * o).sum_dim(3);
         let d_s = p * (d_p - d);
-        d_k = want_k.then(|| d_s.clone().swap_dims(2, 3).matmul(q));
-        d_q = want_q.then(|| d_s.matmul(k).mul_scalar(scale));
+        d_k = want_k.then(|| matmul(d_s.clone().swap_dims(2, 3), q));
+        d_q = want_q.then(|| matmul(d_s, k).mul_scalar(scale));
     }
     [d_q, d_k, d_v].map(|g| g.map(|g| g.cast(dtype)))
 }

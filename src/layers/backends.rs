@@ -4,7 +4,7 @@
 //! `Autodiff<I, C>`, while the models are generic over `B: Backend`. Rather than a trait bound
 //! that would spread through every model, the ops that have one ([`super::attention`],
 //! [`super::capture`], [`super::gelu()`], [`super::layer_norm()`], [`super::softmax()`],
-//! [`super::contiguous()`]) check at run time whether `B` is a backend they know
+//! [`super::contiguous()`], [`super::matmul()`]) check at run time whether `B` is a backend they know
 //! ([`as_backend`], a safe `Any` downcast; `on_flex` for an op with a kernel on flex and one
 //! under autodiff) and take Burn's generic path otherwise.
 
@@ -46,6 +46,41 @@ pub(crate) fn on_flex<B: Backend, const D: usize>(
     };
     let x = as_backend::<B, Autodiff<Flex, NoCheckpointing>, D>(x)?;
     Ok(as_backend::<Autodiff<Flex, NoCheckpointing>, B, D>(map(x, autodiff)).expect("B is Autodiff<flex>"))
+}
+
+/// [`on_flex`] for an op of two tensors of the same backend: `Err((a, b))`, untouched, when
+/// `B` is neither flex nor `Autodiff<flex>`.
+#[allow(clippy::type_complexity)]
+pub(crate) fn on_flex2<B: Backend, const D: usize>(
+    a: Tensor<B, D>,
+    b: Tensor<B, D>,
+    plain: impl FnOnce(FlexTensor, FlexTensor) -> FlexTensor,
+    autodiff: impl FnOnce(FloatTensor<Autodiff<Flex>>, FloatTensor<Autodiff<Flex>>) -> FloatTensor<Autodiff<Flex>>,
+) -> Result<Tensor<B, D>, (Tensor<B, D>, Tensor<B, D>)> {
+    fn map<A: Backend, const D: usize>(
+        a: Tensor<A, D>,
+        b: Tensor<A, D>,
+        f: impl FnOnce(FloatTensor<A>, FloatTensor<A>) -> FloatTensor<A>,
+    ) -> Tensor<A, D> {
+        let (a, b) = (a.into_primitive().tensor(), b.into_primitive().tensor());
+        Tensor::from_primitive(TensorPrimitive::Float(f(a, b)))
+    }
+    type Ad = Autodiff<Flex, NoCheckpointing>;
+    // a and b have the same backend B: when a is one of the two, so is b.
+    let a = match as_backend::<B, Flex, D>(a) {
+        Ok(a) => {
+            let b = as_backend::<B, Flex, D>(b).expect("b has a's backend");
+            return Ok(as_backend::<Flex, B, D>(map(a, b, plain)).expect("B is flex"));
+        }
+        Err(a) => a,
+    };
+    match as_backend::<B, Ad, D>(a) {
+        Ok(a) => {
+            let b = as_backend::<B, Ad, D>(b).expect("b has a's backend");
+            Ok(as_backend::<Ad, B, D>(map(a, b, autodiff)).expect("B is Autodiff<flex>"))
+        }
+        Err(a) => Err((a, b)),
+    }
 }
 
 /// `t`'s elements as a mutable slice, when `t` is contiguous from its buffer's start and the

@@ -31,7 +31,7 @@ use burn::tensor::Tensor;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
-use super::{contiguous, permute_contiguous, DenseLinear, LowRankLinear};
+use super::{contiguous, matmul, permute_contiguous, DenseLinear, LowRankLinear};
 use crate::linalg::TruncationConfig;
 use crate::{Error, Result};
 
@@ -46,7 +46,7 @@ pub(crate) trait Rows<B: Backend> {
 impl<B: Backend> Rows<B> for Tensor<B, 2> {
     fn times(&self, a: Tensor<B, 2>) -> Tensor<B, 2> {
         // A no-op but in mixed precision, where a bf16 W0 takes x in bf16 and f32 factors in f32.
-        self.clone().cast(a.dtype()).matmul(a)
+        matmul(self.clone().cast(a.dtype()), a)
     }
     fn rows(&self) -> Tensor<B, 2> {
         self.clone()

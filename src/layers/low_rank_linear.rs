@@ -29,6 +29,7 @@ use rand_distr::{Distribution, StandardNormal};
 
 use super::compute::autocast;
 use super::conv2d::Rows;
+use super::matmul::matmul;
 use super::passes::{Leaves, Pass, Probe};
 use crate::linalg::{from_faer, thin_qr, truncated_svd, TruncationConfig};
 use crate::{Error, Result};
@@ -340,7 +341,7 @@ impl<B: Backend> LowRankLinear<B> {
             t.clone().map(ac).unwrap_or_else(|| default.clone())
         };
         let vt = |v: Tensor<B, 2>| v.transpose();
-        let usv = |u: Tensor<B, 2>, s: Tensor<B, 2>, v: Tensor<B, 2>| x.times(u).matmul(s).matmul(vt(v));
+        let usv = |u: Tensor<B, 2>, s: Tensor<B, 2>, v: Tensor<B, 2>| matmul(matmul(x.times(u), s), vt(v));
         let (z, bias) = match &self.leaves {
             None => (
                 usv(ac(self.u.val()), ac(self.s.val()), ac(self.v.val())),
@@ -354,8 +355,8 @@ impl<B: Backend> LowRankLinear<B> {
                 };
                 let (u, s, v) = (ac(u), ac(s), ac(v));
                 let z = match l.pass {
-                    Pass::K => x.times(leaf(&l.k, &u)).matmul(vt(v)),
-                    Pass::L => x.times(u).matmul(vt(leaf(&l.l, &v))),
+                    Pass::K => matmul(x.times(leaf(&l.k, &u)), vt(v)),
+                    Pass::L => matmul(x.times(u), vt(leaf(&l.l, &v))),
                     Pass::S | Pass::Factors | Pass::Dense | Pass::Activations => {
                         usv(leaf(&l.u, &u), leaf(&l.s, &s), leaf(&l.v, &v))
                     }
@@ -364,8 +365,8 @@ impl<B: Backend> LowRankLinear<B> {
                         // gradients are G V, Gᵀ U and −Uᵀ G V without inverting S.
                         let xu = x.times(u.clone());
                         let xk = x.times(leaf(&l.k, &u));
-                        let first = (xk - xu.clone().matmul(leaf(&l.s, &s))).matmul(vt(v.clone()));
-                        first + xu.matmul(vt(leaf(&l.l, &v)))
+                        let first = matmul(xk - matmul(xu.clone(), leaf(&l.s, &s)), vt(v.clone()));
+                        first + matmul(xu, vt(leaf(&l.l, &v)))
                     }
                 };
                 (z, l.bias.clone())

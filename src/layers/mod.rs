@@ -5,8 +5,9 @@
 //! adapters ([`AdapterTarget`]), and how a model computes ([`Precision`], [`Attention`]; the
 //! fused attention that autodiff trains through is [`attention`]), plus the exact GELU
 //! ([`gelu()`]), layer norm ([`layer_norm()`]) and a scaled softmax ([`softmax()`]), each one
-//! fused pass on the CPU, and layout copies that stay fast on the CPU ([`contiguous()`],
-//! [`permute_contiguous()`]). A network is trained either through the [`Network`] trait, which
+//! fused pass on the CPU, layout copies that stay fast on the CPU ([`contiguous()`],
+//! [`permute_contiguous()`]), and the matrix product the layers use ([`matmul()`]: gemm into a
+//! fresh buffer on the CPU). A network is trained either through the [`Network`] trait, which
 //! lists its layers, or as any Burn module, whose low-rank layers [`ModuleNetwork`] finds by
 //! visiting it.
 //!
@@ -24,6 +25,7 @@ pub mod gelu;
 pub mod init;
 pub mod layer_norm;
 pub mod low_rank_linear;
+pub mod matmul;
 pub mod module;
 pub mod passes;
 pub mod softmax;
@@ -38,6 +40,7 @@ pub use gelu::gelu;
 pub use init::Init;
 pub use layer_norm::layer_norm;
 pub use low_rank_linear::LowRankLinear;
+pub use matmul::matmul;
 pub use module::LowRankLinearRecord;
 pub use passes::{bucket_width, FactorGrads, Network, Pass};
 pub use softmax::softmax;

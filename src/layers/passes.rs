@@ -47,7 +47,7 @@ use burn::tensor::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{contiguous, DenseLinear, LowRankLinear};
+use super::{contiguous, matmul, DenseLinear, LowRankLinear};
 
 /// The forward parametrization a pass evaluates each low-rank layer in (module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -102,13 +102,13 @@ impl<B: Backend> FactorGrads<B> {
     /// `G V = xᵀ (δ V)` (n×k) for an m×k `v`, from an `Activations` pass.
     pub fn g_times(&self, v: &Tensor<B, 2>) -> Option<Tensor<B, 2>> {
         let (x, delta) = (self.input.as_ref()?, self.output_grad.as_ref()?);
-        Some(x.clone().transpose().matmul(delta.clone().matmul(v.clone())))
+        Some(matmul(x.clone().transpose(), matmul(delta.clone(), v.clone())))
     }
 
     /// `Gᵀ U = δᵀ (x U)` (m×k) for an n×k `u`, from an `Activations` pass.
     pub fn gt_times(&self, u: &Tensor<B, 2>) -> Option<Tensor<B, 2>> {
         let (x, delta) = (self.input.as_ref()?, self.output_grad.as_ref()?);
-        Some(delta.clone().transpose().matmul(x.clone().matmul(u.clone())))
+        Some(matmul(delta.clone().transpose(), matmul(x.clone(), u.clone())))
     }
 
     /// ∇_K ℒ = G V for the current V: the K leaf's gradient, or [`Self::g_times`] after an

@@ -5,7 +5,7 @@ use burn::tensor::{backend::Backend, DType, Tensor};
 use super::weights::{put, BlockKeys, Init, Weights};
 use super::{Projection, ViTConfig};
 use crate::io::TensorMap;
-use crate::layers::{attention, gelu, permute_contiguous, softmax, AdapterTarget, Attention};
+use crate::layers::{attention, gelu, matmul, permute_contiguous, softmax, AdapterTarget, Attention};
 use crate::Result;
 
 /// Layer norm over the last axis, with the biased variance, as PyTorch.
@@ -96,10 +96,10 @@ pub(crate) fn attend<B: Backend>(
             // rounds the divisor to f32, which f64 gradient tests would see. The softmax applies
             // it (fused on the CPU backend: `crate::layers::softmax`).
             let d_h = q.dims()[3];
-            let scores = q.matmul(k.swap_dims(2, 3)).cast(softmax_dtype);
+            let scores = matmul(q, k.swap_dims(2, 3)).cast(softmax_dtype);
             // Each query's weights over the keys (the last axis) sum to one.
             let dtype = v.dtype();
-            softmax(scores, 1.0 / (d_h as f64).sqrt()).cast(dtype).matmul(v)
+            matmul(softmax(scores, 1.0 / (d_h as f64).sqrt()).cast(dtype), v)
         }
     }
 }
