@@ -15,6 +15,7 @@ use burn::backend::{Autodiff, Flex};
 use burn::tensor::ops::{FloatTensor, FloatTensorOps};
 use burn::tensor::{backend::Backend, DType, Element, Tensor, TensorPrimitive};
 use burn_flex::FlexTensor;
+use rayon::prelude::*;
 
 /// `t` as a tensor of backend `A` when `B` is `A`; `Err(t)`, untouched, otherwise.
 pub fn as_backend<B: Backend, A: Backend, const D: usize>(
@@ -99,6 +100,29 @@ pub(crate) fn readable<E: Element + bytemuck::Pod>(t: FlexTensor) -> FlexTensor 
         Some(_) => t,
         None => t.to_contiguous(),
     }
+}
+
+/// A new buffer of `n` elements, written by `fill(task, part)` in parallel, `part` being
+/// elements `task · chunk ..` (`chunk` of them, fewer in the last). Each part is zeroed just
+/// before `fill` gets it, by the thread that fills it: a kernel's output is not zero-filled (and
+/// its fresh pages faulted in) by one thread first, in a pass of its own.
+pub(crate) fn filled_in_parallel<E: bytemuck::Pod + Send + Sync>(
+    n: usize,
+    chunk: usize,
+    fill: impl Fn(usize, &mut [E]) + Sync + Send,
+) -> Vec<E> {
+    let mut buffer = Vec::<E>::with_capacity(n);
+    buffer.spare_capacity_mut()[..n].par_chunks_mut(chunk.max(1)).enumerate().for_each(|(task, part)| {
+        // SAFETY: all-zero bytes are a valid `E` (`Pod`), so the part is initialised once zeroed.
+        let part = unsafe {
+            std::ptr::write_bytes(part.as_mut_ptr(), 0, part.len());
+            &mut *(part as *mut [std::mem::MaybeUninit<E>] as *mut [E])
+        };
+        fill(task, part);
+    });
+    // SAFETY: every element was zeroed above.
+    unsafe { buffer.set_len(n) };
+    buffer
 }
 
 /// `t` in `dtype`: a gradient that autodiff hands back in another float type than the

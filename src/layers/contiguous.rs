@@ -21,9 +21,8 @@ use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{Element, Tensor, TensorData};
 use burn_flex::{FlexTensor, Layout};
-use rayon::prelude::*;
 
-use super::backends::on_flex;
+use super::backends::{filled_in_parallel, on_flex};
 
 /// Elements one parallel task copies at least: below this, splitting costs more than it saves.
 const MIN_TASK: usize = 1 << 14;
@@ -140,9 +139,8 @@ fn copy_typed<T: Element + bytemuck::Pod>(x: &FlexTensor, shape: &[usize], strid
     let (outer_shape, outer_strides) = (&shape[..k - 2], &strides[..k - 2]);
     let tile = rows * cols;
     let outer: usize = outer_shape.iter().product();
-    let mut dst = vec![T::zeroed(); outer * tile];
     let per_task = MIN_TASK.div_ceil(tile).max(1);
-    dst.par_chunks_mut(tile * per_task).enumerate().for_each(|(task, chunk)| {
+    let dst = filled_in_parallel(outer * tile, tile * per_task, |task, chunk: &mut [T]| {
         for (j, out) in chunk.chunks_mut(tile).enumerate() {
             // The source offset of outer index `task · per_task + j`.
             let mut index = task * per_task + j;

@@ -23,7 +23,7 @@ use burn::tensor::Tensor;
 use burn::tensor::{bf16, f16, DType, TensorData, TensorMetadata};
 use burn_flex::FlexTensor;
 
-use super::backends::{in_dtype, on_flex, owned_from_start, readable};
+use super::backends::{filled_in_parallel, in_dtype, on_flex, owned_from_start, readable};
 use kernel::Lane;
 
 /// A float tensor of `Autodiff<flex>`: flex's tensor and its autodiff node.
@@ -85,8 +85,10 @@ fn forward_typed<E: Lane>(mut x: FlexTensor) -> FlexTensor {
         return x;
     }
     let x = readable::<E>(x);
-    let mut y = vec![E::from_f32(0.0); n];
-    kernel::forward(x.as_slice::<E>().expect("contiguous"), &mut y);
+    let values = x.as_slice::<E>().expect("contiguous");
+    let y = filled_in_parallel(n, kernel::CHUNK, |task, y| {
+        kernel::forward(&values[task * kernel::CHUNK..][..y.len()], y)
+    });
     FlexTensor::from_data(TensorData::new(y, x.shape()))
 }
 

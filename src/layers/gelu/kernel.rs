@@ -21,7 +21,7 @@ use burn::tensor::{bf16, f16, Element};
 use rayon::prelude::*;
 
 /// Elements per parallel task: large enough that a task outweighs its scheduling.
-const CHUNK: usize = 1 << 14;
+pub(crate) const CHUNK: usize = 1 << 14;
 
 /// A float type the kernel reads and writes, computed in f32.
 pub trait Lane: Element + bytemuck::Pod + Send + Sync {

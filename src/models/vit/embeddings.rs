@@ -10,7 +10,7 @@ use burn::tensor::{
 use super::weights::{put, transposed, Init, Weights, SMALL};
 use super::ViTConfig;
 use crate::io::TensorMap;
-use crate::layers::DenseLinear;
+use crate::layers::{permute_contiguous, DenseLinear};
 use crate::Result;
 
 /// Patch embedding, CLS token and position embeddings.
@@ -67,12 +67,9 @@ impl<B: Backend> Embeddings<B> {
         let (gh, gw) = (h / p, w / p);
         // A conv with stride = kernel = p: every patch flattened in the kernel's (c, i, j) order,
         // then one matmul. Like the conv, it drops the last h mod p rows and w mod p columns.
-        let patches = images
-            .narrow(2, 0, gh * p)
-            .narrow(3, 0, gw * p)
-            .reshape([b, c, gh, p, gw, p])
-            .permute([0, 2, 4, 1, 3, 5])
-            .reshape([b * gh * gw, c * p * p]);
+        // The permutation copies (fast on the CPU, `permute_contiguous`), as the reshape would.
+        let patches = images.narrow(2, 0, gh * p).narrow(3, 0, gw * p).reshape([b, c, gh, p, gw, p]);
+        let patches = permute_contiguous(patches, [0, 2, 4, 1, 3, 5]).reshape([b * gh * gw, c * p * p]);
         // The patch matmul in the frozen weight's type, the tokens in the embeddings'.
         let patches = self.patch.forward(patches.cast(self.patch.weight().dtype()));
         let patches = patches.cast(self.cls_token.dtype());
@@ -106,13 +103,10 @@ pub fn interpolate_pos_encoding<B: Backend>(
     assert_eq!(t, 1 + grid[0] * grid[1], "position embeddings do not match the {grid:?} grid");
     let cls = position_embeddings.clone().narrow(1, 0, 1);
     // The grid as a D-channel image [1, D, g0, g1].
-    let image =
-        position_embeddings.narrow(1, 1, t - 1).reshape([1, grid[0], grid[1], d]).permute([0, 3, 1, 2]);
+    let image = position_embeddings.narrow(1, 1, t - 1).reshape([1, grid[0], grid[1], d]);
+    let image = permute_contiguous(image, [0, 3, 1, 2]);
     let options = InterpolateOptions::new(InterpolateMode::Bicubic).with_align_corners(false);
-    let resized = interpolate(image, new_grid, options).permute([0, 2, 3, 1]).reshape([
-        1,
-        new_grid[0] * new_grid[1],
-        d,
-    ]);
+    let resized = permute_contiguous(interpolate(image, new_grid, options), [0, 2, 3, 1]);
+    let resized = resized.reshape([1, new_grid[0] * new_grid[1], d]);
     Tensor::cat(vec![cls, resized], 1)
 }
