@@ -30,7 +30,11 @@ const SHAPES: [(usize, usize, usize); 5] = [(3, 5, 4), (37, 19, 1), (200, 300, 2
 
 /// `(a, b)` of shape [m, k], [k, n] as the given kind of view: 0 contiguous, 1 transposes of
 /// stored transposes, 2 narrowed out of larger matrices.
-fn operands<B: Backend>((m, k, n): (usize, usize, usize), view: usize, rng: &mut StdRng) -> (Tensor<B, 2>, Tensor<B, 2>) {
+fn operands<B: Backend>(
+    (m, k, n): (usize, usize, usize),
+    view: usize,
+    rng: &mut StdRng,
+) -> (Tensor<B, 2>, Tensor<B, 2>) {
     match view {
         0 => (normal([m, k], rng), normal([k, n], rng)),
         1 => (normal::<B>([k, m], rng).transpose(), normal::<B>([n, k], rng).transpose()),
@@ -125,6 +129,7 @@ fn stacks_of_products_equal_burns_in_value_and_gradient() {
         }
     }
     // [2, 3, ..] × [1, 3, ..] broadcasts: Burn's product, with its value.
-    let (a, b) = (normal4::<CpuBackend>([2, 3, 4, 5], &mut rng), normal4::<CpuBackend>([1, 3, 5, 2], &mut rng));
+    let (a, b) =
+        (normal4::<CpuBackend>([2, 3, 4, 5], &mut rng), normal4::<CpuBackend>([1, 3, 5, 2], &mut rng));
     assert_eq!(bits4(matmul(a.clone(), b.clone())), bits4(a.matmul(b)));
 }

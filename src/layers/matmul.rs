@@ -124,8 +124,25 @@ fn gemm_f32(a: &FlexTensor, b: &FlexTensor) -> FlexTensor {
             let pa = (pa as *const f32).offset(offset(i, ra, la.start_offset()));
             let pb = (pb as *const f32).offset(offset(i, rb, lb.start_offset()));
             gemm::gemm(
-                m, n, k, out, 1, n as isize, false, pa, ra[d - 1], ra[d - 2], pb, rb[d - 1], rb[d - 2],
-                0.0, 1.0, false, false, false, parallelism,
+                m,
+                n,
+                k,
+                out,
+                1,
+                n as isize,
+                false,
+                pa,
+                ra[d - 1],
+                ra[d - 2],
+                pb,
+                rb[d - 1],
+                rb[d - 2],
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                parallelism,
             );
         }
     };
@@ -134,7 +151,9 @@ fn gemm_f32(a: &FlexTensor, b: &FlexTensor) -> FlexTensor {
     let side_by_side = count > 1 && total >= BATCH_PARALLEL_WORK && (count >= 4 || work < PARALLEL_WORK);
     let out = c.spare_capacity_mut();
     if side_by_side {
-        out.par_chunks_mut(m * n).enumerate().for_each(|(i, o)| one(i, o.as_mut_ptr().cast(), gemm::Parallelism::None));
+        out.par_chunks_mut(m * n)
+            .enumerate()
+            .for_each(|(i, o)| one(i, o.as_mut_ptr().cast(), gemm::Parallelism::None));
     } else {
         let parallelism = match work >= PARALLEL_WORK {
             true => gemm::Parallelism::Rayon(0),
