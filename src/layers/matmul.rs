@@ -5,10 +5,10 @@
 //! On the CPU backend (Burn's `flex`, plain or under autodiff) in f32, [`matmul()`] calls gemm
 //! (the crate flex uses) on the operands' strides, transposes included, and writes into a
 //! fresh, uninitialised buffer. flex 0.21's own product allocates its output zero-filled and
-//! then copies it once more to align it (`FlexTensor::empty`); in a ViT step those two passes
-//! over every product's output, and the page faults of the fresh memory, were about half of
-//! the main thread's time (perf, docs/performance-log.md). Everywhere else (CUDA, f64, halves,
-//! other backends, leading dimensions that broadcast) it is Burn's `matmul`.
+//! then copies it once more to align it (`FlexTensor::empty`): two passes over every product's
+//! output, by one thread, with the page faults of fresh memory, which a profile of the ViT step
+//! showed as the main thread's largest cost (docs/performance-log.md). Everywhere else (CUDA,
+//! f64, halves, other backends, leading dimensions that broadcast) it is Burn's `matmul`.
 //!
 //! The values are gemm's, as flex's: the same kernel with the same strides and threading.
 
