@@ -5,11 +5,12 @@
 //! product) and empty outer ones, on the plain and the training backend; with one operand
 //! frozen, only the other gets a gradient. Stacks of products (attention's [batch, heads, T,
 //! d]) likewise, side by side and one after the other, with permuted views; leading dimensions
-//! that broadcast take Burn's product. Off flex (NdArray f64) it is Burn's product.
+//! that broadcast take Burn's product. In bf16 (computed in f32, rounded to bf16) likewise bit for
+//! bit Burn's, in value and gradients. Off flex (NdArray f64) it is Burn's product.
 
 use burn::backend::NdArray;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{DType, Tensor, TensorData};
 use dlrt::layers::matmul::matmul;
 use dlrt::{CpuBackend, TrainBackend as F};
 use rand::{rngs::StdRng, SeedableRng};
@@ -132,4 +133,32 @@ fn stacks_of_products_equal_burns_in_value_and_gradient() {
     let (a, b) =
         (normal4::<CpuBackend>([2, 3, 4, 5], &mut rng), normal4::<CpuBackend>([1, 3, 5, 2], &mut rng));
     assert_eq!(bits4(matmul(a.clone(), b.clone())), bits4(a.matmul(b)));
+}
+
+fn bits_bf16<B: Backend>(t: Tensor<B, 2>) -> (Vec<usize>, Vec<u16>) {
+    assert_eq!(t.dtype(), DType::BF16, "the product stays in bf16");
+    let data = t.into_data();
+    (data.shape.to_vec(), data.to_vec::<burn::tensor::bf16>().unwrap().iter().map(|x| x.to_bits()).collect())
+}
+
+/// bf16 operands (mixed precision's frozen products): value and both gradients bit for bit
+/// Burn's, for contiguous, transposed and narrowed views, below and above gemm's parallel size.
+#[test]
+fn bf16_products_equal_burns_bit_for_bit() {
+    let mut rng = StdRng::seed_from_u64(9);
+    for shape in [(3, 5, 4), (200, 300, 250), (7, 0, 3)] {
+        for view in 0..3 {
+            let (a, b) = operands::<F>(shape, view, &mut rng);
+            let (a0, b0) = (a.cast(DType::BF16), b.cast(DType::BF16));
+            let g = normal::<F>([shape.0, shape.2], &mut rng).cast(DType::BF16);
+            let run = |ours: bool| {
+                let (a, b) = (a0.clone().require_grad(), b0.clone().require_grad());
+                let c = if ours { matmul(a.clone(), b.clone()) } else { a.clone().matmul(b.clone()) };
+                let grads = (c.clone() * g.clone()).sum().backward();
+                let grad = |x: &Tensor<F, 2>| bits_bf16(x.grad(&grads).expect("a gradient"));
+                (bits_bf16(c.inner()), grad(&a), grad(&b))
+            };
+            assert_eq!(run(true), run(false), "{shape:?}, view {view}");
+        }
+    }
 }

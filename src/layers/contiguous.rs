@@ -86,7 +86,7 @@ impl Backward<Flex, 1> for ToContiguous {
 }
 
 /// A row-major copy of `x` (`x` itself when it already is one whole buffer).
-fn copy(x: FlexTensor) -> FlexTensor {
+pub(crate) fn copy(x: FlexTensor) -> FlexTensor {
     let layout = x.layout();
     let n = layout.num_elements();
     if layout.contiguous_offsets() == Some((0, n)) && x.bytes().len() == n * x.dtype().size() {

@@ -10,7 +10,10 @@
 //! showed as the main thread's largest cost (docs/performance-log.md). Everywhere else (CUDA,
 //! f64, halves, other backends, leading dimensions that broadcast) it is Burn's `matmul`.
 //!
-//! The values are gemm's, as flex's: the same kernel with the same strides and threading.
+//! The values are gemm's, as flex's: the same kernel with the same strides and threading. In
+//! bf16 (mixed precision, [`super::Precision`]) both compute in f32 and round the product to
+//! bf16; here the operands are copied into f32 and the product rounded back in parallel
+//! passes, where flex converts one element at a time and copies a transposed operand first.
 
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::NoCheckpointing};
 use burn::backend::autodiff::grads::Gradients;
@@ -18,11 +21,12 @@ use burn::backend::autodiff::ops::{binary, Backward, Ops, OpsKind};
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{DType, Shape, Tensor, TensorData};
+use burn::tensor::{bf16, DType, Shape, Tensor, TensorData};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::backends::{in_dtype, on_flex2};
+use super::backends::{filled_in_parallel, in_dtype, on_flex2};
+use super::contiguous;
 
 /// One product with at least this many multiply-adds (m·k·n) runs gemm on all threads; a stack
 /// of smaller ones with at least [`BATCH_PARALLEL_WORK`] in all runs its products side by side
@@ -32,13 +36,49 @@ const PARALLEL_WORK: usize = 192 * 192 * 192;
 const BATCH_PARALLEL_WORK: usize = 128 * 128 * 128;
 
 /// `a b` for an [m, k] `a` and a [k, n] `b`, or stacks of them with the same leading
-/// dimensions: gemm into a fresh buffer on the CPU backend in f32, Burn's `matmul` otherwise.
+/// dimensions: gemm into a fresh buffer on the CPU backend in f32 and bf16, Burn's `matmul`
+/// otherwise.
 pub fn matmul<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> Tensor<B, D> {
     let same_stack = a.dims()[..D - 2] == b.dims()[..D - 2];
-    if a.dtype() != DType::F32 || b.dtype() != DType::F32 || !same_stack {
+    if a.dtype() != b.dtype() || !matches!(a.dtype(), DType::F32 | DType::BF16) || !same_stack {
         return a.matmul(b);
     }
-    on_flex2(a, b, |a, b| gemm_f32(&a, &b), product_autodiff).unwrap_or_else(|(a, b)| a.matmul(b))
+    on_flex2(a, b, |a, b| product(&a, &b), product_autodiff).unwrap_or_else(|(a, b)| a.matmul(b))
+}
+
+/// `a b` of two flex tensors of one type, f32 or bf16 (computed in f32, rounded to bf16).
+fn product(a: &FlexTensor, b: &FlexTensor) -> FlexTensor {
+    match a.dtype() {
+        DType::F32 => gemm_f32(a, b),
+        DType::BF16 => to_bf16(&gemm_f32(&to_f32(a), &to_f32(b))),
+        other => unreachable!("matmul: the gemm path got {other:?}"),
+    }
+}
+
+/// Elements a task converts between f32 and bf16.
+const CONVERT_CHUNK: usize = 1 << 14;
+
+/// A bf16 tensor's values in f32 (exact), row-major.
+fn to_f32(t: &FlexTensor) -> FlexTensor {
+    let t = contiguous::copy(t.clone());
+    let source = t.as_slice::<bf16>().expect("a row-major copy");
+    let values = filled_in_parallel(source.len(), CONVERT_CHUNK, |task, part: &mut [f32]| {
+        for (y, x) in part.iter_mut().zip(&source[task * CONVERT_CHUNK..]) {
+            *y = x.to_f32();
+        }
+    });
+    FlexTensor::from_data(TensorData::new(values, t.layout().shape().clone()))
+}
+
+/// A row-major f32 tensor rounded to bf16 (to nearest, ties to even: `bf16::from_f32`, as flex).
+fn to_bf16(t: &FlexTensor) -> FlexTensor {
+    let source = t.as_slice::<f32>().expect("gemm's row-major output");
+    let values = filled_in_parallel(source.len(), CONVERT_CHUNK, |task, part: &mut [bf16]| {
+        for (y, x) in part.iter_mut().zip(&source[task * CONVERT_CHUNK..]) {
+            *y = bf16::from_f32(*x);
+        }
+    });
+    FlexTensor::from_data(TensorData::new(values, t.layout().shape().clone()))
 }
 
 /// The product as an autodiff op: each operand is kept only when the other one's gradient needs
@@ -50,11 +90,11 @@ fn product_autodiff(
     let (a_tracked, b_tracked) = (a.is_tracked(), b.is_tracked());
     match Product.prepare::<NoCheckpointing>([a.node.clone(), b.node.clone()]).compute_bound().stateful() {
         OpsKind::Tracked(prep) => {
-            let c = gemm_f32(&a.primitive, &b.primitive);
+            let c = product(&a.primitive, &b.primitive);
             let state = (b_tracked.then(|| a.primitive.clone()), a_tracked.then(|| b.primitive.clone()));
             prep.finish(state, c)
         }
-        OpsKind::UnTracked(prep) => prep.finish(gemm_f32(&a.primitive, &b.primitive)),
+        OpsKind::UnTracked(prep) => prep.finish(product(&a.primitive, &b.primitive)),
     }
 }
 
@@ -67,12 +107,14 @@ impl Backward<Flex, 2> for Product {
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
         let (a, b) = ops.state;
+        // The gradient in the operands' type, as Burn's backward of a product.
+        let dtype = a.as_ref().or(b.as_ref()).expect("an operand kept").dtype();
         binary::<Flex, _, _>(
             ops.parents,
             ops.node,
             grads,
-            |g| gemm_f32(&in_dtype(g, DType::F32), &transposed(b.expect("kept for ∂a"))),
-            |g| gemm_f32(&transposed(a.expect("kept for ∂b")), &in_dtype(g, DType::F32)),
+            |g| product(&in_dtype(g, dtype), &transposed(b.expect("kept for ∂a"))),
+            |g| product(&transposed(a.expect("kept for ∂b")), &in_dtype(g, dtype)),
         );
     }
 }
