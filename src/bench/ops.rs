@@ -16,7 +16,7 @@ use std::time::Instant;
 use burn::tensor::{backend::AutodiffBackend, DType, Distribution, FloatDType, Tensor};
 
 use super::{check_steps, median, sync};
-use crate::layers::{gelu, permute_contiguous, Attention, Precision};
+use crate::layers::{cast, gelu, permute_contiguous, Attention, Precision};
 use crate::models::vit::{attend, layer_norm};
 use crate::{Error, Result};
 
@@ -123,8 +123,7 @@ pub fn run_ops<B: AutodiffBackend>(args: &OpsBenchArgs, device: &B::Device) -> R
             let (x, u, s, v) = (x_d.clone(), u.clone(), s.clone(), v.clone());
             (
                 Box::new(move || {
-                    x.clone()
-                        .cast(FloatDType::F32)
+                    cast(x.clone(), FloatDType::F32)
                         .matmul(u.clone())
                         .matmul(s.clone())
                         .matmul(v.clone().transpose())
@@ -180,7 +179,7 @@ pub fn run_ops<B: AutodiffBackend>(args: &OpsBenchArgs, device: &B::Device) -> R
             let forward_s = started.elapsed().as_secs_f64();
             let started = Instant::now();
             if autodiff {
-                drop(run().cast(FloatDType::F32).sum().backward());
+                drop(cast(run(), FloatDType::F32).sum().backward());
                 sync::<B>(device)?;
             }
             let backward_s = started.elapsed().as_secs_f64();

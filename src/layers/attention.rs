@@ -31,6 +31,7 @@ use burn::tensor::ops::{AttentionModuleOptions, FloatTensor};
 use burn::tensor::{DType, Tensor, TensorPrimitive};
 
 use super::backends::as_backend;
+use super::cast::cast;
 use super::matmul::matmul;
 
 /// `softmax(Q Kᵀ / √d) V` per head, [batch, heads, tokens, d] each, by the backend's fused
@@ -117,7 +118,7 @@ fn backward<I: Backend>(
         DType::F16 | DType::BF16 => DType::F32,
         other => other,
     };
-    let [q, k, v, o, d_o] = [q, k, v, o, d_o].map(|t| t.cast(compute));
+    let [q, k, v, o, d_o] = [q, k, v, o, d_o].map(|t| cast(t, compute));
     // The fused op's default scale, d the last axis of Q. It multiplies Q and dQ ([.., T, d])
     // rather than S and dS ([.., T, T]): dK = dSᵀ (Q/√d).
     let scale = 1.0 / (q.dims()[3] as f64).sqrt();
@@ -134,5 +135,5 @@ fn backward<I: Backend>(
         d_k = want_k.then(|| matmul(d_s.clone().swap_dims(2, 3), q));
         d_q = want_q.then(|| matmul(d_s, k).mul_scalar(scale));
     }
-    [d_q, d_k, d_v].map(|g| g.map(|g| g.cast(dtype)))
+    [d_q, d_k, d_v].map(|g| g.map(|g| cast(g, dtype)))
 }

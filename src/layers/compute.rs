@@ -13,6 +13,7 @@ use std::str::FromStr;
 use burn::tensor::{backend::Backend, FloatDType, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::cast::cast;
 use crate::{Error, Result};
 
 /// The floating-point type of a frozen backbone's weights and activations, or of the matrix
@@ -99,7 +100,7 @@ pub(crate) fn autocast<B: Backend, const D: usize>(
     dtype: Option<FloatDType>,
 ) -> Tensor<B, D> {
     match dtype {
-        Some(d) => t.cast(d),
+        Some(d) => cast(t, d),
         None => t,
     }
 }

@@ -31,7 +31,7 @@ use burn::tensor::Tensor;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
-use super::{contiguous, matmul, permute_contiguous, DenseLinear, LowRankLinear};
+use super::{cast, contiguous, matmul, permute_contiguous, DenseLinear, LowRankLinear};
 use crate::linalg::TruncationConfig;
 use crate::{Error, Result};
 
@@ -46,7 +46,7 @@ pub(crate) trait Rows<B: Backend> {
 impl<B: Backend> Rows<B> for Tensor<B, 2> {
     fn times(&self, a: Tensor<B, 2>) -> Tensor<B, 2> {
         // A no-op but in mixed precision, where a bf16 W0 takes x in bf16 and f32 factors in f32.
-        matmul(self.clone().cast(a.dtype()), a)
+        matmul(cast(self.clone(), a.dtype()), a)
     }
     fn rows(&self) -> Tensor<B, 2> {
         self.clone()
@@ -210,7 +210,7 @@ impl<B: Backend> Rows<B> for Patches<'_, B> {
         let s = self.shape;
         let options = ConvOptions::new(s.stride, s.padding, s.dilation, 1);
         // A no-op but under autocast (`super::Precision`), where the kernel is bf16.
-        let y = conv2d(self.x.clone().cast(a.dtype()), s.kernel(a), None, options);
+        let y = conv2d(cast(self.x.clone(), a.dtype()), s.kernel(a), None, options);
         let [batch, k, ho, wo] = y.dims();
         permute_contiguous(y, [0, 2, 3, 1]).reshape([batch * ho * wo, k])
     }

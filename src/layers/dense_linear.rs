@@ -14,6 +14,7 @@ use faer::Mat;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, Normal};
 
+use super::cast::cast;
 use super::conv2d::Rows;
 use crate::linalg::from_faer;
 use crate::{Error, Result};
@@ -110,7 +111,7 @@ impl<B: Backend> DenseLinear<B> {
             None => (self.w.clone(), self.bias.clone()),
         };
         let z = match self.autocast {
-            Some(dtype) => x.times(w.clone().cast(dtype)).cast(FloatDType::from(w.dtype())),
+            Some(dtype) => cast(x.times(cast(w.clone(), dtype)), w.dtype()),
             None => x.times(w),
         };
         match b {

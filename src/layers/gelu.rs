@@ -24,7 +24,7 @@ use burn::tensor::{bf16, f16, DType, TensorData, TensorMetadata};
 use burn_flex::FlexTensor;
 
 use super::backends::{filled_in_parallel, in_dtype, on_flex, owned_from_start, readable};
-use kernel::Lane;
+use super::cast::Lane;
 
 /// A float tensor of `Autodiff<flex>`: flex's tensor and its autodiff node.
 type AutodiffTensor = FloatTensor<Autodiff<Flex>>;

@@ -27,6 +27,7 @@ use faer::Mat;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, StandardNormal};
 
+use super::cast::cast;
 use super::compute::autocast;
 use super::conv2d::Rows;
 use super::matmul::matmul;
@@ -270,7 +271,7 @@ impl<B: Backend> LowRankLinear<B> {
     /// keep theirs. [`LowRankLinear::forward`] then multiplies by W0 in `dtype` and adds the
     /// product to the low-rank part in the factors' type.
     pub fn cast_base(&mut self, dtype: FloatDType) {
-        self.base = self.base.take().map(|w0| w0.map(|t| t.cast(dtype)));
+        self.base = self.base.take().map(|w0| w0.map(|t| cast(t, dtype)));
     }
     /// Runs this layer's products in `dtype` (`None`: in the factors' type, the default) and
     /// returns its output in the factors' type ([`super::Precision`], training from scratch):
@@ -300,7 +301,7 @@ impl<B: Backend> LowRankLinear<B> {
     pub fn to_dense(&self) -> Tensor<B, 2> {
         let delta = self.delta_weight();
         match &self.base {
-            Some(w0) => w0.val().cast(delta.dtype()) + delta,
+            Some(w0) => cast(w0.val(), delta.dtype()) + delta,
             None => delta,
         }
     }
@@ -373,7 +374,7 @@ impl<B: Backend> LowRankLinear<B> {
             }
         };
         let z = match self.autocast {
-            Some(_) => z.cast(FloatDType::from(self.u.dtype())),
+            Some(_) => cast(z, self.u.dtype()),
             None => z,
         };
         let z = match &self.base {
@@ -381,7 +382,7 @@ impl<B: Backend> LowRankLinear<B> {
             // and is added in the factors'.
             Some(w0) => {
                 let dtype = z.dtype();
-                z + x.times(w0.val()).cast(dtype)
+                z + cast(x.times(w0.val()), dtype)
             }
             None => z,
         };
@@ -398,7 +399,7 @@ impl<B: Backend> LowRankLinear<B> {
                         (z + probe.clone(), Probe::Leaf(probe))
                     }
                 };
-                let x = x.rows().cast(self.u.val().dtype()).detach();
+                let x = cast(x.rows(), self.u.val().dtype()).detach();
                 recorded.lock().expect("no panic while recording").push((x, probe));
                 z
             }

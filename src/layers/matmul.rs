@@ -12,8 +12,9 @@
 //!
 //! The values are gemm's, as flex's: the same kernel with the same strides and threading. In
 //! bf16 (mixed precision, [`super::Precision`]) both compute in f32 and round the product to
-//! bf16; here the operands are copied into f32 and the product rounded back in parallel
-//! passes, where flex converts one element at a time and copies a transposed operand first.
+//! bf16; here the operands are copied into f32 and the product rounded back by [`super::cast`]'s
+//! parallel passes, where flex converts one element at a time and copies a transposed operand
+//! first.
 
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::NoCheckpointing};
 use burn::backend::autodiff::grads::Gradients;
@@ -21,12 +22,12 @@ use burn::backend::autodiff::ops::{binary, Backward, Ops, OpsKind};
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{bf16, DType, Shape, Tensor, TensorData};
+use burn::tensor::{DType, Shape, Tensor, TensorData};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::backends::{filled_in_parallel, in_dtype, on_flex2};
-use super::contiguous;
+use super::backends::{in_dtype, on_flex2};
+use super::cast::convert;
 
 /// One product with at least this many multiply-adds (m·k·n) runs gemm on all threads; a stack
 /// of smaller ones with at least [`BATCH_PARALLEL_WORK`] in all runs its products side by side
@@ -50,35 +51,12 @@ pub fn matmul<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> T
 fn product(a: &FlexTensor, b: &FlexTensor) -> FlexTensor {
     match a.dtype() {
         DType::F32 => gemm_f32(a, b),
-        DType::BF16 => to_bf16(&gemm_f32(&to_f32(a), &to_f32(b))),
+        DType::BF16 => {
+            let [a, b] = [a, b].map(|t| convert(t.clone(), DType::F32));
+            convert(gemm_f32(&a, &b), DType::BF16)
+        }
         other => unreachable!("matmul: the gemm path got {other:?}"),
     }
-}
-
-/// Elements a task converts between f32 and bf16.
-const CONVERT_CHUNK: usize = 1 << 14;
-
-/// A bf16 tensor's values in f32 (exact), row-major.
-fn to_f32(t: &FlexTensor) -> FlexTensor {
-    let t = contiguous::copy(t.clone());
-    let source = t.as_slice::<bf16>().expect("a row-major copy");
-    let values = filled_in_parallel(source.len(), CONVERT_CHUNK, |task, part: &mut [f32]| {
-        for (y, x) in part.iter_mut().zip(&source[task * CONVERT_CHUNK..]) {
-            *y = x.to_f32();
-        }
-    });
-    FlexTensor::from_data(TensorData::new(values, t.layout().shape().clone()))
-}
-
-/// A row-major f32 tensor rounded to bf16 (to nearest, ties to even: `bf16::from_f32`, as flex).
-fn to_bf16(t: &FlexTensor) -> FlexTensor {
-    let source = t.as_slice::<f32>().expect("gemm's row-major output");
-    let values = filled_in_parallel(source.len(), CONVERT_CHUNK, |task, part: &mut [bf16]| {
-        for (y, x) in part.iter_mut().zip(&source[task * CONVERT_CHUNK..]) {
-            *y = bf16::from_f32(*x);
-        }
-    });
-    FlexTensor::from_data(TensorData::new(values, t.layout().shape().clone()))
 }
 
 /// The product as an autodiff op: each operand is kept only when the other one's gradient needs

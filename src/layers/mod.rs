@@ -17,6 +17,7 @@
 pub mod attention;
 pub mod backends;
 pub mod capture;
+pub mod cast;
 pub mod compute;
 pub mod contiguous;
 pub mod conv2d;
@@ -32,6 +33,7 @@ pub mod softmax;
 pub mod targets;
 pub mod visit;
 
+pub use cast::cast;
 pub use compute::{Attention, Precision};
 pub use contiguous::{contiguous, permute_contiguous};
 pub use conv2d::{Conv2dShape, DenseConv2d, LowRankConv2d};

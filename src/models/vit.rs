@@ -62,7 +62,7 @@ use burn::tensor::{
 use rand::rngs::StdRng;
 
 use crate::io::{read_safetensors, write_safetensors, TensorMap};
-use crate::layers::{AdapterTarget, Attention, DenseLinear, LowRankLinear, Network, Precision};
+use crate::layers::{cast, AdapterTarget, Attention, DenseLinear, LowRankLinear, Network, Precision};
 use crate::{Error, Result};
 
 pub use config::{Variant, ViTConfig};
@@ -226,7 +226,7 @@ impl<B: Backend> ViT<B> {
                 let p = &mut *projections[j];
                 if let Projection::Frozen(dense) = p {
                     // The bias trains, so it is kept in the float type of the factors.
-                    let bias = dense.bias().map(|b| b.clone().cast(float));
+                    let bias = dense.bias().map(|b| cast(b.clone(), float));
                     let adapter = LowRankLinear::adapter(dense.weight().clone(), rank, bias, rng)?;
                     *p = Projection::Adapted(adapter);
                 }

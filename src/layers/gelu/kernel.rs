@@ -17,58 +17,12 @@
 //! Limits: y(+∞) = +∞, y(−∞) = −0 and y'(±∞) = 1 or 0 (the limits, where the written-out
 //! formula gives NaN); NaN stays NaN. Halves ([`Lane`]) are computed in f32 and rounded back.
 
-use burn::tensor::{bf16, f16, Element};
 use rayon::prelude::*;
+
+use crate::layers::cast::Lane;
 
 /// Elements per parallel task: large enough that a task outweighs its scheduling.
 pub(crate) const CHUNK: usize = 1 << 14;
-
-/// A float type the kernel reads and writes, computed in f32.
-pub trait Lane: Element + bytemuck::Pod + Send + Sync {
-    /// The value in f32 (exact).
-    fn to_f32(self) -> f32;
-    /// The nearest value to `v` (round to nearest, ties to even).
-    fn from_f32(v: f32) -> Self;
-}
-
-impl Lane for f32 {
-    #[inline(always)]
-    fn to_f32(self) -> f32 {
-        self
-    }
-    #[inline(always)]
-    fn from_f32(v: f32) -> Self {
-        v
-    }
-}
-
-impl Lane for bf16 {
-    #[inline(always)]
-    fn to_f32(self) -> f32 {
-        bf16::to_f32(self)
-    }
-    /// `bf16::from_f32`'s result without its branches, so that the loop stays vectorised.
-    #[inline(always)]
-    fn from_f32(v: f32) -> Self {
-        let bits = v.to_bits();
-        // Ties to even: adding 0x7FFF and the lowest kept bit carries into the kept bits exactly
-        // when the dropped half is above one half ulp, or equal to it with an odd lowest bit.
-        let rounded = bits.wrapping_add(0x7FFF + ((bits >> 16) & 1)) >> 16;
-        let quiet_nan = (bits >> 16) | 0x0040;
-        bf16::from_bits(if v.is_nan() { quiet_nan } else { rounded } as u16)
-    }
-}
-
-impl Lane for f16 {
-    #[inline(always)]
-    fn to_f32(self) -> f32 {
-        f16::to_f32(self)
-    }
-    #[inline(always)]
-    fn from_f32(v: f32) -> Self {
-        f16::from_f32(v)
-    }
-}
 
 /// y = x Φ(x), elementwise, in place.
 pub fn forward_in_place<E: Lane>(x: &mut [E]) {
@@ -205,6 +159,8 @@ pub(crate) fn exp_nonpositive(a: f32) -> f32 {
 
 #[cfg(test)]
 mod tests {
+    use burn::tensor::{bf16, f16};
+
     use super::*;
 
     fn exact(x: f64) -> (f64, f64) {

@@ -5,7 +5,7 @@ use burn::tensor::{backend::Backend, DType, Tensor};
 use super::weights::{put, BlockKeys, Init, Weights};
 use super::{Projection, ViTConfig};
 use crate::io::TensorMap;
-use crate::layers::{attention, gelu, matmul, permute_contiguous, softmax, AdapterTarget, Attention};
+use crate::layers::{attention, cast, gelu, matmul, permute_contiguous, softmax, AdapterTarget, Attention};
 use crate::Result;
 
 /// Layer norm over the last axis, with the biased variance, as PyTorch.
@@ -96,10 +96,10 @@ pub(crate) fn attend<B: Backend>(
             // rounds the divisor to f32, which f64 gradient tests would see. The softmax applies
             // it (fused on the CPU backend: `crate::layers::softmax`).
             let d_h = q.dims()[3];
-            let scores = matmul(q, k.swap_dims(2, 3)).cast(softmax_dtype);
+            let scores = cast(matmul(q, k.swap_dims(2, 3)), softmax_dtype);
             // Each query's weights over the keys (the last axis) sum to one.
             let dtype = v.dtype();
-            matmul(softmax(scores, 1.0 / (d_h as f64).sqrt()).cast(dtype), v)
+            matmul(cast(softmax(scores, 1.0 / (d_h as f64).sqrt()), dtype), v)
         }
     }
 }
@@ -169,10 +169,10 @@ impl<B: Backend> Block<B> {
     /// projections, the attention and GELU run in the frozen weights' (as bf16 autocast does).
     pub(super) fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let (residual, frozen) = (x.dtype(), self.fc1.dtype());
-        let attention = self.attention.forward(self.norm1.forward(x.clone()).cast(frozen), residual);
-        let x = x + scale(attention.cast(residual), &self.layer_scale1);
-        let mlp = self.fc2.forward(gelu(self.fc1.forward(self.norm2.forward(x.clone()).cast(frozen))));
-        x + scale(mlp.cast(residual), &self.layer_scale2)
+        let attention = self.attention.forward(cast(self.norm1.forward(x.clone()), frozen), residual);
+        let x = x + scale(cast(attention, residual), &self.layer_scale1);
+        let mlp = self.fc2.forward(gelu(self.fc1.forward(cast(self.norm2.forward(x.clone()), frozen))));
+        x + scale(cast(mlp, residual), &self.layer_scale2)
     }
 
     pub(super) fn projection(&self, target: AdapterTarget) -> &Projection<B> {

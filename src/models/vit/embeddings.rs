@@ -10,7 +10,7 @@ use burn::tensor::{
 use super::weights::{put, transposed, Init, Weights, SMALL};
 use super::ViTConfig;
 use crate::io::TensorMap;
-use crate::layers::{permute_contiguous, DenseLinear};
+use crate::layers::{cast, permute_contiguous, DenseLinear};
 use crate::Result;
 
 /// Patch embedding, CLS token and position embeddings.
@@ -71,8 +71,8 @@ impl<B: Backend> Embeddings<B> {
         let patches = images.narrow(2, 0, gh * p).narrow(3, 0, gw * p).reshape([b, c, gh, p, gw, p]);
         let patches = permute_contiguous(patches, [0, 2, 4, 1, 3, 5]).reshape([b * gh * gw, c * p * p]);
         // The patch matmul in the frozen weight's type, the tokens in the embeddings'.
-        let patches = self.patch.forward(patches.cast(self.patch.weight().dtype()));
-        let patches = patches.cast(self.cls_token.dtype());
+        let patches = self.patch.forward(cast(patches, self.patch.weight().dtype()));
+        let patches = cast(patches, self.cls_token.dtype());
         let d = patches.dims()[1];
         let tokens =
             Tensor::cat(vec![self.cls_token.clone().repeat_dim(0, b), patches.reshape([b, gh * gw, d])], 1);

@@ -4,7 +4,7 @@ use burn::tensor::{backend::Backend, DType, FloatDType, Tensor};
 
 use super::weights::put;
 use crate::io::TensorMap;
-use crate::layers::{DenseLinear, LowRankLinear};
+use crate::layers::{cast, DenseLinear, LowRankLinear};
 use crate::Result;
 
 /// A projection `z = x W + b`: frozen, or with a trainable low-rank adapter on the frozen W.
@@ -30,8 +30,8 @@ impl<B: Backend> Projection<B> {
         let [b, t, n] = x.dims();
         let (x, dtype) = (x.reshape([b * t, n]), self.dtype());
         let z = match self {
-            Projection::Frozen(l) => l.forward(x.cast(dtype)),
-            Projection::Adapted(l) => l.forward(x).cast(dtype),
+            Projection::Frozen(l) => l.forward(cast(x, dtype)),
+            Projection::Adapted(l) => cast(l.forward(x), dtype),
         };
         let m = z.dims()[1];
         z.reshape([b, t, m])
@@ -90,5 +90,5 @@ impl<B: Backend> Projection<B> {
 
 /// `l` with its weight and bias stored in `dtype`.
 pub(super) fn cast_dense<B: Backend>(l: &DenseLinear<B>, dtype: FloatDType) -> Result<DenseLinear<B>> {
-    DenseLinear::from_weights(l.weight().clone().cast(dtype), l.bias().map(|b| b.clone().cast(dtype)))
+    DenseLinear::from_weights(cast(l.weight().clone(), dtype), l.bias().map(|b| cast(b.clone(), dtype)))
 }
