@@ -22,7 +22,7 @@ use burn::backend::autodiff::ops::{binary, Backward, Ops, OpsKind};
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{DType, Shape, Tensor, TensorData};
+use burn::tensor::{bf16, DType, Shape, Tensor, TensorData};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
@@ -51,11 +51,19 @@ pub fn matmul<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> T
 fn product(a: &FlexTensor, b: &FlexTensor) -> FlexTensor {
     match a.dtype() {
         DType::F32 => gemm_f32(a, b),
-        DType::BF16 => {
-            let [a, b] = [a, b].map(|t| convert(t.clone(), DType::F32));
-            convert(gemm_f32(&a, &b), DType::BF16)
-        }
+        DType::BF16 => convert(gemm_f32(&widened(a), &widened(b)), DType::BF16),
         other => unreachable!("matmul: the gemm path got {other:?}"),
+    }
+}
+
+/// A bf16 operand in f32 (exact). The backward pass's operands are transposed row-major
+/// tensors: those are converted as stored and transposed back, since gemm reads any strides;
+/// any other view is converted through a row-major copy.
+fn widened(t: &FlexTensor) -> FlexTensor {
+    let stored = transposed(t.clone());
+    match stored.as_slice::<bf16>() {
+        Some(_) => transposed(convert(stored, DType::F32)),
+        None => convert(t.clone(), DType::F32),
     }
 }
 
