@@ -90,7 +90,7 @@ pub fn cast<B: Backend, const D: usize>(t: Tensor<B, D>, dtype: impl Into<FloatD
     on_flex(t, |t| convert(t, to), |t| cast_autodiff(t, to)).unwrap_or_else(|t| t.cast(dtype))
 }
 
-fn is_lane(dtype: DType) -> bool {
+pub(crate) fn is_lane(dtype: DType) -> bool {
     matches!(dtype, DType::F32 | DType::BF16 | DType::F16)
 }
 

@@ -14,6 +14,7 @@ use faer::Mat;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, Normal};
 
+use super::bias::add_bias;
 use super::cast::cast;
 use super::conv2d::Rows;
 use crate::linalg::from_faer;
@@ -115,7 +116,7 @@ impl<B: Backend> DenseLinear<B> {
             None => x.times(w),
         };
         match b {
-            Some(b) => z + b.unsqueeze::<2>(),
+            Some(b) => add_bias(z, b),
             None => z,
         }
     }

@@ -27,6 +27,7 @@ use faer::Mat;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, StandardNormal};
 
+use super::bias::add_bias;
 use super::cast::cast;
 use super::compute::autocast;
 use super::conv2d::Rows;
@@ -387,7 +388,7 @@ impl<B: Backend> LowRankLinear<B> {
             None => z,
         };
         let z = match bias {
-            Some(b) => z + b.unsqueeze::<2>(),
+            Some(b) => add_bias(z, b),
             None => z,
         };
         match self.leaves.as_ref().and_then(|l| l.recorded.as_ref()) {

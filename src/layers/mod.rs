@@ -16,6 +16,7 @@
 
 pub mod attention;
 pub mod backends;
+pub mod bias;
 pub mod capture;
 pub mod cast;
 pub mod compute;
@@ -33,6 +34,7 @@ pub mod softmax;
 pub mod targets;
 pub mod visit;
 
+pub use bias::add_bias;
 pub use cast::cast;
 pub use compute::{Attention, Precision};
 pub use contiguous::{contiguous, permute_contiguous};
