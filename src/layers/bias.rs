@@ -8,7 +8,8 @@
 //! thread's largest cost once the casts were parallel (docs/performance-log.md). The values are
 //! flex's: an f32 sum, rounded once to a half. ∂b sums g's columns in f32 over fixed blocks of
 //! rows in parallel, adds the blocks' sums in order (so the value does not depend on the number
-//! of threads) and rounds once to b's type. Everywhere else (CUDA, f64, other backends, z and b
+//! of threads) and rounds once to b's type. Small sums (an MLP's layers) stay on the calling
+//! thread. Everywhere else (CUDA, f64, other backends, z and b
 //! of two types) it is Burn's broadcast add, `z + b.unsqueeze()`.
 
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::NoCheckpointing};
@@ -65,10 +66,18 @@ fn forward(z: FlexTensor, b: &FlexTensor) -> FlexTensor {
     }
 }
 
-/// Whole rows per parallel task, about [`CHUNK`] elements.
-fn task_len(m: usize) -> usize {
-    m * (CHUNK / m).max(1)
+/// Whole rows per parallel task: about [`CHUNK`] elements, or all of them below
+/// [`PARALLEL_MIN`] elements, which one thread does alone.
+fn task_len(m: usize, n: usize) -> usize {
+    match n < PARALLEL_MIN {
+        true => n,
+        false => m * (CHUNK / m).max(1),
+    }
 }
+
+/// The fewest elements worth the pool: handing a smaller sum to rayon's workers (from the main
+/// thread, which waits for them) costs more than it saves, as the MLP's layers showed.
+const PARALLEL_MIN: usize = 1 << 17;
 
 fn forward_typed<E: Lane>(mut z: FlexTensor, b: &FlexTensor) -> FlexTensor {
     let b = readable::<E>(in_dtype(b.clone(), z.dtype()));
@@ -77,17 +86,29 @@ fn forward_typed<E: Lane>(mut z: FlexTensor, b: &FlexTensor) -> FlexTensor {
     if m == 0 || z.layout().num_elements() == 0 {
         return z;
     }
-    let task = task_len(m);
+    let n = z.layout().num_elements();
+    let task = task_len(m, n);
+    let add = |rows: &mut [E]| pulp::Arch::new().dispatch(AddInPlace { rows, b });
     if let Some(buffer) = owned_from_start::<E>(&mut z) {
-        buffer.par_chunks_mut(task).for_each(|rows| pulp::Arch::new().dispatch(AddInPlace { rows, b }));
+        match task == n {
+            true => add(buffer),
+            false => buffer.par_chunks_mut(task).for_each(add),
+        }
         return z;
     }
     let z = readable::<E>(z);
     let source = z.as_slice::<E>().expect("contiguous");
-    let y = filled_in_parallel(source.len(), task, |i, rows| {
-        rows.copy_from_slice(&source[i * task..][..rows.len()]);
-        pulp::Arch::new().dispatch(AddInPlace { rows, b })
-    });
+    let y = match task == n {
+        true => {
+            let mut y = source.to_vec();
+            add(&mut y);
+            y
+        }
+        false => filled_in_parallel(n, task, |i, rows| {
+            rows.copy_from_slice(&source[i * task..][..rows.len()]);
+            add(rows)
+        }),
+    };
     FlexTensor::from_data(TensorData::new(y, z.layout().shape().clone()))
 }
 
@@ -105,20 +126,23 @@ fn column_sums_typed<E: Lane>(g: FlexTensor) -> FlexTensor {
     let g = readable::<E>(g);
     let m = g.layout().shape()[1];
     let values = g.as_slice::<E>().expect("contiguous");
-    let mut total = vec![0f32; m];
-    if m > 0 {
-        let blocks: Vec<Vec<f32>> = values
-            .par_chunks(task_len(m))
-            .map(|rows| {
-                let mut sums = vec![0f32; m];
-                pulp::Arch::new().dispatch(SumRows { rows, sums: &mut sums });
-                sums
-            })
-            .collect();
-        for block in blocks {
-            total.iter_mut().zip(block).for_each(|(t, s)| *t += s);
+    let sum = |rows: &[E]| {
+        let mut sums = vec![0f32; m];
+        pulp::Arch::new().dispatch(SumRows { rows, sums: &mut sums });
+        sums
+    };
+    let task = task_len(m, values.len());
+    let total = match m == 0 || task == values.len() {
+        true => sum(values),
+        false => {
+            let blocks: Vec<Vec<f32>> = values.par_chunks(task).map(sum).collect();
+            let mut total = vec![0f32; m];
+            for block in blocks {
+                total.iter_mut().zip(block).for_each(|(t, s)| *t += s);
+            }
+            total
         }
-    }
+    };
     let sums: Vec<E> = total.into_iter().map(E::from_f32).collect();
     FlexTensor::from_data(TensorData::new(sums, [1, m]))
 }
