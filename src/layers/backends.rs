@@ -4,11 +4,12 @@
 //! `Autodiff<I, C>`, while the models are generic over `B: Backend`. Rather than a trait bound
 //! that would spread through every model, the ops that have one ([`super::attention`],
 //! [`super::capture`], [`super::gelu()`], [`super::layer_norm()`], [`super::softmax()`],
-//! [`super::contiguous()`], [`super::matmul()`]) check at run time whether `B` is a backend they know
-//! ([`as_backend`], a safe `Any` downcast; `on_flex` for an op with a kernel on flex and one
-//! under autodiff) and take Burn's generic path otherwise.
+//! [`super::contiguous()`], [`super::matmul()`], [`super::cast()`], [`super::add_bias()`]) check
+//! at run time whether `B` is a backend they know ([`as_backend`], a safe `Any` downcast;
+//! `on_flex` for an op of one or more tensors with a kernel on flex and one under autodiff) and
+//! take Burn's generic path otherwise.
 
-use std::any::Any;
+use std::any::{Any, TypeId};
 
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::{Autodiff, Flex};
@@ -27,60 +28,28 @@ pub fn as_backend<B: Backend, A: Backend, const D: usize>(
     }
 }
 
-/// Applies `plain` to `x`'s primitive when `B` is Burn's `flex` CPU backend and `autodiff`
-/// when it is `Autodiff<flex>` (without checkpointing: the op `autodiff` records is prepared
-/// for that strategy); gives `x` back unchanged for any other backend ([`super::backends`]).
-pub(crate) fn on_flex<B: Backend, const D: usize>(
-    x: Tensor<B, D>,
-    plain: impl FnOnce(FlexTensor) -> FlexTensor,
-    autodiff: impl FnOnce(FloatTensor<Autodiff<Flex>>) -> FloatTensor<Autodiff<Flex>>,
-) -> Result<Tensor<B, D>, Tensor<B, D>> {
-    fn map<A: Backend, const D: usize>(
-        x: Tensor<A, D>,
-        f: impl FnOnce(FloatTensor<A>) -> FloatTensor<A>,
-    ) -> Tensor<A, D> {
-        Tensor::from_primitive(TensorPrimitive::Float(f(x.into_primitive().tensor())))
-    }
-    let x = match as_backend::<B, Flex, D>(x) {
-        Ok(x) => return Ok(as_backend::<Flex, B, D>(map(x, plain)).expect("B is flex")),
-        Err(x) => x,
-    };
-    let x = as_backend::<B, Autodiff<Flex, NoCheckpointing>, D>(x)?;
-    Ok(as_backend::<Autodiff<Flex, NoCheckpointing>, B, D>(map(x, autodiff)).expect("B is Autodiff<flex>"))
-}
-
-/// [`on_flex`] for an op of two tensors of the same backend: `Err((a, b))`, untouched, when
-/// `B` is neither flex nor `Autodiff<flex>`.
-#[allow(clippy::type_complexity)]
-pub(crate) fn on_flex2<B: Backend, const D: usize>(
-    a: Tensor<B, D>,
-    b: Tensor<B, D>,
-    plain: impl FnOnce(FlexTensor, FlexTensor) -> FlexTensor,
-    autodiff: impl FnOnce(FloatTensor<Autodiff<Flex>>, FloatTensor<Autodiff<Flex>>) -> FloatTensor<Autodiff<Flex>>,
-) -> Result<Tensor<B, D>, (Tensor<B, D>, Tensor<B, D>)> {
-    fn map<A: Backend, const D: usize>(
-        a: Tensor<A, D>,
-        b: Tensor<A, D>,
-        f: impl FnOnce(FloatTensor<A>, FloatTensor<A>) -> FloatTensor<A>,
-    ) -> Tensor<A, D> {
-        let (a, b) = (a.into_primitive().tensor(), b.into_primitive().tensor());
-        Tensor::from_primitive(TensorPrimitive::Float(f(a, b)))
+/// Applies `plain` to the primitives of `xs` (tensors of one backend) when `B` is Burn's `flex`
+/// CPU backend and `autodiff` when it is `Autodiff<flex>` (without checkpointing: the op
+/// `autodiff` records is prepared for that strategy); gives `xs` back unchanged for any other
+/// backend ([`super::backends`]).
+pub(crate) fn on_flex<B: Backend, const D: usize, const N: usize>(
+    xs: [Tensor<B, D>; N],
+    plain: impl FnOnce([FlexTensor; N]) -> FlexTensor,
+    autodiff: impl FnOnce([FloatTensor<Autodiff<Flex>>; N]) -> FloatTensor<Autodiff<Flex>>,
+) -> Result<Tensor<B, D>, [Tensor<B, D>; N]> {
+    /// `f` on the primitives of `xs` as tensors of `A`, which is `B`.
+    fn map<A: Backend, B: Backend, const D: usize, const N: usize>(
+        xs: [Tensor<B, D>; N],
+        f: impl FnOnce([FloatTensor<A>; N]) -> FloatTensor<A>,
+    ) -> Tensor<B, D> {
+        let xs = xs.map(|x| as_backend::<B, A, D>(x).expect("B is A").into_primitive().tensor());
+        as_backend::<A, B, D>(Tensor::from_primitive(TensorPrimitive::Float(f(xs)))).expect("A is B")
     }
     type Ad = Autodiff<Flex, NoCheckpointing>;
-    // a and b have the same backend B: when a is one of the two, so is b.
-    let a = match as_backend::<B, Flex, D>(a) {
-        Ok(a) => {
-            let b = as_backend::<B, Flex, D>(b).expect("b has a's backend");
-            return Ok(as_backend::<Flex, B, D>(map(a, b, plain)).expect("B is flex"));
-        }
-        Err(a) => a,
-    };
-    match as_backend::<B, Ad, D>(a) {
-        Ok(a) => {
-            let b = as_backend::<B, Ad, D>(b).expect("b has a's backend");
-            Ok(as_backend::<Ad, B, D>(map(a, b, autodiff)).expect("B is Autodiff<flex>"))
-        }
-        Err(a) => Err((a, b)),
+    match TypeId::of::<B>() {
+        id if id == TypeId::of::<Flex>() => Ok(map::<Flex, B, D, N>(xs, plain)),
+        id if id == TypeId::of::<Ad>() => Ok(map::<Ad, B, D, N>(xs, autodiff)),
+        _ => Err(xs),
     }
 }
 

@@ -22,7 +22,7 @@ use burn::tensor::{bf16, f16, DType, Tensor, TensorData};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::backends::{filled_in_parallel, in_dtype, on_flex2, owned_from_start, readable};
+use super::backends::{filled_in_parallel, in_dtype, on_flex, owned_from_start, readable};
 use super::cast::{is_lane, Lane, CHUNK};
 
 /// `z + b` on every row of z ([rows, m] + [m]): one parallel pass on the CPU backend (module
@@ -32,7 +32,7 @@ pub fn add_bias<B: Backend>(z: Tensor<B, 2>, b: Tensor<B, 1>) -> Tensor<B, 2> {
     if z.dtype() != b.dtype() || !is_lane(z.dtype()) || z.dims()[1] != b.dims()[1] {
         return z + b;
     }
-    on_flex2(z, b, |z, b| forward(z, &b), forward_autodiff).unwrap_or_else(|(z, b)| z + b)
+    on_flex([z, b], |[z, b]| forward(z, &b), |[z, b]| forward_autodiff(z, b)).unwrap_or_else(|[z, b]| z + b)
 }
 
 /// The sum as an autodiff op; its backward pass needs no state.

@@ -87,7 +87,7 @@ pub fn cast<B: Backend, const D: usize>(t: Tensor<B, D>, dtype: impl Into<FloatD
     if !(is_lane(t.dtype()) && is_lane(to)) {
         return t.cast(dtype);
     }
-    on_flex(t, |t| convert(t, to), |t| cast_autodiff(t, to)).unwrap_or_else(|t| t.cast(dtype))
+    on_flex([t], |[t]| convert(t, to), |[t]| cast_autodiff(t, to)).unwrap_or_else(|[t]| t.cast(dtype))
 }
 
 pub(crate) fn is_lane(dtype: DType) -> bool {

@@ -32,14 +32,14 @@ const TILE: usize = 16;
 /// `x` in row-major order: a copy of a view on Burn's `flex` CPU backend (with or without
 /// autodiff; see the module docs), `x` itself on any other backend.
 pub fn contiguous<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    on_flex(x, copy, copy_autodiff).unwrap_or_else(|x| x)
+    on_flex([x], |[x]| copy(x), |[x]| copy_autodiff(x)).unwrap_or_else(|[x]| x)
 }
 
 /// `x.permute(axes)` in row-major order, and its gradient too: on flex, copies both ways (module
 /// docs); elsewhere, the permuted view.
 pub fn permute_contiguous<B: Backend, const D: usize>(x: Tensor<B, D>, axes: [usize; D]) -> Tensor<B, D> {
     let permuted = |x: FlexTensor| copy(x.permute(&axes));
-    on_flex(x, permuted, |x| permute_autodiff(x, &axes)).unwrap_or_else(|x| x.permute(axes))
+    on_flex([x], |[x]| permuted(x), |[x]| permute_autodiff(x, &axes)).unwrap_or_else(|[x]| x.permute(axes))
 }
 
 /// The permuted copy as an autodiff op; its state is the inverse permutation.

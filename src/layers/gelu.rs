@@ -35,7 +35,7 @@ pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     if !matches!(x.dtype(), DType::F32 | DType::BF16 | DType::F16) {
         return gelu_chain(x);
     }
-    on_flex(x, fused_forward, fused_autodiff).unwrap_or_else(gelu_chain)
+    on_flex([x], |[x]| fused_forward(x), |[x]| fused_autodiff(x)).unwrap_or_else(|[x]| gelu_chain(x))
 }
 
 /// The exact GELU as Burn tensor ops, x · (erf(x/√2) + 1) · ½: five passes forward and

@@ -26,7 +26,7 @@ use burn::tensor::{bf16, DType, Shape, Tensor, TensorData};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::backends::{in_dtype, on_flex2};
+use super::backends::{in_dtype, on_flex};
 use super::cast::convert;
 
 /// One product with at least this many multiply-adds (m·k·n) runs gemm on all threads; a stack
@@ -44,7 +44,8 @@ pub fn matmul<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> T
     if a.dtype() != b.dtype() || !matches!(a.dtype(), DType::F32 | DType::BF16) || !same_stack {
         return a.matmul(b);
     }
-    on_flex2(a, b, |a, b| product(&a, &b), product_autodiff).unwrap_or_else(|(a, b)| a.matmul(b))
+    on_flex([a, b], |[a, b]| product(&a, &b), |[a, b]| product_autodiff(a, b))
+        .unwrap_or_else(|[a, b]| a.matmul(b))
 }
 
 /// `a b` of two flex tensors of one type, f32 or bf16 (computed in f32, rounded to bf16).

@@ -6,8 +6,9 @@
 //! fused attention that autodiff trains through is [`attention`]), plus the exact GELU
 //! ([`gelu()`]), layer norm ([`layer_norm()`]) and a scaled softmax ([`softmax()`]), each one
 //! fused pass on the CPU, layout copies that stay fast on the CPU ([`contiguous()`],
-//! [`permute_contiguous()`]), and the matrix product the layers use ([`matmul()`]: gemm into a
-//! fresh buffer on the CPU). A network is trained either through the [`Network`] trait, which
+//! [`permute_contiguous()`]), the matrix product the layers use ([`matmul()`]: gemm into a
+//! fresh buffer on the CPU), and the casts between float types ([`cast()`]) and bias adds
+//! ([`add_bias()`]) of mixed precision and the linear layers, parallel on the CPU. A network is trained either through the [`Network`] trait, which
 //! lists its layers, or as any Burn module, whose low-rank layers [`ModuleNetwork`] finds by
 //! visiting it.
 //!

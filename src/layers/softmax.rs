@@ -32,7 +32,8 @@ pub fn softmax<B: Backend, const D: usize>(x: Tensor<B, D>, scale: f64) -> Tenso
     if x.dtype() != DType::F32 || d == 0 || !(s > 0.0 && s.is_finite()) {
         return softmax_chain(x, scale);
     }
-    on_flex(x, |x| fused_forward(x, s), |x| fused_autodiff(x, s)).unwrap_or_else(|x| softmax_chain(x, scale))
+    on_flex([x], |[x]| fused_forward(x, s), |[x]| fused_autodiff(x, s))
+        .unwrap_or_else(|[x]| softmax_chain(x, scale))
 }
 
 /// softmax(scale · x) along the last axis as Burn ops: the product with `scale`, then Burn's
