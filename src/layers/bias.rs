@@ -1,4 +1,4 @@
-//! A bias added to every row, [`add_bias`]: `z + b` for z [rows, m] and b [m], and its
+//! A bias added to every row, [`add_bias`]: `z + b` for z `[rows, m]` and b `[m]`, and its
 //! gradients ∂z = g and ∂b = the column sums of g.
 //!
 //! On the CPU backend (Burn's `flex`, plain or under autodiff) in f32, bf16 and f16, the sum is
@@ -25,7 +25,7 @@ use rayon::prelude::*;
 use super::backends::{filled_in_parallel, in_dtype, on_flex, owned_from_start, readable};
 use super::cast::{is_lane, Lane, CHUNK};
 
-/// `z + b` on every row of z ([rows, m] + [m]): one parallel pass on the CPU backend (module
+/// `z + b` on every row of z (`[rows, m] + [m]`): one parallel pass on the CPU backend (module
 /// docs), Burn's broadcast add otherwise.
 pub fn add_bias<B: Backend>(z: Tensor<B, 2>, b: Tensor<B, 1>) -> Tensor<B, 2> {
     let b = b.unsqueeze::<2>();

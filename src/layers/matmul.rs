@@ -12,7 +12,7 @@
 //!
 //! The values are gemm's, as flex's: the same kernel with the same strides and threading. In
 //! bf16 (mixed precision, [`super::Precision`]) both compute in f32 and round the product to
-//! bf16; here the operands are copied into f32 and the product rounded back by [`super::cast`]'s
+//! bf16; here the operands are copied into f32 and the product rounded back by [`super::cast()`]'s
 //! parallel passes, where flex converts one element at a time and copies a transposed operand
 //! first.
 
