@@ -22,7 +22,7 @@ use burn::tensor::{bf16, f16, DType, Tensor, TensorData};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::backends::{filled_in_parallel, in_dtype, on_flex, owned_from_start, readable};
+use super::backends::{filled_in_parallel, on_flex, owned_from_start, readable};
 use super::cast::{is_lane, Lane, CHUNK};
 
 /// `z + b` on every row of z (`[rows, m] + [m]`): one parallel pass on the CPU backend (module
@@ -80,7 +80,7 @@ fn task_len(m: usize, n: usize) -> usize {
 const PARALLEL_MIN: usize = 1 << 17;
 
 fn forward_typed<E: Lane>(mut z: FlexTensor, b: &FlexTensor) -> FlexTensor {
-    let b = readable::<E>(in_dtype(b.clone(), z.dtype()));
+    let b = readable::<E>(b.clone());
     let b = b.as_slice::<E>().expect("contiguous");
     let m = b.len();
     if m == 0 || z.layout().num_elements() == 0 {

@@ -24,7 +24,7 @@ use burn::tensor::{bf16, f16, DType, TensorData, TensorMetadata};
 use burn_flex::FlexTensor;
 
 use super::backends::{filled_in_parallel, in_dtype, on_flex, owned_from_start, readable};
-use super::cast::Lane;
+use super::cast::{is_lane, Lane};
 
 /// A float tensor of `Autodiff<flex>`: flex's tensor and its autodiff node.
 type AutodiffTensor = FloatTensor<Autodiff<Flex>>;
@@ -32,7 +32,7 @@ type AutodiffTensor = FloatTensor<Autodiff<Flex>>;
 /// The exact GELU, x Φ(x), elementwise: fused on the CPU backend in f32, bf16 and f16, the
 /// exact chain of tensor ops otherwise.
 pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    if !matches!(x.dtype(), DType::F32 | DType::BF16 | DType::F16) {
+    if !is_lane(x.dtype()) {
         return gelu_chain(x);
     }
     on_flex([x], |[x]| fused_forward(x), |[x]| fused_autodiff(x)).unwrap_or_else(|[x]| gelu_chain(x))

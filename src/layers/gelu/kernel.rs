@@ -20,9 +20,7 @@
 use rayon::prelude::*;
 
 use crate::layers::cast::Lane;
-
-/// Elements per parallel task: large enough that a task outweighs its scheduling.
-pub(crate) const CHUNK: usize = 1 << 14;
+pub(crate) use crate::layers::cast::CHUNK;
 
 /// y = x Φ(x), elementwise, in place.
 pub fn forward_in_place<E: Lane>(x: &mut [E]) {
