@@ -218,6 +218,11 @@ impl TrainSection {
         if self.epochs == 0 {
             return Err(Error::config("train.epochs", self.epochs, "at least 1"));
         }
+        // TOML integers are i64: a larger seed could not be written to config.toml or the
+        // checkpoint.
+        if i64::try_from(self.seed).is_err() {
+            return Err(Error::config("train.seed", self.seed, &format!("a seed from 0 to {}", i64::MAX)));
+        }
         self.dataset.validate()
     }
 }

@@ -108,6 +108,23 @@ fn one_folder_is_split_per_class_by_the_stated_fraction_and_seed() {
     assert!(err.contains("train.dataset.test_fraction") && err.contains("no train/"), "{err}");
     let err = error(&FolderSpec { test_fraction: Some(1.5), ..FolderSpec::new(tmp.path()) });
     assert!(err.contains("test_fraction") && err.contains("1.5"), "{err}");
+
+    // A fraction too small for a class still holds one of its images out.
+    let (train3, test3, _) = load(&FolderSpec { test_fraction: Some(0.01), ..FolderSpec::new(tmp.path()) });
+    assert_eq!((train3.len, test3.len), (22, 3));
+    let mut per_class: Vec<u8> = test3.labels.clone();
+    per_class.sort();
+    assert_eq!(per_class, [0, 1, 2], "one test image of each class");
+    // One image per class leaves nothing to test on; one class is no classification.
+    let tiny = tempfile::tempdir().unwrap();
+    write_classes(tiny.path(), 1, 5);
+    let err = error(&FolderSpec { test_fraction: Some(0.5), ..FolderSpec::new(tiny.path()) });
+    assert!(err.contains("test_fraction") && err.contains("one image"), "{err}");
+    let single = tempfile::tempdir().unwrap();
+    write_classes(tiny.path(), 4, 6);
+    std::fs::rename(tiny.path().join("checker"), single.path().join("checker")).unwrap();
+    let err = error(&FolderSpec { test_fraction: Some(0.5), ..FolderSpec::new(single.path()) });
+    assert!(err.contains("at least two") && err.contains("checker"), "{err}");
 }
 
 #[test]

@@ -173,6 +173,63 @@ fn cli_train_eval_export_and_nan_loss() {
     assert!(!r.status.success() && String::from_utf8_lossy(&r.stderr).contains("epochz"));
 }
 
+/// Every file of a run folder, by name, with its bytes.
+fn folder_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn a_run_that_fails_leaves_the_run_folder_as_it_was() {
+    let Some(data) = common::mnist_dir() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let dlrt = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_dlrt"))
+            .args(args)
+            .env("DLRT_DATA", &data)
+            .env_remove("RUST_BACKTRACE")
+            .output()
+            .expect("run dlrt");
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let config = tmp.path().join("small.toml");
+    std::fs::write(
+        &config,
+        "[model]\nhidden = [32]\nlow_rank = \"hidden\"\nrank = 4\n[integrator]\nmethod = \"abc_psi\"\ntol = 0.01\n\
+         [optimizer]\nkind = \"sgd\"\nlr = 0.01\n[train]\nepochs = 2\nmax_batches = 3\ntest_subset = 200\n",
+    )
+    .unwrap();
+    let (config, run) = (config.to_str().unwrap(), tmp.path().join("run"));
+    let out = run.to_str().unwrap();
+    assert_eq!(dlrt(&["train", config, "--out", out, "--quiet"]).0, Some(0));
+    let before = folder_files(&run);
+    assert!(before.iter().any(|(name, _)| name == "checkpoint.safetensors"), "{before:?}");
+    let fails = |args: &[&str], expected: &[&str]| {
+        let (code, err) = dlrt(args);
+        assert_eq!(code, Some(1), "{args:?}: {err}");
+        assert!(expected.iter().all(|e| err.contains(e)), "{args:?}: {err}");
+        assert!(folder_files(&run) == before, "{args:?} changed the run folder");
+    };
+    // A new run into the folder that fails in its first epoch: at a training step, at the
+    // evaluation (a dense network whose test logits overflow while its training loss is
+    // finite), or a seed that TOML cannot store.
+    fails(&["train", config, "--out", out, "--lr", "1e30"], &["non-finite", "step 1", "as they were"]);
+    fails(&["train", config, "--out", out, "--method", "dense", "--lr", "1e8"], &["non-finite", "test loss"]);
+    fails(&["train", config, "--out", out, "--seed", "9223372036854775808"], &["train.seed"]);
+    // Resuming: fewer epochs than the checkpoint has done, or a config beside --resume.
+    fails(&["train", "--resume", out, "--epochs", "1"], &["train.epochs", "2 epochs"]);
+    fails(&["train", config, "--resume", out], &["--resume", "no config file"]);
+    // The same run again replaces the folder's run once its first epoch ends.
+    assert_eq!(dlrt(&["train", config, "--out", out, "--quiet", "--epochs", "1"]).0, Some(0));
+    let jsonl = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    assert_eq!(jsonl.lines().count(), 1, "{jsonl}");
+}
+
 #[test]
 fn real_mnist_files_have_the_known_contents() {
     let Some(dir) = common::mnist_dir() else { return };

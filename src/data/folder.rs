@@ -162,11 +162,20 @@ fn list(spec: &FolderSpec) -> Result<(Vec<String>, Vec<Sample>, Vec<Sample>)> {
             let y = label(i, dir)?;
             let mut files = images_in(path)?;
             files.shuffle(&mut rng);
-            let n_test = ((files.len() as f64 * fraction).round() as usize).min(files.len() - 1);
+            // At least one test image per class, and one training image.
+            let n_test = ((files.len() as f64 * fraction).round() as usize).max(1).min(files.len() - 1);
             test.extend(files.drain(..n_test).map(|p| (p, y)));
             train.extend(files.into_iter().map(|p| (p, y)));
         }
         classes = class_list.into_iter().map(|(name, _)| name).collect();
+        if test.is_empty() {
+            let why = "a split with test images: every class folder holds one image, which it trains on";
+            return Err(Error::config("train.dataset.test_fraction", fraction, why));
+        }
+    }
+    if classes.len() < 2 {
+        let got = format!("one, {:?}", classes[0]);
+        return Err(Error::bad_file(dir, "class folders", "at least two (one per class)", got));
     }
     let by_name = |a: &Sample, b: &Sample| (a.0.file_name(), a.1).cmp(&(b.0.file_name(), b.1));
     train.sort_by(by_name);

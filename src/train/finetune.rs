@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::backend::AutodiffBackend;
 use rand::{rngs::StdRng, SeedableRng};
 
-use super::fit::{checkpoint_path, fit, load_data, Plan, RunOptions, Start};
+use super::fit::{checkpoint_path, fit, load_data, start_run_dir, Plan, RunOptions, Start};
 use super::metrics::{EpochRecord, MetricsWriter};
 use super::Trainer;
 use crate::checkpoint;
@@ -80,8 +80,8 @@ pub fn finetune<B: AutodiffBackend>(
     let mut trainer = Trainer::new(config.integrator.method, &config.integrator.truncation(), opt)?
         .with_rank_bucket(config.integrator.rank_bucket)?;
     trainer.prepare(&mut model)?;
-    atomic_write(&opts.run_dir.join("config.toml"), config.to_toml().as_bytes())?;
-    let mut writer = MetricsWriter::create(&opts.run_dir)?;
+    let mut writer = MetricsWriter::create(&opts.run_dir);
+    start_run_dir(&opts.run_dir, &config.to_toml(), &mut writer)?;
     if opts.progress {
         println!(
             "{}: {} adapters on {:?}, r0 = {}; trainable parameters {} = {:.2} % of the backbone's {}",
@@ -97,6 +97,8 @@ pub fn finetune<B: AutodiffBackend>(
     let plan = Plan::new(t, &config.optimizer, ImageFormat::Rgb(b.image), EVAL_BATCH);
     let ckpt = checkpoint_path(&opts.run_dir);
     let save = |model: &ViTClassifier<B>, _: &Trainer<B>, epoch, _| {
+        // The run folder's files change only from the first epoch's end on (`fit`).
+        atomic_write(&opts.run_dir.join("config.toml"), config.to_toml().as_bytes())?;
         checkpoint::adapters::save(&ckpt, model, config, epoch, &train.classes)
     };
     fit(&mut model, &mut trainer, (&train, &test), &plan, opts, Start::default(), &mut writer, save, device)

@@ -14,7 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
 
 use super::loss::{correct, cross_entropy};
-use super::metrics::{EpochRecord, MetricsWriter};
+use super::metrics::{self, EpochRecord, MetricsWriter};
 use super::schedule::learning_rate;
 use super::{plot, Trainer};
 use crate::config::{OptimizerSection, Schedule, TrainSection};
@@ -117,6 +117,20 @@ pub fn load_data(train: &TrainSection, opts: &RunOptions) -> Result<(Dataset, Da
     Ok((train_data, test_data))
 }
 
+/// Starts a new run in `run_dir` (an existing folder) when the folder holds no earlier run
+/// (no config.toml, metrics or checkpoint): writes its config and empty metrics at once, so
+/// `dlrt report` lists the run during its first epoch. A folder with an earlier run keeps all
+/// of it until the new run's first epoch ends, when `save` writes the config and `writer` the
+/// metrics ([`fit`]).
+pub fn start_run_dir(run_dir: &Path, config_toml: &str, writer: &mut MetricsWriter) -> Result<()> {
+    let earlier = ["config.toml", metrics::JSONL_FILE, metrics::CSV_FILE, "checkpoint.safetensors"];
+    if earlier.iter().any(|name| run_dir.join(name).exists()) {
+        return Ok(());
+    }
+    crate::io::atomic_write(&run_dir.join("config.toml"), config_toml.as_bytes())?;
+    writer.start()
+}
+
 /// Where a run starts: epochs and steps already done, and their records (empty for a new run).
 #[derive(Clone, Debug, Default)]
 pub struct Start {
@@ -178,8 +192,10 @@ pub fn ranks_summary(ranks: &[usize]) -> String {
 /// epoch; returns every epoch's record (those of `start` first). After each epoch it appends
 /// the record to `writer`, redraws the plots and calls `save(model, trainer, epoch, step)`.
 ///
-/// A non-finite loss stops the run with an error; the checkpoint of the last finished epoch
-/// stays as it was.
+/// A non-finite training or test loss stops the run with an error; the checkpoint of the last
+/// finished epoch stays as it was. A new run's first epoch is the first to write the run
+/// folder's files (`save` writes its config), so a run that fails before leaves the folder as
+/// it was.
 #[allow(clippy::too_many_arguments)]
 pub fn fit<B: AutodiffBackend, M: Classifier<B>>(
     model: &mut M,
@@ -199,7 +215,7 @@ pub fn fit<B: AutodiffBackend, M: Classifier<B>>(
     let mut last_good = if done > 0 {
         checkpoint_path(&opts.run_dir).display().to_string()
     } else {
-        "none (first epoch)".into()
+        "none: it stopped in the run's first epoch, and the run folder's files are as they were".into()
     };
 
     for epoch in done + 1..=plan.epochs {
@@ -236,6 +252,14 @@ pub fn fit<B: AutodiffBackend, M: Classifier<B>>(
         let wall = started.elapsed().as_secs_f64();
         bar.finish_and_clear();
         let (test_loss, test_accuracy) = evaluate(model, test, plan.format, plan.eval_batch, device);
+        if !test_loss.is_finite() {
+            // A diverged network can keep a finite training loss while its test logits overflow.
+            return Err(Error::NonFinite {
+                context: format!(
+                    "the test loss ({test_loss}) after epoch {epoch}: training stopped; the last good checkpoint is {last_good}"
+                ),
+            });
+        }
         let (compression_low_rank, compression_network) = model.compression();
         let counters = trainer.counters();
         let record = EpochRecord {

@@ -76,6 +76,13 @@ const CSV_COLUMNS: [&str; 13] = [
 /// it; a later record with another number of ranks is an error.
 #[derive(Debug)]
 pub struct MetricsWriter {
+    run_dir: PathBuf,
+    /// The open files; `None` for a new run until its first record.
+    files: Option<MetricsFiles>,
+}
+
+#[derive(Debug)]
+struct MetricsFiles {
     jsonl: File,
     jsonl_path: PathBuf,
     csv: File,
@@ -85,10 +92,19 @@ pub struct MetricsWriter {
 }
 
 impl MetricsWriter {
-    /// Starts fresh `metrics.jsonl` and `metrics.csv` in `run_dir` (an existing folder),
-    /// replacing any that are there.
-    pub fn create(run_dir: &Path) -> Result<Self> {
-        Self::rewrite(run_dir, &[])
+    /// Fresh `metrics.jsonl` and `metrics.csv` in `run_dir` (an existing folder). Any that are
+    /// there are replaced at the first [`Self::append`], not before: a run that fails in its
+    /// first epoch leaves an earlier run's metrics as they were.
+    pub fn create(run_dir: &Path) -> Self {
+        Self { run_dir: run_dir.to_path_buf(), files: None }
+    }
+
+    /// Writes the (empty) files now rather than at the first record.
+    pub fn start(&mut self) -> Result<()> {
+        if self.files.is_none() {
+            self.files = Some(MetricsFiles::rewrite(&self.run_dir, &[])?);
+        }
+        Ok(())
     }
 
     /// Reopens the metrics of a run resumed from the checkpoint of epoch `keep_epochs`.
@@ -99,24 +115,29 @@ impl MetricsWriter {
     pub fn resume(run_dir: &Path, keep_epochs: usize) -> Result<(Self, Vec<EpochRecord>)> {
         let mut records = read_jsonl(&run_dir.join(JSONL_FILE))?;
         records.retain(|r| r.epoch <= keep_epochs);
-        let writer = Self::rewrite(run_dir, &records)?;
-        Ok((writer, records))
+        let files = MetricsFiles::rewrite(run_dir, &records)?;
+        Ok((Self { run_dir: run_dir.to_path_buf(), files: Some(files) }, records))
     }
 
-    /// Appends `rec` to both files and flushes them.
+    /// Appends `rec` to both files and flushes them (a new run's first record replaces any
+    /// files that were there).
     ///
     /// Each line reaches the OS in one unbuffered write, so a killed process loses no finished
     /// epoch and leaves no half line.
     pub fn append(&mut self, rec: &EpochRecord) -> Result<()> {
-        if self.rank_columns.is_none() {
-            write_all(&mut self.csv, &self.csv_path, csv_header(rec.ranks.len()).as_bytes())?;
-            self.rank_columns = Some(rec.ranks.len());
+        self.start()?;
+        let files = self.files.as_mut().expect("started");
+        if files.rank_columns.is_none() {
+            write_all(&mut files.csv, &files.csv_path, csv_header(rec.ranks.len()).as_bytes())?;
+            files.rank_columns = Some(rec.ranks.len());
         }
-        let row = csv_row(rec, self.rank_columns, &self.csv_path)?;
-        write_all(&mut self.jsonl, &self.jsonl_path, json_line(rec).as_bytes())?;
-        write_all(&mut self.csv, &self.csv_path, row.as_bytes())
+        let row = csv_row(rec, files.rank_columns, &files.csv_path)?;
+        write_all(&mut files.jsonl, &files.jsonl_path, json_line(rec).as_bytes())?;
+        write_all(&mut files.csv, &files.csv_path, row.as_bytes())
     }
+}
 
+impl MetricsFiles {
     /// Writes `records` as the whole content of both files, each through a temporary file and
     /// a rename so an interrupted rewrite leaves the old file, then opens both for appending.
     fn rewrite(run_dir: &Path, records: &[EpochRecord]) -> Result<Self> {
@@ -297,7 +318,7 @@ mod tests {
     fn round_trip_through_both_files() {
         let dir = tempfile::tempdir().unwrap();
         let records: Vec<_> = (1..=3).map(|e| record(e, vec![4 + e, 7])).collect();
-        let mut writer = MetricsWriter::create(dir.path()).unwrap();
+        let mut writer = MetricsWriter::create(dir.path());
         for rec in &records {
             writer.append(rec).unwrap();
         }
@@ -313,18 +334,22 @@ mod tests {
     }
 
     #[test]
-    fn create_replaces_old_files() {
+    fn a_new_run_replaces_old_files_at_its_first_record_only() {
         let dir = tempfile::tempdir().unwrap();
-        MetricsWriter::create(dir.path()).unwrap().append(&record(1, vec![2])).unwrap();
-        MetricsWriter::create(dir.path()).unwrap();
-        assert!(read_jsonl(&dir.path().join(JSONL_FILE)).unwrap().is_empty());
-        assert!(csv_lines(dir.path()).is_empty());
+        MetricsWriter::create(dir.path()).append(&record(1, vec![2])).unwrap();
+        let mut writer = MetricsWriter::create(dir.path());
+        assert_eq!(read_jsonl(&dir.path().join(JSONL_FILE)).unwrap(), [record(1, vec![2])]);
+        assert_eq!(csv_lines(dir.path()).len(), 2, "the old header and row stay");
+        writer.append(&record(1, vec![7, 8])).unwrap();
+        assert_eq!(read_jsonl(&dir.path().join(JSONL_FILE)).unwrap(), [record(1, vec![7, 8])]);
+        let lines = csv_lines(dir.path());
+        assert!(lines.len() == 2 && lines[0].ends_with(",rank_0,rank_1"), "{lines:?}");
     }
 
     #[test]
     fn resume_drops_epochs_after_the_checkpoint() {
         let dir = tempfile::tempdir().unwrap();
-        let mut writer = MetricsWriter::create(dir.path()).unwrap();
+        let mut writer = MetricsWriter::create(dir.path());
         for e in 1..=4 {
             writer.append(&record(e, vec![3])).unwrap();
         }
@@ -344,7 +369,7 @@ mod tests {
     #[test]
     fn resume_from_epoch_zero_writes_the_header_later() {
         let dir = tempfile::tempdir().unwrap();
-        MetricsWriter::create(dir.path()).unwrap().append(&record(1, vec![3, 3])).unwrap();
+        MetricsWriter::create(dir.path()).append(&record(1, vec![3, 3])).unwrap();
         let (mut writer, kept) = MetricsWriter::resume(dir.path(), 0).unwrap();
         assert!(kept.is_empty() && csv_lines(dir.path()).is_empty());
         writer.append(&record(1, vec![5, 6])).unwrap();
@@ -377,7 +402,7 @@ mod tests {
         let mut rec = record(1, vec![3]);
         rec.test_loss = f64::INFINITY;
         rec.samples_per_second = f64::NAN;
-        MetricsWriter::create(dir.path()).unwrap().append(&rec).unwrap();
+        MetricsWriter::create(dir.path()).append(&rec).unwrap();
         let back = read_jsonl(&dir.path().join(JSONL_FILE)).unwrap();
         assert!(back[0].test_loss.is_nan() && back[0].samples_per_second.is_nan());
         assert_eq!(back[0].train_loss, rec.train_loss);
@@ -387,7 +412,7 @@ mod tests {
     #[test]
     fn a_changed_layer_count_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let mut writer = MetricsWriter::create(dir.path()).unwrap();
+        let mut writer = MetricsWriter::create(dir.path());
         writer.append(&record(1, vec![3, 3])).unwrap();
         let err = writer.append(&record(2, vec![3])).unwrap_err();
         assert!(matches!(err, Error::Shape { .. }), "{err}");

@@ -157,7 +157,7 @@ mod tests {
         let dir = root.join(name);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("config.toml"), config).unwrap();
-        let mut writer = MetricsWriter::create(&dir).unwrap();
+        let mut writer = MetricsWriter::create(&dir);
         records.iter().for_each(|r| writer.append(r).unwrap());
         dir
     }

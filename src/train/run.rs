@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use rand::{rngs::StdRng, SeedableRng};
 
-use super::fit::{checkpoint_path, default_run_dir, fit, load_data, Plan, RunOptions, Start};
+use super::fit::{checkpoint_path, default_run_dir, fit, load_data, start_run_dir, Plan, RunOptions, Start};
 use super::metrics::{EpochRecord, MetricsWriter};
 use super::Trainer;
 use crate::checkpoint::{self, RunState};
@@ -32,7 +32,15 @@ pub fn run_config(
     overrides: &Overrides,
 ) -> Result<(RunConfig, PathBuf)> {
     match (resume, config) {
-        (Some(dir), _) => {
+        (Some(dir), Some(path)) => Err(Error::config(
+            "config",
+            path.display(),
+            &format!(
+                "no config file with --resume {} (a resumed run keeps its checkpoint's config; only --epochs may change)",
+                dir.display()
+            ),
+        )),
+        (Some(dir), None) => {
             let mut cfg = checkpoint::load_config(&checkpoint_path(dir))?;
             cfg.apply_on_resume(overrides)?;
             Ok((cfg, dir.to_path_buf()))
@@ -97,6 +105,13 @@ pub fn run<B: AutodiffBackend>(
                 &format!("images of the checkpoint's size and classes {:?}", state.labels),
             ));
         }
+        if t.epochs < state.epoch {
+            return Err(Error::config(
+                "train.epochs",
+                t.epochs,
+                &format!("at least the {} epochs the checkpoint {} has done", state.epoch, ckpt.display()),
+            ));
+        }
         let mut same = state.config.clone();
         same.train.epochs = t.epochs;
         if &same != config {
@@ -113,15 +128,18 @@ pub fn run<B: AutodiffBackend>(
         let shape = ([train.channels, train.rows, train.cols], train.classes.len());
         let mut model = new_model(config, shape, &mut StdRng::seed_from_u64(t.seed), device)?;
         trainer.prepare(&mut model)?;
-        (model, Start::default(), MetricsWriter::create(&opts.run_dir)?)
+        let mut writer = MetricsWriter::create(&opts.run_dir);
+        start_run_dir(&opts.run_dir, &config.to_toml(), &mut writer)?;
+        (model, Start::default(), writer)
     };
-    atomic_write(&opts.run_dir.join("config.toml"), config.to_toml().as_bytes())?;
     let plan = Plan::new(t, &config.optimizer, ImageFormat::AsStored, EVAL_BATCH);
     let save = |model: &Net<B>, trainer: &Trainer<B>, epoch, step| {
         let (inputs, labels) = (train.features(), train.classes.clone());
         let image = [train.channels, train.rows, train.cols];
         let counters = trainer.counters();
         let state = RunState { config: config.clone(), epoch, step, counters, inputs, image, labels };
+        // The run folder's files change only from the first epoch's end on (`fit`).
+        atomic_write(&opts.run_dir.join("config.toml"), config.to_toml().as_bytes())?;
         checkpoint::save(&ckpt, model, &trainer.state, &state)
     };
     fit(&mut model, &mut trainer, (&train, &test), &plan, opts, start, &mut writer, save, device)
