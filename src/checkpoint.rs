@@ -25,7 +25,8 @@ use crate::config::{ModelKind, RunConfig};
 use crate::data::DatasetSource;
 use crate::integrators::{CounterSnapshot, FactorSlots, LayerState, TrainState};
 use crate::io::{
-    read_metadata, read_safetensors, write_safetensors, write_safetensors_as, FileDtype, TensorMap,
+    check_not_input, read_metadata, read_safetensors, write_safetensors, write_safetensors_as, FileDtype,
+    TensorMap,
 };
 use crate::layers::{DenseLinear, LowRankLinear};
 use crate::models::{lenet5, Layer, LeNet5, Mlp, Net};
@@ -258,15 +259,26 @@ pub fn export(path: &Path, out: Option<PathBuf>, format: ExportFormat, dtype: Fi
             ExportFormat::Peft => Some(peft::ModuleNames::Transformers5),
             ExportFormat::PeftTransformers4 => Some(peft::ModuleNames::Transformers4),
         };
+        let b = &config.backbone;
         if let Some(names) = names {
             let out = out.unwrap_or_else(|| path.with_file_name("peft"));
-            let b = &config.backbone;
+            for file in [peft::WEIGHTS, peft::CONFIG] {
+                check_not_input(&out.join(file), "--out", &[path, &b.weights, &b.config_json()])?;
+            }
             let base = crate::models::ViT::load(&b.weights, b.config_json(), &device)?;
             let base_dir = b.weights.parent().unwrap_or(Path::new("."));
             peft::export(&out, &model, &base, base_dir, &labels, names, dtype)?;
             return Ok(out);
         }
         let out = out.unwrap_or_else(|| path.with_file_name("merged.safetensors"));
+        check_not_input(&out, "--out", &[path, &b.weights, &b.config_json()])?;
+        // The merged weights' config.json goes next to them.
+        if check_not_input(&out.with_file_name("config.json"), "--out", &[&b.config_json()]).is_err() {
+            let expected =
+                "a folder other than the backbone's: the merged weights' config.json, written next \
+                            to them, would replace the backbone's";
+            return Err(Error::config("--out", out.display(), expected));
+        }
         adapters::export_merged(&out, &model, &labels, dtype)?;
         return Ok(out);
     }
@@ -280,6 +292,7 @@ pub fn export(path: &Path, out: Option<PathBuf>, format: ExportFormat, dtype: Fi
         return Err(Error::Unsupported(what));
     }
     let out = out.unwrap_or_else(|| path.with_file_name("dense.safetensors"));
+    check_not_input(&out, "--out", &[path])?;
     export_dense(&out, &model, &state, dtype)?;
     Ok(out)
 }

@@ -80,8 +80,29 @@ fn bytemuck_f32(values: &[f32]) -> &[u8] {
     unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values)) }
 }
 
+/// An error when `out` (a file about to be written, named by `field`) is one of the files
+/// `inputs` that the command reads (the same file, however the paths are spelled), so that a
+/// slip of `--out` cannot replace them.
+pub fn check_not_input(out: &Path, field: &str, inputs: &[&Path]) -> Result<()> {
+    let Ok(target) = out.canonicalize() else {
+        return Ok(()); // a new file
+    };
+    match inputs.iter().find(|input| input.canonicalize().is_ok_and(|p| p == target)) {
+        Some(input) => Err(Error::config(
+            field,
+            out.display(),
+            &format!("a file other than {}, which this command reads", input.display()),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Writes `bytes` to `path` through `path.tmp`: write, fsync, rename.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.is_dir()) {
+        let missing = format!("the folder {} does not exist", dir.display());
+        return Err(Error::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, missing)));
+    }
     let tmp = tmp_path(path);
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;

@@ -110,7 +110,7 @@ fn cli_finetune_eval_export() {
     let tmp = tempfile::tempdir().unwrap();
     let weights = tiny_backbone(tmp.path());
     let cfg_path = tmp.path().join("ft.toml");
-    std::fs::write(&cfg_path, tiny_config(weights, IntegratorKind::AbcPsi).to_toml()).unwrap();
+    std::fs::write(&cfg_path, tiny_config(weights.clone(), IntegratorKind::AbcPsi).to_toml()).unwrap();
     let run_dir = tmp.path().join("run");
     let dlrt = env!("CARGO_BIN_EXE_dlrt");
     let out = Command::new(dlrt)
@@ -186,6 +186,35 @@ fn cli_finetune_eval_export() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && stdout.contains("| run | abc_psi | 0.05 | adam 0.01 | 1 |"), "{stdout}");
     assert!(stdout.contains("(mean ") && stdout.contains(" over 6)"), "{stdout}");
+
+    // --out never replaces a file the command reads: the checkpoint, the backbone's weights or
+    // config.json (written next to merged weights), predict's images; a missing folder is named.
+    let image = tmp.path().join("digit.png");
+    image::GrayImage::from_fn(28, 28, |x, y| image::Luma([(x * 9 + y) as u8])).save(&image).unwrap();
+    let backbone_dir = weights.parent().unwrap();
+    let kept = |dir: &Path| {
+        let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+        files.sort();
+        files.into_iter().filter(|p| p.is_file()).map(|p| (std::fs::read(&p).unwrap(), p)).collect::<Vec<_>>()
+    };
+    let (run_before, backbone_before) = (kept(&run_dir), kept(backbone_dir));
+    let (ck, img) = (ckpt.to_str().unwrap(), image.to_str().unwrap());
+    let merged_by_backbone = backbone_dir.join("merged.safetensors");
+    for (args, expected) in [
+        (vec!["export", ck, "--out", ck], "which this command reads"),
+        (vec!["export", ck, "--out", merged_by_backbone.to_str().unwrap()], "config.json"),
+        (vec!["export", ck, "--out", weights.to_str().unwrap()], "which this command reads"),
+        (vec!["predict", ck, img, "--out", ck], "which this command reads"),
+        (vec!["predict", ck, img, "--out", img], "which this command reads"),
+        (vec!["export", ck, "--out", "no/such/folder/merged.safetensors"], "does not exist"),
+    ] {
+        let out = Command::new(dlrt).args(&args).env_remove("RUST_BACKTRACE").output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains("--out") || expected == "does not exist", "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+    assert!(kept(&run_dir) == run_before && kept(backbone_dir) == backbone_before, "a file was replaced");
 
     // A config with an unknown key is an error naming the key and the file; nothing is written.
     std::fs::write(&cfg_path, std::fs::read_to_string(&cfg_path).unwrap() + "\n[extra]\nx = 1\n").unwrap();

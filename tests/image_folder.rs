@@ -245,6 +245,40 @@ fn dlrt_train_and_finetune_learn_from_a_folder_and_store_its_class_names() {
         serde_json::from_str(&std::fs::read_to_string(ft.join("config.json")).unwrap()).unwrap();
     assert_eq!(exported["id2label"]["2"], "vertical");
     assert_eq!(exported["label2id"]["checker"], 0);
+
+    // Images of another size since training: the MLP cannot take them (an error naming the
+    // data set and both shapes), the ViT resizes them.
+    let mut rng = StdRng::seed_from_u64(7);
+    for split in ["train", "test"] {
+        for entry in walk(&Path::new(data).join(split)) {
+            let c = CLASSES.iter().position(|c| entry.parent().unwrap().ends_with(c)).unwrap();
+            image::imageops::resize(&pattern(c, &mut rng), 10, 10, image::imageops::FilterType::Nearest)
+                .save(&entry)
+                .unwrap();
+        }
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_dlrt"))
+        .args(["eval", run.join("checkpoint.safetensors").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("train.dataset") && err.contains("[1, 8, 8]") && err.contains("[1, 10, 10]"),
+        "{err}"
+    );
+    assert!(dlrt(&["eval", ckpt.to_str().unwrap()]).contains("on 12 images"));
+}
+
+/// The files in the class folders of `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for class in std::fs::read_dir(dir).unwrap() {
+        for file in std::fs::read_dir(class.unwrap().path()).unwrap() {
+            files.push(file.unwrap().path());
+        }
+    }
+    files
 }
 
 /// The loader's speed on 224×224 colour JPEGs (600 images, 3 classes), the size a ViT reads:

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use super::finetune::EVAL_BATCH;
 use super::fit::evaluate;
 use crate::checkpoint::{self, adapters};
+use crate::config::ModelKind;
 use crate::data::{self, DatasetSource, ImageFormat, Split};
 use crate::models::Classifier;
 use crate::{Error, Result, TrainBackend};
@@ -34,7 +35,9 @@ pub struct Evaluation {
 pub fn evaluate_checkpoint(path: &Path, data_dir: &Path) -> Result<Evaluation> {
     let device = Default::default();
     let adapters = adapters::is_adapter_checkpoint(path)?;
-    let (model, dataset, epoch, images, format, chunk, labels): (
+    // `image`: the input width and [C, H, W] images of a network trained from scratch, and
+    // whether it is LeNet-5 (a ViT resizes any image).
+    let (model, dataset, epoch, images, format, chunk, labels, image): (
         Box<dyn Classifier<TrainBackend>>,
         _,
         _,
@@ -42,11 +45,12 @@ pub fn evaluate_checkpoint(path: &Path, data_dir: &Path) -> Result<Evaluation> {
         _,
         _,
         _,
+        Option<(usize, [usize; 3], bool)>,
     ) = if adapters {
         let (model, cfg, epoch) = adapters::load::<TrainBackend>(path, &device)?;
         let labels = adapters::labels(path, model.head.weight().dims()[1])?;
         let format = ImageFormat::Rgb(cfg.backbone.image);
-        (Box::new(model), cfg.train.dataset, epoch, cfg.train.test_subset, format, EVAL_BATCH, labels)
+        (Box::new(model), cfg.train.dataset, epoch, cfg.train.test_subset, format, EVAL_BATCH, labels, None)
     } else {
         let (model, _, state) = checkpoint::load::<TrainBackend>(path, &device)?;
         (
@@ -57,6 +61,7 @@ pub fn evaluate_checkpoint(path: &Path, data_dir: &Path) -> Result<Evaluation> {
             ImageFormat::AsStored,
             super::run::EVAL_BATCH,
             state.labels,
+            Some((state.inputs, state.image, state.config.model.kind == ModelKind::LeNet5)),
         )
     };
     let mut test = match &dataset {
@@ -66,6 +71,16 @@ pub fn evaluate_checkpoint(path: &Path, data_dir: &Path) -> Result<Evaluation> {
     if test.classes != labels {
         let expected = format!("the checkpoint's classes {labels:?}");
         return Err(Error::config("train.dataset", dataset, &expected));
+    }
+    if let Some((inputs, image, lenet5)) = image {
+        // The MLP flattens its input, so only the size counts; LeNet-5 needs the shape.
+        let found = [test.channels, test.rows, test.cols];
+        if test.features() != inputs || (lenet5 && found != image) {
+            let expected = format!(
+                "images of the checkpoint's shape {image:?} (channels, rows, columns), not {found:?}"
+            );
+            return Err(Error::config("train.dataset", dataset, &expected));
+        }
     }
     if images > 0 {
         test.truncate(images);

@@ -148,8 +148,8 @@ impl MetricsFiles {
             csv.push_str(&csv_row(rec, rank_columns, &csv_path)?);
         }
         let jsonl: String = records.iter().map(json_line).collect();
-        replace_file(&jsonl_path, jsonl.as_bytes())?;
-        replace_file(&csv_path, csv.as_bytes())?;
+        crate::io::atomic_write(&jsonl_path, jsonl.as_bytes())?;
+        crate::io::atomic_write(&csv_path, csv.as_bytes())?;
         Ok(Self {
             jsonl: open_append(&jsonl_path)?,
             jsonl_path,
@@ -276,15 +276,6 @@ fn write_all(file: &mut File, path: &Path, bytes: &[u8]) -> Result<()> {
 
 fn open_append(path: &Path) -> Result<File> {
     OpenOptions::new().append(true).open(path).map_err(|e| Error::io(path, e))
-}
-
-fn replace_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let mut file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    file.write_all(bytes).and_then(|()| file.sync_all()).map_err(|e| Error::io(&tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
 #[cfg(test)]
