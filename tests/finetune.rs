@@ -215,6 +215,17 @@ fn cli_finetune_eval_export() {
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
     assert!(kept(&run_dir) == run_before && kept(backbone_dir) == backbone_before, "a file was replaced");
+    // Class names that are not one per row of the head: predict and export refuse them.
+    let (tensors, mut meta) = dlrt::io::read_safetensors(&ckpt).unwrap();
+    meta.insert("labels".into(), r#"["a","b","c"]"#.into());
+    let three = tmp.path().join("three_labels.safetensors");
+    dlrt::io::write_safetensors(&three, &tensors, meta).unwrap();
+    for args in [vec!["predict", three.to_str().unwrap(), img], vec!["export", three.to_str().unwrap()]] {
+        let out = Command::new(dlrt).args(&args).env_remove("RUST_BACKTRACE").output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains("metadata.labels") && stderr.contains("(10)"), "{args:?}: {stderr}");
+    }
 
     // A config with an unknown key is an error naming the key and the file; nothing is written.
     std::fs::write(&cfg_path, std::fs::read_to_string(&cfg_path).unwrap() + "\n[extra]\nx = 1\n").unwrap();

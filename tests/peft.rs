@@ -238,6 +238,15 @@ fn a_bf16_export_is_the_f32_export_rounded_to_nearest() {
     let (exact_tensors, _) = read_safetensors(&f32_dir.join(peft::WEIGHTS)).unwrap();
     let (rounded, meta) = read_safetensors(&bf16_dir.join(peft::WEIGHTS)).unwrap();
     assert_eq!(meta["labels"], serde_json::to_string(&labels).unwrap());
+    // Continuing it on a data set with the same number of other classes is an error.
+    peft::check_labels(&bf16_dir, &labels).unwrap();
+    let mut others = labels.clone();
+    others[0] = "zebra".into();
+    let err = peft::check_labels(&bf16_dir, &others).unwrap_err().to_string();
+    assert!(
+        err.contains(peft::WEIGHTS) && err.contains("metadata.labels") && err.contains(&others[0]),
+        "{err}"
+    );
     assert_eq!(exact_tensors.keys().collect::<Vec<_>>(), rounded.keys().collect::<Vec<_>>());
     let mut moved = 0;
     for (name, (shape, values)) in &exact_tensors {

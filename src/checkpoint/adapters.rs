@@ -137,12 +137,23 @@ pub fn load<B: Backend>(
 
 /// The class names stored in the adapter checkpoint at `path`, in label order: its `labels`
 /// metadata, or for a checkpoint written before it was stored, the names of its built-in data
-/// set (else `"0"`, `"1"`, … for `classes` classes).
+/// set (else `"0"`, `"1"`, … for `classes` classes). Stored names that are not one per class
+/// (the head's `classes` rows) are an error.
 pub fn labels(path: &Path, classes: usize) -> Result<Vec<String>> {
     let meta = read_metadata(path)?;
     if let Some(raw) = meta.get("labels") {
-        return serde_json::from_str(raw)
-            .map_err(|e| Error::bad_file(path, "metadata.labels", "a JSON list of class names", e));
+        let labels: Vec<String> = serde_json::from_str(raw)
+            .map_err(|e| Error::bad_file(path, "metadata.labels", "a JSON list of class names", e))?;
+        if labels.len() != classes {
+            let expected = format!("one class name per row of the head ({classes})");
+            return Err(Error::bad_file(
+                path,
+                "metadata.labels",
+                expected,
+                format!("{} names", labels.len()),
+            ));
+        }
+        return Ok(labels);
     }
     let named =
         meta.get("config").and_then(|text| FinetuneConfig::from_toml(text, path).ok()).and_then(|cfg| {

@@ -391,6 +391,24 @@ fn truncate(
     Ok([u, s, v])
 }
 
+/// Checks that a peft adapter in `dir` whose file names its classes (the `labels` metadata
+/// that [`export`] writes; peft itself stores none) was trained for `labels`, the classes of
+/// the data set it is to continue on: a head for other classes with the same count would
+/// otherwise pass [`init_adapters`]'s shape checks.
+pub fn check_labels(dir: &Path, labels: &[String]) -> Result<()> {
+    let path = dir.join(WEIGHTS);
+    let Some(raw) = crate::io::read_metadata(&path)?.remove("labels") else {
+        return Ok(());
+    };
+    let stored: Vec<String> = serde_json::from_str(&raw)
+        .map_err(|e| Error::bad_file(&path, "metadata.labels", "a JSON list of class names", e))?;
+    if stored != labels {
+        let expected = format!("the data set's classes {labels:?}");
+        return Err(Error::bad_file(&path, "metadata.labels", expected, format!("{stored:?}")));
+    }
+    Ok(())
+}
+
 /// Starts the adapters (and, when the file saved it, the head) of `model` from the peft LoRA
 /// adapter in the folder `dir` (module docs): each module's ΔW truncated by `truncation`.
 /// Modules of the file must be adapters of `model` (the config's targets); adapters the file

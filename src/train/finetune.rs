@@ -67,6 +67,7 @@ pub fn finetune<B: AutodiffBackend>(
     model.backbone.set_precision(b.precision)?;
     model.backbone.set_attention(b.attention);
     if let Some(dir) = &b.init_adapters {
+        checkpoint::peft::check_labels(dir, &train.classes)?;
         let ranks = checkpoint::peft::init_adapters(dir, &mut model, &config.integrator.truncation())?;
         let _ = writeln!(
             opts.log(),
