@@ -25,6 +25,10 @@ use crate::layers::{Init, Precision};
 use crate::linalg::TruncationConfig;
 use crate::{Error, Result};
 
+/// The widest MLP hidden layer: a 16 384 × 16 384 layer alone is 1 GiB in f32, so wider ones
+/// are typos rather than models, and would exhaust memory.
+pub const MAX_WIDTH: usize = 16_384;
+
 pub use finetune::FinetuneConfig;
 pub use optimizer::{OptimizerSection, Schedule};
 pub use overrides::{FinetuneOverrides, Overrides};
@@ -368,8 +372,9 @@ impl RunConfig {
     /// Checks every value's range and the combinations (names the field and the value).
     pub fn validate(&self) -> Result<()> {
         let m = &self.model;
-        if m.hidden.contains(&0) {
-            return Err(Error::config("model.hidden", format!("{:?}", m.hidden), "positive widths"));
+        if m.hidden.iter().any(|&w| w == 0 || w > MAX_WIDTH) {
+            let expected = format!("widths from 1 to {MAX_WIDTH}");
+            return Err(Error::config("model.hidden", format!("{:?}", m.hidden), &expected));
         }
         if m.kind == ModelKind::LeNet5 && !m.hidden.is_empty() {
             return Err(Error::config(
@@ -495,6 +500,9 @@ mod tests {
         cfg.model.hidden = vec![8, 0];
         let err = cfg.validate().unwrap_err().to_string();
         assert!(err.contains("model.hidden") && err.contains("[8, 0]"), "{err}");
+        cfg.model.hidden = vec![8, 99_999_999_999];
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("model.hidden") && err.contains("16384"), "{err}");
     }
 
     #[test]

@@ -189,6 +189,22 @@ fn benchmark_sizes_without_work_are_errors_not_panics() {
     for args in [&["matrix", "--n", "0"][..], &["matrix", "--rank", "0"], &["matrix", "--lr", "0"]] {
         fails(args);
     }
+    // Sizes that would exhaust memory, methods a benchmark cannot run: errors naming them.
+    for (args, name) in [
+        (&["matrix", "--n", "0"][..], "`n` = 0"),
+        (&["matrix", "--m", "100000"], "`m` = 100000"),
+        (&["matrix", "--steps", "0"], "`steps` = 0"),
+        (&["matrix", "--method", "dense"], "`method` = dense"),
+        (&["bench-vit", "--methods", "lora,dense"], "`methods` = dense"),
+        (&["bench-vit", "--batch", "100000000", "--methods", "lora"], "`batch` = 100000000"),
+        (&["bench-vit", "--image", "100000", "--methods", "lora"], "`image` = 100000"),
+    ] {
+        let err = fails(args);
+        assert!(err.contains(name), "{args:?}: {err}");
+    }
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/finetune/fashion_lora.toml");
+    let err = fails(&["finetune", config, "--image", "100000"]);
+    assert!(err.contains("backbone.image") && err.contains("2048"), "{err}");
 }
 
 #[test]
@@ -281,7 +297,7 @@ fn report_reads_train_and_finetune_folders() {
         let dir = tmp.path().join(name);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("config.toml"), config).unwrap();
-        MetricsWriter::create(&dir).unwrap().append(&rec).unwrap();
+        MetricsWriter::create(&dir).append(&rec).unwrap();
         args.push(dir.to_string_lossy().into_owned());
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();

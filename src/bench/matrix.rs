@@ -15,6 +15,9 @@ use crate::linalg::{from_faer, TruncationConfig};
 use crate::optim::{Optimizer, OptimizerConfig};
 use crate::problems::MatrixProblem;
 use crate::train::Trainer;
+
+/// The largest n and m: a 16 384 × 16 384 target is 2 GiB in f64.
+const MAX_SIDE: usize = 16_384;
 use crate::{Error, LowRankLinear, Result, TrainBackend};
 
 /// The problem and the integrator of `dlrt matrix` (its command-line arguments).
@@ -53,6 +56,21 @@ pub struct MatrixArgs {
 pub fn matrix(args: &MatrixArgs, out: &mut impl Write) -> Result<()> {
     let device = Default::default();
     let mut rng = StdRng::seed_from_u64(args.seed);
+    if args.method == IntegratorKind::Dense {
+        return Err(Error::config(
+            "method",
+            "dense",
+            "a low-rank method: the problem trains one low-rank layer",
+        ));
+    }
+    if args.steps == 0 {
+        return Err(Error::config("steps", 0, "at least 1"));
+    }
+    for (name, side) in [("n", args.n), ("m", args.m)] {
+        if side == 0 || side > MAX_SIDE {
+            return Err(Error::config(name, side, &format!("1 to {MAX_SIDE}")));
+        }
+    }
     let k = args.target_rank;
     if k == 0 || k > args.n.min(args.m) {
         return Err(Error::config("target-rank", k, "1 ≤ target rank ≤ min(n, m)"));

@@ -21,6 +21,7 @@ use super::{
 };
 use crate::config::overrides::parse_name;
 use crate::config::FinetuneConfig;
+use crate::data::MAX_IMAGE_SIDE;
 use crate::integrators::IntegratorKind;
 use crate::layers::{AdapterTarget, Attention, Precision};
 use crate::linalg::HostTime;
@@ -33,6 +34,8 @@ use crate::{Error, Result};
 const CLASSES: usize = 10;
 /// The SGD step size λ of the timed steps.
 const LR: f64 = 1e-3;
+/// The largest batch: beyond it a typo, not a benchmark.
+const MAX_BATCH: usize = 4096;
 
 /// The ViT shapes `dlrt bench-vit` knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -126,15 +129,16 @@ pub struct VitBench {
 
 /// Checks the sizes of `args` against the backbone `config`.
 fn check(args: &VitBenchArgs, config: &ViTConfig) -> Result<usize> {
-    if args.batch == 0 {
-        return Err(Error::config("batch", args.batch, "at least 1 image per step"));
+    if args.methods.contains(&IntegratorKind::Dense) {
+        let expected = "adapter methods: the benchmark fine-tunes adapters on a frozen backbone";
+        return Err(Error::config("methods", "dense", expected));
     }
-    if args.image < config.patch_size {
-        return Err(Error::config(
-            "image",
-            args.image,
-            &format!("an image side ≥ the patch size {}", config.patch_size),
-        ));
+    if args.batch == 0 || args.batch > MAX_BATCH {
+        return Err(Error::config("batch", args.batch, &format!("1 to {MAX_BATCH} images per step")));
+    }
+    if args.image < config.patch_size || args.image > MAX_IMAGE_SIDE {
+        let expected = format!("an image side from the patch size {} to {MAX_IMAGE_SIDE}", config.patch_size);
+        return Err(Error::config("image", args.image, &expected));
     }
     check_steps(args.warmup, args.steps)
 }

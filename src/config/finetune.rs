@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::{parse_toml, prefix, read, IntegratorConfig, OptimizerSection, TrainSection};
-use crate::data::DatasetName;
+use crate::data::{DatasetName, MAX_IMAGE_SIDE};
 use crate::integrators::IntegratorKind;
 use crate::layers::{AdapterTarget, Attention, Precision};
 use crate::optim::OptimizerConfig;
@@ -149,8 +149,9 @@ impl FinetuneConfig {
         if b.rank == 0 {
             return Err(Error::config("backbone.rank", b.rank, "an initial rank ≥ 1"));
         }
-        if b.image == 0 {
-            return Err(Error::config("backbone.image", b.image, "an image side ≥ the patch size"));
+        if b.image == 0 || b.image > MAX_IMAGE_SIDE {
+            let expected = format!("an image side from the patch size to {MAX_IMAGE_SIDE}");
+            return Err(Error::config("backbone.image", b.image, &expected));
         }
         if self.integrator.method == IntegratorKind::Dense {
             return Err(Error::config(

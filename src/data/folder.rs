@@ -60,8 +60,9 @@ impl FolderSpec {
                 return Err(Error::config("train.dataset.test_fraction", f, "a fraction in (0, 1)"));
             }
         }
-        if self.image_size == Some(0) {
-            return Err(Error::config("train.dataset.image_size", 0, "a side ≥ 1 pixel"));
+        if let Some(side) = self.image_size.filter(|&s| s == 0 || s > super::MAX_IMAGE_SIDE) {
+            let expected = format!("a side from 1 to {} pixels", super::MAX_IMAGE_SIDE);
+            return Err(Error::config("train.dataset.image_size", side, &expected));
         }
         Ok(())
     }

@@ -34,6 +34,10 @@ pub const MEAN: f32 = 0.1307;
 /// See [`MEAN`].
 pub const STD: f32 = 0.3081;
 
+/// The largest image side a run resizes to or feeds a ViT: one 2 048 × 2 048 RGB image is
+/// 48 MiB in f32, so larger sides are typos rather than models, and would exhaust memory.
+pub const MAX_IMAGE_SIDE: usize = 2048;
+
 /// Which data set.
 ///
 /// Serde names: `mnist`, `fashion_mnist` (also read as `fashion-mnist`); command-line names
