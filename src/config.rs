@@ -320,7 +320,7 @@ impl RunConfig {
     /// Parses TOML text; `origin` names the file in errors.
     pub fn from_toml(text: &str, origin: &Path) -> Result<Self> {
         let cfg: RunConfig = parse_toml(text, origin, "a valid dlrt run config")?;
-        cfg.validate()?;
+        cfg.validate().map_err(|e| in_file(e, origin))?;
         Ok(cfg)
     }
 
@@ -400,6 +400,16 @@ impl RunConfig {
     }
 }
 
+/// A range error of a config read from `origin`, as an error naming the file too.
+fn in_file(e: Error, origin: &Path) -> Error {
+    match e {
+        Error::InvalidConfig { field, value, expected } => {
+            Error::BadFile { path: origin.to_path_buf(), field, expected, got: value }
+        }
+        other => other,
+    }
+}
+
 fn prefix(e: Error, section: &str) -> Error {
     match e {
         Error::InvalidConfig { field, value, expected } => {
@@ -424,7 +434,11 @@ fn span(text: &str, span: Option<std::ops::Range<usize>>) -> String {
     match span {
         Some(r) => {
             let line = text[..r.start.min(text.len())].matches('\n').count() + 1;
-            format!(" (line {line})")
+            match text.lines().nth(line - 1).map(str::trim).filter(|l| !l.is_empty()) {
+                // The line itself names the key (a value's type error names only the type).
+                Some(l) if l.chars().count() <= 80 => format!(" (line {line}: {l})"),
+                _ => format!(" (line {line})"),
+            }
         }
         None => String::new(),
     }

@@ -93,7 +93,16 @@ pub fn load<B: Backend>(
     let config = FinetuneConfig::from_toml(text, &path.join("<metadata.config>"))?;
     let epoch = meta_field(&meta, path, "epoch")?;
     let b = &config.backbone;
-    let backbone = ViT::<B>::load(&b.weights, b.config_json(), device)?;
+    let backbone = ViT::<B>::load(&b.weights, b.config_json(), device).map_err(|e| match e {
+        // The stored paths are as the fine-tuning run was given them.
+        Error::Io { path: missing, source } if source.kind() == std::io::ErrorKind::NotFound => Error::bad_file(
+            path,
+            "metadata.config: backbone.weights",
+            "a backbone at the stored path (relative paths are read from the current folder, as the run was)",
+            format!("{}: {source}", missing.display()),
+        ),
+        other => other,
+    })?;
     let head_w: burn::tensor::Tensor<B, 2> = take(&mut tensors, path, "head.weight", None, device)?;
     let [d, classes] = head_w.dims();
     if d != backbone.config().hidden_size {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{parse_toml, prefix, read, IntegratorConfig, OptimizerSection, TrainSection};
+use super::{in_file, parse_toml, prefix, read, IntegratorConfig, OptimizerSection, TrainSection};
 use crate::data::{DatasetName, MAX_IMAGE_SIDE};
 use crate::integrators::IntegratorKind;
 use crate::layers::{AdapterTarget, Attention, Precision};
@@ -125,7 +125,7 @@ impl FinetuneConfig {
     /// Parses TOML text; `origin` names the file in errors.
     pub fn from_toml(text: &str, origin: &Path) -> Result<Self> {
         let cfg: FinetuneConfig = parse_toml(text, origin, "a valid dlrt fine-tuning config")?;
-        cfg.validate()?;
+        cfg.validate().map_err(|e| in_file(e, origin))?;
         Ok(cfg)
     }
 

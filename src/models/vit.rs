@@ -116,8 +116,15 @@ impl<B: Backend> ViT<B> {
         config_json: impl AsRef<Path>,
         device: &B::Device,
     ) -> Result<Self> {
+        // Named first: a missing weights file is the likelier slip, and config.json is found
+        // next to it.
+        let weights = safetensors.as_ref();
+        if !weights.is_file() {
+            let missing = "no such file: the backbone's weights (safetensors)";
+            return Err(Error::io(weights, std::io::Error::new(std::io::ErrorKind::NotFound, missing)));
+        }
         let config = ViTConfig::from_file(config_json)?;
-        let (tensors, _) = read_safetensors(safetensors.as_ref())?;
+        let (tensors, _) = read_safetensors(weights)?;
         Self::from_tensors(config, tensors, safetensors.as_ref(), device)
     }
 

@@ -158,6 +158,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("config.toml"), config).unwrap();
         let mut writer = MetricsWriter::create(&dir);
+        writer.start().unwrap();
         records.iter().for_each(|r| writer.append(r).unwrap());
         dir
     }
