@@ -215,6 +215,10 @@ fn cli_finetune_eval_export() {
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
     assert!(kept(&run_dir) == run_before && kept(backbone_dir) == backbone_before, "a file was replaced");
+    // A fine-tuning run is not resumed; it says so.
+    let out = Command::new(dlrt).args(["train", "--resume", run_dir.to_str().unwrap()]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.code() == Some(1) && stderr.contains("resuming a fine-tuning run"), "{stderr}");
     // Class names that are not one per row of the head: predict and export refuse them.
     let (tensors, mut meta) = dlrt::io::read_safetensors(&ckpt).unwrap();
     meta.insert("labels".into(), r#"["a","b","c"]"#.into());

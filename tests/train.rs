@@ -224,6 +224,12 @@ fn a_run_that_fails_leaves_the_run_folder_as_it_was() {
     // Resuming: fewer epochs than the checkpoint has done, or a config beside --resume.
     fails(&["train", "--resume", out, "--epochs", "1"], &["train.epochs", "2 epochs"]);
     fails(&["train", config, "--resume", out], &["--resume", "no config file"]);
+    // Images are not written among a folder's files.
+    let data_dir = data.to_str().unwrap();
+    fails(
+        &["write-images", "mnist", "--out", out, "--data-dir", data_dir],
+        &["--out", "a new or empty folder"],
+    );
     // The same run again replaces the folder's run once its first epoch ends.
     assert_eq!(dlrt(&["train", config, "--out", out, "--quiet", "--epochs", "1"]).0, Some(0));
     let jsonl = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();

@@ -364,7 +364,12 @@ pub fn write_split(data: &Dataset, dir: &Path, split_name: &str) -> Result<usize
 
 /// Writes both splits of the built-in data set `name` (read from `data_dir`) as an image folder
 /// `out/train/…` and `out/test/…` ([`write_split`]); returns the numbers of images written.
+/// `out` must be new or empty: images written among others would make a data set nobody asked
+/// for.
 pub fn write_dataset(name: super::DatasetName, data_dir: &Path, out: &Path) -> Result<(usize, usize)> {
+    if std::fs::read_dir(out).is_ok_and(|mut entries| entries.next().is_some()) {
+        return Err(Error::bad_file(out, "--out", "a new or empty folder", "a folder with files in it"));
+    }
     let train = super::load(name, super::Split::Train, data_dir)?;
     let test = super::load(name, super::Split::Test, data_dir)?;
     Ok((write_split(&train, out, "train")?, write_split(&test, out, "test")?))

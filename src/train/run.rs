@@ -41,6 +41,10 @@ pub fn run_config(
             ),
         )),
         (Some(dir), None) => {
+            if crate::checkpoint::adapters::is_adapter_checkpoint(&checkpoint_path(dir))? {
+                let what = format!("--resume {}: resuming a fine-tuning run (start it again)", dir.display());
+                return Err(Error::Unsupported(what));
+            }
             let mut cfg = checkpoint::load_config(&checkpoint_path(dir))?;
             cfg.apply_on_resume(overrides)?;
             Ok((cfg, dir.to_path_buf()))

@@ -167,11 +167,14 @@ impl<B: Backend> Block<B> {
 
     /// The residual stream x, the norms and the layer scales keep x's float type; the
     /// projections, the attention and GELU run in the frozen weights' (as bf16 autocast does).
+    /// The norms' outputs go to the projections in x's type: each frozen product casts them
+    /// (a cast its backward does not keep), and the adapters, which keep their input for
+    /// their factors' gradients, share the one norm output instead of keeping a copy each.
     pub(super) fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let (residual, frozen) = (x.dtype(), self.fc1.dtype());
-        let attention = self.attention.forward(cast(self.norm1.forward(x.clone()), frozen), residual);
+        let residual = x.dtype();
+        let attention = self.attention.forward(self.norm1.forward(x.clone()), residual);
         let x = x + scale(cast(attention, residual), &self.layer_scale1);
-        let mlp = self.fc2.forward(gelu(self.fc1.forward(cast(self.norm2.forward(x.clone()), frozen))));
+        let mlp = self.fc2.forward(gelu(self.fc1.forward(self.norm2.forward(x.clone()))));
         x + scale(cast(mlp, residual), &self.layer_scale2)
     }
 
