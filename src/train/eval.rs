@@ -30,40 +30,55 @@ pub struct Evaluation {
     pub adapters: bool,
 }
 
+/// A checkpoint of either kind, and what evaluating it needs.
+struct Loaded {
+    model: Box<dyn Classifier<TrainBackend>>,
+    dataset: DatasetSource,
+    epoch: usize,
+    /// Test images to evaluate on (0: all).
+    images: usize,
+    format: ImageFormat,
+    /// Images per evaluation batch.
+    chunk: usize,
+    labels: Vec<String>,
+    /// A network trained from scratch: its input width and [C, H, W] images, and whether it is
+    /// LeNet-5 (a ViT resizes any image).
+    input: Option<(usize, [usize; 3], bool)>,
+}
+
 /// Loads the checkpoint at `path` (of `dlrt train` or `dlrt finetune`) and evaluates it on the
 /// test split of its run's data set, read from `data_dir`.
 pub fn evaluate_checkpoint(path: &Path, data_dir: &Path) -> Result<Evaluation> {
     let device = Default::default();
     let adapters = adapters::is_adapter_checkpoint(path)?;
-    // `image`: the input width and [C, H, W] images of a network trained from scratch, and
-    // whether it is LeNet-5 (a ViT resizes any image).
-    let (model, dataset, epoch, images, format, chunk, labels, image): (
-        Box<dyn Classifier<TrainBackend>>,
-        _,
-        _,
-        _,
-        _,
-        _,
-        _,
-        Option<(usize, [usize; 3], bool)>,
-    ) = if adapters {
+    let loaded = if adapters {
         let (model, cfg, epoch) = adapters::load::<TrainBackend>(path, &device)?;
         let labels = adapters::labels(path, model.head.weight().dims()[1])?;
-        let format = ImageFormat::Rgb(cfg.backbone.image);
-        (Box::new(model), cfg.train.dataset, epoch, cfg.train.test_subset, format, EVAL_BATCH, labels, None)
+        Loaded {
+            model: Box::new(model),
+            dataset: cfg.train.dataset,
+            epoch,
+            images: cfg.train.test_subset,
+            format: ImageFormat::Rgb(cfg.backbone.image),
+            chunk: EVAL_BATCH,
+            labels,
+            input: None,
+        }
     } else {
         let (model, _, state) = checkpoint::load::<TrainBackend>(path, &device)?;
-        (
-            Box::new(model),
-            state.config.train.dataset,
-            state.epoch,
-            state.config.train.test_subset,
-            ImageFormat::AsStored,
-            super::run::EVAL_BATCH,
-            state.labels,
-            Some((state.inputs, state.image, state.config.model.kind == ModelKind::LeNet5)),
-        )
+        let lenet5 = state.config.model.kind == ModelKind::LeNet5;
+        Loaded {
+            model: Box::new(model),
+            dataset: state.config.train.dataset,
+            epoch: state.epoch,
+            images: state.config.train.test_subset,
+            format: ImageFormat::AsStored,
+            chunk: super::run::EVAL_BATCH,
+            labels: state.labels,
+            input: Some((state.inputs, state.image, lenet5)),
+        }
     };
+    let Loaded { model, dataset, epoch, images, format, chunk, labels, input } = loaded;
     let mut test = match &dataset {
         DatasetSource::Named(name) => data::load(*name, Split::Test, data_dir)?,
         DatasetSource::Folder(spec) => data::folder::load(spec, &mut std::io::stderr())?.1,
@@ -72,7 +87,7 @@ pub fn evaluate_checkpoint(path: &Path, data_dir: &Path) -> Result<Evaluation> {
         let expected = format!("the checkpoint's classes {labels:?}");
         return Err(Error::config("train.dataset", dataset, &expected));
     }
-    if let Some((inputs, image, lenet5)) = image {
+    if let Some((inputs, image, lenet5)) = input {
         // The MLP flattens its input, so only the size counts; LeNet-5 needs the shape.
         let found = [test.channels, test.rows, test.cols];
         if test.features() != inputs || (lenet5 && found != image) {
