@@ -25,8 +25,8 @@ use crate::config::{ModelKind, RunConfig};
 use crate::data::DatasetSource;
 use crate::integrators::{CounterSnapshot, FactorSlots, LayerState, TrainState};
 use crate::io::{
-    check_not_input, read_metadata, read_safetensors, write_safetensors, write_safetensors_as, FileDtype,
-    TensorMap,
+    check_not_input, read_metadata, read_safetensors, same_file, write_safetensors, write_safetensors_as,
+    FileDtype, TensorMap,
 };
 use crate::layers::{DenseLinear, LowRankLinear};
 use crate::models::{lenet5, Layer, LeNet5, Mlp, Net};
@@ -273,10 +273,9 @@ pub fn export(path: &Path, out: Option<PathBuf>, format: ExportFormat, dtype: Fi
         let out = out.unwrap_or_else(|| path.with_file_name("merged.safetensors"));
         check_not_input(&out, "--out", &[path, &b.weights, &b.config_json()])?;
         // The merged weights' config.json goes next to them.
-        if check_not_input(&out.with_file_name("config.json"), "--out", &[&b.config_json()]).is_err() {
-            let expected =
-                "a folder other than the backbone's: the merged weights' config.json, written next \
-                            to them, would replace the backbone's";
+        if same_file(&out.with_file_name("config.json"), &b.config_json()) {
+            let expected = "a folder other than the backbone's: the merged weights' config.json, written \
+                            next to them, would replace the backbone's";
             return Err(Error::config("--out", out.display(), expected));
         }
         adapters::export_merged(&out, &model, &labels, dtype)?;

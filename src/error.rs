@@ -118,6 +118,11 @@ impl Error {
         Error::Io { path: path.into(), source }
     }
 
+    /// An [`Error::Io`] of kind `NotFound` that says what is missing at `path`.
+    pub fn not_found(path: impl Into<PathBuf>, what: impl Into<String>) -> Self {
+        Error::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, what.into()))
+    }
+
     /// Shorthand for [`Error::Shape`].
     pub fn shape(context: impl Into<String>, expected: impl Into<String>, got: impl Into<String>) -> Self {
         Error::Shape { context: context.into(), expected: expected.into(), got: got.into() }

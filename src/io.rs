@@ -84,10 +84,7 @@ fn bytemuck_f32(values: &[f32]) -> &[u8] {
 /// `inputs` that the command reads (the same file, however the paths are spelled), so that a
 /// slip of `--out` cannot replace them.
 pub fn check_not_input(out: &Path, field: &str, inputs: &[&Path]) -> Result<()> {
-    let Ok(target) = out.canonicalize() else {
-        return Ok(()); // a new file
-    };
-    match inputs.iter().find(|input| input.canonicalize().is_ok_and(|p| p == target)) {
+    match inputs.iter().find(|input| same_file(out, input)) {
         Some(input) => Err(Error::config(
             field,
             out.display(),
@@ -97,11 +94,15 @@ pub fn check_not_input(out: &Path, field: &str, inputs: &[&Path]) -> Result<()> 
     }
 }
 
+/// Whether `a` and `b` name one existing file, however the paths are spelled.
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b)
+}
+
 /// Writes `bytes` to `path` through `path.tmp`: write, fsync, rename.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.is_dir()) {
-        let missing = format!("the folder {} does not exist", dir.display());
-        return Err(Error::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, missing)));
+        return Err(Error::not_found(path, format!("the folder {} does not exist", dir.display())));
     }
     let tmp = tmp_path(path);
     let result = (|| {

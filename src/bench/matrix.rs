@@ -15,10 +15,10 @@ use crate::linalg::{from_faer, TruncationConfig};
 use crate::optim::{Optimizer, OptimizerConfig};
 use crate::problems::MatrixProblem;
 use crate::train::Trainer;
+use crate::{Error, LowRankLinear, Result, TrainBackend};
 
 /// The largest n and m: a 16 384 × 16 384 target is 2 GiB in f64.
 const MAX_SIDE: usize = 16_384;
-use crate::{Error, LowRankLinear, Result, TrainBackend};
 
 /// The problem and the integrator of `dlrt matrix` (its command-line arguments).
 #[derive(Clone, Debug, PartialEq, clap::Args)]

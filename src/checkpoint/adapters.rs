@@ -150,9 +150,7 @@ pub fn load<B: Backend>(
 /// (the head's `classes` rows) are an error.
 pub fn labels(path: &Path, classes: usize) -> Result<Vec<String>> {
     let meta = read_metadata(path)?;
-    if let Some(raw) = meta.get("labels") {
-        let labels: Vec<String> = serde_json::from_str(raw)
-            .map_err(|e| Error::bad_file(path, "metadata.labels", "a JSON list of class names", e))?;
+    if let Some(labels) = stored_labels(&meta, path)? {
         if labels.len() != classes {
             let expected = format!("one class name per row of the head ({classes})");
             return Err(Error::bad_file(
@@ -175,6 +173,16 @@ pub fn labels(path: &Path, classes: usize) -> Result<Vec<String>> {
         Some(names) => names.iter().map(|c| c.to_string()).collect(),
         None => (0..classes).map(|i| i.to_string()).collect(),
     })
+}
+
+/// The class names in the `labels` metadata of the file at `path` (a JSON list), if it has them.
+pub(crate) fn stored_labels(meta: &HashMap<String, String>, path: &Path) -> Result<Option<Vec<String>>> {
+    meta.get("labels")
+        .map(|raw| {
+            serde_json::from_str(raw)
+                .map_err(|e| Error::bad_file(path, "metadata.labels", "a JSON list of class names", e))
+        })
+        .transpose()
 }
 
 /// Folds the adapters into the backbone and writes it in HuggingFace's layout to `path`, with

@@ -397,11 +397,9 @@ fn truncate(
 /// otherwise pass [`init_adapters`]'s shape checks.
 pub fn check_labels(dir: &Path, labels: &[String]) -> Result<()> {
     let path = dir.join(WEIGHTS);
-    let Some(raw) = crate::io::read_metadata(&path)?.remove("labels") else {
+    let Some(stored) = super::adapters::stored_labels(&crate::io::read_metadata(&path)?, &path)? else {
         return Ok(());
     };
-    let stored: Vec<String> = serde_json::from_str(&raw)
-        .map_err(|e| Error::bad_file(&path, "metadata.labels", "a JSON list of class names", e))?;
     if stored != labels {
         let expected = format!("the data set's classes {labels:?}");
         return Err(Error::bad_file(&path, "metadata.labels", expected, format!("{stored:?}")));

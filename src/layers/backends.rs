@@ -10,7 +10,6 @@
 //! take Burn's generic path otherwise.
 
 use std::any::{Any, TypeId};
-use std::mem::MaybeUninit;
 
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::{Autodiff, Flex};
@@ -81,34 +80,16 @@ pub(crate) fn filled_in_parallel<E: bytemuck::Pod + Send + Sync>(
     chunk: usize,
     fill: impl Fn(usize, &mut [E]) + Sync + Send,
 ) -> Vec<E> {
-    // SAFETY: every part is initialised (zeroed; all-zero bytes are a valid `E`, `Pod`) before
-    // `fill` sees it.
-    unsafe {
-        written_in_parallel(n, chunk, |task, part| {
-            std::ptr::write_bytes(part.as_mut_ptr(), 0, part.len());
-            fill(task, &mut *(part as *mut [MaybeUninit<E>] as *mut [E]))
-        })
-    }
-}
-
-/// [`filled_in_parallel`] for a `write` that initialises every element of its part itself
-/// (`MaybeUninit::write`), so the parts are not zeroed first: one pass over the output instead
-/// of two, for kernels as light as a conversion.
-///
-/// # Safety
-///
-/// `write(task, part)` must initialise every element of `part`.
-pub(crate) unsafe fn written_in_parallel<E: Send + Sync>(
-    n: usize,
-    chunk: usize,
-    write: impl Fn(usize, &mut [MaybeUninit<E>]) + Sync + Send,
-) -> Vec<E> {
     let mut buffer = Vec::<E>::with_capacity(n);
-    buffer.spare_capacity_mut()[..n]
-        .par_chunks_mut(chunk.max(1))
-        .enumerate()
-        .for_each(|(task, part)| write(task, part));
-    // SAFETY: every part was initialised (the caller's promise).
+    buffer.spare_capacity_mut()[..n].par_chunks_mut(chunk.max(1)).enumerate().for_each(|(task, part)| {
+        // SAFETY: all-zero bytes are a valid `E` (`Pod`), so the part is initialised once zeroed.
+        let part = unsafe {
+            std::ptr::write_bytes(part.as_mut_ptr(), 0, part.len());
+            &mut *(part as *mut [std::mem::MaybeUninit<E>] as *mut [E])
+        };
+        fill(task, part);
+    });
+    // SAFETY: every element was zeroed above.
     unsafe { buffer.set_len(n) };
     buffer
 }

@@ -14,8 +14,6 @@
 //! above a tie by those bits alone (1 + 2⁻⁸ + 2⁻²³, say) rounds down there, up here. Everywhere
 //! else (CUDA, f64, other backends) it is Burn's `cast`.
 
-use std::mem::MaybeUninit;
-
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::NoCheckpointing};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{unary, Backward, Ops, OpsKind};
@@ -25,7 +23,7 @@ use burn::tensor::ops::{FloatTensor, FloatTensorOps};
 use burn::tensor::{bf16, f16, DType, Element, FloatDType, Tensor, TensorData};
 use burn_flex::FlexTensor;
 
-use super::backends::{on_flex, written_in_parallel};
+use super::backends::{filled_in_parallel, on_flex};
 use super::contiguous;
 
 /// Elements per parallel task: large enough that a task outweighs its scheduling.
@@ -139,12 +137,9 @@ fn typed<S: Lane, T: Lane>(t: FlexTensor) -> FlexTensor {
         None => contiguous::copy(t),
     };
     let source = t.as_slice::<S>().expect("a row-major copy");
-    // SAFETY: `Convert` writes every element of its part.
-    let values = unsafe {
-        written_in_parallel(source.len(), CHUNK, |task, part: &mut [MaybeUninit<T>]| {
-            pulp::Arch::new().dispatch(Convert { source: &source[task * CHUNK..][..part.len()], part })
-        })
-    };
+    let values = filled_in_parallel(source.len(), CHUNK, |task, part: &mut [T]| {
+        pulp::Arch::new().dispatch(Convert { source: &source[task * CHUNK..][..part.len()], part })
+    });
     FlexTensor::from_data(TensorData::new(values, t.layout().shape().clone()))
 }
 
@@ -152,8 +147,7 @@ fn typed<S: Lane, T: Lane>(t: FlexTensor) -> FlexTensor {
 /// `#[target_feature]` functions, for the CPU's widest vectors.
 struct Convert<'a, S, T> {
     source: &'a [S],
-    /// As long as `source`; every element is written.
-    part: &'a mut [MaybeUninit<T>],
+    part: &'a mut [T],
 }
 
 impl<S: Lane, T: Lane> pulp::WithSimd for Convert<'_, S, T> {
@@ -161,7 +155,7 @@ impl<S: Lane, T: Lane> pulp::WithSimd for Convert<'_, S, T> {
     #[inline(always)]
     fn with_simd<Simd: pulp::Simd>(self, _: Simd) {
         for (y, x) in self.part.iter_mut().zip(self.source) {
-            y.write(T::from_f32(x.to_f32()));
+            *y = T::from_f32(x.to_f32());
         }
     }
 }

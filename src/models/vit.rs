@@ -120,12 +120,11 @@ impl<B: Backend> ViT<B> {
         // next to it.
         let weights = safetensors.as_ref();
         if !weights.is_file() {
-            let missing = "no such file: the backbone's weights (safetensors)";
-            return Err(Error::io(weights, std::io::Error::new(std::io::ErrorKind::NotFound, missing)));
+            return Err(Error::not_found(weights, "no such file: the backbone's weights (safetensors)"));
         }
         let config = ViTConfig::from_file(config_json)?;
         let (tensors, _) = read_safetensors(weights)?;
-        Self::from_tensors(config, tensors, safetensors.as_ref(), device)
+        Self::from_tensors(config, tensors, weights, device)
     }
 
     /// [`ViT::load`] from tensors already in memory (HF names); `path` names them in errors.

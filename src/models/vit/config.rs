@@ -144,11 +144,10 @@ impl ViTConfig {
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => {
-                let missing =
-                    "no such file: the backbone's config.json (next to its weights, or backbone.config)";
-                Error::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, missing))
-            }
+            std::io::ErrorKind::NotFound => Error::not_found(
+                path,
+                "no such file: the backbone's config.json (next to its weights, or backbone.config)",
+            ),
             _ => Error::io(path, e),
         })?;
         serde_json::from_str(&text).map_err(|e| Error::bad_file(path, "config", "a ViT or DINOv2 config", e))
