@@ -5,7 +5,7 @@
 # attention explicit / fused, abc-PSI's batched update and DLRT_BATCHED_UPDATE=off, rank buckets
 # 1 and 8, Burn's fusion + autotune off and on), against peft LoRA at the same rank and batch
 # (bf16 autocast and fp32), with each part's peak device memory; one table of ratios each; one
-# ViT block's operations against PyTorch's; and a short `dlrt train --device cuda` run.
+# ViT block's operations against PyTorch's; and a short `dlrt train --device "$DEVICE"` run.
 #
 # What a new rank costs: `dlrt bench` and `bench-vit` class every step by whether its ranks, and
 # the widths its passes multiplied with (the rank bucket's), are new in the run, and give the
@@ -28,17 +28,22 @@
 # "f32:explicit bf16:explicit bf16:fused:abc_psi_one_pass bf16:fused:lora", methods
 # abc_psi_one_pass,lora where not named: the last two give each method's own peak memory) size
 # the ViT part; VIT_RANK_BATCH (32) and
-# VIT_RANK_STEPS (12) the ViT rank-bucket pair.
+# VIT_RANK_STEPS (12) the ViT rank-bucket pair; PEFT_WARMUP (3) and PEFT_STEPS (10) peft's steps.
 # Every part runs under `timeout`: T_MNIST (45 s), T_MNIST_B8 (30 s), T_TORCH (20 s), T_PEFT
 # (25 s per dtype), T_VIT (45 s per variant), T_FUSION (25 s MNIST, 45 s ViT), T_VIT_RANKS
 # (30 s per bucket), T_OFF (25 s), T_OPS (10 s per side and precision, OPS_BATCH 64 images),
 # T_TRAIN (15 s); with the defaults the whole call stays under 570 s (560 s of timeouts). A part that times out or
 # fails is reported and the script goes on to the next one.
 # Writes its tables to $OUT (default ./runs/gpu-bench).
+# A rehearsal on the CPU (every part's commands and tables, at small sizes, before a card's
+# scarce minutes are spent): DEVICE=cpu VIT_MODEL=vit-s14 VIT_IMAGE=56 VIT_BATCH=4 VIT_RANK_BATCH=4
+# VIT_RANK_STEPS=3 OPS_BATCH=4 WARMUP=5 STEPS=10 T_PEFT=60 DLRT_BIN=target/release/dlrt
+# DLRT_BIN_FUSION=target/release/dlrt bash bench/gpu.sh
 set -uo pipefail
 OUT=${OUT:-runs/gpu-bench}
 mkdir -p "$OUT"
 PARTS=" ${PARTS:-mnist vit fusion ranks off ops train} "
+DEVICE=${DEVICE:-cuda} VIT_MODEL=${VIT_MODEL:-vit-b16} VIT_IMAGE=${VIT_IMAGE:-224}
 want() { [[ "$PARTS" == *" $1 "* ]]; }
 
 # What bench/gpu-pack.sh carried: the binaries and MNIST, unpacked once.
@@ -59,16 +64,19 @@ BIN_FUSION=${DLRT_BIN_FUSION:-/tmp/dlrt-carry/dlrt-fusion}
 # The first run compiles and tunes kernels for every shape; rank-adaptive methods visit many
 # shapes, so keep autotuning short (the tuning cache in ~/.cache/cubecl makes reruns fast).
 export CUBECL_AUTOTUNE_LEVEL=${CUBECL_AUTOTUNE_LEVEL:-minimal}
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/card.txt"
+# A rehearsal on the CPU has no nvidia-smi: its parts then report a peak of 0 MiB.
+smi() { command -v nvidia-smi > /dev/null && nvidia-smi "$@"; }
+{ smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || echo "no nvidia-smi (device $DEVICE)"; } \
+    | tee "$OUT/card.txt"
 date -u +%Y-%m-%d | tee -a "$OUT/card.txt"
-idle_mib=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -n1)
+idle_mib=$(smi --query-gpu=memory.used --format=csv,noheader,nounits | head -n1)
 
 # part NAME SECONDS CMD...: runs CMD under `timeout` with the card's memory sampled beside it,
 # says how it ended, how long it took and its peak memory (also in $OUT/NAME.mem).
 part() {
     local name=$1 limit=$2 start rc note="" sampler peak
     shift 2
-    nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 > "$OUT/$name.samples" 2> /dev/null &
+    smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 > "$OUT/$name.samples" 2> /dev/null &
     sampler=$!
     start=$(date +%s%N)
     timeout --kill-after=5 "$limit" "$@"
@@ -91,19 +99,19 @@ new_shapes() {
 }
 
 if want mnist; then
-    echo "== dlrt bench --device cuda (rank bucket 1: no padding)"
-    part mnist "${T_MNIST:-45}" "$BIN" bench --device cuda --warmup "${WARMUP:-100}" --steps "${STEPS:-200}" --log-steps \
+    echo "== dlrt bench --device $DEVICE (rank bucket 1: no padding)"
+    part mnist "${T_MNIST:-45}" "$BIN" bench --device "$DEVICE" --warmup "${WARMUP:-100}" --steps "${STEPS:-200}" --log-steps \
         2> "$OUT/dlrt_cuda.log" | tee "$OUT/dlrt_cuda.md"
     new_shapes "MNIST | 1" "$OUT/dlrt_cuda.md"
 
-    echo "== dlrt bench --device cuda --rank-bucket 8 (the rank-adaptive methods)"
-    part mnist_b8 "${T_MNIST_B8:-30}" "$BIN" bench --device cuda --warmup "${WARMUP:-100}" --steps "${STEPS:-200}" \
+    echo "== dlrt bench --device $DEVICE --rank-bucket 8 (the rank-adaptive methods)"
+    part mnist_b8 "${T_MNIST_B8:-30}" "$BIN" bench --device "$DEVICE" --warmup "${WARMUP:-100}" --steps "${STEPS:-200}" \
         --methods abc_psi,abc_psi_one_pass,bug,parallel_bug --rank-bucket 8 --log-steps \
         2> "$OUT/dlrt_cuda_b8.log" | tee "$OUT/dlrt_cuda_b8.md"
     new_shapes "MNIST | 8" "$OUT/dlrt_cuda_b8.md"
 
     echo "== PyTorch dense MLP (same shape, batch, optimizer)"
-    part torch_mlp "${T_TORCH:-20}" python3 bench/torch_mlp.py --device cuda --warmup "${WARMUP:-100}" \
+    part torch_mlp "${T_TORCH:-20}" python3 bench/torch_mlp.py --device "$DEVICE" --warmup "${WARMUP:-100}" \
         --steps "${STEPS:-200}" | tee "$OUT/torch_cuda.md"
 
     echo "== ratios (dlrt µs/step ÷ PyTorch dense µs/step)"
@@ -123,9 +131,11 @@ vit_row() {
 }
 VIT_BATCH=${VIT_BATCH:-256}
 if want vit; then
-    echo "== ViT-B/16 adapter step, r = 32 on query/key/value, batch $VIT_BATCH: peft LoRA, then dlrt bench-vit"
+    echo "== $VIT_MODEL adapter step, r = 32 on query/key/value, batch $VIT_BATCH: peft LoRA, then dlrt bench-vit"
     for dtype in bf16 fp32; do
-        part "peft_$dtype" "${T_PEFT:-25}" python3 bench/torch_vit_lora.py --batch "$VIT_BATCH" --rank 32 --dtype "$dtype" \
+        part "peft_$dtype" "${T_PEFT:-25}" python3 bench/torch_vit_lora.py --device "$DEVICE" --model "$VIT_MODEL" \
+            --image "$VIT_IMAGE" --batch "$VIT_BATCH" --rank 32 --dtype "$dtype" --warmup "${PEFT_WARMUP:-3}" \
+            --steps "${PEFT_STEPS:-10}" \
             | tee "$OUT/peft_vit_$dtype.md"
     done
     peft_bf16=$(awk -F'|' '{gsub(/ ms| /, "", $3); print $3}' "$OUT/peft_vit_bf16.md")
@@ -136,10 +146,10 @@ if want vit; then
         IFS=: read -r precision attention methods <<< "$variant"
         methods=${methods:-abc_psi_one_pass,lora}
         name="vit_${precision}_${attention}_${methods//,/_}"
-        part "$name" "${T_VIT:-45}" "$BIN" bench-vit --model vit-b16 --image 224 --batch "$VIT_BATCH" --rank 32 \
-            --device cuda --precision "$precision" --attention "$attention" --methods "$methods" \
+        part "$name" "${T_VIT:-45}" "$BIN" bench-vit --model "$VIT_MODEL" --image "$VIT_IMAGE" --batch "$VIT_BATCH" --rank 32 \
+            --device "$DEVICE" --precision "$precision" --attention "$attention" --methods "$methods" \
             --steps "${VIT_STEPS:-3}" --log-steps 2> "$OUT/dlrt_$name.log" | tee "$OUT/dlrt_$name.md"
-        vit_row "cuda" "$precision" "$attention" "$OUT/dlrt_$name.md" "$name"
+        vit_row "$DEVICE" "$precision" "$attention" "$OUT/dlrt_$name.md" "$name"
     done
 fi
 
@@ -149,16 +159,16 @@ if want fusion; then
     if [ -x "$BIN_FUSION" ]; then
         for bucket in 1 8; do
             echo "== fusion + autotune: dlrt bench --rank-bucket $bucket"
-            part "fusion_mnist_b$bucket" "${T_FUSION:-25}" "$BIN_FUSION" bench --device cuda --warmup "${WARMUP:-100}" \
+            part "fusion_mnist_b$bucket" "${T_FUSION:-25}" "$BIN_FUSION" bench --device "$DEVICE" --warmup "${WARMUP:-100}" \
                 --steps "${STEPS:-200}" --methods abc_psi_one_pass,lora,dense --rank-bucket "$bucket" --log-steps \
                 2> "$OUT/fusion_mnist_b$bucket.log" | tee "$OUT/fusion_mnist_b$bucket.md"
             new_shapes "MNIST fusion | $bucket" "$OUT/fusion_mnist_b$bucket.md"
         done
         variant=${VIT_FUSION_VARIANT:-bf16:fused}
         precision=${variant%%:*} attention=${variant##*:}
-        echo "== fusion + autotune: ViT-B/16 $precision $attention, rank bucket 8"
-        part fusion_vit "$(( ${T_FUSION:-25} + 20 ))" "$BIN_FUSION" bench-vit --model vit-b16 --image 224 --batch "$VIT_BATCH" \
-            --rank 32 --device cuda --precision "$precision" --attention "$attention" --methods abc_psi_one_pass,lora \
+        echo "== fusion + autotune: $VIT_MODEL $precision $attention, rank bucket 8"
+        part fusion_vit "$(( ${T_FUSION:-25} + 20 ))" "$BIN_FUSION" bench-vit --model "$VIT_MODEL" --image "$VIT_IMAGE" --batch "$VIT_BATCH" \
+            --rank 32 --device "$DEVICE" --precision "$precision" --attention "$attention" --methods abc_psi_one_pass,lora \
             --rank-bucket 8 --steps "${VIT_STEPS:-3}" --log-steps 2> "$OUT/fusion_vit.log" | tee "$OUT/fusion_vit.md"
         vit_row "cuda-fusion, bucket 8" "$precision" "$attention" "$OUT/fusion_vit.md" fusion_vit
     else
@@ -174,11 +184,11 @@ fi
 # A new rank on the ViT: abc-PSI in one pass, every step timed from the first, without and with
 # rank buckets, at a batch small enough for a dozen steps.
 if want ranks; then
-    echo "== ViT-B/16 rank buckets: bench-vit --rank-bucket 1 and 8"
+    echo "== $VIT_MODEL rank buckets: bench-vit --rank-bucket 1 and 8"
     for bucket in 1 8; do
         name="vit_b${VIT_RANK_BATCH:-32}_bucket$bucket"
-        part "$name" "${T_VIT_RANKS:-30}" "$BIN" bench-vit --model vit-b16 --image 224 --batch "${VIT_RANK_BATCH:-32}" \
-            --rank 32 --device cuda --methods abc_psi_one_pass --warmup 0 --steps "${VIT_RANK_STEPS:-12}" \
+        part "$name" "${T_VIT_RANKS:-30}" "$BIN" bench-vit --model "$VIT_MODEL" --image "$VIT_IMAGE" --batch "${VIT_RANK_BATCH:-32}" \
+            --rank 32 --device "$DEVICE" --methods abc_psi_one_pass --warmup 0 --steps "${VIT_RANK_STEPS:-12}" \
             --rank-bucket "$bucket" --log-steps 2> "$OUT/dlrt_$name.log" | tee "$OUT/dlrt_$name.md"
         new_shapes "ViT-B/16 batch ${VIT_RANK_BATCH:-32} | $bucket" "$OUT/dlrt_$name.md"
     done
@@ -192,12 +202,12 @@ cat "$OUT/new_shapes.md"
 # with it off is the part `off_vit`, not run by default).
 if want off; then
     echo "== the same with the batched update off (per-layer host decompositions)"
-    part mnist_batched_off "${T_OFF:-25}" env DLRT_BATCHED_UPDATE=off "$BIN" bench --device cuda --warmup "${WARMUP:-100}" \
+    part mnist_batched_off "${T_OFF:-25}" env DLRT_BATCHED_UPDATE=off "$BIN" bench --device "$DEVICE" --warmup "${WARMUP:-100}" \
         --steps "${STEPS:-200}" --methods abc_psi,abc_psi_one_pass,bc_psi,psi,bug,parallel_bug | tee "$OUT/dlrt_cuda_batched_off.md"
 fi
 if want off_vit; then
-    part vit_batched_off "$(( ${T_OFF:-25} + 15 ))" env DLRT_BATCHED_UPDATE=off "$BIN" bench-vit --model vit-b16 \
-        --image 224 --batch "${VIT_RANK_BATCH:-32}" --rank 32 --device cuda --steps "${VIT_STEPS:-3}" \
+    part vit_batched_off "$(( ${T_OFF:-25} + 15 ))" env DLRT_BATCHED_UPDATE=off "$BIN" bench-vit --model "$VIT_MODEL" \
+        --image "$VIT_IMAGE" --batch "${VIT_RANK_BATCH:-32}" --rank 32 --device "$DEVICE" --steps "${VIT_STEPS:-3}" \
         --methods abc_psi,abc_psi_one_pass | tee "$OUT/dlrt_vit_b${VIT_RANK_BATCH:-32}_batched_off.md"
 fi
 
@@ -205,12 +215,14 @@ fi
 # ViT-B/16 block's operations one by one, forward and forward + backward, dlrt against PyTorch
 # at the same shapes and types, joined by operation: | op | dlrt | PyTorch | ratio | for both.
 if want ops; then
-    echo "== one ViT-B/16 block's operations: dlrt bench-ops vs bench/torch_ops.py"
+    echo "== one $VIT_MODEL block's operations: dlrt bench-ops vs bench/torch_ops.py"
     : > "$OUT/ops_ratios.md"
     for precision in f32 bf16; do
-        part "ops_dlrt_$precision" "${T_OPS:-10}" "$BIN" bench-ops --device cuda --batch "${OPS_BATCH:-64}" \
+        part "ops_dlrt_$precision" "${T_OPS:-10}" "$BIN" bench-ops --device "$DEVICE" --model "$VIT_MODEL" \
+            --image "$VIT_IMAGE" --batch "${OPS_BATCH:-64}" \
             --precision "$precision" | tee "$OUT/ops_dlrt_$precision.md"
-        part "ops_torch_$precision" "${T_OPS:-10}" python3 bench/torch_ops.py --device cuda --batch "${OPS_BATCH:-64}" \
+        part "ops_torch_$precision" "${T_OPS:-10}" python3 bench/torch_ops.py --device "$DEVICE" --model "$VIT_MODEL" \
+            --image "$VIT_IMAGE" --batch "${OPS_BATCH:-64}" \
             --precision "$precision" | tee "$OUT/ops_torch_$precision.md"
         awk -F'|' -v p="$precision" 'function t(s) { gsub(/^ +| +$/, "", s); return s }
             NR == FNR { if ($2 ~ /[a-z]/ && $4 ~ /[0-9]/) { fwd[t($2)] = t($4); fb[t($2)] = t($5) }; next }
@@ -225,8 +237,8 @@ if want ops; then
 fi
 
 if want train; then
-    echo "== dlrt train --device cuda (abc-PSI, paper setting, 200 batches)"
-    part train "${T_TRAIN:-15}" "$BIN" train configs/mnist_abc_psi.toml --device cuda --epochs 1 --max-batches 200 \
+    echo "== dlrt train --device $DEVICE (abc-PSI, paper setting, 200 batches)"
+    part train "${T_TRAIN:-15}" "$BIN" train configs/mnist_abc_psi.toml --device "$DEVICE" --epochs 1 --max-batches 200 \
         --out runs/gpu-train --quiet
     tail -n 1 runs/gpu-train/metrics.csv | tee "$OUT/train_cuda.csv"
 fi
