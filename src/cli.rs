@@ -107,8 +107,9 @@ pub struct TrainArgs {
     /// The run config (TOML); see configs/. Not needed with --resume.
     #[arg(required_unless_present = "resume")]
     pub config: Option<PathBuf>,
-    /// Continue the run in this folder from its last checkpoint (only --epochs may change).
-    #[arg(long)]
+    /// Continue the run in this folder from its last checkpoint, in that folder (only --epochs
+    /// may change, and not under a cosine schedule).
+    #[arg(long, conflicts_with = "out")]
     pub resume: Option<PathBuf>,
     /// Changes to the config's values.
     #[command(flatten)]

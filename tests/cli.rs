@@ -256,6 +256,13 @@ fn a_resumed_run_refuses_any_override_but_epochs() {
     assert!(err.contains("train.seed") && err.contains("only train.epochs"), "{err}");
     let err = fails(&["train", "--resume", dir, "--epochs", "4", "--max-batches", "2"]);
     assert!(err.contains("train.max_batches"), "{err}");
+    // A resumed run stays in its folder: --out is refused rather than ignored.
+    let elsewhere = tmp.path().join("elsewhere");
+    let out = dlrt(&["train", "--resume", dir, "--out", elsewhere.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "a usage error: {err}");
+    assert!(err.contains("--resume") && err.contains("--out"), "{err}");
+    assert!(!elsewhere.exists());
     // A network trained from scratch has no base model: no peft form, and predict reads only
     // fine-tuning checkpoints; both say so.
     let ckpt = tmp.path().join("checkpoint.safetensors");

@@ -16,7 +16,9 @@ use dlrt::data::{self, images::rgb_batch, DatasetName, Split};
 use dlrt::integrators::IntegratorKind;
 use dlrt::io::FileDtype;
 use dlrt::layers::DenseLinear;
+use dlrt::layers::Precision;
 use dlrt::models::ViT;
+use dlrt::train::eval::evaluate_checkpoint;
 use dlrt::train::finetune::{finetune, EVAL_BATCH};
 use dlrt::train::fit::{checkpoint_path, evaluate, RunOptions};
 use dlrt::TrainBackend;
@@ -92,8 +94,12 @@ fn finetune_learns_checkpoints_adapters_and_exports_the_merged_model() {
         let (mut t, _) = dlrt::io::read_safetensors(&merged).unwrap();
         let (wshape, w) = t.remove("classifier.weight").unwrap();
         let (_, b) = t.remove("classifier.bias").unwrap();
-        assert_eq!(wshape, vec![10, 16], "PyTorch orientation [classes, D]");
-        let w = Tensor::<B, 2>::from_data(TensorData::new(w, wshape), &device).transpose();
+        // transformers' DINOv2 head reads [CLS, mean of the patch tokens]: [classes, 2D], with
+        // zeros on the mean, so that AutoModelForImageClassification loads the folder.
+        assert_eq!(wshape, vec![10, 32], "PyTorch orientation [classes, 2D]");
+        assert!(w.chunks(32).all(|row| row[16..].iter().all(|&x| x == 0.0)));
+        let w: Vec<f32> = w.chunks(32).flat_map(|row| row[..16].to_vec()).collect();
+        let w = Tensor::<B, 2>::from_data(TensorData::new(w, [10, 16]), &device).transpose();
         let head = DenseLinear::from_weights(w, Some(Tensor::from_data(TensorData::new(b, [10]), &device)));
         let (x, _) = rgb_batch(&test, &[0, 1, 2, 3], 28);
         let x = Tensor::<B, 4>::from_data(TensorData::new(x, [4, 3, 28, 28]), &device);
@@ -101,6 +107,36 @@ fn finetune_learns_checkpoints_adapters_and_exports_the_merged_model() {
         let theirs = head.unwrap().forward(vit.forward(x)).into_data().to_vec::<f32>().unwrap();
         let err = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
         assert!(err < 1e-4, "{method}: merged logits differ by {err}");
+    }
+}
+
+#[test]
+fn eval_and_predict_compute_as_the_run_did_in_either_precision() {
+    let Some(data) = common::mnist_dir() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let weights = tiny_backbone(tmp.path());
+    let device = Default::default();
+    for precision in [Precision::F32, Precision::Bf16] {
+        let mut cfg = tiny_config(weights.clone(), IntegratorKind::AbcPsi);
+        (cfg.train.epochs, cfg.train.max_batches, cfg.backbone.precision) = (1, 5, precision);
+        let run_dir = tmp.path().join(format!("{precision:?}"));
+        let opts =
+            RunOptions { run_dir: run_dir.clone(), data_dir: data.clone(), resume: false, progress: false };
+        let last = finetune::<B>(&cfg, &opts, &device).unwrap().pop().unwrap();
+        // eval: the run's own numbers, which a bf16 backbone moves away from f32's.
+        let eval = evaluate_checkpoint(&checkpoint_path(&run_dir), &data).unwrap();
+        assert_eq!((eval.accuracy, eval.loss), (last.test_accuracy, last.test_loss), "{precision:?}");
+        // predict: the model as trained, and the loaded model in f32 gives other logits in bf16.
+        let (model, _, _) = adapters::load_as_trained::<B>(&checkpoint_path(&run_dir), &device).unwrap();
+        let (f32_model, _, _) = adapters::load::<B>(&checkpoint_path(&run_dir), &device).unwrap();
+        let mut test = data::load(DatasetName::Mnist, Split::Test, &data).unwrap();
+        test.truncate(4);
+        let (x, _) = rgb_batch(&test, &[0, 1, 2, 3], 28);
+        let x = Tensor::<B, 4>::from_data(TensorData::new(x, [4, 3, 28, 28]), &device);
+        let (as_trained, in_f32) = (model.forward(x.clone()), f32_model.forward(x));
+        let differ =
+            as_trained.into_data().to_vec::<f32>().unwrap() != in_f32.into_data().to_vec::<f32>().unwrap();
+        assert_eq!(differ, precision == Precision::Bf16, "{precision:?}");
     }
 }
 

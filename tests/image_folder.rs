@@ -270,6 +270,51 @@ fn dlrt_train_and_finetune_learn_from_a_folder_and_store_its_class_names() {
     assert!(dlrt(&["eval", ckpt.to_str().unwrap()]).contains("on 12 images"));
 }
 
+#[test]
+fn predict_gives_images_the_channels_and_size_training_stored_them_in() {
+    // Training: grey 8×8 images. Test: the same patterns in colour at 10×10. The folder stores
+    // every image as the majority does (grey) at the first training image's size (8×8), so
+    // `predict` on the test files must give the model what `eval` gives it, bit for bit.
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("images");
+    write_classes(&root.join("train"), 12, 1);
+    let mut rng = StdRng::seed_from_u64(2);
+    let mut files = Vec::new();
+    for (c, name) in CLASSES.iter().enumerate() {
+        std::fs::create_dir_all(root.join("test").join(name)).unwrap();
+        for i in 0..4 {
+            let grey =
+                image::imageops::resize(&pattern(c, &mut rng), 10, 10, image::imageops::FilterType::Triangle);
+            let colour = image::RgbImage::from_fn(10, 10, |x, y| {
+                let v = grey.get_pixel(x, y)[0];
+                image::Rgb([v, v / 2, 255 - v])
+            });
+            let file = root.join("test").join(name).join(format!("{c}{i:03}.png"));
+            colour.save(&file).unwrap();
+            files.push(file);
+        }
+    }
+    let weights = common::tiny_backbone_files(tmp.path());
+    let mut cfg = dlrt::config::FinetuneConfig::paper_vit(weights, dlrt::integrators::IntegratorKind::AbcPsi);
+    (cfg.backbone.rank, cfg.backbone.image, cfg.integrator.r_max) = (4, 14, Some(8));
+    (cfg.train.epochs, cfg.train.batch_size, cfg.train.train_subset, cfg.train.test_subset) = (1, 8, 0, 0);
+    let cfg_path = tmp.path().join("ft.toml");
+    std::fs::write(&cfg_path, cfg.to_toml()).unwrap();
+    let ft = tmp.path().join("ft");
+    let data = root.to_str().unwrap();
+    dlrt(&["finetune", cfg_path.to_str().unwrap(), "--data", data, "--quiet", "--out", ft.to_str().unwrap()]);
+    let ckpt = ft.join("checkpoint.safetensors");
+    assert_eq!(dlrt::checkpoint::adapters::stored_image(&ckpt).unwrap(), Some([1, 8, 8]));
+
+    let (_, test, note) = load(&FolderSpec::new(&root));
+    assert!(note.contains("converted to 1"), "{note}");
+    // The test split is ordered by file name, as `files` is.
+    let (want, _) = dlrt::data::images::rgb_batch(&test, &(0..files.len()).collect::<Vec<_>>(), 14);
+    let got = dlrt::train::predict::predict(&ckpt, &files, 1).unwrap();
+    assert_eq!(got.pixel_values.1, [files.len(), 3, 14, 14]);
+    assert_eq!(got.pixel_values.0, want, "predict's input is eval's");
+}
+
 /// The files in the class folders of `dir`.
 fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();

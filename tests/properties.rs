@@ -542,3 +542,32 @@ fn optimizer_state_carried_across_basis_changes_beats_resetting_it() {
         }
     }
 }
+
+#[test]
+fn adamw_weight_decay_acts_once_per_step_in_every_integrator() {
+    // A loss without a gradient (ℒ = −⟨W, 0⟩/λ): AdamW's update is 0 and only the decoupled
+    // decay acts, W1 = (1 − λ wd) W0 as in dense AdamW. Each integrator decays the factor of
+    // the pass that updates W (abc-PSI and bc-PSI L, BUG and parallel BUG S) once; PSI splits
+    // the decay like the rest of the flow (K and L forward, S backward), (1 − λwd)²(1 + λwd),
+    // which is 1 − λwd to first order; LoRA decays both of its factors, (1 − λwd)².
+    use dlrt::optim::OptimizerConfig;
+    let (lr, wd) = (0.1, 0.5);
+    let opt = Optimizer::new(OptimizerConfig::adamw(wd), lr).unwrap();
+    let h = lr * wd;
+    for kind in IntegratorKind::ALL.into_iter().filter(|k| *k != IntegratorKind::Dense) {
+        let mut p = problem(20, 15, 4, &mut StdRng::seed_from_u64(1));
+        let mut integ = build(kind, TruncationConfig::relative(1e-6));
+        integ.opt = opt.clone();
+        integ.prepare(&mut p).unwrap();
+        let W0 = p.layer.to_dense();
+        let zero = W0.zeros_like();
+        integ.step(&mut p, |p| p.linear(&zero, lr)).unwrap();
+        let want = match kind {
+            IntegratorKind::Psi => (1.0 - h) * (1.0 - h) * (1.0 + h),
+            IntegratorKind::Lora => (1.0 - h) * (1.0 - h),
+            _ => 1.0 - h,
+        };
+        let err = fro(p.layer.to_dense() - W0.clone().mul_scalar(want)) / fro(W0);
+        assert!(err < ROUND_OFF, "{kind}: W1 is not {want} W0 (relative error {err:.1e})");
+    }
+}

@@ -6,15 +6,16 @@
 //! - `head.weight` `[D, classes]`, `head.bias` `[classes]`;
 //!
 //! metadata: the format, the fine-tuning config (TOML, which names the backbone's files), the
-//! epoch, the ranks and the class names in label order (`labels`, JSON; also written into the
-//! export's `config.json` as `id2label` / `label2id`). [`load`] reads the backbone from the config's paths and puts the
+//! epoch, the ranks, the class names in label order (`labels`, JSON; also written into the
+//! export's `config.json` as `id2label` / `label2id`) and the training images' stored shape
+//! (`image`, `[C, H, W]`). [`load`] reads the backbone from the config's paths and puts the
 //! adapters back on it; [`export_merged`] folds them in and writes a HuggingFace-layout
 //! backbone plus `classifier.*` that `ViT::load` (and transformers) read.
 
 use std::collections::HashMap;
 use std::path::Path;
 
-use burn::tensor::backend::Backend;
+use burn::tensor::{backend::Backend, Tensor};
 use rand::{rngs::StdRng, SeedableRng};
 
 use super::{meta_field, take, to_entry, to_json};
@@ -26,7 +27,7 @@ use crate::io::{
 };
 use crate::layers::AdapterTarget;
 use crate::layers::{DenseLinear, LowRankLinear};
-use crate::models::vit::ViT;
+use crate::models::vit::{Variant, ViT};
 use crate::models::ViTClassifier;
 use crate::{Error, Result};
 
@@ -38,13 +39,16 @@ fn adapter_name(layer: usize, target: AdapterTarget) -> String {
     format!("encoder.layer.{layer}.{}", target.name())
 }
 
-/// Saves the adapters and the head of `model` (atomically), with the class names `labels`.
+/// Saves the adapters and the head of `model` (atomically), with the class names `labels` and
+/// the shape `[C, H, W]` the run stored its training images in (`image`, which `predict` gives
+/// new images before resizing them to the backbone's input, as training did).
 pub fn save<B: Backend>(
     path: &Path,
     model: &ViTClassifier<B>,
     config: &FinetuneConfig,
     epoch: usize,
     labels: &[String],
+    image: [usize; 3],
 ) -> Result<()> {
     let mut tensors = TensorMap::new();
     for (i, t, l) in model.backbone.adapters() {
@@ -66,6 +70,7 @@ pub fn save<B: Backend>(
         ("epoch".to_string(), epoch.to_string()),
         ("ranks".to_string(), to_json(&model.ranks())),
         ("labels".to_string(), to_json(&labels)),
+        ("image".to_string(), to_json(&image)),
     ]);
     write_safetensors(path, &tensors, meta)
 }
@@ -144,6 +149,30 @@ pub fn load<B: Backend>(
     Ok((model, config, epoch))
 }
 
+/// [`load`], with the backbone computing as the run did (its `precision` and `attention`), for
+/// evaluating and predicting; [`load`] leaves the frozen weights f32, as the exports merge them.
+pub fn load_as_trained<B: Backend>(
+    path: &Path,
+    device: &B::Device,
+) -> Result<(ViTClassifier<B>, FinetuneConfig, usize)> {
+    let (mut model, config, epoch) = load(path, device)?;
+    model.backbone.set_precision(config.backbone.precision)?;
+    model.backbone.set_attention(config.backbone.attention);
+    Ok((model, config, epoch))
+}
+
+/// The shape `[C, H, W]` (C = 1 or 3) of the training images of the run that wrote the
+/// adapter checkpoint at `path` ([`save`]); `None` for a checkpoint written before it was stored.
+pub fn stored_image(path: &Path) -> Result<Option<[usize; 3]>> {
+    let Some(raw) = read_metadata(path)?.remove("image") else {
+        return Ok(None);
+    };
+    match serde_json::from_str::<[usize; 3]>(&raw) {
+        Ok(shape @ [1 | 3, h, w]) if h > 0 && w > 0 => Ok(Some(shape)),
+        _ => Err(Error::bad_file(path, "metadata.image", "[C, H, W] with C = 1 or 3 and H, W ≥ 1", raw)),
+    }
+}
+
 /// The class names stored in the adapter checkpoint at `path`, in label order: its `labels`
 /// metadata, or for a checkpoint written before it was stored, the names of its built-in data
 /// set (else `"0"`, `"1"`, … for `classes` classes). Stored names that are not one per class
@@ -185,11 +214,23 @@ pub(crate) fn stored_labels(meta: &HashMap<String, String>, path: &Path) -> Resu
         .transpose()
 }
 
+/// The head's weight as transformers' classification model of the backbone stores
+/// `classifier.weight`: `[classes, D]` (`ViTForImageClassification`), or for
+/// `Dinov2ForImageClassification`, whose head reads `[CLS, mean of the patch tokens]`,
+/// `[classes, 2D]` with zeros on the mean (this crate's head reads the CLS token only).
+pub(super) fn hf_head_weight<B: Backend>(model: &ViTClassifier<B>) -> Tensor<B, 2> {
+    let w = model.head.weight().clone().transpose();
+    match model.backbone.config().variant {
+        Variant::ViT => w,
+        Variant::Dinov2 => Tensor::cat(vec![w.clone(), w.zeros_like()], 1),
+    }
+}
+
 /// Folds the adapters into the backbone and writes it in HuggingFace's layout to `path`, with
-/// the head as `classifier.weight` `[classes, D]` / `classifier.bias` (as in
-/// `ViTForImageClassification`), stored as `dtype`, and the backbone's `config.json` next to
-/// it with the class names `labels` as `id2label` and `label2id` and `torch_dtype` naming
-/// `dtype`.
+/// the head as `classifier.weight` ([`hf_head_weight`]) and `classifier.bias`, stored as
+/// `dtype`, and the backbone's `config.json` next to it with the class names `labels` as
+/// `id2label` and `label2id` and `torch_dtype` naming `dtype`: a folder that transformers'
+/// `AutoModelForImageClassification` loads.
 pub fn export_merged<B: Backend>(
     path: &Path,
     model: &ViTClassifier<B>,
@@ -199,7 +240,7 @@ pub fn export_merged<B: Backend>(
     let mut backbone = model.backbone.clone();
     backbone.merge_adapters()?;
     let mut tensors = backbone.to_tensors();
-    tensors.insert("classifier.weight".into(), to_entry(&model.head.weight().clone().transpose()));
+    tensors.insert("classifier.weight".into(), to_entry(&hf_head_weight(model)));
     if let Some(b) = model.head.bias() {
         tensors.insert("classifier.bias".into(), to_entry(b));
     }

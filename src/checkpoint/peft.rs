@@ -27,9 +27,11 @@
 //!
 //! # Import
 //!
-//! Each module's ΔW = scale·(B A)ᵀ (n×m; scale α/r, or α/√r with `use_rslora`) is truncated to
-//! U S Vᵀ by an SVD with the run's truncation (ϑ, r_min, r_max): from thin QRs Aᵀ = Q_A R_A,
-//! B = Q_B R_B and the SVD of the r×r core scale·R_A R_Bᵀ, in f64. The bias becomes
+//! Each module's ΔW = scale·(B A)ᵀ (n×m; scale α/r, or α/√r with `use_rslora`) becomes U S Vᵀ
+//! by an SVD: from thin QRs Aᵀ = Q_A R_A, B = Q_B R_B and the SVD of the r×r core
+//! scale·R_A R_Bᵀ, in f64. The import is exact: it keeps every singular value above the f32
+//! round-off of the stored factors ([`IMPORT_TOL`]), within the run's r_min and r_max, so the
+//! run starts from the adapter's own model; the run's ϑ acts from its first step on. The bias becomes
 //! b0 + scale·lora_B.bias (peft scales lora_B's whole output). The head is taken from
 //! `classifier` when the adapter saved it. Module names of both transformers generations are
 //! read.
@@ -148,12 +150,7 @@ pub fn export<B: Backend>(
             "a peft export of adapters of which some have a bias and some do not".into(),
         ));
     }
-    let head_w = model.head.weight().clone().transpose(); // [classes, D]
-    let head_w = match variant {
-        Variant::ViT => head_w,
-        Variant::Dinov2 => Tensor::cat(vec![head_w.clone(), head_w.zeros_like()], 1), // [classes, 2D]
-    };
-    tensors.insert(format!("{ROOT}{HEAD}.weight"), to_entry(&head_w));
+    tensors.insert(format!("{ROOT}{HEAD}.weight"), to_entry(&super::adapters::hf_head_weight(model)));
     if let Some(b) = model.head.bias() {
         tensors.insert(format!("{ROOT}{HEAD}.bias"), to_entry(b));
     }
@@ -371,8 +368,12 @@ fn read_head<B: Backend>(
     DenseLinear::from_weights(weight, bias)
 }
 
-/// U, S = diag(σ), V of ΔW = scale·(B A)ᵀ (n×m), truncated by `truncation`: ΔW =
-/// Q_A (scale·R_A R_Bᵀ) Q_Bᵀ, so the SVD of the r×r core gives the factors.
+/// Relative tolerance of the import's truncation: singular values whose tail is below it are
+/// the f32 round-off of the stored A and B, not part of the adapter.
+pub const IMPORT_TOL: f64 = 1e-6;
+
+/// U, S = diag(σ), V of ΔW = scale·(B A)ᵀ (n×m) to [`IMPORT_TOL`], within the rank bounds of
+/// `truncation`: ΔW = Q_A (scale·R_A R_Bᵀ) Q_Bᵀ, so the SVD of the r×r core gives the factors.
 fn truncate(
     lora: &LoraModule,
     n: usize,
@@ -384,7 +385,8 @@ fn truncate(
     let qb = thin_qr(lora.b.as_ref());
     let core = faer::Scale(lora.scale) * (&qa.R * qb.R.transpose());
     let svd = thin_svd(core.as_ref(), context)?;
-    let r1 = truncation.rank(&svd.sigma, n, m).max(1);
+    let exact = TruncationConfig { tol: IMPORT_TOL, absolute: false, ..truncation.clone() };
+    let r1 = exact.rank(&svd.sigma, n, m).max(1);
     let u = &qa.Q * svd.U.as_ref().subcols(0, r1);
     let v = &qb.Q * svd.V.as_ref().subcols(0, r1);
     let s = Mat::from_fn(r1, r1, |i, j| if i == j { svd.sigma[i] } else { 0.0 });
@@ -408,7 +410,8 @@ pub fn check_labels(dir: &Path, labels: &[String]) -> Result<()> {
 }
 
 /// Starts the adapters (and, when the file saved it, the head) of `model` from the peft LoRA
-/// adapter in the folder `dir` (module docs): each module's ΔW truncated by `truncation`.
+/// adapter in the folder `dir` (module docs): each module's ΔW exactly, within the rank
+/// bounds of `truncation`.
 /// Modules of the file must be adapters of `model` (the config's targets); adapters the file
 /// does not have keep S = 0. Everything is checked first, so an error leaves `model` as it
 /// was. Returns the imported ranks, by block and target.
@@ -472,6 +475,8 @@ pub fn init_adapters<B: Backend>(
         )?;
         adapters.push((layer, target, adapter));
     }
+    // By block, then target in the model's order (the file's modules come sorted by name).
+    adapters.sort_by_key(|(layer, target, _)| (*layer, *target));
     let mut ranks = Vec::new();
     for (layer, target, adapter) in adapters {
         ranks.push((layer, target, adapter.rank()));

@@ -4,11 +4,12 @@
 //! Each field is `None` (keep the config's value) or the new value, and is also the clap
 //! argument of `dlrt train` / `dlrt finetune` (its doc line is the `--help` text). Applying
 //! overrides validates the result, so a bad value is named like a bad config key. A resumed
-//! run may change only `train.epochs`: anything else would not continue the same run.
+//! run may change only `train.epochs` (and not under a cosine schedule): anything else would not
+//! continue the same run.
 
 use std::path::PathBuf;
 
-use super::{FinetuneConfig, IntegratorConfig, OptimizerSection, RunConfig, TrainSection};
+use super::{FinetuneConfig, IntegratorConfig, OptimizerSection, RunConfig, Schedule, TrainSection};
 use crate::data::{DatasetName, DatasetSource, FolderSpec};
 use crate::integrators::IntegratorKind;
 use crate::layers::{Attention, Precision};
@@ -167,7 +168,7 @@ impl RunConfig {
     }
 
     /// Applies `overrides` to the config of a run being resumed: only `train.epochs` may
-    /// change; any other override is an error naming its key.
+    /// change, and not under a cosine schedule; any other override is an error naming its key.
     pub fn apply_on_resume(&mut self, overrides: &Overrides) -> Result<()> {
         if let Some((key, value)) = overrides.keys().into_iter().find(|(key, _)| *key != "train.epochs") {
             return Err(Error::config(
@@ -175,6 +176,22 @@ impl RunConfig {
                 value,
                 "the checkpoint's value: only train.epochs may change when resuming a run",
             ));
+        }
+        // A cosine schedule decays λ to 0 over the epochs the run was started with: continued to
+        // another count, λ would jump back up, which no uninterrupted run does.
+        let planned = self.train.epochs;
+        if let Some(epochs) = overrides.epochs.filter(|&e| e != planned) {
+            if self.optimizer.schedule == Schedule::Cosine {
+                return Err(Error::config(
+                    "train.epochs",
+                    epochs,
+                    &format!(
+                        "the checkpoint's {planned}: this run's cosine schedule decays λ to 0 over its {planned} \
+                         planned epochs, so continuing it to {epochs} would not give the numbers of a \
+                         {epochs}-epoch run (start a new run with --epochs {epochs})"
+                    ),
+                ));
+            }
         }
         self.apply(overrides)
     }
@@ -278,6 +295,18 @@ mod tests {
             let key = o.keys().into_iter().find(|(k, _)| *k != "train.epochs").unwrap().0;
             assert!(err.contains(key) && err.contains("only train.epochs"), "{err}");
         }
+        // Under a cosine schedule the epochs stay too (restating them is fine): λ's decay is
+        // planned over them.
+        let mut cosine = RunConfig::paper_mnist();
+        cosine.optimizer.schedule = Schedule::Cosine;
+        let err = cosine.clone().apply_on_resume(&Overrides { epochs: Some(5), ..Default::default() });
+        let err = err.unwrap_err().to_string();
+        assert!(
+            err.contains("train.epochs") && err.contains("cosine") && err.contains("--epochs 5"),
+            "{err}"
+        );
+        let planned = cosine.train.epochs;
+        cosine.apply_on_resume(&Overrides { epochs: Some(planned), ..Default::default() }).unwrap();
     }
 
     #[test]

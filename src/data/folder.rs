@@ -297,13 +297,20 @@ pub fn load(spec: &FolderSpec, log: &mut dyn Write) -> Result<(Dataset, Dataset)
 }
 
 /// The image files `paths` as a data set of one split without labels (all 0, no classes),
-/// pixels as [`load`] stores them: `size`×`size` if given, else each image at its own size,
-/// which must then be the same for all; grey images convert to colour when any is colour.
-pub fn read_images(paths: &[PathBuf], size: Option<usize>) -> Result<Dataset> {
+/// pixels as [`load`] stores them: with `channels` (1 or 3; grey copied to R, G and B, colour
+/// to its luma) and resized to `size` (rows, cols) where given, as a run stored its training
+/// images; else colour when any image is colour, and each image at its own size, which must
+/// then be the same for all.
+pub fn read_images(
+    paths: &[PathBuf],
+    size: Option<(usize, usize)>,
+    channels: Option<usize>,
+) -> Result<Dataset> {
     let decoded: Vec<Decoded> = paths.par_iter().map(|p| decode(p)).collect::<Result<_>>()?;
-    let channels = if decoded.iter().any(|d| d.channels == 3) { 3 } else { 1 };
+    let any_colour = decoded.iter().any(|d| d.channels == 3);
+    let channels = channels.unwrap_or(if any_colour { 3 } else { 1 });
     let (rows, cols) = match (size, decoded.first()) {
-        (Some(s), _) => (s, s),
+        (Some(s), _) => s,
         (None, Some(d)) => (d.rows, d.cols),
         (None, None) => (1, 1),
     };

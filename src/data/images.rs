@@ -2,8 +2,10 @@
 //!
 //! Pretrained ViTs expect RGB images normalised with ImageNet's per-channel mean and standard
 //! deviation. [`rgb_batch`] undoes the data set's MNIST normalisation, resizes bilinearly
-//! (half-pixel centres, `align_corners = false`, as PyTorch's and PIL's bilinear), copies a
-//! grey value to the three channels and applies the ImageNet normalisation.
+//! (half-pixel centres, `align_corners = false`, as PyTorch's `interpolate(mode="bilinear",
+//! antialias=False)`; PIL's bilinear differs when shrinking, where it averages over the
+//! source pixels an output pixel covers), copies a grey value to the three channels and
+//! applies the ImageNet normalisation.
 
 use super::{Dataset, MEAN, STD};
 

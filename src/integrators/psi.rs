@@ -22,7 +22,9 @@
 
 use burn::tensor::backend::AutodiffBackend;
 
-use super::steps::{bias_step, k_step, k_step_qr_all, l_step, qr_l_step, qr_l_step_all, required, s_step};
+use super::steps::{
+    bias_step, k_step, k_step_qr_all, l_step, qr_l_step, qr_l_step_all, required, s_step_backward,
+};
 use super::{batched, batches, each_layer, Integrator, IntegratorKind, LayerStep, Pass, Spec};
 use crate::linalg::tensor_qr;
 use crate::optim::Optimizer;
@@ -70,8 +72,8 @@ impl<B: AutodiffBackend> Integrator<B> for Psi {
             Pass::S => {
                 // (3) per layer; a NaN in S̃ reaches L1, whose Gram matrix the L-phase reads.
                 for LayerStep { layer, state, grads } in layers.iter_mut() {
-                    let g = required(grads.s.take(), "S", kind)?.neg();
-                    let S_tilde = s_step(layer, &mut state.slots, g, opt);
+                    let g = required(grads.s.take(), "S", kind)?;
+                    let S_tilde = s_step_backward(layer, &mut state.slots, g, opt);
                     let (U, V) = (layer.u().clone(), layer.v().clone());
                     layer.set_factors_checked_elsewhere(U, S_tilde, V)?;
                 }
@@ -92,8 +94,8 @@ impl<B: AutodiffBackend> Integrator<B> for Psi {
                 layer.set_factors(U1, S_hat, layer.v().clone())
             }
             Pass::S => {
-                // (3) S̃ = Ŝ + λ ∇_S ℒ: an optimizer step on −∇_S, i.e. backward in time.
-                let S_tilde = s_step(layer, &mut state.slots, required(grads.s, "S", kind)?.neg(), opt);
+                // (3) S̃ = Ŝ + λ ∇_S ℒ: the optimizer's step, backward in time.
+                let S_tilde = s_step_backward(layer, &mut state.slots, required(grads.s, "S", kind)?, opt);
                 layer.set_factors(layer.u().clone(), S_tilde, layer.v().clone())
             }
             _ => {

@@ -56,7 +56,22 @@ pub fn l_step<B: AutodiffBackend>(
     opt.step(L0, grad_L, &mut slots.l, Bases::right(layer.u()))
 }
 
-/// S1 = S − λ g in the bases U (rows) and V (columns); PSI's backward S-step passes −∇_S ℒ.
+/// PSI's S-step, backward in time: S̃ = S + (S − S1) with S1 = [`s_step`] on ∇_S ℒ, so that
+/// the whole optimizer step runs backward, weight decay included (S̃ = S + λ ∇_S ℒ for SGD).
+/// A step on −∇_S would run only the gradient's part backward, and decay W a third time in
+/// a step whose K- and L-steps decay it already.
+pub fn s_step_backward<B: AutodiffBackend>(
+    layer: &LowRankLinear<B>,
+    slots: &mut FactorSlots<B>,
+    grad_S: Tensor<B, 2>,
+    opt: &Optimizer,
+) -> Tensor<B, 2> {
+    let S = layer.s().clone();
+    let S1 = s_step(layer, slots, grad_S, opt);
+    S.mul_scalar(2.0) - S1
+}
+
+/// S1 = S − λ g in the bases U (rows) and V (columns).
 pub fn s_step<B: AutodiffBackend>(
     layer: &LowRankLinear<B>,
     slots: &mut FactorSlots<B>,

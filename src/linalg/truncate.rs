@@ -99,8 +99,8 @@ fn norm2(x: &[f64]) -> f64 {
 
 /// Smallest r1 with ‖σ_{r1+1:}‖₂ < `threshold`, clamped to [r_min, min(r_max, σ.len())].
 ///
-/// `sigma` must be sorted nonincreasing (as an SVD returns it). When every σ is zero no rank
-/// satisfies the strict inequality with a zero threshold, and r_min is returned.
+/// `sigma` must be sorted nonincreasing (as an SVD returns it). A threshold ≤ 0 drops
+/// nothing (no tail is below it); when every σ is zero, r_min is returned.
 pub fn truncate(sigma: &[f64], threshold: f64, r_min: usize, r_max: usize) -> usize {
     let r_max = r_max.min(sigma.len());
     let r_min = r_min.min(r_max);
@@ -116,7 +116,7 @@ pub fn truncate(sigma: &[f64], threshold: f64, r_min: usize, r_max: usize) -> us
             break;
         }
     }
-    if threshold <= 0.0 || norm2(sigma) == 0.0 {
+    if norm2(sigma) == 0.0 {
         r1 = r_min;
     }
     r1.clamp(r_min, r_max)
@@ -264,6 +264,9 @@ pub(crate) mod tests {
         assert_eq!(truncate(&sigma, 0.05, 1, 5), 5);
         assert_eq!(truncate(&sigma, 100.0, 1, 5), 1);
         assert_eq!(truncate(&sigma, 100.0, 0, 5), 0);
+        // No tail is below a zero threshold: nothing is dropped (the strict rule's "keep 2r").
+        assert_eq!(truncate(&sigma, 0.0, 1, 5), 5);
+        assert_eq!(truncate(&[0.0; 4], 0.0, 2, 4), 2, "a zero matrix keeps r_min");
     }
 
     #[test]

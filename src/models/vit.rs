@@ -155,6 +155,12 @@ impl<B: Backend> ViT<B> {
             block.save(&keys, &format!("{prefix}encoder.layer.{i}."), &mut out);
         }
         self.layernorm.save(&format!("{prefix}layernorm"), &mut out);
+        if self.config.variant == Variant::Dinov2 {
+            // transformers' Dinov2Model holds one (only masked-image pre-training reads it),
+            // starts it at zero and warns when a file lacks it; `load` ignores it.
+            let d = self.config.hidden_size;
+            out.insert(format!("{prefix}embeddings.mask_token"), (vec![1, d], vec![0.0; d]));
+        }
         out
     }
 

@@ -52,7 +52,7 @@ pub fn evaluate_checkpoint(path: &Path, data_dir: &Path) -> Result<Evaluation> {
     let device = Default::default();
     let adapters = adapters::is_adapter_checkpoint(path)?;
     let loaded = if adapters {
-        let (model, cfg, epoch) = adapters::load::<TrainBackend>(path, &device)?;
+        let (model, cfg, epoch) = adapters::load_as_trained::<TrainBackend>(path, &device)?;
         let labels = adapters::labels(path, model.head.weight().dims()[1])?;
         Loaded {
             model: Box::new(model),

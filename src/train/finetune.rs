@@ -100,7 +100,8 @@ pub fn finetune<B: AutodiffBackend>(
     let save = |model: &ViTClassifier<B>, _: &Trainer<B>, epoch, _| {
         // The run folder's files change only from the first epoch's end on (`fit`).
         atomic_write(&opts.run_dir.join("config.toml"), config.to_toml().as_bytes())?;
-        checkpoint::adapters::save(&ckpt, model, config, epoch, &train.classes)
+        let image = [train.channels, train.rows, train.cols];
+        checkpoint::adapters::save(&ckpt, model, config, epoch, &train.classes, image)
     };
     fit(&mut model, &mut trainer, (&train, &test), &plan, opts, Start::default(), &mut writer, save, device)
 }

@@ -1,8 +1,9 @@
 //! [`predict`]: the classes a fine-tuned checkpoint gives image files (`dlrt predict`).
 //!
-//! Each image goes through the fine-tuning data path: decoded, stored as the run's data set
-//! stores it (28×28 for the built-in sets, the folder's `image_size` if it set one, else the
-//! image's own size), then resized to the backbone's input and normalised as in training.
+//! Each image goes through the fine-tuning data path: decoded, stored as the run stored its
+//! training images (their channels and size, from the checkpoint's `image` metadata: grey or
+//! colour converted, resized to the stored size), then resized to the backbone's input and
+//! normalised as in training.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -55,17 +56,20 @@ pub fn predict(checkpoint: &Path, images: &[PathBuf], top: usize) -> Result<Pred
         return Err(Error::Unsupported(what));
     }
     let device = Default::default();
-    let (model, config, _) = adapters::load::<CpuBackend>(checkpoint, &device)?;
+    let (model, config, _) = adapters::load_as_trained::<CpuBackend>(checkpoint, &device)?;
     let classes = model.head.weight().dims()[1];
     let labels = adapters::labels(checkpoint, classes)?;
-    let stored = match &config.train.dataset {
-        DatasetSource::Named(_) => Some(28),
-        DatasetSource::Folder(spec) => spec.image_size,
+    // As training stored its images (channels and size), then resized to the backbone's input.
+    let (size, channels) = match (adapters::stored_image(checkpoint)?, &config.train.dataset) {
+        (Some([c, h, w]), _) => (Some((h, w)), Some(c)),
+        // A checkpoint from before the shape was stored.
+        (None, DatasetSource::Named(_)) => (Some((28, 28)), Some(1)),
+        (None, DatasetSource::Folder(spec)) => (spec.image_size.map(|s| (s, s)), None),
     };
     let side = config.backbone.image;
     let mut pixels = Vec::with_capacity(images.len() * 3 * side * side);
     for path in images {
-        let one = data::folder::read_images(std::slice::from_ref(path), stored)?;
+        let one = data::folder::read_images(std::slice::from_ref(path), size, channels)?;
         pixels.extend(one.batch(&[0], ImageFormat::Rgb(side)).0);
     }
     let plane = 3 * side * side;
