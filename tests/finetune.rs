@@ -92,6 +92,8 @@ fn finetune_learns_checkpoints_adapters_and_exports_the_merged_model() {
             .unwrap();
         let vit = ViT::<B>::load(&merged, merged.with_file_name("config.json"), &device).unwrap();
         let (mut t, _) = dlrt::io::read_safetensors(&merged).unwrap();
+        // transformers' Dinov2Model holds a mask token (starting at zero) and warns without one.
+        assert_eq!(t.remove("embeddings.mask_token").unwrap(), (vec![1, 16], vec![0.0; 16]));
         let (wshape, w) = t.remove("classifier.weight").unwrap();
         let (_, b) = t.remove("classifier.bias").unwrap();
         // transformers' DINOv2 head reads [CLS, mean of the patch tokens]: [classes, 2D], with

@@ -227,7 +227,8 @@ pub(super) fn hf_head_weight<B: Backend>(model: &ViTClassifier<B>) -> Tensor<B, 
 }
 
 /// Folds the adapters into the backbone and writes it in HuggingFace's layout to `path`, with
-/// the head as `classifier.weight` ([`hf_head_weight`]) and `classifier.bias`, stored as
+/// the head as `classifier.weight` (`[classes, D]`; for DINOv2 `[classes, 2D]`, zero on the
+/// mean patch token its transformers head also reads) and `classifier.bias`, stored as
 /// `dtype`, and the backbone's `config.json` next to it with the class names `labels` as
 /// `id2label` and `label2id` and `torch_dtype` naming `dtype`: a folder that transformers'
 /// `AutoModelForImageClassification` loads.
