@@ -201,6 +201,20 @@ fn dlrt(args: &[&str]) -> String {
     text
 }
 
+/// `dlrt finetune` of the tiny random ViT of tests/finetune.rs (14 px, abc-PSI, one epoch) on
+/// the image folder `data`, into `dir/ft`; returns its checkpoint.
+fn finetune_tiny_vit(dir: &Path, data: &str) -> PathBuf {
+    let weights = common::tiny_backbone_files(dir);
+    let mut cfg = dlrt::config::FinetuneConfig::paper_vit(weights, dlrt::integrators::IntegratorKind::AbcPsi);
+    (cfg.backbone.rank, cfg.backbone.image, cfg.integrator.r_max) = (4, 14, Some(8));
+    (cfg.train.epochs, cfg.train.batch_size, cfg.train.train_subset, cfg.train.test_subset) = (1, 8, 0, 0);
+    let cfg_path = dir.join("ft.toml");
+    std::fs::write(&cfg_path, cfg.to_toml()).unwrap();
+    let ft = dir.join("ft");
+    dlrt(&["finetune", cfg_path.to_str().unwrap(), "--data", data, "--quiet", "--out", ft.to_str().unwrap()]);
+    ft.join("checkpoint.safetensors")
+}
+
 #[test]
 fn dlrt_train_and_finetune_learn_from_a_folder_and_store_its_class_names() {
     let tmp = tempfile::tempdir().unwrap();
@@ -229,15 +243,8 @@ fn dlrt_train_and_finetune_learn_from_a_folder_and_store_its_class_names() {
     assert!(resumed.contains("after 6 epochs"), "{resumed}");
 
     // Fine-tuning the tiny random ViT of tests/finetune.rs from the same folder.
-    let weights = common::tiny_backbone_files(tmp.path());
-    let mut cfg = dlrt::config::FinetuneConfig::paper_vit(weights, dlrt::integrators::IntegratorKind::AbcPsi);
-    (cfg.backbone.rank, cfg.backbone.image, cfg.integrator.r_max) = (4, 14, Some(8));
-    (cfg.train.epochs, cfg.train.batch_size, cfg.train.train_subset, cfg.train.test_subset) = (1, 8, 0, 0);
-    let cfg_path = tmp.path().join("ft.toml");
-    std::fs::write(&cfg_path, cfg.to_toml()).unwrap();
-    let ft = tmp.path().join("ft");
-    dlrt(&["finetune", cfg_path.to_str().unwrap(), "--data", data, "--quiet", "--out", ft.to_str().unwrap()]);
-    let ckpt = ft.join("checkpoint.safetensors");
+    let ckpt = finetune_tiny_vit(tmp.path(), data);
+    let ft = ckpt.parent().unwrap();
     assert_eq!(dlrt::io::read_metadata(&ckpt).unwrap()["labels"], r#"["checker","horizontal","vertical"]"#);
     assert!(dlrt(&["eval", ckpt.to_str().unwrap()]).contains("on 12 images"));
     dlrt(&["export", ckpt.to_str().unwrap()]);
@@ -294,16 +301,7 @@ fn predict_gives_images_the_channels_and_size_training_stored_them_in() {
             files.push(file);
         }
     }
-    let weights = common::tiny_backbone_files(tmp.path());
-    let mut cfg = dlrt::config::FinetuneConfig::paper_vit(weights, dlrt::integrators::IntegratorKind::AbcPsi);
-    (cfg.backbone.rank, cfg.backbone.image, cfg.integrator.r_max) = (4, 14, Some(8));
-    (cfg.train.epochs, cfg.train.batch_size, cfg.train.train_subset, cfg.train.test_subset) = (1, 8, 0, 0);
-    let cfg_path = tmp.path().join("ft.toml");
-    std::fs::write(&cfg_path, cfg.to_toml()).unwrap();
-    let ft = tmp.path().join("ft");
-    let data = root.to_str().unwrap();
-    dlrt(&["finetune", cfg_path.to_str().unwrap(), "--data", data, "--quiet", "--out", ft.to_str().unwrap()]);
-    let ckpt = ft.join("checkpoint.safetensors");
+    let ckpt = finetune_tiny_vit(tmp.path(), root.to_str().unwrap());
     assert_eq!(dlrt::checkpoint::adapters::stored_image(&ckpt).unwrap(), Some([1, 8, 8]));
 
     let (_, test, note) = load(&FolderSpec::new(&root));
