@@ -31,8 +31,8 @@
 //! by an SVD: from thin QRs Aᵀ = Q_A R_A, B = Q_B R_B and the SVD of the r×r core
 //! scale·R_A R_Bᵀ, in f64. The import is exact: it keeps every singular value above the f32
 //! round-off of the stored factors ([`IMPORT_TOL`]), within the run's r_min and r_max, so the
-//! run starts from the adapter's own model; the run's ϑ acts from its first step on. The bias becomes
-//! b0 + scale·lora_B.bias (peft scales lora_B's whole output). The head is taken from
+//! run starts from the adapter's own model; the run's ϑ acts from its first step on. The bias
+//! becomes b0 + scale·lora_B.bias (peft scales lora_B's whole output). The head is taken from
 //! `classifier` when the adapter saved it. Module names of both transformers generations are
 //! read.
 
