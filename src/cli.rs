@@ -244,7 +244,7 @@ pub struct ExportArgs {
 /// Arguments of `dlrt predict`.
 #[derive(Debug, clap::Args)]
 pub struct PredictArgs {
-    /// A checkpoint.safetensors written by `dlrt finetune`.
+    /// A checkpoint.safetensors written by `dlrt finetune` or `dlrt train`.
     pub checkpoint: PathBuf,
     /// PNG or JPEG files.
     #[arg(required = true)]

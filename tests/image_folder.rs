@@ -236,6 +236,13 @@ fn dlrt_train_and_finetune_learn_from_a_folder_and_store_its_class_names() {
     let accuracy: f64 =
         eval.split("test accuracy ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
     assert!(accuracy > 60.0, "stripes and checkerboards are easy: {eval}");
+    // predict on the test files classifies them as eval does: the same accuracy.
+    let files = walk(&Path::new(data).join("test"));
+    let got = dlrt::train::predict::predict(&ckpt, &files, 1).unwrap();
+    let hits = got.items.iter().filter(|p| p.path.parent().unwrap().ends_with(&p.top[0].0)).count();
+    let predicted = format!("test accuracy {:.2} %", 100.0 * hits as f64 / files.len() as f64);
+    assert!(eval.contains(&predicted), "{predicted}: {eval}");
+    assert_eq!(got.pixel_values.1, [files.len(), 1, 8, 8]);
     dlrt(&["export", ckpt.to_str().unwrap()]);
     let dense = dlrt::io::read_metadata(&run.join("dense.safetensors")).unwrap();
     assert_eq!(dense["labels"], meta["labels"]);

@@ -1,9 +1,10 @@
-//! [`predict`]: the classes a fine-tuned checkpoint gives image files (`dlrt predict`).
+//! [`predict`]: the classes a checkpoint gives image files (`dlrt predict`).
 //!
-//! Each image goes through the fine-tuning data path: decoded, stored as the run stored its
-//! training images (their channels and size, from the checkpoint's `image` metadata: grey or
-//! colour converted, resized to the stored size), then resized to the backbone's input and
-//! normalised as in training.
+//! Each image goes through the run's data path: decoded, stored as the run stored its training
+//! images (their channels and size: grey or colour converted, resized to the stored size) and
+//! normalised as in training; for a fine-tuning checkpoint then resized to the backbone's
+//! input. A network trained from scratch (`dlrt train`) reads the stored shape from its
+//! checkpoint's run state, a fine-tuning checkpoint from its `image` metadata.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -12,10 +13,11 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{activation::softmax, Tensor, TensorData};
 
 use super::finetune::EVAL_BATCH;
-use crate::checkpoint::adapters;
+use crate::checkpoint::{self, adapters};
 use crate::data::{self, DatasetSource, ImageFormat};
 use crate::io::{write_safetensors, TensorMap};
-use crate::{CpuBackend, Error, Result};
+use crate::models::Classifier;
+use crate::{CpuBackend, Error, Result, TrainBackend};
 
 /// The classes of one image, most likely first.
 #[derive(Clone, Debug, PartialEq)]
@@ -39,8 +41,8 @@ pub struct Predictions {
     pub labels: Vec<String>,
 }
 
-/// Runs the fine-tuning checkpoint at `checkpoint` on the image files `images` and keeps the
-/// `top` likeliest classes of each.
+/// Runs the checkpoint at `checkpoint` (of `dlrt finetune` or `dlrt train`) on the image
+/// files `images` and keeps the `top` likeliest classes of each.
 pub fn predict(checkpoint: &Path, images: &[PathBuf], top: usize) -> Result<Predictions> {
     if images.is_empty() {
         return Err(Error::config("images", "none", "at least one image file"));
@@ -48,13 +50,40 @@ pub fn predict(checkpoint: &Path, images: &[PathBuf], top: usize) -> Result<Pred
     if top == 0 {
         return Err(Error::config("--top", 0, "at least 1 class per image"));
     }
-    if !adapters::is_adapter_checkpoint(checkpoint)? {
-        let what = format!(
-            "predicting with {}: only fine-tuning checkpoints (`dlrt finetune`) are read by predict",
-            checkpoint.display()
-        );
-        return Err(Error::Unsupported(what));
-    }
+    let (pixel_values, logits, labels) = if adapters::is_adapter_checkpoint(checkpoint)? {
+        adapter_logits(checkpoint, images)?
+    } else {
+        network_logits(checkpoint, images)?
+    };
+    let classes = labels.len();
+    let probs = softmax(
+        Tensor::<CpuBackend, 2>::from_data(
+            TensorData::new(logits.clone(), [images.len(), classes]),
+            &Default::default(),
+        ),
+        1,
+    )
+    .into_data()
+    .to_vec::<f32>()
+    .map_err(|e| Error::Internal(format!("probabilities: {e:?}")))?;
+    let items = images
+        .iter()
+        .zip(probs.chunks(classes))
+        .map(|(path, p)| {
+            let mut order: Vec<usize> = (0..classes).collect();
+            order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
+            let top = order.iter().take(top).map(|&c| (labels[c].clone(), p[c])).collect();
+            Prediction { path: path.clone(), top }
+        })
+        .collect();
+    Ok(Predictions { items, pixel_values, logits, labels })
+}
+
+/// The model's input with its shape, the logits and the class names.
+type Outputs = ((Vec<f32>, [usize; 4]), Vec<f32>, Vec<String>);
+
+/// A fine-tuning checkpoint's [`Outputs`] on `images`.
+fn adapter_logits(checkpoint: &Path, images: &[PathBuf]) -> Result<Outputs> {
     let device = Default::default();
     let (model, config, _) = adapters::load_as_trained::<CpuBackend>(checkpoint, &device)?;
     let classes = model.head.weight().dims()[1];
@@ -78,27 +107,30 @@ pub fn predict(checkpoint: &Path, images: &[PathBuf], top: usize) -> Result<Pred
         let n = chunk.len() / plane;
         let x =
             Tensor::<CpuBackend, 4>::from_data(TensorData::new(chunk.to_vec(), [n, 3, side, side]), &device);
-        let out = model.forward(x).into_data().convert::<f32>();
-        logits.extend(out.to_vec::<f32>().map_err(|e| Error::Internal(format!("logits: {e:?}")))?);
+        logits.extend(to_vec(model.forward(x))?);
     }
-    let probs = softmax(
-        Tensor::<CpuBackend, 2>::from_data(TensorData::new(logits.clone(), [images.len(), classes]), &device),
-        1,
-    )
-    .into_data()
-    .to_vec::<f32>()
-    .map_err(|e| Error::Internal(format!("probabilities: {e:?}")))?;
-    let items = images
-        .iter()
-        .zip(probs.chunks(classes))
-        .map(|(path, p)| {
-            let mut order: Vec<usize> = (0..classes).collect();
-            order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
-            let top = order.iter().take(top).map(|&c| (labels[c].clone(), p[c])).collect();
-            Prediction { path: path.clone(), top }
-        })
-        .collect();
-    Ok(Predictions { items, pixel_values: (pixels, [images.len(), 3, side, side]), logits, labels })
+    Ok(((pixels, [images.len(), 3, side, side]), logits, labels))
+}
+
+/// A `dlrt train` checkpoint's [`Outputs`] on `images`, each stored as the run stored its
+/// training images (channels and size) and normalised alike.
+fn network_logits(checkpoint: &Path, images: &[PathBuf]) -> Result<Outputs> {
+    let device = Default::default();
+    let (model, _, state) = checkpoint::load::<TrainBackend>(checkpoint, &device)?;
+    let [c, h, w] = state.image;
+    let data = data::folder::read_images(images, Some((h, w)), Some(c))?;
+    let all: Vec<usize> = (0..data.len).collect();
+    let mut logits = Vec::with_capacity(images.len() * state.labels.len());
+    for idx in all.chunks(super::run::EVAL_BATCH) {
+        let (pixels, shape, _) = data.batch(idx, ImageFormat::AsStored);
+        let x = Tensor::<TrainBackend, 4>::from_data(TensorData::new(pixels, shape), &device);
+        logits.extend(to_vec(model.logits(x))?);
+    }
+    Ok(((data.images, [images.len(), c, h, w]), logits, state.labels))
+}
+
+fn to_vec<B: burn::tensor::backend::Backend>(logits: Tensor<B, 2>) -> Result<Vec<f32>> {
+    logits.into_data().convert::<f32>().to_vec::<f32>().map_err(|e| Error::Internal(format!("logits: {e:?}")))
 }
 
 impl Predictions {
