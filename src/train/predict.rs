@@ -101,15 +101,9 @@ fn adapter_logits(checkpoint: &Path, images: &[PathBuf]) -> Result<Outputs> {
         let one = data::folder::read_images(std::slice::from_ref(path), size, channels)?;
         pixels.extend(one.batch(&[0], ImageFormat::Rgb(side)).0);
     }
-    let plane = 3 * side * side;
-    let mut logits = Vec::with_capacity(images.len() * classes);
-    for chunk in pixels.chunks(EVAL_BATCH * plane) {
-        let n = chunk.len() / plane;
-        let x =
-            Tensor::<CpuBackend, 4>::from_data(TensorData::new(chunk.to_vec(), [n, 3, side, side]), &device);
-        logits.extend(to_vec(model.forward(x))?);
-    }
-    Ok(((pixels, [images.len(), 3, side, side]), logits, labels))
+    let shape = [images.len(), 3, side, side];
+    let logits = chunked_logits::<CpuBackend>(&pixels, shape, EVAL_BATCH, &device, |x| model.forward(x))?;
+    Ok(((pixels, shape), logits, labels))
 }
 
 /// A `dlrt train` checkpoint's [`Outputs`] on `images`, each stored as the run stored its
@@ -118,19 +112,30 @@ fn network_logits(checkpoint: &Path, images: &[PathBuf]) -> Result<Outputs> {
     let device = Default::default();
     let (model, _, state) = checkpoint::load::<TrainBackend>(checkpoint, &device)?;
     let [c, h, w] = state.image;
+    // Stored pixels are already the network's input, [n, C, H, W].
     let data = data::folder::read_images(images, Some((h, w)), Some(c))?;
-    let all: Vec<usize> = (0..data.len).collect();
-    let mut logits = Vec::with_capacity(images.len() * state.labels.len());
-    for idx in all.chunks(super::run::EVAL_BATCH) {
-        let (pixels, shape, _) = data.batch(idx, ImageFormat::AsStored);
-        let x = Tensor::<TrainBackend, 4>::from_data(TensorData::new(pixels, shape), &device);
-        logits.extend(to_vec(model.logits(x))?);
-    }
-    Ok(((data.images, [images.len(), c, h, w]), logits, state.labels))
+    let shape = [images.len(), c, h, w];
+    let batch = super::run::EVAL_BATCH;
+    let logits = chunked_logits::<TrainBackend>(&data.images, shape, batch, &device, |x| model.logits(x))?;
+    Ok(((data.images, shape), logits, state.labels))
 }
 
-fn to_vec<B: burn::tensor::backend::Backend>(logits: Tensor<B, 2>) -> Result<Vec<f32>> {
-    logits.into_data().convert::<f32>().to_vec::<f32>().map_err(|e| Error::Internal(format!("logits: {e:?}")))
+/// `logits` of the images `input` (`shape` = [n, C, H, W], row-major), `chunk` at a time.
+fn chunked_logits<B: burn::tensor::backend::Backend>(
+    input: &[f32],
+    [_, c, h, w]: [usize; 4],
+    chunk: usize,
+    device: &B::Device,
+    logits: impl Fn(Tensor<B, 4>) -> Tensor<B, 2>,
+) -> Result<Vec<f32>> {
+    let plane = c * h * w;
+    let mut out = Vec::new();
+    for part in input.chunks(chunk * plane) {
+        let x = Tensor::from_data(TensorData::new(part.to_vec(), [part.len() / plane, c, h, w]), device);
+        let values = logits(x).into_data().convert::<f32>().to_vec::<f32>();
+        out.extend(values.map_err(|e| Error::Internal(format!("logits: {e:?}")))?);
+    }
+    Ok(out)
 }
 
 impl Predictions {
