@@ -35,6 +35,8 @@ use crate::{Error, Result};
 
 /// The checkpoint format this code writes and reads.
 pub const FORMAT: &str = "dlrt-checkpoint-1";
+/// `metadata.format` of a dense export ([`export_dense`]).
+pub const DENSE_FORMAT: &str = "dlrt-dense-1";
 
 /// The run state stored next to the weights.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -215,10 +217,22 @@ pub fn load_config(path: &Path) -> Result<RunConfig> {
     config_of(&read_metadata(path)?, path)
 }
 
+/// The error for a safetensors file whose `metadata.format` is not `expected`, saying what the
+/// file is instead where dlrt wrote it.
+pub(crate) fn wrong_format(path: &Path, expected: &str, got: Option<&String>) -> Error {
+    let got = match got.map(String::as_str) {
+        None => "none (not a file dlrt wrote)".to_string(),
+        Some(FORMAT) => format!("{FORMAT} (a `dlrt train` checkpoint)"),
+        Some(adapters::FORMAT) => format!("{} (a `dlrt finetune` checkpoint)", adapters::FORMAT),
+        Some(DENSE_FORMAT) => format!("{DENSE_FORMAT} (a `dlrt export`, not a checkpoint)"),
+        Some(other) => format!("{other} (not a file dlrt wrote)"),
+    };
+    Error::bad_file(path, "metadata.format", expected, got)
+}
+
 fn config_of(meta: &HashMap<String, String>, path: &Path) -> Result<RunConfig> {
-    match meta.get("format") {
-        Some(f) if f == FORMAT => {}
-        other => return Err(Error::bad_file(path, "metadata.format", FORMAT, format!("{other:?}"))),
+    if meta.get("format").is_none_or(|f| f != FORMAT) {
+        return Err(wrong_format(path, FORMAT, meta.get("format")));
     }
     let text =
         meta.get("config").ok_or_else(|| Error::bad_file(path, "metadata.config", "a run config", "none"))?;
@@ -314,7 +328,20 @@ pub fn load<B: Backend>(path: &Path, device: &B::Device) -> Result<(Net<B>, Trai
     // Checkpoints written before `image` was stored: a built-in data set's images are 1×28×28,
     // and only the MLP (which flattens its input) existed.
     let image = match (meta.contains_key("image"), &config.train.dataset) {
-        (true, _) => meta_json(&meta, path, "image")?,
+        (true, _) => {
+            let image: [usize; 3] = meta_json(&meta, path, "image")?;
+            let [c, h, w] = image;
+            let sides = 1..=crate::data::MAX_IMAGE_SIDE;
+            let pixels = c.checked_mul(h).and_then(|x| x.checked_mul(w));
+            if !(matches!(c, 1 | 3) && sides.contains(&h) && sides.contains(&w) && pixels == Some(inputs)) {
+                let expected = format!(
+                    "[C, H, W] with C = 1 or 3, H and W from 1 to {} and C·H·W = {inputs} (metadata.inputs)",
+                    crate::data::MAX_IMAGE_SIDE
+                );
+                return Err(Error::bad_file(path, "metadata.image", expected, format!("{image:?}")));
+            }
+            image
+        }
         (false, DatasetSource::Named(_)) => [1, 28, 28],
         (false, DatasetSource::Folder(_)) => [inputs, 1, 1],
     };
@@ -402,7 +429,7 @@ pub fn export_dense<B: Backend>(
         }
     }
     let meta = HashMap::from([
-        ("format".to_string(), "dlrt-dense-1".to_string()),
+        ("format".to_string(), DENSE_FORMAT.to_string()),
         ("orientation".to_string(), "weight is [fan_in, fan_out]: z = x W + b".to_string()),
         ("config".to_string(), state.config.to_toml()),
         ("labels".to_string(), to_json(&state.labels)),

@@ -42,7 +42,7 @@ pub enum Command {
     /// Write a checkpoint's dense weights: W = U S Vᵀ ([fan_in, fan_out]) for `train`, the
     /// backbone with the adapters merged plus the head (HF layout) for `finetune`.
     Export(ExportArgs),
-    /// Classify image files with a fine-tuning checkpoint: the likeliest classes of each.
+    /// Classify image files with a `finetune` or `train` checkpoint: the likeliest classes of each.
     Predict(PredictArgs),
     /// Time one training step of every integrator at the paper's MNIST setting.
     Bench(BenchArgs),
@@ -387,8 +387,13 @@ pub fn export_cmd(args: &ExportArgs, out: &mut impl Write) -> Result<()> {
 /// Runs `dlrt predict`: one line per image, and the tensors with `--out`.
 pub fn predict_cmd(args: &PredictArgs, out: &mut impl Write) -> Result<()> {
     if let Some(path) = &args.out {
-        let inputs: Vec<&Path> =
-            std::iter::once(&args.checkpoint).chain(&args.images).map(|p| p.as_path()).collect();
+        let backbone =
+            checkpoint::adapters::backbone_files(&args.checkpoint)?.map(Vec::from).unwrap_or_default();
+        let inputs: Vec<&Path> = std::iter::once(&args.checkpoint)
+            .chain(&args.images)
+            .chain(&backbone)
+            .map(|p| p.as_path())
+            .collect();
         crate::io::check_not_input(path, "--out", &inputs)?;
     }
     let predictions = predict::predict(&args.checkpoint, &args.images, args.top)?;

@@ -161,6 +161,9 @@ impl IntegratorConfig {
     /// Checks the truncation and the rank bucket; errors name `integrator.<key>`.
     pub fn validate(&self) -> Result<()> {
         self.truncation().validate().map_err(|e| prefix(e, "integrator."))?;
+        toml_integer("integrator.rank_bucket", self.rank_bucket)?;
+        toml_integer("integrator.r_min", self.r_min)?;
+        toml_integer("integrator.r_max", self.r_max.unwrap_or(0))?;
         if self.rank_bucket == 0 {
             return Err(Error::config(
                 "integrator.rank_bucket",
@@ -222,10 +225,18 @@ impl TrainSection {
         if self.epochs == 0 {
             return Err(Error::config("train.epochs", self.epochs, "at least 1"));
         }
-        // TOML integers are i64: a larger seed could not be written to config.toml or the
-        // checkpoint.
         if i64::try_from(self.seed).is_err() {
             return Err(Error::config("train.seed", self.seed, &format!("a seed from 0 to {}", i64::MAX)));
+        }
+        let counts = [
+            ("train.batch_size", self.batch_size),
+            ("train.epochs", self.epochs),
+            ("train.train_subset", self.train_subset),
+            ("train.test_subset", self.test_subset),
+            ("train.max_batches", self.max_batches),
+        ];
+        for (field, value) in counts {
+            toml_integer(field, value)?;
         }
         self.dataset.validate()
     }
@@ -386,6 +397,7 @@ impl RunConfig {
         if m.rank == 0 {
             return Err(Error::config("model.rank", m.rank, "an initial rank ≥ 1"));
         }
+        toml_integer("model.rank", m.rank)?;
         if !(m.init_gain > 0.0 && m.init_gain.is_finite()) {
             return Err(Error::config("model.init_gain", m.init_gain, "a finite gain > 0"));
         }
@@ -397,6 +409,15 @@ impl RunConfig {
             return Err(Error::config("optimizer.lr", lr, "a finite learning rate > 0"));
         }
         self.train.validate()
+    }
+}
+
+/// TOML integers are i64: a larger count could not be written to config.toml or a checkpoint,
+/// so it is refused with the other range errors, before any work.
+pub(crate) fn toml_integer(field: &str, value: usize) -> Result<()> {
+    match i64::try_from(value) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(Error::config(field, value, &format!("at most {} (a TOML integer)", i64::MAX))),
     }
 }
 

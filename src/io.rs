@@ -22,7 +22,7 @@ pub enum FileDtype {
     #[default]
     F32,
     /// bf16 (safetensors `BF16`): each value rounded to the nearest bf16, ties to even
-    /// (relative error ≤ 2⁻⁹), in half the bytes.
+    /// (relative error < 2⁻⁸: bf16 keeps 8 significant bits), in half the bytes.
     Bf16,
 }
 

@@ -1,5 +1,7 @@
 //! The `dlrt` binary end to end.
 
+mod common;
+
 use std::process::Command;
 
 fn dlrt(args: &[&str]) -> std::process::Output {
@@ -198,6 +200,10 @@ fn benchmark_sizes_without_work_are_errors_not_panics() {
         (&["bench-vit", "--methods", "lora,dense"], "`methods` = dense"),
         (&["bench-vit", "--batch", "100000000", "--methods", "lora"], "`batch` = 100000000"),
         (&["bench-vit", "--image", "100000", "--methods", "lora"], "`image` = 100000"),
+        (&["bench-ops", "--batch", "1000000000000000000"], "`batch` = 1000000000000000000"),
+        (&["bench-ops", "--image", "100000000", "--batch", "1"], "`image` = 100000000"),
+        (&["bench-ops", "--batch", "4096", "--image", "448"], "3215360 tokens"),
+        (&["bench-vit", "--batch", "4096", "--image", "448", "--methods", "lora"], "4198400 tokens"),
     ] {
         let err = fails(args);
         assert!(err.contains(name), "{args:?}: {err}");
@@ -214,9 +220,17 @@ fn overrides_are_checked_like_config_keys() {
     assert!(err.contains("integrator.tol") && err.contains("1.5"), "{err}");
     let err = fails(&["train", config, "--epochs", "0"]);
     assert!(err.contains("train.epochs"), "{err}");
+    // Counts a config file could not hold (TOML integers are i64) are refused before any work.
+    let huge = "9223372036854775808";
+    for flag in ["--epochs", "--max-batches", "--rank-bucket"] {
+        let err = fails(&["train", config, flag, huge]);
+        assert!(err.contains(huge) && err.contains("TOML integer"), "{flag}: {err}");
+    }
     let config = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/finetune/fashion_lora.toml");
     let err = fails(&["finetune", config, "--rank", "0"]);
     assert!(err.contains("backbone.rank"), "{err}");
+    let err = fails(&["finetune", config, "--train-subset", "9223372036854775808"]);
+    assert!(err.contains("train.train_subset") && err.contains("TOML integer"), "{err}");
     let help = String::from_utf8(dlrt(&["finetune", "--help"]).stdout).unwrap();
     for flag in ["--backbone", "--rank", "--test-subset", "--epochs", "--tau", "--lr", "--max-batches"] {
         assert!(help.contains(flag), "finetune --help lacks {flag}: {help}");
@@ -254,8 +268,15 @@ fn a_resumed_run_refuses_any_override_but_epochs() {
     let dir = tmp.path().to_str().unwrap();
     let err = fails(&["train", "--resume", dir, "--seed", "3"]);
     assert!(err.contains("train.seed") && err.contains("only train.epochs"), "{err}");
+    let empty = tempfile::tempdir().unwrap();
+    let err = fails(&["train", "--resume", empty.path().to_str().unwrap()]);
+    assert!(err.contains("--resume") && err.contains("holding its checkpoint.safetensors"), "{err}");
     let err = fails(&["train", "--resume", dir, "--epochs", "4", "--max-batches", "2"]);
     assert!(err.contains("train.max_batches"), "{err}");
+    let metrics = std::fs::read_dir(tmp.path()).unwrap().count();
+    let err = fails(&["train", "--resume", dir, "--epochs", "9223372036854775808"]);
+    assert!(err.contains("train.epochs") && err.contains("TOML integer"), "{err}");
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), metrics, "nothing was written");
     // A resumed run stays in its folder: --out is refused rather than ignored.
     let elsewhere = tmp.path().join("elsewhere");
     let out = dlrt(&["train", "--resume", dir, "--out", elsewhere.to_str().unwrap()]);
@@ -270,6 +291,39 @@ fn a_resumed_run_refuses_any_override_but_epochs() {
     assert!(err.contains("--format peft") && err.contains("dlrt finetune"), "{err}");
     let err = fails(&["predict", ckpt, "some.png"]);
     assert!(err.contains("some.png"), "a missing image is named: {err}");
+    // Image metadata that does not fit the network's 784 inputs is refused, not trusted.
+    let (tensors, mut meta) = dlrt::io::read_safetensors(std::path::Path::new(ckpt)).unwrap();
+    let edited = tmp.path().join("edited.safetensors");
+    for image in ["[3, 28, 28]", "[1, 28, 0]", "[0, 28, 28]", "[18446744073709551615, 1, 1]"] {
+        meta.insert("image".into(), image.into());
+        dlrt::io::write_safetensors(&edited, &tensors, meta.clone()).unwrap();
+        let err = fails(&["predict", edited.to_str().unwrap(), "some.png"]);
+        assert!(err.contains("metadata.image") && err.contains("C·H·W = 784"), "{image}: {err}");
+    }
+}
+
+#[test]
+fn a_closed_standard_output_does_not_stop_a_training_run() {
+    let Some(data) = common::mnist_dir() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/mnist_abc_psi.toml");
+    let out = tmp.path().join("run");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dlrt"))
+        .args(["train", config, "--epochs", "2", "--max-batches", "2", "--out"])
+        .arg(&out)
+        .arg("--data-dir")
+        .arg(&data)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run dlrt");
+    // `dlrt train … | head -0`: the reader is gone before the first line.
+    drop(child.stdout.take());
+    let result = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&result.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 2, "both epochs ran: {metrics}");
 }
 
 #[test]

@@ -244,6 +244,7 @@ fn cli_finetune_eval_export() {
         (vec!["export", ck, "--out", weights.to_str().unwrap()], "which this command reads"),
         (vec!["predict", ck, img, "--out", ck], "which this command reads"),
         (vec!["predict", ck, img, "--out", img], "which this command reads"),
+        (vec!["predict", ck, img, "--out", weights.to_str().unwrap()], "which this command reads"),
         (vec!["export", ck, "--out", "no/such/folder/merged.safetensors"], "does not exist"),
     ] {
         let out = Command::new(dlrt).args(&args).env_remove("RUST_BACKTRACE").output().unwrap();

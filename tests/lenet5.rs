@@ -35,7 +35,9 @@ fn lenet5_learns_and_resumes_bit_for_bit() {
     let Some(data) = common::mnist_dir() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let device = Default::default();
-    for method in [IntegratorKind::AbcPsi, IntegratorKind::Dense] {
+    // PSI stores S = Rᵀ, a transposed view, which a resumed run reads back row-major: the
+    // factors are stored row-major for that.
+    for method in [IntegratorKind::AbcPsi, IntegratorKind::Psi, IntegratorKind::Dense] {
         let cfg = short(method, 2);
         let whole = tmp.path().join(format!("{method}-whole"));
         let full = run::<TrainBackend>(&cfg, &opts(&whole, &data, false), &device).unwrap();
@@ -81,10 +83,15 @@ fn a_checkpoint_that_does_not_fit_lenet5_is_an_error_naming_the_tensor() {
     dlrt::io::write_safetensors(&bad, &wrong, meta.clone()).unwrap();
     let err = checkpoint::load::<TrainBackend>(&bad, &Default::default()).unwrap_err().to_string();
     assert!(err.contains("layers.1.u") && err.contains("[500, r]"), "{err}");
-    // Images too small for LeNet-5 (the stored shape is what the layers are sized from).
+    // An image shape that is not the stored input width, then images too small for LeNet-5
+    // (the stored shape is what the layers are sized from).
     let mut meta = meta;
     meta.insert("image".into(), "[1, 12, 12]".into());
+    dlrt::io::write_safetensors(&bad, &tensors, meta.clone()).unwrap();
+    let err = checkpoint::load::<TrainBackend>(&bad, &Default::default()).unwrap_err().to_string();
+    assert!(err.contains("metadata.image") && err.contains("C·H·W = 784"), "{err}");
+    meta.insert("inputs".into(), "144".into());
     dlrt::io::write_safetensors(&bad, &tensors, meta).unwrap();
     let err = checkpoint::load::<TrainBackend>(&bad, &Default::default()).unwrap_err().to_string();
-    assert!(err.contains("conv2") && err.contains("at least 5 pixels"), "{err}");
+    assert!(err.contains("LeNet-5's input") && err.contains("16 to 256 pixels"), "{err}");
 }

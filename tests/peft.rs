@@ -428,7 +428,10 @@ fn the_cli_fine_tunes_from_a_peft_adapter_and_exports_one() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        !out.status.success() && err.contains("model.safetensors") && err.contains("metadata.format"),
+        !out.status.success()
+            && err.contains("model.safetensors")
+            && err.contains("metadata.format")
+            && err.contains("got pt (not a file dlrt wrote)"),
         "{err}"
     );
 }

@@ -218,7 +218,10 @@ fn a_run_that_fails_leaves_the_run_folder_as_it_was() {
     // A new run into the folder that fails in its first epoch: at a training step, at the
     // evaluation (a dense network whose test logits overflow while its training loss is
     // finite), or a seed that TOML cannot store.
-    fails(&["train", config, "--out", out, "--lr", "1e30"], &["non-finite", "step 1", "as they were"]);
+    fails(
+        &["train", config, "--out", out, "--lr", "1e30"],
+        &["non-finite", "step 1", "an earlier run in the folder is as it was"],
+    );
     fails(&["train", config, "--out", out, "--method", "dense", "--lr", "1e8"], &["non-finite", "test loss"]);
     fails(&["train", config, "--out", out, "--seed", "9223372036854775808"], &["train.seed"]);
     // Resuming: fewer epochs than the checkpoint has done, or a config beside --resume.

@@ -63,13 +63,7 @@ pub struct OpTime {
 pub fn run_ops<B: AutodiffBackend>(args: &OpsBenchArgs, device: &B::Device) -> Result<Vec<OpTime>> {
     let config = args.model.config();
     let total = check_steps(args.warmup, args.steps)?;
-    if args.batch == 0 || args.image < config.patch_size {
-        return Err(Error::config(
-            "batch, image",
-            format!("{}, {}", args.batch, args.image),
-            &format!("at least 1 image of side ≥ the patch size {}", config.patch_size),
-        ));
-    }
+    super::vit::check_batch(args.batch, args.image, &config)?;
     let (d, f, h) = (config.hidden_size, config.intermediate_size, config.num_attention_heads);
     if args.rank == 0 || args.rank > d {
         return Err(Error::config("rank", args.rank, &format!("1 ≤ rank ≤ {d}")));

@@ -36,6 +36,29 @@ const CLASSES: usize = 10;
 const LR: f64 = 1e-3;
 /// The largest batch: beyond it a typo, not a benchmark.
 const MAX_BATCH: usize = 4096;
+/// The most tokens (images × (patches + 1)) one step may hold: 20 × ViT-B/16's batch 256 at
+/// 224 px, whose activations already fill a large GPU; beyond it the step cannot be allocated.
+const MAX_TOKENS: usize = 1 << 20;
+
+/// Checks a benchmark's batch and image side against the backbone `config` (shared by
+/// `bench-vit` and `bench-ops`).
+pub(crate) fn check_batch(batch: usize, image: usize, config: &ViTConfig) -> Result<()> {
+    if batch == 0 || batch > MAX_BATCH {
+        return Err(Error::config("batch", batch, &format!("1 to {MAX_BATCH} images per step")));
+    }
+    if image < config.patch_size || image > MAX_IMAGE_SIDE {
+        let expected = format!("an image side from the patch size {} to {MAX_IMAGE_SIDE}", config.patch_size);
+        return Err(Error::config("image", image, &expected));
+    }
+    let tokens = batch * ((image / config.patch_size).pow(2) + 1);
+    if tokens > MAX_TOKENS {
+        let expected = format!(
+            "at most {MAX_TOKENS} tokens per step (batch × (patches + 1)): a smaller --batch or --image"
+        );
+        return Err(Error::config("batch, image", format!("{batch}, {image} ({tokens} tokens)"), &expected));
+    }
+    Ok(())
+}
 
 /// The ViT shapes `dlrt bench-vit` knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -133,13 +156,7 @@ fn check(args: &VitBenchArgs, config: &ViTConfig) -> Result<usize> {
         let expected = "adapter methods: the benchmark fine-tunes adapters on a frozen backbone";
         return Err(Error::config("methods", "dense", expected));
     }
-    if args.batch == 0 || args.batch > MAX_BATCH {
-        return Err(Error::config("batch", args.batch, &format!("1 to {MAX_BATCH} images per step")));
-    }
-    if args.image < config.patch_size || args.image > MAX_IMAGE_SIDE {
-        let expected = format!("an image side from the patch size {} to {MAX_IMAGE_SIDE}", config.patch_size);
-        return Err(Error::config("image", args.image, &expected));
-    }
+    check_batch(args.batch, args.image, config)?;
     check_steps(args.warmup, args.steps)
 }
 

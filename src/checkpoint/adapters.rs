@@ -13,7 +13,7 @@
 //! backbone plus `classifier.*` that `ViT::load` (and transformers) read.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use burn::tensor::{backend::Backend, Tensor};
 use rand::{rngs::StdRng, SeedableRng};
@@ -80,6 +80,17 @@ pub fn is_adapter_checkpoint(path: &Path) -> Result<bool> {
     Ok(read_metadata(path)?.get("format").is_some_and(|f| f == FORMAT))
 }
 
+/// The backbone files (`model.safetensors`, `config.json`) a fine-tuning checkpoint's model is
+/// built from, or `None` for another file: outputs must not overwrite them.
+pub fn backbone_files(path: &Path) -> Result<Option<[PathBuf; 2]>> {
+    let meta = read_metadata(path)?;
+    if meta.get("format").is_none_or(|f| f != FORMAT) {
+        return Ok(None);
+    }
+    let config = meta.get("config").and_then(|text| FinetuneConfig::from_toml(text, path).ok());
+    Ok(config.map(|c| [c.backbone.weights.clone(), c.backbone.config_json()]))
+}
+
 /// Loads the backbone named by the checkpoint's config and puts the checkpoint's adapters and
 /// head on it; returns the model, the config and the epoch. Every tensor's name and shape is
 /// checked, and tensors left over are reported.
@@ -88,9 +99,8 @@ pub fn load<B: Backend>(
     device: &B::Device,
 ) -> Result<(ViTClassifier<B>, FinetuneConfig, usize)> {
     let (mut tensors, meta) = read_safetensors(path)?;
-    match meta.get("format") {
-        Some(f) if f == FORMAT => {}
-        other => return Err(Error::bad_file(path, "metadata.format", FORMAT, format!("{other:?}"))),
+    if meta.get("format").is_none_or(|f| f != FORMAT) {
+        return Err(super::wrong_format(path, FORMAT, meta.get("format")));
     }
     let text = meta
         .get("config")

@@ -149,6 +149,7 @@ impl FinetuneConfig {
         if b.rank == 0 {
             return Err(Error::config("backbone.rank", b.rank, "an initial rank ≥ 1"));
         }
+        super::toml_integer("backbone.rank", b.rank)?;
         if b.image == 0 || b.image > MAX_IMAGE_SIDE {
             let expected = format!("an image side from the patch size to {MAX_IMAGE_SIDE}");
             return Err(Error::config("backbone.image", b.image, &expected));

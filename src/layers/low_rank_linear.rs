@@ -30,6 +30,7 @@ use rand_distr::{Distribution, StandardNormal};
 use super::bias::add_bias;
 use super::cast::cast;
 use super::compute::autocast;
+use super::contiguous::contiguous;
 use super::conv2d::Rows;
 use super::matmul::matmul;
 use super::passes::{Leaves, Pass, Probe};
@@ -229,9 +230,12 @@ impl<B: Backend> LowRankLinear<B> {
                 format!("{ru}, {rv}"),
             ));
         }
-        replace(&mut self.u, u);
-        replace(&mut self.s, s);
-        replace(&mut self.v, v);
+        // Stored row-major, as a checkpoint loads them: a transposed view (PSI's S = Rᵀ) would
+        // let a product read it in another order and round differently, so that a resumed run
+        // left its uninterrupted twin (LeNet-5's convolutions did). A copy only for a view.
+        replace(&mut self.u, contiguous(u));
+        replace(&mut self.s, contiguous(s));
+        replace(&mut self.v, contiguous(v));
         Ok(())
     }
 

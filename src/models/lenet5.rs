@@ -54,22 +54,29 @@ pub struct Geometry {
     pub positions: Vec<usize>,
 }
 
-/// The layer sizes for `[C, H, W]` images and `classes` classes; an error naming the layer
-/// when the images are too small.
+/// The smallest and largest image side LeNet-5 takes.
+pub const MIN_SIDE: usize = 16;
+/// See [`MIN_SIDE`].
+pub const MAX_SIDE: usize = 256;
+
+/// The layer sizes for `[C, H, W]` images and `classes` classes; an error when the images are
+/// smaller or larger than LeNet-5 takes.
 pub fn geometry(image: [usize; 3], classes: usize) -> Result<Geometry> {
     let [c, h, w] = image;
+    // Below 16 pixels the second max-pool has nothing left; above 256, conv1's activations and
+    // fc1 (50·61² inputs at 256) outgrow a workstation's memory at batch 64.
+    if !(MIN_SIDE..=MAX_SIDE).contains(&h) || !(MIN_SIDE..=MAX_SIDE).contains(&w) {
+        return Err(Error::shape(
+            "LeNet-5's input (train.dataset.image_size)",
+            format!("images of {MIN_SIDE} to {MAX_SIDE} pixels a side"),
+            format!("{h}×{w}"),
+        ));
+    }
     let conv1 = Conv2dShape::new(c, CHANNELS[0], [KERNEL, KERNEL]);
     let [h1, w1] = conv1.output_size("conv1", [h, w])?;
     let conv2 = Conv2dShape::new(CHANNELS[0], CHANNELS[1], [KERNEL, KERNEL]);
     let [h2, w2] = conv2.output_size("conv2", [h1 / 2, w1 / 2])?;
     let (h3, w3) = (h2 / 2, w2 / 2);
-    if h3 == 0 || w3 == 0 {
-        return Err(Error::shape(
-            "input of LeNet-5's second max-pool",
-            "at least 2×2 pixels",
-            format!("{h2}×{w2} (images of {h}×{w})"),
-        ));
-    }
     let flat = CHANNELS[1] * h3 * w3;
     let shapes = vec![(conv1.n(), conv1.m()), (conv2.n(), conv2.m()), (flat, HIDDEN), (HIDDEN, classes)];
     Ok(Geometry { convs: [conv1, conv2], shapes, positions: vec![h1 * w1, h2 * w2, 1, 1] })
@@ -207,10 +214,16 @@ mod tests {
         let dense =
             LeNet5::<B>::new([1, 28, 28], 10, &[false; 4], 20, 1.0, &mut rng, &Default::default()).unwrap();
         assert_eq!(dense.layers.iter().map(Layer::num_params).sum::<usize>(), 431_080);
-        let err = geometry([1, 12, 28], 10).unwrap_err().to_string();
-        assert!(err.contains("conv2") && err.contains("at least 5 pixels"), "{err}");
-        let err = geometry([1, 4, 28], 10).unwrap_err().to_string();
-        assert!(err.contains("conv1"), "{err}");
+        // 16 and 256 pixels are the limits; beyond them, errors naming the config key.
+        assert_eq!(geometry([1, 16, 16], 10).unwrap().shapes[2], (50, 500));
+        assert_eq!(geometry([3, 256, 256], 10).unwrap().shapes[2], (50 * 61 * 61, 500));
+        for image in [[1, 15, 28], [1, 4, 28], [1, 28, 257], [1, 2048, 2048]] {
+            let err = geometry(image, 10).unwrap_err().to_string();
+            assert!(
+                err.contains("train.dataset.image_size") && err.contains("16 to 256"),
+                "{image:?}: {err}"
+            );
+        }
         let err = LeNet5::<B>::from_layers([1, 32, 32], 10, dense.layers).unwrap_err().to_string();
         assert!(err.contains("fc1") && err.contains("1250×500"), "{err}");
     }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::backend::AutodiffBackend;
 use rand::{rngs::StdRng, SeedableRng};
 
-use super::fit::{checkpoint_path, fit, load_data, start_run_dir, Plan, RunOptions, Start};
+use super::fit::{checkpoint_path, fit, load_data, progress_line, start_run_dir, Plan, RunOptions, Start};
 use super::metrics::{EpochRecord, MetricsWriter};
 use super::Trainer;
 use crate::checkpoint;
@@ -84,7 +84,7 @@ pub fn finetune<B: AutodiffBackend>(
     let mut writer = MetricsWriter::create(&opts.run_dir);
     start_run_dir(&opts.run_dir, &config.to_toml(), &mut writer)?;
     if opts.progress {
-        println!(
+        progress_line(format_args!(
             "{}: {} adapters on {:?}, r0 = {}; trainable parameters {} = {:.2} % of the backbone's {}",
             config.integrator.method,
             model.ranks().len(),
@@ -93,7 +93,7 @@ pub fn finetune<B: AutodiffBackend>(
             model.trainable_params(),
             100.0 * model.trainable_params() as f64 / model.backbone_params() as f64,
             model.backbone_params()
-        );
+        ));
     }
     let plan = Plan::new(t, &config.optimizer, ImageFormat::Rgb(b.image), EVAL_BATCH);
     let ckpt = checkpoint_path(&opts.run_dir);

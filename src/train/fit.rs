@@ -125,7 +125,11 @@ pub fn load_data(train: &TrainSection, opts: &RunOptions) -> Result<(Dataset, Da
 pub fn start_run_dir(run_dir: &Path, config_toml: &str, writer: &mut MetricsWriter) -> Result<()> {
     let earlier = ["config.toml", metrics::JSONL_FILE, metrics::CSV_FILE, "checkpoint.safetensors"];
     if earlier.iter().any(|name| run_dir.join(name).exists()) {
-        return Ok(());
+        // Nothing is written before the first epoch ends: find out now, not an epoch later,
+        // whether anything can be.
+        let probe = run_dir.join(format!(".dlrt-write-check-{}", std::process::id()));
+        std::fs::File::create_new(&probe).map_err(|e| Error::io(&probe, e))?;
+        return std::fs::remove_file(&probe).map_err(|e| Error::io(&probe, e));
     }
     crate::io::atomic_write(&run_dir.join("config.toml"), config_toml.as_bytes())?;
     writer.start()
@@ -215,7 +219,7 @@ pub fn fit<B: AutodiffBackend, M: Classifier<B>>(
     let mut last_good = if done > 0 {
         checkpoint_path(&opts.run_dir).display().to_string()
     } else {
-        "none: it stopped in the run's first epoch, and the run folder's files are as they were".into()
+        "none: it stopped in the run's first epoch (an earlier run in the folder is as it was)".into()
     };
 
     for epoch in done + 1..=plan.epochs {
@@ -279,7 +283,7 @@ pub fn fit<B: AutodiffBackend, M: Classifier<B>>(
             svd: counters.svd,
         };
         if opts.progress {
-            println!(
+            progress_line(format_args!(
                 "epoch {epoch}/{}: test accuracy {:.2} %, test loss {test_loss:.4}, ranks {}, compression {:.1} % (low-rank layers) / {:.1} % (network), {} parameters, {wall:.1} s",
                 plan.epochs,
                 100.0 * test_accuracy,
@@ -287,7 +291,7 @@ pub fn fit<B: AutodiffBackend, M: Classifier<B>>(
                 100.0 * compression_low_rank,
                 100.0 * compression_network,
                 record.params
-            );
+            ));
         }
         writer.append(&record)?;
         records.push(record);
@@ -309,4 +313,38 @@ fn progress_bar(show: bool, len: u64, epoch: usize, epochs: usize) -> ProgressBa
     bar.set_style(style);
     bar.set_prefix(format!("{epoch}/{epochs}"));
     bar
+}
+
+/// Prints one line of a run's progress to standard output. A closed output (`dlrt train … |
+/// head -1`) does not stop the run: its files are what it is for, so the line is dropped.
+pub(crate) fn progress_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[cfg(unix)]
+    fn a_folder_with_an_earlier_run_is_kept_but_must_be_writable() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        std::fs::write(dir.join("config.toml"), "earlier").unwrap();
+        start_run_dir(dir, "new", &mut MetricsWriter::create(dir)).unwrap();
+        assert_eq!(std::fs::read_to_string(dir.join("config.toml")).unwrap(), "earlier");
+        assert_eq!(std::fs::read_dir(dir).unwrap().count(), 1, "the check leaves nothing behind");
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+        let writable = std::fs::File::create(dir.join("probe")).is_ok();
+        let result = start_run_dir(dir, "new", &mut MetricsWriter::create(dir));
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        if writable {
+            eprintln!("skipped the read-only half: this user writes to read-only folders (root)");
+            return;
+        }
+        let err = result.unwrap_err().to_string();
+        assert!(err.contains(".dlrt-write-check"), "{err}");
+    }
 }

@@ -112,9 +112,24 @@ impl MetricsWriter {
     /// Reads `metrics.jsonl`, keeps the records with `epoch <= keep_epochs` (later ones were
     /// written after that checkpoint and will be trained again), rewrites both files with only
     /// those, and returns them. The CSV is rebuilt from the JSON lines, which are the record.
-    pub fn resume(run_dir: &Path, keep_epochs: usize) -> Result<(Self, Vec<EpochRecord>)> {
-        let mut records = read_jsonl(&run_dir.join(JSONL_FILE))?;
+    ///
+    /// The kept records must be one per epoch 1 to `keep_epochs`, the last at the checkpoint's
+    /// `step`: anything else is not this checkpoint's log (a folder where a new run was killed
+    /// while it replaced an earlier one, or an edited log), an error that changes nothing.
+    pub fn resume(run_dir: &Path, keep_epochs: usize, step: u64) -> Result<(Self, Vec<EpochRecord>)> {
+        let path = run_dir.join(JSONL_FILE);
+        let mut records = read_jsonl(&path)?;
         records.retain(|r| r.epoch <= keep_epochs);
+        let epochs: Vec<usize> = records.iter().map(|r| r.epoch).collect();
+        let last_step = records.last().map_or(0, |r| r.step);
+        if !epochs.iter().copied().eq(1..=keep_epochs) || last_step != step {
+            return Err(Error::bad_file(
+                &path,
+                "epoch",
+                format!("one record per epoch 1 to {keep_epochs}, the last at step {step}, as the run's checkpoint has done"),
+                format!("records of epochs {epochs:?}, the last at step {last_step}"),
+            ));
+        }
         let files = MetricsFiles::rewrite(run_dir, &records)?;
         Ok((Self { run_dir: run_dir.to_path_buf(), files: Some(files) }, records))
     }
@@ -345,7 +360,7 @@ mod tests {
             writer.append(&record(e, vec![3])).unwrap();
         }
         drop(writer);
-        let (mut writer, kept) = MetricsWriter::resume(dir.path(), 2).unwrap();
+        let (mut writer, kept) = MetricsWriter::resume(dir.path(), 2, 20).unwrap();
         assert_eq!(kept, vec![record(1, vec![3]), record(2, vec![3])]);
         writer.append(&record(3, vec![2])).unwrap();
         let epochs: Vec<_> =
@@ -361,7 +376,7 @@ mod tests {
     fn resume_from_epoch_zero_writes_the_header_later() {
         let dir = tempfile::tempdir().unwrap();
         MetricsWriter::create(dir.path()).append(&record(1, vec![3, 3])).unwrap();
-        let (mut writer, kept) = MetricsWriter::resume(dir.path(), 0).unwrap();
+        let (mut writer, kept) = MetricsWriter::resume(dir.path(), 0, 0).unwrap();
         assert!(kept.is_empty() && csv_lines(dir.path()).is_empty());
         writer.append(&record(1, vec![5, 6])).unwrap();
         assert_eq!(csv_lines(dir.path())[0].split(',').filter(|c| c.starts_with("rank_")).count(), 2);
@@ -377,14 +392,36 @@ mod tests {
         assert!(matches!(&err, Error::BadFile { field, .. } if field == "line 3"), "{err}");
         let message = err.to_string();
         assert!(message.contains(JSONL_FILE) && message.contains("(column 22)"), "{message}");
-        assert!(MetricsWriter::resume(dir.path(), 1).is_err());
+        assert!(MetricsWriter::resume(dir.path(), 1, 10).is_err());
     }
 
     #[test]
     fn a_missing_file_is_an_io_error() {
         let dir = tempfile::tempdir().unwrap();
-        let err = MetricsWriter::resume(dir.path(), 1).unwrap_err();
+        let err = MetricsWriter::resume(dir.path(), 1, 10).unwrap_err();
         assert!(matches!(err, Error::Io { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_log_that_is_not_the_checkpoints_is_refused_and_left_as_it_was() {
+        // A missing epoch, a repeated one, a log one epoch short of its checkpoint, and the
+        // first epoch of another run (its step is not the checkpoint's).
+        let cases: [(&[usize], u64); 4] = [(&[1, 3], 20), (&[1, 2, 2], 20), (&[1], 20), (&[1, 2], 25)];
+        for (epochs, step) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let mut writer = MetricsWriter::create(dir.path());
+            for &e in epochs {
+                writer.append(&record(e, vec![3])).unwrap();
+            }
+            drop(writer);
+            let before = fs::read(dir.path().join(JSONL_FILE)).unwrap();
+            let err = MetricsWriter::resume(dir.path(), 2, step).unwrap_err().to_string();
+            assert!(
+                err.contains(JSONL_FILE) && err.contains("one record per epoch 1 to 2"),
+                "{epochs:?}: {err}"
+            );
+            assert_eq!(fs::read(dir.path().join(JSONL_FILE)).unwrap(), before, "{epochs:?}: the log changed");
+        }
     }
 
     #[test]

@@ -112,6 +112,16 @@ fn network_logits(checkpoint: &Path, images: &[PathBuf]) -> Result<Outputs> {
     let device = Default::default();
     let (model, _, state) = checkpoint::load::<TrainBackend>(checkpoint, &device)?;
     let [c, h, w] = state.image;
+    if !matches!(c, 1 | 3) {
+        // An image-folder checkpoint written before dlrt stored `image`: `checkpoint::load`
+        // gives it [inputs, 1, 1], which is enough for eval but says nothing of the image size.
+        return Err(Error::bad_file(
+            checkpoint,
+            "metadata.image",
+            "the [C, H, W] its images were stored at (a checkpoint of an older dlrt has none: train it again)",
+            "none",
+        ));
+    }
     // Stored pixels are already the network's input, [n, C, H, W].
     let data = data::folder::read_images(images, Some((h, w)), Some(c))?;
     let shape = [images.len(), c, h, w];

@@ -86,7 +86,8 @@ fn run_settings(path: &Path) -> Result<(IntegratorKind, f64, OptimizerSection)> 
 }
 
 /// `dlrt report`: one markdown row per run folder (module docs). A run still in its first
-/// epoch gets a row that says so.
+/// epoch gets a row that says so. A folder that cannot be read gets a row naming the error,
+/// after which the other folders still get theirs; the first such error is returned at the end.
 pub fn report(runs: &[PathBuf], out: &mut impl Write) -> Result<()> {
     writeln!(
         out,
@@ -94,39 +95,60 @@ pub fn report(runs: &[PathBuf], out: &mut impl Write) -> Result<()> {
     )
     .map_err(Error::Output)?;
     writeln!(out, "|---|---|---|---|---|---|---|---|---|---|").map_err(Error::Output)?;
+    let mut first_error = None;
     for dir in runs {
-        let (method, tol, o) = run_settings(&dir.join("config.toml"))?;
-        let records = read_jsonl(&dir.join(JSONL_FILE))?;
         let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let Some(last) = records.last() else {
-            writeln!(
-                out,
-                "| {name} | {method} | {tol} | {} {} | 0 | no epoch finished yet | | | | |",
-                o.kind(),
-                o.lr
-            )
-            .map_err(Error::Output)?;
-            continue;
+        let line = match row(dir, &name) {
+            Ok(line) => line,
+            Err(e) => {
+                let line = format!("| {name} | not a readable run folder: {e} | | | | | | | | |");
+                first_error.get_or_insert(e);
+                line
+            }
         };
-        let best = records.iter().map(|r| r.test_accuracy).fold(0.0, f64::max);
-        let time = records.iter().map(|r| r.wall_seconds).sum::<f64>() / records.len() as f64;
-        writeln!(
-            out,
-            "| {name} | {method} | {tol} | {} {}{} | {} | {:.2} % | {:.2} % | {} | {:.1} % / {:.1} % | {:.1} s |",
-            o.kind(),
-            o.lr,
-            if o.schedule == Schedule::Cosine { " cosine" } else { "" },
-            last.epoch,
-            100.0 * last.test_accuracy,
-            100.0 * best,
-            ranks_summary(&last.ranks),
-            100.0 * last.compression_low_rank,
-            100.0 * last.compression_network,
-            time
-        )
-        .map_err(Error::Output)?;
+        writeln!(out, "{line}").map_err(Error::Output)?;
     }
-    Ok(())
+    first_error.map_or(Ok(()), Err)
+}
+
+/// The report's row of the run folder `dir`, called `name`.
+fn row(dir: &Path, name: &str) -> Result<String> {
+    let (method, tol, o) = run_settings(&dir.join("config.toml"))?;
+    let records = read_jsonl(&dir.join(JSONL_FILE))?;
+    // Dense training has no truncation.
+    let tol = if method == IntegratorKind::Dense { "—".to_string() } else { number(tol) };
+    let Some(last) = records.last() else {
+        return Ok(format!(
+            "| {name} | {method} | {tol} | {} {} | 0 | no epoch finished yet | | | | |",
+            o.kind(),
+            number(o.lr)
+        ));
+    };
+    let best = records.iter().map(|r| r.test_accuracy).fold(0.0, f64::max);
+    let time = records.iter().map(|r| r.wall_seconds).sum::<f64>() / records.len() as f64;
+    Ok(format!(
+        "| {name} | {method} | {tol} | {} {}{} | {} | {:.2} % | {:.2} % | {} | {:.1} % / {:.1} % | {:.1} s |",
+        o.kind(),
+        number(o.lr),
+        if o.schedule == Schedule::Cosine { " cosine" } else { "" },
+        last.epoch,
+        100.0 * last.test_accuracy,
+        100.0 * best,
+        ranks_summary(&last.ranks),
+        100.0 * last.compression_low_rank,
+        100.0 * last.compression_network,
+        time
+    ))
+}
+
+/// A config value as a reader writes it: plainly from 1e-4 to 1e4, in scientific notation
+/// outside (a learning rate of 1e-30 as `1e-30`, not thirty zeros).
+fn number(x: f64) -> String {
+    if x == 0.0 || (1e-4..1e4).contains(&x.abs()) {
+        format!("{x}")
+    } else {
+        format!("{x:e}")
+    }
 }
 
 #[cfg(test)]
@@ -205,10 +227,22 @@ mod tests {
     }
 
     #[test]
-    fn a_folder_without_a_config_is_an_error_naming_the_file() {
+    fn a_folder_without_a_config_is_an_error_naming_the_file_after_the_other_rows() {
         let tmp = tempfile::tempdir().unwrap();
-        let err = report(&[tmp.path().join("nowhere")], &mut Vec::new()).unwrap_err().to_string();
+        let mut dense = RunConfig::paper_mnist_with(IntegratorKind::Dense);
+        dense.optimizer.lr = 1e-30;
+        let good = run_folder(tmp.path(), "dense", &dense.to_toml(), &[record(1, 0.5, vec![])]);
+        let mut out = Vec::new();
+        let err = report(&[tmp.path().join("nowhere"), good], &mut out).unwrap_err().to_string();
         assert!(err.contains("nowhere") && err.contains("config.toml"), "{err}");
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[2].starts_with("| nowhere | not a readable run folder: ")
+                && lines[2].contains("config.toml")
+        );
+        // Dense training has no τ; a tiny learning rate is written as such.
+        assert!(lines[3].starts_with("| dense | dense | — | sgd 1e-30 | 1 | 50.00 % |"), "{text}");
     }
 
     #[test]

@@ -41,6 +41,10 @@ pub fn run_config(
             ),
         )),
         (Some(dir), None) => {
+            if !checkpoint_path(dir).is_file() {
+                let expected = "the folder of a `dlrt train` run, holding its checkpoint.safetensors";
+                return Err(Error::config("--resume", dir.display(), expected));
+            }
             if crate::checkpoint::adapters::is_adapter_checkpoint(&checkpoint_path(dir))? {
                 let what = format!("--resume {}: resuming a fine-tuning run (start it again)", dir.display());
                 return Err(Error::Unsupported(what));
@@ -125,7 +129,7 @@ pub fn run<B: AutodiffBackend>(
                 "the checkpoint's config (only train.epochs may change on resume)",
             ));
         }
-        let (writer, records) = MetricsWriter::resume(&opts.run_dir, state.epoch)?;
+        let (writer, records) = MetricsWriter::resume(&opts.run_dir, state.epoch, state.step)?;
         trainer = trainer.resume(train_state, state.counters);
         (model, Start { epoch: state.epoch, step: state.step, records }, writer)
     } else {
