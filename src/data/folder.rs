@@ -125,7 +125,7 @@ fn list(spec: &FolderSpec) -> Result<(Vec<String>, Vec<Sample>, Vec<Sample>)> {
             dir,
             "train.dataset.path",
             "a folder of class folders",
-            "no such folder",
+            if dir.is_file() { "a file" } else { "no such folder" },
         ));
     }
     let (train_dir, test_dir) = (dir.join("train"), dir.join("test"));

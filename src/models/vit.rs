@@ -120,7 +120,8 @@ impl<B: Backend> ViT<B> {
         // next to it.
         let weights = safetensors.as_ref();
         if !weights.is_file() {
-            return Err(Error::not_found(weights, "no such file: the backbone's weights (safetensors)"));
+            let what = if weights.is_dir() { "a folder, not a file" } else { "no such file" };
+            return Err(Error::not_found(weights, format!("{what}: the backbone's weights (safetensors)")));
         }
         let config = ViTConfig::from_file(config_json)?;
         let (tensors, _) = read_safetensors(weights)?;
