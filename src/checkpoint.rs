@@ -292,6 +292,7 @@ pub fn export(path: &Path, out: Option<PathBuf>, format: ExportFormat, dtype: Fi
                             next to them, would replace the backbone's";
             return Err(Error::config("--out", out.display(), expected));
         }
+        create_parent(&out)?;
         adapters::export_merged(&out, &model, &labels, dtype)?;
         return Ok(out);
     }
@@ -306,8 +307,19 @@ pub fn export(path: &Path, out: Option<PathBuf>, format: ExportFormat, dtype: Fi
     }
     let out = out.unwrap_or_else(|| path.with_file_name("dense.safetensors"));
     check_not_input(&out, "--out", &[path])?;
+    create_parent(&out)?;
     export_dense(&out, &model, &state, dtype)?;
     Ok(out)
+}
+
+/// Creates the folder a file is written into, as the peft export creates its own.
+fn create_parent(file: &Path) -> Result<()> {
+    match file.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Loads a checkpoint written by [`save`]; every tensor's name and shape is checked against
@@ -345,6 +357,14 @@ pub fn load<B: Backend>(path: &Path, device: &B::Device) -> Result<(Net<B>, Trai
         (false, DatasetSource::Named(_)) => [1, 28, 28],
         (false, DatasetSource::Folder(_)) => [inputs, 1, 1],
     };
+    if config.model.kind == ModelKind::LeNet5 {
+        let sides = lenet5::MIN_SIDE..=lenet5::MAX_SIDE;
+        if !(sides.contains(&image[1]) && sides.contains(&image[2])) {
+            let expected =
+                format!("LeNet-5 images of {} to {} pixels a side", lenet5::MIN_SIDE, lenet5::MAX_SIDE);
+            return Err(Error::bad_file(path, "metadata.image", expected, format!("{image:?}")));
+        }
+    }
     let state = RunState {
         image,
         epoch: meta_field(&meta, path, "epoch")?,

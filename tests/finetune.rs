@@ -170,9 +170,9 @@ fn cli_finetune_eval_export() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(run_dir.join("merged.safetensors").is_file() && run_dir.join("config.json").is_file());
     // --dtype bf16: the same weights rounded to bf16 (relative error ≤ 2⁻⁹ < 2⁻⁸), config.json
-    // says so, and the file loads back as a backbone (HF ships many in bf16).
+    // says so, and the file loads back as a backbone (HF ships many in bf16). The export
+    // creates its folder, as the peft export does.
     let bf16_dir = tmp.path().join("bf16");
-    std::fs::create_dir_all(&bf16_dir).unwrap();
     let bf16 = bf16_dir.join("merged.safetensors");
     let out = Command::new(dlrt)
         .args(["export", ckpt.to_str().unwrap(), "--dtype", "bf16", "--out", bf16.to_str().unwrap()])
@@ -245,12 +245,11 @@ fn cli_finetune_eval_export() {
         (vec!["predict", ck, img, "--out", ck], "which this command reads"),
         (vec!["predict", ck, img, "--out", img], "which this command reads"),
         (vec!["predict", ck, img, "--out", weights.to_str().unwrap()], "which this command reads"),
-        (vec!["export", ck, "--out", "no/such/folder/merged.safetensors"], "does not exist"),
     ] {
         let out = Command::new(dlrt).args(&args).env_remove("RUST_BACKTRACE").output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
-        assert!(stderr.contains("--out") || expected == "does not exist", "{args:?}: {stderr}");
+        assert!(stderr.contains("--out"), "{args:?}: {stderr}");
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
     assert!(kept(&run_dir) == run_before && kept(backbone_dir) == backbone_before, "a file was replaced");

@@ -93,5 +93,6 @@ fn a_checkpoint_that_does_not_fit_lenet5_is_an_error_naming_the_tensor() {
     meta.insert("inputs".into(), "144".into());
     dlrt::io::write_safetensors(&bad, &tensors, meta).unwrap();
     let err = checkpoint::load::<TrainBackend>(&bad, &Default::default()).unwrap_err().to_string();
-    assert!(err.contains("LeNet-5's input") && err.contains("16 to 256 pixels"), "{err}");
+    assert!(err.contains("bad.safetensors") && err.contains("metadata.image"), "the file is named: {err}");
+    assert!(err.contains("LeNet-5 images") && err.contains("16 to 256 pixels"), "{err}");
 }

@@ -135,7 +135,8 @@ fn cli_train_eval_export_and_nan_loss() {
     let ckpt = out_dir.join("checkpoint.safetensors");
     let r = dlrt(&["eval", ckpt.to_str().unwrap()]);
     assert!(r.status.success() && String::from_utf8_lossy(&r.stdout).contains("test accuracy"));
-    let dense = tmp.path().join("dense.safetensors");
+    // The export creates the folder it is written into.
+    let dense = tmp.path().join("exports").join("dense.safetensors");
     let r = dlrt(&["export", ckpt.to_str().unwrap(), "--out", dense.to_str().unwrap()]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let (tensors, _) = dlrt::io::read_safetensors(&dense).unwrap();
