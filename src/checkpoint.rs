@@ -217,23 +217,26 @@ pub fn load_config(path: &Path) -> Result<RunConfig> {
     config_of(&read_metadata(path)?, path)
 }
 
-/// The error for a safetensors file whose `metadata.format` is not `expected`, saying what the
+/// Checks that a safetensors file's `metadata.format` is `expected`; the error says what the
 /// file is instead where dlrt wrote it.
-pub(crate) fn wrong_format(path: &Path, expected: &str, got: Option<&String>) -> Error {
-    let got = match got.map(String::as_str) {
+pub(crate) fn require_format(path: &Path, meta: &HashMap<String, String>, expected: &str) -> Result<()> {
+    let got = meta.get("format").map(String::as_str);
+    if got == Some(expected) {
+        return Ok(());
+    }
+    let got = match got {
         None => "none (not a file dlrt wrote)".to_string(),
         Some(FORMAT) => format!("{FORMAT} (a `dlrt train` checkpoint)"),
         Some(adapters::FORMAT) => format!("{} (a `dlrt finetune` checkpoint)", adapters::FORMAT),
         Some(DENSE_FORMAT) => format!("{DENSE_FORMAT} (a `dlrt export`, not a checkpoint)"),
+        Some(trainer::FORMAT) => format!("{} (a trainer state)", trainer::FORMAT),
         Some(other) => format!("{other} (not a file dlrt wrote)"),
     };
-    Error::bad_file(path, "metadata.format", expected, got)
+    Err(Error::bad_file(path, "metadata.format", expected, got))
 }
 
 fn config_of(meta: &HashMap<String, String>, path: &Path) -> Result<RunConfig> {
-    if meta.get("format").is_none_or(|f| f != FORMAT) {
-        return Err(wrong_format(path, FORMAT, meta.get("format")));
-    }
+    require_format(path, meta, FORMAT)?;
     let text =
         meta.get("config").ok_or_else(|| Error::bad_file(path, "metadata.config", "a run config", "none"))?;
     RunConfig::from_toml(text, &path.join("<metadata.config>"))

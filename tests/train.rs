@@ -92,9 +92,35 @@ fn checkpoint_round_trip_and_bad_checkpoints() {
     *shape = vec![499, r];
     values.truncate(499 * r);
     let bad = tmp.path().join("bad.safetensors");
-    dlrt::io::write_safetensors(&bad, &tensors, meta).unwrap();
+    dlrt::io::write_safetensors(&bad, &tensors, meta.clone()).unwrap();
     let err = checkpoint::load::<TrainBackend>(&bad, &Default::default()).unwrap_err().to_string();
     assert!(err.contains("bad.safetensors") && err.contains("layers.0.v") && err.contains("500"), "{err}");
+    // A file of another kind is named as what it is.
+    let other = |format: Option<&str>| {
+        let mut meta = meta.clone();
+        match format {
+            Some(f) => meta.insert("format".into(), f.into()),
+            None => meta.remove("format"),
+        };
+        dlrt::io::write_safetensors(&bad, &tensors, meta).unwrap();
+        checkpoint::load::<TrainBackend>(&bad, &Default::default()).unwrap_err().to_string()
+    };
+    for (format, what) in [
+        (Some(checkpoint::DENSE_FORMAT), "a `dlrt export`, not a checkpoint"),
+        (Some(checkpoint::trainer::FORMAT), "a trainer state"),
+        (Some(checkpoint::adapters::FORMAT), "a `dlrt finetune` checkpoint"),
+        (Some("pt"), "pt (not a file dlrt wrote)"),
+        (None, "none (not a file dlrt wrote)"),
+    ] {
+        let err = other(format);
+        assert!(
+            err.contains("bad.safetensors") && err.contains("metadata.format") && err.contains(what),
+            "{err}"
+        );
+    }
+    let err =
+        dlrt::checkpoint::adapters::load::<TrainBackend>(&path, &Default::default()).unwrap_err().to_string();
+    assert!(err.contains("a `dlrt train` checkpoint"), "{err}");
 }
 
 #[test]

@@ -99,9 +99,7 @@ pub fn load<B: Backend>(
     device: &B::Device,
 ) -> Result<(ViTClassifier<B>, FinetuneConfig, usize)> {
     let (mut tensors, meta) = read_safetensors(path)?;
-    if meta.get("format").is_none_or(|f| f != FORMAT) {
-        return Err(super::wrong_format(path, FORMAT, meta.get("format")));
-    }
+    super::require_format(path, &meta, FORMAT)?;
     let text = meta
         .get("config")
         .ok_or_else(|| Error::bad_file(path, "metadata.config", "a fine-tuning config", "none"))?;

@@ -62,9 +62,7 @@ pub fn load<B: Backend>(
 ) -> Result<(TrainState<B>, CounterSnapshot)> {
     let (mut tensors, meta) = read_safetensors(path)?;
     let field = |key: &str| meta.get(key).map(String::as_str).unwrap_or("missing");
-    if field("format") != FORMAT {
-        return Err(Error::bad_file(path, "metadata.format", FORMAT, field("format")));
-    }
+    super::require_format(path, &meta, FORMAT)?;
     if field("integrator") != kind.name() {
         return Err(Error::bad_file(path, "metadata.integrator", kind.name(), field("integrator")));
     }
