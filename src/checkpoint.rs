@@ -25,8 +25,8 @@ use crate::config::{ModelKind, RunConfig};
 use crate::data::DatasetSource;
 use crate::integrators::{CounterSnapshot, FactorSlots, LayerState, TrainState};
 use crate::io::{
-    check_not_input, read_metadata, read_safetensors, same_file, write_safetensors, write_safetensors_as,
-    FileDtype, TensorMap,
+    check_not_input, read_metadata, read_safetensors, write_safetensors, write_safetensors_as, FileDtype,
+    TensorMap,
 };
 use crate::layers::{DenseLinear, LowRankLinear};
 use crate::models::{lenet5, Layer, LeNet5, Mlp, Net};
@@ -260,7 +260,7 @@ pub enum ExportFormat {
 /// the path written:
 /// - [`ExportFormat::Dense`]: W = U S Vᵀ of a trained network ([`export_dense`], default
 ///   `dense.safetensors`), or a fine-tuned backbone with its adapters merged and the head
-///   ([`adapters::export_merged`], default `merged.safetensors` and `config.json`);
+///   ([`adapters::export_merged`], a folder, default `merged/`);
 /// - [`ExportFormat::Peft`], [`ExportFormat::PeftTransformers4`]: a fine-tuning checkpoint's
 ///   adapters and head as a peft LoRA adapter ([`peft::export`], default the folder `peft/`).
 ///
@@ -280,22 +280,23 @@ pub fn export(path: &Path, out: Option<PathBuf>, format: ExportFormat, dtype: Fi
         if let Some(names) = names {
             let out = out.unwrap_or_else(|| path.with_file_name("peft"));
             for file in [peft::WEIGHTS, peft::CONFIG] {
-                check_not_input(&out.join(file), "--out", &[path, &b.weights, &b.config_json()])?;
+                check_not_input(&out.join(file), "--out", &[path, &b.weights(), &b.config_json()])?;
             }
-            let base = crate::models::ViT::load(&b.weights, b.config_json(), &device)?;
-            let base_dir = b.weights.parent().unwrap_or(Path::new("."));
+            let weights = b.weights();
+            let base = crate::models::ViT::load(&weights, b.config_json(), &device)?;
+            let base_dir = weights.parent().unwrap_or(Path::new("."));
             peft::export(&out, &model, &base, base_dir, &labels, names, dtype)?;
             return Ok(out);
         }
-        let out = out.unwrap_or_else(|| path.with_file_name("merged.safetensors"));
-        check_not_input(&out, "--out", &[path, &b.weights, &b.config_json()])?;
-        // The merged weights' config.json goes next to them.
-        if same_file(&out.with_file_name("config.json"), &b.config_json()) {
-            let expected = "a folder other than the backbone's: the merged weights' config.json, written \
-                            next to them, would replace the backbone's";
+        let out = out.unwrap_or_else(|| path.with_file_name("merged"));
+        if out.extension().is_some_and(|e| e == "safetensors") || out.is_file() {
+            let expected = "a folder: the merged export writes model.safetensors and config.json into it, \
+                            as transformers' from_pretrained reads them";
             return Err(Error::config("--out", out.display(), expected));
         }
-        create_parent(&out)?;
+        for file in [adapters::MERGED_WEIGHTS, "config.json"] {
+            check_not_input(&out.join(file), "--out", &[path, &b.weights(), &b.config_json()])?;
+        }
         adapters::export_merged(&out, &model, &labels, dtype)?;
         return Ok(out);
     }
@@ -451,9 +452,18 @@ pub fn export_dense<B: Backend>(
             tensors.insert(format!("layers.{i}.bias"), to_entry(&b));
         }
     }
+    let orientation = match state.config.model.kind {
+        ModelKind::Mlp => "weight is [fan_in, fan_out]: z = x W + b",
+        // As layers::conv2d keeps them; PyTorch's kernel is W transposed and reshaped.
+        ModelKind::LeNet5 => {
+            "weight is [fan_in, fan_out]: z = x W + b; layers 0 and 1 are convolutions, their \
+             weight [C_in·k_h·k_w, C_out] with W[c·k_h·k_w + i·k_w + j, o] = kernel[o, c, i, j], \
+             so PyTorch's kernel is weight.T.reshape(C_out, C_in, k_h, k_w)"
+        }
+    };
     let meta = HashMap::from([
         ("format".to_string(), DENSE_FORMAT.to_string()),
-        ("orientation".to_string(), "weight is [fan_in, fan_out]: z = x W + b".to_string()),
+        ("orientation".to_string(), orientation.to_string()),
         ("config".to_string(), state.config.to_toml()),
         ("labels".to_string(), to_json(&state.labels)),
     ]);

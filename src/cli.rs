@@ -225,9 +225,10 @@ pub struct EvalArgs {
 pub struct ExportArgs {
     /// A checkpoint.safetensors written by `dlrt train` or `dlrt finetune`.
     pub checkpoint: PathBuf,
-    /// Output file (default: dense.safetensors, or merged.safetensors with config.json for a
-    /// fine-tuning checkpoint, next to the checkpoint); the folder for `--format peft`
-    /// (default: peft/ next to the checkpoint).
+    /// Where to write, next to the checkpoint unless given: for `train` checkpoints a file
+    /// (default: dense.safetensors); for `finetune` checkpoints a folder, created if missing
+    /// (default: merged/ with model.safetensors and config.json, which transformers loads;
+    /// peft/ for `--format peft`).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// `dense`: the dense weights; `peft`: a fine-tuning checkpoint as a peft LoRA adapter

