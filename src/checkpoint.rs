@@ -249,8 +249,8 @@ pub enum ExportFormat {
     /// and the head (HF layout).
     #[default]
     Dense,
-    /// A peft LoRA adapter folder (fine-tuning checkpoints only) for transformers ≥ 5: see
-    /// [`peft`].
+    /// A peft LoRA adapter folder (fine-tuning checkpoints only), with transformers 5's module
+    /// names (the `peft` module says how).
     Peft,
     /// The same with transformers 4's module names.
     PeftTransformers4,

@@ -31,8 +31,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Train an MLP on MNIST, Fashion-MNIST (fetching the data set if it is missing) or an
-    /// image folder (--data DIR).
+    /// Train an MLP or LeNet-5 on MNIST, Fashion-MNIST (fetching the data set if it is
+    /// missing) or an image folder (--data DIR).
     Train(TrainArgs),
     /// Fine-tune low-rank adapters and a head on a frozen pretrained ViT (fetching the data set
     /// if it is missing).

@@ -52,7 +52,7 @@ pub enum ModelKind {
     #[value(name = "mlp")]
     Mlp,
     /// `"lenet5"`: LeNet-5 as DLRT-Net benchmarks it (conv 20, conv 50, 500, classes; see
-    /// `models::lenet5`); `hidden` must be empty.
+    /// `models::lenet5`), whose layers are fixed.
     #[serde(rename = "lenet5")]
     #[value(name = "lenet5")]
     LeNet5,

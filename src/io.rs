@@ -123,9 +123,20 @@ fn tmp_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
+/// A folder where a safetensors file is expected gets an error saying so (rather than the
+/// system's "Is a directory").
+fn not_a_folder(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        let got = "a folder (a run's checkpoint is its checkpoint.safetensors)";
+        return Err(Error::bad_file(path, "file", "a safetensors file", got));
+    }
+    Ok(())
+}
+
 /// Reads every tensor (converted to f32; F32, F64, BF16 or F16 in the file) and the metadata of
 /// a safetensors file.
 pub fn read_safetensors(path: &Path) -> Result<(TensorMap, HashMap<String, String>)> {
+    not_a_folder(path)?;
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|e| Error::bad_file(path, "safetensors header", "a valid safetensors file", e))?;
@@ -163,6 +174,7 @@ pub fn read_metadata(path: &Path) -> Result<HashMap<String, String>> {
     let bad = |e: &dyn std::fmt::Display| {
         Error::bad_file(path, "safetensors header", "a valid safetensors file", e.to_string())
     };
+    not_a_folder(path)?;
     let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut len = [0u8; 8];
     file.read_exact(&mut len).map_err(|e| bad(&e))?;
@@ -170,7 +182,11 @@ pub fn read_metadata(path: &Path) -> Result<HashMap<String, String>> {
     let mut header = Vec::new();
     file.take(len).read_to_end(&mut header).map_err(|e| bad(&e))?;
     if header.len() as u64 != len {
-        return Err(bad(&format!("a header of {len} bytes in a file with {} after it", header.len())));
+        let got = format!(
+            "not a safetensors file: its first 8 bytes give a header of {len} bytes, and {} follow",
+            header.len()
+        );
+        return Err(bad(&got));
     }
     #[derive(serde::Deserialize)]
     struct Header {

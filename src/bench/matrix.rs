@@ -23,8 +23,8 @@ const MAX_SIDE: usize = 16_384;
 /// The problem and the integrator of `dlrt matrix` (its command-line arguments).
 #[derive(Clone, Debug, PartialEq, clap::Args)]
 pub struct MatrixArgs {
-    /// The integrator.
-    #[arg(long, value_enum, default_value_t = IntegratorKind::AbcPsi)]
+    /// The integrator: abc_psi, abc_psi_one_pass, bc_psi, psi, bug, parallel_bug or lora.
+    #[arg(long, value_parser = crate::integrators::parse_low_rank_method, default_value = "abc_psi")]
     pub method: IntegratorKind,
     /// Rows of W (fan-in n).
     #[arg(long, default_value_t = 60)]
@@ -41,7 +41,9 @@ pub struct MatrixArgs {
     /// Relative truncation tolerance ϑ.
     #[arg(long, default_value_t = 1e-4)]
     pub tau: f64,
-    /// Learning rate λ (the loss is 1-smooth: λ < 2 decreases it monotonically).
+    /// Learning rate λ. The loss is 1-smooth in W, so λ < 2 decreases it monotonically for the
+    /// integrators on the manifold; `lora` steps its two factors, which is not 1-smooth, and
+    /// needs a much smaller λ (0.01 at the default sizes; it diverges at the default λ).
     #[arg(long, default_value_t = 0.5)]
     pub lr: f64,
     /// Number of steps.

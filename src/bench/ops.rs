@@ -198,7 +198,7 @@ pub fn write_ops_table(
     let io = Error::Output;
     writeln!(
         out,
-        "{:?} block operations, {} px, batch {}, r = {}, {} backbone; device {device:?}; median of {} runs",
+        "{} block operations, {} px, batch {}, r = {}, {} backbone; device {device:?}; median of {} runs",
         args.model, args.image, args.batch, args.rank, args.precision, args.steps
     )
     .map_err(io)?;

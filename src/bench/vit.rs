@@ -69,6 +69,15 @@ pub enum VitShape {
     VitB16,
 }
 
+impl std::fmt::Display for VitShape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            VitShape::VitS14 => "vit-s14",
+            VitShape::VitB16 => "vit-b16",
+        })
+    }
+}
+
 impl VitShape {
     /// The backbone's config.
     pub fn config(self) -> ViTConfig {
@@ -251,7 +260,7 @@ pub fn write_vit_table(out: &mut impl Write, bench: &VitBench, device: impl Debu
     let targets: Vec<&str> = AdapterTarget::DEFAULT.iter().map(|t| t.name()).collect();
     writeln!(
         out,
-        "{:?} (random weights), {} px, batch {}, adapters on {}, r0 = {}{}, SGD, {} attention, {} backbone; device {device:?}; median of {} steps",
+        "{} (random weights), {} px, batch {}, adapters on {}, r0 = {}{}, SGD, {} attention, {} backbone; device {device:?}; median of {} steps",
         a.model,
         a.image,
         a.batch,
@@ -330,7 +339,7 @@ mod tests {
         let first = String::from_utf8(out).unwrap().lines().next().unwrap().to_string();
         assert_eq!(
             first,
-            "VitS14 (random weights), 14 px, batch 1, adapters on query/key/value, r0 = 2, SGD, explicit attention, f32 backbone; device \"Cpu\"; median of 1 steps"
+            "vit-s14 (random weights), 14 px, batch 1, adapters on query/key/value, r0 = 2, SGD, explicit attention, f32 backbone; device \"Cpu\"; median of 1 steps"
         );
     }
 }

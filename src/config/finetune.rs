@@ -166,11 +166,11 @@ impl FinetuneConfig {
             return Err(Error::config("backbone.image", b.image, &expected));
         }
         if self.integrator.method == IntegratorKind::Dense {
-            return Err(Error::config(
-                "integrator.method",
-                "dense",
-                "an adapter method (abc_psi, parallel_bug, bug, psi, bc_psi, lora); the backbone stays frozen",
-            ));
+            let expected = format!(
+                "an adapter method ({}); the backbone stays frozen",
+                crate::integrators::low_rank_names()
+            );
+            return Err(Error::config("integrator.method", "dense", &expected));
         }
         self.integrator.validate()?;
         self.optimizer.rule.validate().map_err(|e| prefix(e, "optimizer."))?;

@@ -31,7 +31,11 @@ pub struct Overrides {
     /// DIR/test/CLASS/…; a folder the config names keeps its other keys).
     #[arg(long, value_name = "DIR", conflicts_with = "dataset")]
     pub data: Option<PathBuf>,
-    /// Override integrator.method.
+    /// Override train.dataset.test_fraction: the share of each class an image folder without
+    /// train/ and test/ puts in the test split.
+    #[arg(long, value_name = "F", conflicts_with = "dataset")]
+    pub test_fraction: Option<f64>,
+    /// Override integrator.method (`dense`: `train` only).
     #[arg(long, value_enum)]
     pub method: Option<IntegratorKind>,
     /// Override integrator.tol (ϑ).
@@ -113,6 +117,7 @@ impl Overrides {
             show(self.seed.map(|v| v.to_string()), "train.seed"),
             show(self.dataset.map(|v| v.to_string()), "train.dataset"),
             show(self.data.as_ref().map(|v| v.display().to_string()), "train.dataset"),
+            show(self.test_fraction.map(|v| v.to_string()), "train.dataset.test_fraction"),
             show(self.method.map(|v| v.to_string()), "integrator.method"),
             show(self.tol.map(|v| v.to_string()), "integrator.tol"),
             show(self.lr.map(|v| v.to_string()), "optimizer.lr"),
@@ -126,15 +131,25 @@ impl Overrides {
     }
 
     /// The data set these overrides choose, given the config's `current` one.
-    fn dataset(&self, current: &DatasetSource) -> Option<DatasetSource> {
-        if let Some(path) = &self.data {
-            let spec = match current {
-                DatasetSource::Folder(spec) => FolderSpec { path: path.clone(), ..spec.clone() },
-                DatasetSource::Named(_) => FolderSpec::new(path.clone()),
-            };
-            return Some(DatasetSource::Folder(spec));
+    fn dataset(&self, current: &DatasetSource) -> Result<Option<DatasetSource>> {
+        let mut spec = match (&self.data, current) {
+            (Some(path), DatasetSource::Folder(spec)) => FolderSpec { path: path.clone(), ..spec.clone() },
+            (Some(path), DatasetSource::Named(_)) => FolderSpec::new(path.clone()),
+            (None, DatasetSource::Folder(spec)) if self.test_fraction.is_some() => spec.clone(),
+            (None, _) if self.test_fraction.is_some() => {
+                let expected = "an image folder to split (--data DIR, or a folder in train.dataset)";
+                return Err(Error::config(
+                    "--test-fraction",
+                    self.test_fraction.unwrap_or_default(),
+                    expected,
+                ));
+            }
+            (None, _) => return Ok(self.dataset.map(DatasetSource::Named)),
+        };
+        if self.test_fraction.is_some() {
+            spec.test_fraction = self.test_fraction;
         }
-        self.dataset.map(DatasetSource::Named)
+        Ok(Some(DatasetSource::Folder(spec)))
     }
 
     /// Sets the keys both commands share.
@@ -143,16 +158,17 @@ impl Overrides {
         t: &mut TrainSection,
         integrator: &mut IntegratorConfig,
         optimizer: &mut OptimizerSection,
-    ) {
+    ) -> Result<()> {
         set(&mut t.epochs, &self.epochs);
         set(&mut t.seed, &self.seed);
-        let dataset = self.dataset(&t.dataset);
+        let dataset = self.dataset(&t.dataset)?;
         set(&mut t.dataset, &dataset);
         set(&mut t.max_batches, &self.max_batches);
         set(&mut integrator.method, &self.method);
         set(&mut integrator.tol, &self.tol);
         set(&mut integrator.rank_bucket, &self.rank_bucket);
         set(&mut optimizer.lr, &self.lr);
+        Ok(())
     }
 }
 
@@ -160,7 +176,7 @@ impl RunConfig {
     /// Applies `overrides` and validates the result; on an error the config is unchanged.
     pub fn apply(&mut self, overrides: &Overrides) -> Result<()> {
         let mut cfg = self.clone();
-        overrides.apply_to(&mut cfg.train, &mut cfg.integrator, &mut cfg.optimizer);
+        overrides.apply_to(&mut cfg.train, &mut cfg.integrator, &mut cfg.optimizer)?;
         set(&mut cfg.model.precision, &overrides.precision);
         cfg.validate()?;
         *self = cfg;
@@ -214,7 +230,7 @@ impl FinetuneConfig {
         if let Some(dir) = &o.init_adapters {
             b.init_adapters = Some(dir.clone());
         }
-        o.common.apply_to(t, &mut cfg.integrator, &mut cfg.optimizer);
+        o.common.apply_to(t, &mut cfg.integrator, &mut cfg.optimizer)?;
         cfg.validate()?;
         *self = cfg;
         Ok(())
@@ -260,6 +276,22 @@ mod tests {
         cfg.apply(&Overrides { data: Some("b".into()), ..Default::default() }).unwrap();
         let expected = FolderSpec { test_fraction: Some(0.25), ..FolderSpec::new("b") };
         assert_eq!(cfg.train.dataset, DatasetSource::Folder(expected));
+        // --test-fraction sets the split of the folder, given or named; a built-in data set has
+        // none to split.
+        cfg.apply(&Overrides { data: Some("c".into()), test_fraction: Some(0.1), ..Default::default() })
+            .unwrap();
+        let expected = FolderSpec { test_fraction: Some(0.1), ..FolderSpec::new("c") };
+        assert_eq!(cfg.train.dataset, DatasetSource::Folder(expected));
+        cfg.apply(&Overrides { test_fraction: Some(0.3), ..Default::default() }).unwrap();
+        let expected = FolderSpec { test_fraction: Some(0.3), ..FolderSpec::new("c") };
+        assert_eq!(cfg.train.dataset, DatasetSource::Folder(expected));
+        let mut mnist = RunConfig::paper_mnist();
+        let err = mnist.apply(&Overrides { test_fraction: Some(0.3), ..Default::default() }).unwrap_err();
+        assert!(
+            err.to_string().contains("--test-fraction") && err.to_string().contains("--data DIR"),
+            "{err}"
+        );
+        assert_eq!(mnist, RunConfig::paper_mnist());
     }
 
     #[test]

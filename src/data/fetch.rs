@@ -264,7 +264,7 @@ pub fn ensure(name: DatasetName, data_dir: &Path, log: &mut dyn Write) -> Result
     if verify(name, data_dir).is_ok() {
         return Ok(());
     }
-    let _ = writeln!(log, "fetching {name:?} into {}", data_dir.display());
+    let _ = writeln!(log, "fetching {name} into {}", data_dir.display());
     fetch(name, data_dir, log)
 }
 

@@ -154,7 +154,11 @@ fn list(spec: &FolderSpec) -> Result<(Vec<String>, Vec<Sample>, Vec<Sample>)> {
         }
     } else {
         let Some(fraction) = spec.test_fraction else {
-            let why = format!("a fraction in (0, 1): {} has no train/ folder, so it is split", dir.display());
+            let why = format!(
+                "a fraction in (0, 1) (or --test-fraction F): {} has no train/ folder, so its class \
+                 folders are split into train and test",
+                dir.display()
+            );
             return Err(Error::config("train.dataset.test_fraction", "none", &why));
         };
         let class_list = class_dirs(dir)?;

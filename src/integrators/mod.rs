@@ -221,6 +221,24 @@ pub enum IntegratorKind {
     Dense,
 }
 
+/// A clap value parser for the methods that train a low-rank layer (all but `dense`), for
+/// commands that have nothing dense to train.
+pub fn parse_low_rank_method(s: &str) -> std::result::Result<IntegratorKind, String> {
+    match IntegratorKind::ALL.into_iter().find(|k| k.name() == s) {
+        Some(IntegratorKind::Dense) | None => {
+            Err(format!("expected a low-rank method ({}), got {s:?}", low_rank_names()))
+        }
+        Some(kind) => Ok(kind),
+    }
+}
+
+/// The names of the low-rank methods, comma-separated.
+pub fn low_rank_names() -> String {
+    let names: Vec<&str> =
+        IntegratorKind::ALL.iter().filter(|k| **k != IntegratorKind::Dense).map(|k| k.name()).collect();
+    names.join(", ")
+}
+
 impl IntegratorKind {
     /// Every method, in the order of the table in the module docs.
     pub const ALL: [IntegratorKind; 8] = [
