@@ -150,11 +150,15 @@ mod tests {
             &["--tau=-1"],
             &["--steps", "0"],
             &["--m", "16385"],
-            &["--method", "dense"],
         ] {
             let mut out = Vec::new();
             assert!(matrix(&args(line), &mut out).is_err(), "{line:?}");
             assert!(out.is_empty(), "{line:?}: nothing is written before the check");
         }
+        // Dense is refused by the parser, and by the library for a caller that builds the args.
+        let err = Cli::try_parse_from(["matrix", "--method", "dense"]).err().expect("dense is refused");
+        assert!(err.to_string().contains("a low-rank method"), "{err}");
+        let dense = MatrixArgs { method: IntegratorKind::Dense, ..args(&[]) };
+        assert!(matrix(&dense, &mut Vec::new()).is_err());
     }
 }

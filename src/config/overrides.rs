@@ -251,6 +251,7 @@ mod tests {
             seed: Some(3),
             dataset: Some(DatasetName::FashionMnist),
             data: None,
+            test_fraction: None,
             method: Some(IntegratorKind::Bug),
             tol: Some(0.2),
             lr: Some(0.5),
