@@ -196,7 +196,6 @@ fn benchmark_sizes_without_work_are_errors_not_panics() {
         (&["matrix", "--n", "0"][..], "`n` = 0"),
         (&["matrix", "--m", "100000"], "`m` = 100000"),
         (&["matrix", "--steps", "0"], "`steps` = 0"),
-        (&["matrix", "--method", "dense"], "`method` = dense"),
         (&["bench-vit", "--methods", "lora,dense"], "`methods` = dense"),
         (&["bench-vit", "--batch", "100000000", "--methods", "lora"], "`batch` = 100000000"),
         (&["bench-vit", "--image", "100000", "--methods", "lora"], "`image` = 100000"),
@@ -208,7 +207,13 @@ fn benchmark_sizes_without_work_are_errors_not_panics() {
         let err = fails(args);
         assert!(err.contains(name), "{args:?}: {err}");
     }
+    // A method the command cannot run is a usage error (exit status 2) that lists the others.
+    let out = dlrt(&["matrix", "--method", "dense"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.code() == Some(2) && err.contains("a low-rank method (abc_psi,"), "{err}");
     let config = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/finetune/fashion_lora.toml");
+    let err = fails(&["finetune", config, "--method", "dense"]);
+    assert!(err.contains("integrator.method") && err.contains("abc_psi_one_pass"), "{err}");
     let err = fails(&["finetune", config, "--image", "100000"]);
     assert!(err.contains("backbone.image") && err.contains("2048"), "{err}");
 }
@@ -410,4 +415,28 @@ fn bench_lenet5_has_its_rows_and_the_convolution_table() {
         2,
         "{conv}"
     );
+}
+
+#[test]
+fn errors_are_one_clear_message_without_a_backtrace() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("nothere.safetensors");
+    let toml = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/mnist_abc_psi.toml");
+    let cases = [
+        (missing.to_str().unwrap(), "No such file"),
+        (tmp.path().to_str().unwrap(), "a folder (a run's checkpoint is its checkpoint.safetensors)"),
+        (toml, "not a safetensors file"),
+    ];
+    for (path, expected) in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_dlrt"))
+            .args(["eval", path])
+            .env("RUST_BACKTRACE", "1")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.starts_with("Error: ") && err.contains(path) && err.contains(expected), "{err}");
+        // The I/O error's text is in the message already: no cause repeats it, no backtrace.
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
 }

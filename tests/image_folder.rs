@@ -256,7 +256,8 @@ fn dlrt_train_and_finetune_learn_from_a_folder_and_store_its_class_names() {
     assert!(dlrt(&["eval", ckpt.to_str().unwrap()]).contains("on 12 images"));
     dlrt(&["export", ckpt.to_str().unwrap()]);
     let exported: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(ft.join("config.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(ft.join("merged").join("config.json")).unwrap())
+            .unwrap();
     assert_eq!(exported["id2label"]["2"], "vertical");
     assert_eq!(exported["label2id"]["checker"], 0);
 
