@@ -13,6 +13,10 @@
 //! (5) truncate Ŝ1 = P Σ Qᵀ by ϑ:  U ← Û P, S ← Σ, V ← V̂ Q                 (SVD)
 //! ```
 //!
+//! "At W0" holds for the low-rank layers; layers that are not low-rank (a dense head) take
+//! their step from the K-pass, so the L- and S-passes see them already stepped, as in every
+//! multi-pass integrator here (the training loop steps them once per step, after pass 0).
+//!
 //! Before truncation `W1 = W0 − λ Û Ûᵀ ∇ℒ(W0) V̂ V̂ᵀ`. Cost per layer and step: 3 passes,
 //! 2 thin QRs, 1 SVD of 2r×2r. The K-pass result waits in the layer's [`super::LayerState`] for the L-pass.
 //!
