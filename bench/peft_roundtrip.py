@@ -18,7 +18,9 @@ both transformers 5.24 + peft 0.21 and transformers 4.57 + peft 0.17. DLRT names
   python3 bench/peft_roundtrip.py check CHECKPOINT IMAGE [IMAGE ...]
       `dlrt export CHECKPOINT --format peft`, loads the folder with PeftModel.from_pretrained on
       transformers' classification model of the checkpoint's backbone, and compares its logits
-      on the images with `dlrt predict`'s (same pixels: dlrt writes the model's input).
+      on the images with `dlrt predict`'s (same pixels: dlrt writes the model's input). Then the
+      same for the merged export (`dlrt export CHECKPOINT`, a folder) loaded by
+      AutoModelForImageClassification.from_pretrained alone.
 
 DTYPE=bf16 makes every export `--dtype bf16` and the logits are then compared to bf16 precision.
 """
@@ -85,6 +87,15 @@ def check(checkpoint, images):
         print(f"transformers {transformers.__version__}, --format {FORMAT} --dtype {DTYPE}: {checkpoint}: {modules} LoRA modules (ranks {ranks}), {len(images)} images, "
               f"max |logit diff| {diff:.2e}, top-1 agreement {100 * agree:.1f} %")
         assert diff < TOL * max(1.0, ours.abs().max().item()), f"peft's logits differ from dlrt's by {diff}"
+        merged_dir = Path(tmp) / "merged"
+        dlrt("export", checkpoint, "--dtype", DTYPE, "--out", merged_dir)
+        merged = AutoModelForImageClassification.from_pretrained(merged_dir).eval()
+        with torch.no_grad():
+            theirs = merged(pixel_values=pixels.to(merged.dtype)).logits.float()
+        merged_diff = (theirs - ours).abs().max().item()
+        print(f"transformers {transformers.__version__}, merged export --dtype {DTYPE}: max |logit diff| "
+              f"{merged_diff:.2e}, top-1 agreement {100 * (theirs.argmax(1) == ours.argmax(1)).float().mean().item():.1f} %")
+        assert merged_diff < TOL * max(1.0, ours.abs().max().item()), f"the merged model's logits differ by {merged_diff}"
         return diff
 
 
