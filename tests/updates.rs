@@ -414,3 +414,15 @@ fn best_rank_r_approximation_is_a_fixed_point_of_every_integrator() {
         assert!(err < ROUND_OFF, "{kind}: ‖W1 − A_r‖/‖A_r‖ = {err:e}");
     }
 }
+
+#[test]
+fn adaptive_constructors_reject_an_invalid_truncation() {
+    use dlrt::integrators::{abc_psi, bug, parallel_bug};
+    let bad = [TruncationConfig::relative(1.5), TruncationConfig::relative(0.1).with_bounds(4, Some(2))];
+    for t in bad {
+        assert!(abc_psi::AbcPsi::new(t.clone()).is_err(), "abc-PSI took {t:?}");
+        assert!(bug::Bug::new(t.clone()).is_err(), "BUG took {t:?}");
+        assert!(parallel_bug::ParallelBug::new(t.clone()).is_err(), "parallel BUG took {t:?}");
+    }
+    assert!(abc_psi::AbcPsi::new(TruncationConfig::default()).is_ok());
+}
