@@ -32,7 +32,7 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 fn trainer<A: AutodiffBackend>(batched: bool, one_pass: bool, opt: &Optimizer) -> Trainer<A> {
     let truncation = TruncationConfig::relative(0.05).with_bounds(1, Some(8));
-    let integ = AbcPsi::new(truncation).batched(Some(batched));
+    let integ = AbcPsi::new(truncation).unwrap().batched(Some(batched));
     let integ = if one_pass { integ.one_pass() } else { integ };
     Trainer::from_integrator(Some(Box::new(integ)), opt.clone())
 }
@@ -224,13 +224,13 @@ fn an_ill_conditioned_remainder_is_augmented_batched_in_f32_with_one_more_read()
 
 fn parallel_bug<A: AutodiffBackend>(batched: bool, opt: &Optimizer) -> Trainer<A> {
     let truncation = TruncationConfig::relative(0.05).with_bounds(1, Some(8));
-    let integ = ParallelBug::new(truncation).batched(Some(batched));
+    let integ = ParallelBug::new(truncation).unwrap().batched(Some(batched));
     Trainer::from_integrator(Some(Box::new(integ)), opt.clone())
 }
 
 fn bug<A: AutodiffBackend>(batched: bool, opt: &Optimizer) -> Trainer<A> {
     let truncation = TruncationConfig::relative(0.05).with_bounds(1, Some(8));
-    let integ = Bug::new(truncation).batched(Some(batched));
+    let integ = Bug::new(truncation).unwrap().batched(Some(batched));
     Trainer::from_integrator(Some(Box::new(integ)), opt.clone())
 }
 

@@ -90,7 +90,7 @@ fn t2_t3_abc_psi_step_is_w0_minus_projected_gradient_in_both_forms() {
         let (U0, V0, W0) = (p.layer.u().clone(), p.layer.v().clone(), p.layer.to_dense());
         let G = W0.clone() - a.clone();
         // ϑ far below round-off of ‖W1‖: the truncation keeps all of W1 = Û L1ᵀ.
-        let mut integ = abc_psi(AbcPsi::new(TruncationConfig::relative(1e-15)).with_form(form));
+        let mut integ = abc_psi(AbcPsi::new(TruncationConfig::relative(1e-15)).unwrap().with_form(form));
         ls_pass(&mut p, &mut integ, &opt, 0, &a);
         let U_hat = p.layer.u().clone();
         assert!(orthonormality_error(&U_hat) < ROUND_OFF);
@@ -349,7 +349,8 @@ fn counters_match_the_cost_table() {
         let c = integ.counters();
         assert_eq!((c.passes, c.qr, c.svd), (3 * passes, 3 * qr, 3 * svd), "{kind}");
     }
-    let mut two_step = abc_psi(AbcPsi::new(TruncationConfig::relative(0.1)).with_form(AbcPsiForm::QrThenSvd));
+    let mut two_step =
+        abc_psi(AbcPsi::new(TruncationConfig::relative(0.1)).unwrap().with_form(AbcPsiForm::QrThenSvd));
     let mut p = problem(20, 15, 3, &mut rng);
     ls_step(&mut p, &mut two_step, &Optimizer::sgd(0.1), &a);
     let c = two_step.counters();
@@ -455,8 +456,8 @@ fn abc_psi_one_pass_equals_two_passes_when_every_layer_is_low_rank() {
                 .unwrap();
             let (mut two, mut one) = (net.clone(), net);
             let (mut integ_two, mut integ_one) = (
-                abc_psi(AbcPsi::new(truncation.clone())),
-                abc_psi(AbcPsi::new(truncation.clone()).one_pass()),
+                abc_psi(AbcPsi::new(truncation.clone()).unwrap()),
+                abc_psi(AbcPsi::new(truncation.clone()).unwrap().one_pass()),
             );
             (integ_two.opt, integ_one.opt) = (opt.clone(), opt.clone());
             for _ in 0..4 {

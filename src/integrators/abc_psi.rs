@@ -82,9 +82,10 @@ pub struct AbcPsi {
 }
 
 impl AbcPsi {
-    /// abc-PSI in the single-QR form.
-    pub fn new(truncation: TruncationConfig) -> Self {
-        Self { truncation, form: AbcPsiForm::default(), one_pass: false, batched: None }
+    /// abc-PSI in the single-QR form; rejects an invalid `truncation` ([`TruncationConfig::validate`]).
+    pub fn new(truncation: TruncationConfig) -> Result<Self> {
+        truncation.validate()?;
+        Ok(Self { truncation, form: AbcPsiForm::default(), one_pass: false, batched: None })
     }
 
     /// The one-pass form (module docs).

@@ -275,15 +275,15 @@ impl IntegratorKind {
         truncation.validate()?;
         let t = truncation.clone();
         Ok(Some(match self {
-            IntegratorKind::AbcPsi => Box::new(abc_psi::AbcPsi::new(t).batched(batched_update_setting()?)),
+            IntegratorKind::AbcPsi => Box::new(abc_psi::AbcPsi::new(t)?.batched(batched_update_setting()?)),
             IntegratorKind::AbcPsiOnePass => {
-                Box::new(abc_psi::AbcPsi::new(t).one_pass().batched(batched_update_setting()?))
+                Box::new(abc_psi::AbcPsi::new(t)?.one_pass().batched(batched_update_setting()?))
             }
             IntegratorKind::BcPsi => Box::new(bc_psi::BcPsi::default().batched(batched_update_setting()?)),
             IntegratorKind::Psi => Box::new(psi::Psi::default().batched(batched_update_setting()?)),
-            IntegratorKind::Bug => Box::new(bug::Bug::new(t).batched(batched_update_setting()?)),
+            IntegratorKind::Bug => Box::new(bug::Bug::new(t)?.batched(batched_update_setting()?)),
             IntegratorKind::ParallelBug => {
-                Box::new(parallel_bug::ParallelBug::new(t).batched(batched_update_setting()?))
+                Box::new(parallel_bug::ParallelBug::new(t)?.batched(batched_update_setting()?))
             }
             IntegratorKind::Lora => Box::new(lora::Lora),
             IntegratorKind::Dense => return Ok(None),

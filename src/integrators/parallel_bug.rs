@@ -48,9 +48,10 @@ pub struct ParallelBug {
 }
 
 impl ParallelBug {
-    /// Parallel BUG with the given truncation.
-    pub fn new(truncation: TruncationConfig) -> Self {
-        Self { truncation, batched: None }
+    /// Parallel BUG with the given truncation; rejects an invalid one ([`TruncationConfig::validate`]).
+    pub fn new(truncation: TruncationConfig) -> Result<Self> {
+        truncation.validate()?;
+        Ok(Self { truncation, batched: None })
     }
 
     /// Sets [`Self::batched`] (`None`: on a GPU with an f32 backend only).

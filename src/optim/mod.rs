@@ -417,6 +417,107 @@ mod tests {
         assert_eq!(state.moment_1.unwrap().dims(), [8, 5]);
     }
 
+    /// The columns sign·e_i of I_k for each (i, sign) in `idx`.
+    fn unit_columns(k: usize, idx: &[(usize, f64)]) -> Tensor<B, 2> {
+        let d = faer::Mat::from_fn(k, idx.len(), |i, j| if i == idx[j].0 { idx[j].1 } else { 0.0 });
+        from_faer(d.as_ref(), &Default::default())
+    }
+
+    fn matrix(rows: &[&[f64]]) -> Tensor<B, 2> {
+        let d = faer::Mat::from_fn(rows.len(), rows[0].len(), |i, j| rows[i][j]);
+        from_faer(d.as_ref(), &Default::default())
+    }
+
+    fn values(t: Tensor<B, 2>) -> Vec<f64> {
+        t.into_data().to_vec::<f64>().unwrap()
+    }
+
+    #[test]
+    fn first_moment_keeps_its_ambient_value_under_rotations_of_both_bases() {
+        // An S slot: rows in U, columns in V. Each new basis is the old one rotated by an
+        // orthogonal Q and extended by fresh directions E ⊥ span(old): [B_old Q | E]. Then
+        // U_new M′ V_newᵀ = U_old M V_oldᵀ, and M′ is zero on the fresh rows and columns.
+        let (n, m, ru, rv, eu, ev) = (20, 15, 3, 4, 2, 3);
+        let (u_old, v_old) = (orthonormal(n, ru, 20), orthonormal(m, rv, 21));
+        let extend = |old: &Tensor<B, 2>, q: Tensor<B, 2>, e: Tensor<B, 2>| {
+            let [rows, r] = old.dims();
+            let fresh = crate::linalg::orth(&Tensor::cat(vec![old.clone(), e], 1));
+            let width = fresh.dims()[1];
+            Tensor::cat(vec![old.clone().matmul(q), fresh.slice([0..rows, r..width])], 1)
+        };
+        let u_new = extend(&u_old, orthonormal(ru, ru, 22), orthonormal(n, eu, 23));
+        let v_new = extend(&v_old, orthonormal(rv, rv, 24), orthonormal(m, ev, 25));
+        let mut rng = StdRng::seed_from_u64(26);
+        let m1: Tensor<B, 2> =
+            from_faer(crate::linalg::qr::tests::gaussian(ru, rv, &mut rng).as_ref(), &Default::default());
+        let slot = Slot {
+            state: Some(State {
+                time: 5,
+                moment_1: Some(m1.clone()),
+                moment_2: Some(m1.clone() * m1.clone()),
+            }),
+            left: Some(u_old.clone()),
+            right: Some(v_old.clone()),
+        };
+        let (state, fresh) = transport(slot.state.clone().unwrap(), &slot, Bases::both(&u_new, &v_new));
+        let new_m1 = state.moment_1.unwrap();
+        assert_eq!(new_m1.dims(), [ru + eu, rv + ev]);
+        let ambient = |u: &Tensor<B, 2>, m: Tensor<B, 2>, v: &Tensor<B, 2>| {
+            u.clone().matmul(m).matmul(v.clone().transpose())
+        };
+        let kept =
+            (ambient(&u_old, m1, &v_old) - ambient(&u_new, new_m1.clone(), &v_new)).abs().max().into_scalar();
+        assert!(kept < 1e-12, "U_new M′ V_newᵀ differs from U_old M V_oldᵀ by {kept:e}");
+        let small = |t: Tensor<B, 2>| t.abs().max().into_scalar() < 1e-12;
+        assert!(small(new_m1.clone().slice([ru..ru + eu, 0..rv + ev])), "history on fresh rows");
+        assert!(small(new_m1.slice([0..ru + eu, rv..rv + ev])), "history on fresh columns");
+        // Fresh fraction 1 − κ_left,i κ_right,j: 0 on the rotated block, 1 wherever a side is fresh.
+        let fresh = fresh.expect("the bases changed");
+        assert!(small(fresh.clone().slice([0..ru, 0..rv])));
+        assert!(small(fresh.clone().slice([ru..ru + eu, 0..rv + ev]).sub_scalar(1.0)));
+        assert!(small(fresh.slice([0..ru + eu, rv..rv + ev]).sub_scalar(1.0)));
+
+        // Through a momentum step with g = 0 the transported velocity is all that moves x:
+        // U_new (x − x1) V_newᵀ = λβ U_old M V_oldᵀ.
+        let (lr, beta) = (0.5, 0.9);
+        let opt = Optimizer::new(OptimizerConfig::Momentum { beta }, lr).unwrap();
+        let mut slot = Slot { state: Some(State { moment_2: None, ..slot.state.unwrap() }), ..slot };
+        let m1 = slot.state.as_ref().unwrap().moment_1.clone().unwrap();
+        let x = Tensor::<B, 2>::zeros([ru + eu, rv + ev], &Default::default());
+        let x1 = opt.step(x.clone(), x.clone(), &mut slot, Bases::both(&u_new, &v_new));
+        let moved = ambient(&u_new, x - x1, &v_new) - ambient(&u_old, m1, &v_old).mul_scalar(lr * beta);
+        assert!(moved.abs().max().into_scalar() < 1e-12, "the velocity was not carried");
+    }
+
+    #[test]
+    fn second_moment_is_permuted_exactly_by_signed_permutation_bases() {
+        // Coordinate bases: U_old = (e0, e1, e2), U_new = (−e2, e0, e1, e4); V_old = (e1, e3),
+        // V_new = (e3, −e1, e0). T = B_oldᵀ B_new is a signed permutation padded with zeros, so
+        // every transported entry is one old entry (the sign squared away for v), exactly.
+        let u_old = unit_columns(6, &[(0, 1.0), (1, 1.0), (2, 1.0)]);
+        let u_new = unit_columns(6, &[(2, -1.0), (0, 1.0), (1, 1.0), (4, 1.0)]);
+        let v_old = unit_columns(5, &[(1, 1.0), (3, 1.0)]);
+        let v_new = unit_columns(5, &[(3, 1.0), (1, -1.0), (0, 1.0)]);
+        let m1 = matrix(&[&[1.0, -2.0], &[3.0, 4.0], &[-5.0, 6.0]]);
+        let m2 = matrix(&[&[1.0, 4.0], &[9.0, 16.0], &[25.0, 36.0]]);
+        let slot = Slot {
+            state: Some(State { time: 7, moment_1: Some(m1), moment_2: Some(m2) }),
+            left: Some(u_old),
+            right: Some(v_old),
+        };
+        let (state, fresh) = transport(slot.state.clone().unwrap(), &slot, Bases::both(&u_new, &v_new));
+        #[rustfmt::skip]
+        let want_v = [36.0, 25.0, 0.0,   4.0, 1.0, 0.0,   16.0, 9.0, 0.0,   0.0, 0.0, 0.0];
+        assert_eq!(values(state.moment_2.unwrap()), want_v, "second moment");
+        #[rustfmt::skip]
+        let want_m = [-6.0, -5.0, 0.0,   -2.0, -1.0, 0.0,   4.0, -3.0, 0.0,   0.0, 0.0, 0.0];
+        assert_eq!(values(state.moment_1.unwrap()), want_m, "first moment");
+        #[rustfmt::skip]
+        let want_fresh = [0.0, 0.0, 1.0,   0.0, 0.0, 1.0,   0.0, 0.0, 1.0,   1.0, 1.0, 1.0];
+        assert_eq!(values(fresh.unwrap()), want_fresh, "fresh fraction");
+        assert_eq!(state.time, 7);
+    }
+
     #[test]
     fn validate_names_the_field() {
         let err = OptimizerConfig::Momentum { beta: 1.5 }.validate().unwrap_err();

@@ -139,3 +139,13 @@ pub fn tiny_backbone_files(dir: &std::path::Path) -> std::path::PathBuf {
     std::fs::write(dir.join("config.json"), config.to_json()).unwrap();
     weights
 }
+
+/// X − Q Qᵀ X: the part of X outside span(Q) (Q orthonormal).
+pub fn outside_span(Q: &T2, X: &T2) -> T2 {
+    X.clone() - Q.clone().matmul(Q.clone().transpose().matmul(X.clone()))
+}
+
+/// A bias vector from its entries.
+pub fn vector(values: &[f64]) -> Tensor<B, 1> {
+    Tensor::from_data(values, &Default::default())
+}
