@@ -106,7 +106,7 @@ pub fn load<B: Backend>(
     let config = FinetuneConfig::from_toml(text, &path.join("<metadata.config>"))?;
     let epoch = meta_field(&meta, path, "epoch")?;
     let b = &config.backbone;
-    let backbone = ViT::<B>::load(&b.weights(), b.config_json(), device).map_err(|e| match e {
+    let backbone = ViT::<B>::load(b.weights(), b.config_json(), device).map_err(|e| match e {
         // The stored paths are as the fine-tuning run was given them.
         Error::Io { path: missing, source } if source.kind() == std::io::ErrorKind::NotFound => Error::bad_file(
             path,
