@@ -279,6 +279,10 @@ pub fn export(path: &Path, out: Option<PathBuf>, format: ExportFormat, dtype: Fi
         let b = &config.backbone;
         if let Some(names) = names {
             let out = out.unwrap_or_else(|| path.with_file_name("peft"));
+            folder_out(
+                &out,
+                "the peft export writes adapter_model.safetensors and adapter_config.json into it",
+            )?;
             for file in [peft::WEIGHTS, peft::CONFIG] {
                 check_not_input(&out.join(file), "--out", &[path, &b.weights(), &b.config_json()])?;
             }
@@ -289,11 +293,9 @@ pub fn export(path: &Path, out: Option<PathBuf>, format: ExportFormat, dtype: Fi
             return Ok(out);
         }
         let out = out.unwrap_or_else(|| path.with_file_name("merged"));
-        if out.extension().is_some_and(|e| e == "safetensors") || out.is_file() {
-            let expected = "a folder: the merged export writes model.safetensors and config.json into it, \
-                            as transformers' from_pretrained reads them";
-            return Err(Error::config("--out", out.display(), expected));
-        }
+        let what = "the merged export writes model.safetensors and config.json into it, as transformers' \
+                    from_pretrained reads them";
+        folder_out(&out, what)?;
         for file in [adapters::MERGED_WEIGHTS, "config.json"] {
             check_not_input(&out.join(file), "--out", &[path, &b.weights(), &b.config_json()])?;
         }
@@ -310,10 +312,23 @@ pub fn export(path: &Path, out: Option<PathBuf>, format: ExportFormat, dtype: Fi
         return Err(Error::Unsupported(what));
     }
     let out = out.unwrap_or_else(|| path.with_file_name("dense.safetensors"));
+    if out.is_dir() {
+        let expected = "a file: a network trained from scratch exports one safetensors file";
+        return Err(Error::config("--out", out.display(), expected));
+    }
     check_not_input(&out, "--out", &[path])?;
     create_parent(&out)?;
     export_dense(&out, &model, &state, dtype)?;
     Ok(out)
+}
+
+/// Refuses an `--out` of a folder export that names a file (an existing one, or a
+/// `.safetensors` name); `what` says what goes into the folder.
+fn folder_out(out: &Path, what: &str) -> Result<()> {
+    if out.extension().is_some_and(|e| e == "safetensors") || out.is_file() {
+        return Err(Error::config("--out", out.display(), &format!("a folder: {what}")));
+    }
+    Ok(())
 }
 
 /// Creates the folder a file is written into, as the peft export creates its own.

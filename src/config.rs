@@ -118,7 +118,8 @@ fn default_gain() -> f64 {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IntegratorConfig {
-    /// Which method (`abc_psi`, `bc_psi`, `psi`, `bug`, `parallel_bug`, `lora`, `dense`).
+    /// Which method (`abc_psi`, `abc_psi_one_pass`, `bc_psi`, `psi`, `bug`, `parallel_bug`,
+    /// `lora`, `dense`).
     pub method: IntegratorKind,
     /// ϑ, the truncation tolerance of the rank-adaptive methods (relative unless `absolute`).
     #[serde(default = "default_tol")]

@@ -114,7 +114,10 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
         return Err(Error::io(&tmp, e));
     }
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(path, e)
+    })
 }
 
 fn tmp_path(path: &Path) -> PathBuf {
@@ -127,7 +130,7 @@ fn tmp_path(path: &Path) -> PathBuf {
 /// system's "Is a directory").
 fn not_a_folder(path: &Path) -> Result<()> {
     if path.is_dir() {
-        let got = "a folder (a run's checkpoint is its checkpoint.safetensors)";
+        let got = "a folder (name the .safetensors file in it: a run's checkpoint.safetensors, a backbone's model.safetensors)";
         return Err(Error::bad_file(path, "file", "a safetensors file", got));
     }
     Ok(())

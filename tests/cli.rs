@@ -225,6 +225,14 @@ fn overrides_are_checked_like_config_keys() {
     assert!(err.contains("integrator.tol") && err.contains("1.5"), "{err}");
     let err = fails(&["train", config, "--epochs", "0"]);
     assert!(err.contains("train.epochs"), "{err}");
+    // --test-fraction splits an image folder: a built-in data set has none, and a value out of
+    // range is named like its key.
+    let err = fails(&["train", config, "--test-fraction", "0.2"]);
+    assert!(err.contains("--test-fraction") && err.contains("--data DIR"), "{err}");
+    let err = fails(&["train", config, "--data", "some/folder", "--test-fraction", "1.5"]);
+    assert!(err.contains("train.dataset.test_fraction") && err.contains("1.5"), "{err}");
+    let out = dlrt(&["train", config, "--dataset", "mnist", "--test-fraction", "0.2"]);
+    assert_eq!(out.status.code(), Some(2), "a usage error: {}", String::from_utf8_lossy(&out.stderr));
     // Counts a config file could not hold (TOML integers are i64) are refused before any work.
     let huge = "9223372036854775808";
     for flag in ["--epochs", "--max-batches", "--rank-bucket"] {
@@ -424,7 +432,7 @@ fn errors_are_one_clear_message_without_a_backtrace() {
     let toml = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/mnist_abc_psi.toml");
     let cases = [
         (missing.to_str().unwrap(), "No such file"),
-        (tmp.path().to_str().unwrap(), "a folder (a run's checkpoint is its checkpoint.safetensors)"),
+        (tmp.path().to_str().unwrap(), "a folder (name the .safetensors file in it"),
         (toml, "not a safetensors file"),
     ];
     for (path, expected) in cases {

@@ -167,7 +167,7 @@ fn a_config_without_weights_takes_the_backbone_of_the_data_folder() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    // The run stores the backbone it used, so eval and export find it from anywhere.
+    // The run stores the backbone it used (here an absolute path), for eval and export.
     let stored = FinetuneConfig::load(&run_dir.join("config.toml")).unwrap();
     assert_eq!(stored.backbone.weights, Some(weights));
 }
@@ -278,6 +278,10 @@ fn cli_finetune_eval_export() {
         (
             vec!["export", ck, "--out", merged_file.to_str().unwrap()],
             "writes model.safetensors and config.json",
+        ),
+        (
+            vec!["export", ck, "--format", "peft", "--out", merged_file.to_str().unwrap()],
+            "adapter_config.json into it",
         ),
         (vec!["predict", ck, img, "--out", ck], "which this command reads"),
         (vec!["predict", ck, img, "--out", img], "which this command reads"),

