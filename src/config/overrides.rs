@@ -60,8 +60,8 @@ pub struct Overrides {
 /// Overrides of `dlrt finetune`: the shared ones and those of the backbone and the subsets.
 #[derive(Clone, Debug, Default, PartialEq, clap::Args)]
 pub struct FinetuneOverrides {
-    /// Override backbone.weights (HF safetensors; config.json next to it unless the config
-    /// names one).
+    /// Override backbone.weights (HF model.safetensors, or its folder; config.json next to it
+    /// unless the config names one).
     #[arg(long)]
     pub backbone: Option<PathBuf>,
     /// Override backbone.rank (r0).
