@@ -34,7 +34,7 @@ fn trainer<A: AutodiffBackend>(batched: bool, one_pass: bool, opt: &Optimizer) -
     let truncation = TruncationConfig::relative(0.05).with_bounds(1, Some(8));
     let integ = AbcPsi::new(truncation).unwrap().batched(Some(batched));
     let integ = if one_pass { integ.one_pass() } else { integ };
-    Trainer::from_integrator(Some(Box::new(integ)), opt.clone())
+    Trainer::from_integrator(Some(Box::new(integ)), opt.clone()).unwrap()
 }
 
 /// An MLP `widths` with every layer but the output low-rank, inputs and labels.
@@ -225,13 +225,13 @@ fn an_ill_conditioned_remainder_is_augmented_batched_in_f32_with_one_more_read()
 fn parallel_bug<A: AutodiffBackend>(batched: bool, opt: &Optimizer) -> Trainer<A> {
     let truncation = TruncationConfig::relative(0.05).with_bounds(1, Some(8));
     let integ = ParallelBug::new(truncation).unwrap().batched(Some(batched));
-    Trainer::from_integrator(Some(Box::new(integ)), opt.clone())
+    Trainer::from_integrator(Some(Box::new(integ)), opt.clone()).unwrap()
 }
 
 fn bug<A: AutodiffBackend>(batched: bool, opt: &Optimizer) -> Trainer<A> {
     let truncation = TruncationConfig::relative(0.05).with_bounds(1, Some(8));
     let integ = Bug::new(truncation).unwrap().batched(Some(batched));
-    Trainer::from_integrator(Some(Box::new(integ)), opt.clone())
+    Trainer::from_integrator(Some(Box::new(integ)), opt.clone()).unwrap()
 }
 
 /// [`batched_equals_per_layer_in_f64`], and in f32 as many reads with one low-rank layer as
@@ -265,11 +265,11 @@ fn bug_batched_equals_per_layer_in_f64_and_reads_do_not_grow_with_the_layers() {
 }
 
 fn psi<A: AutodiffBackend>(batched: bool, opt: &Optimizer) -> Trainer<A> {
-    Trainer::from_integrator(Some(Box::new(Psi::default().batched(Some(batched)))), opt.clone())
+    Trainer::from_integrator(Some(Box::new(Psi::default().batched(Some(batched)))), opt.clone()).unwrap()
 }
 
 fn bc_psi<A: AutodiffBackend>(batched: bool, opt: &Optimizer) -> Trainer<A> {
-    Trainer::from_integrator(Some(Box::new(BcPsi::default().batched(Some(batched)))), opt.clone())
+    Trainer::from_integrator(Some(Box::new(BcPsi::default().batched(Some(batched)))), opt.clone()).unwrap()
 }
 
 #[test]

@@ -32,7 +32,7 @@ fn build(kind: IntegratorKind, truncation: TruncationConfig) -> Trainer<B> {
 
 /// A trainer for a configured abc-PSI.
 fn abc_psi(integ: AbcPsi) -> Trainer<B> {
-    Trainer::from_integrator(Some(Box::new(integ)), Optimizer::sgd(1.0))
+    Trainer::from_integrator(Some(Box::new(integ)), Optimizer::sgd(1.0)).unwrap()
 }
 
 /// Runs pass `i` of a step on the least-squares loss ½‖W − A‖².

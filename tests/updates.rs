@@ -426,3 +426,18 @@ fn adaptive_constructors_reject_an_invalid_truncation() {
     }
     assert!(abc_psi::AbcPsi::new(TruncationConfig::default()).is_ok());
 }
+
+#[test]
+fn a_trainer_rejects_an_invalid_optimizer() {
+    use dlrt::optim::OptimizerConfig;
+    // Optimizer's fields are public and `Optimizer::sgd` checks nothing: the trainer checks.
+    let zero_eps = OptimizerConfig::Adam { beta1: 0.9, beta2: 0.999, eps: 0.0, weight_decay: 0.0 };
+    let bad = [Optimizer::sgd(0.0), Optimizer::sgd(f64::NAN), Optimizer { config: zero_eps, lr: 1e-3 }];
+    for opt in bad {
+        let err =
+            Trainer::<B>::new(AbcPsi, &TruncationConfig::default(), opt.clone()).map(|_| ()).unwrap_err();
+        assert!(err.to_string().contains("lr") || err.to_string().contains("eps"), "{opt:?}: {err}");
+        assert!(Trainer::<B>::from_integrator(None, opt).is_err());
+    }
+    assert!(Trainer::<B>::new(AbcPsi, &TruncationConfig::default(), Optimizer::sgd(0.01)).is_ok());
+}

@@ -210,11 +210,19 @@ impl Optimizer {
 
     /// An optimizer from its config; validates it and λ.
     pub fn new(config: OptimizerConfig, lr: LearningRate) -> Result<Self> {
-        config.validate()?;
-        if !(lr > 0.0 && lr.is_finite()) {
-            return Err(Error::config("lr", lr, "a finite learning rate > 0"));
+        let opt = Self { config, lr };
+        opt.validate()?;
+        Ok(opt)
+    }
+
+    /// Checks the rule's hyper-parameters and λ (the fields are public; [`Optimizer::sgd`]
+    /// checks nothing).
+    pub fn validate(&self) -> Result<()> {
+        self.config.validate()?;
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return Err(Error::config("lr", self.lr, "a finite learning rate > 0"));
         }
-        Ok(Self { config, lr })
+        Ok(())
     }
 
     /// One step of parameter `x` with gradient `g`, which live in `bases`; returns the new `x`.

@@ -86,18 +86,19 @@ pub struct Trainer<B: AutodiffBackend> {
 impl<B: AutodiffBackend> Trainer<B> {
     /// A trainer for `kind` with the truncation rule of the rank-adaptive methods.
     pub fn new(kind: IntegratorKind, truncation: &TruncationConfig, opt: Optimizer) -> Result<Self> {
-        Ok(Self::from_integrator(kind.build(truncation)?, opt))
+        Self::from_integrator(kind.build(truncation)?, opt)
     }
 
-    /// A trainer for a given integrator (`None`: dense training).
-    pub fn from_integrator(integrator: Option<Box<dyn Integrator<B>>>, opt: Optimizer) -> Self {
-        Self {
+    /// A trainer for a given integrator (`None`: dense training); checks the optimizer.
+    pub fn from_integrator(integrator: Option<Box<dyn Integrator<B>>>, opt: Optimizer) -> Result<Self> {
+        opt.validate()?;
+        Ok(Self {
             integrator,
             opt,
             state: TrainState::default(),
             counters: CounterSnapshot::default(),
             rank_bucket: NonZeroUsize::MIN,
-        }
+        })
     }
 
     /// Continues from a checkpoint's state and counters.
