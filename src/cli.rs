@@ -210,10 +210,20 @@ macro_rules! with_backend {
     };
 }
 
+/// A clap value parser for a checkpoint argument: a run folder stands for its
+/// checkpoint.safetensors (`--resume` takes the folder too); anything else is taken as given.
+pub fn checkpoint_arg(s: &str) -> std::result::Result<PathBuf, String> {
+    let path = PathBuf::from(s);
+    let in_folder = crate::train::fit::checkpoint_path(&path);
+    Ok(if path.is_dir() && in_folder.is_file() { in_folder } else { path })
+}
+
 /// Arguments of `dlrt eval`.
 #[derive(Debug, clap::Args)]
 pub struct EvalArgs {
-    /// A checkpoint.safetensors written by `dlrt train` or `dlrt finetune`.
+    /// A checkpoint.safetensors written by `dlrt train` or `dlrt finetune`, or the run folder
+    /// holding it.
+    #[arg(value_parser = checkpoint_arg)]
     pub checkpoint: PathBuf,
     /// Where data sets are (default: $DLRT_DATA or ./data).
     #[arg(long)]
@@ -223,7 +233,9 @@ pub struct EvalArgs {
 /// Arguments of `dlrt export`.
 #[derive(Debug, clap::Args)]
 pub struct ExportArgs {
-    /// A checkpoint.safetensors written by `dlrt train` or `dlrt finetune`.
+    /// A checkpoint.safetensors written by `dlrt train` or `dlrt finetune`, or the run folder
+    /// holding it.
+    #[arg(value_parser = checkpoint_arg)]
     pub checkpoint: PathBuf,
     /// Where to write, next to the checkpoint unless given: for `train` checkpoints a file
     /// (default: dense.safetensors); for `finetune` checkpoints a folder, created if missing
@@ -245,7 +257,9 @@ pub struct ExportArgs {
 /// Arguments of `dlrt predict`.
 #[derive(Debug, clap::Args)]
 pub struct PredictArgs {
-    /// A checkpoint.safetensors written by `dlrt finetune` or `dlrt train`.
+    /// A checkpoint.safetensors written by `dlrt finetune` or `dlrt train`, or the run folder
+    /// holding it.
+    #[arg(value_parser = checkpoint_arg)]
     pub checkpoint: PathBuf,
     /// PNG or JPEG files.
     #[arg(required = true)]

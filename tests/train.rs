@@ -161,6 +161,9 @@ fn cli_train_eval_export_and_nan_loss() {
     let ckpt = out_dir.join("checkpoint.safetensors");
     let r = dlrt(&["eval", ckpt.to_str().unwrap()]);
     assert!(r.status.success() && String::from_utf8_lossy(&r.stdout).contains("test accuracy"));
+    // The run folder stands for its checkpoint.
+    let by_folder = dlrt(&["eval", out_dir.to_str().unwrap()]);
+    assert_eq!(String::from_utf8_lossy(&by_folder.stdout), String::from_utf8_lossy(&r.stdout));
     // The export creates the folder it is written into.
     let dense = tmp.path().join("exports").join("dense.safetensors");
     let r = dlrt(&["export", ckpt.to_str().unwrap(), "--out", dense.to_str().unwrap()]);
