@@ -98,8 +98,6 @@ fn take<B: Backend, const D: usize>(
     Ok(Tensor::from_data(TensorData::new(values, got), device))
 }
 
-const ROLES: [&str; 6] = ["k", "l", "s", "u", "v", "bias"];
-
 fn factor_slots<B: Backend>(s: &FactorSlots<B>) -> [(&'static str, &Slot<B>); 6] {
     [("k", &s.k), ("l", &s.l), ("s", &s.s), ("u", &s.u), ("v", &s.v), ("bias", &s.bias)]
 }
@@ -121,24 +119,98 @@ fn put_slot<B: Backend>(
     }
 }
 
+/// The shapes a slot's tensors must have: the parameter's `[rows, cols]` in ambient
+/// coordinates, and the row count of each basis its state may be recorded in (`None`: it has
+/// none). A moment has the basis' width in place of a dimension that has a basis.
+#[derive(Clone, Copy)]
+struct SlotShape {
+    param: [usize; 2],
+    left_rows: Option<usize>,
+    right_rows: Option<usize>,
+}
+
 fn get_slot<B: Backend>(
     prefix: &str,
+    shape: SlotShape,
     tensors: &mut TensorMap,
     times: &BTreeMap<String, usize>,
     path: &Path,
     device: &B::Device,
 ) -> Result<Slot<B>> {
     let Some(&time) = times.get(prefix) else { return Ok(Slot::default()) };
-    let mut part = |p: &str| -> Result<Option<Tensor<B, 2>>> {
+    let mut part = |p: &str, rows: Option<usize>| -> Result<Option<Tensor<B, 2>>> {
         let name = format!("{prefix}.{p}");
-        if tensors.contains_key(&name) {
-            take(tensors, path, &name, None, device).map(Some)
-        } else {
-            Ok(None)
+        if !tensors.contains_key(&name) {
+            return Ok(None);
+        }
+        let Some(rows) = rows else {
+            return Err(Error::bad_file(path, name, "no such basis for this parameter", "a tensor"));
+        };
+        let t: Tensor<B, 2> = take(tensors, path, &name, None, device)?;
+        let [n, r] = t.dims();
+        if n != rows || r == 0 || r > rows {
+            return Err(Error::bad_file(
+                path,
+                name,
+                format!("shape [{rows}, r], 1 ≤ r ≤ {rows}"),
+                format!("{:?}", [n, r]),
+            ));
+        }
+        Ok(Some(t))
+    };
+    let left = part("left", shape.left_rows)?;
+    let right = part("right", shape.right_rows)?;
+    let width =
+        |basis: &Option<Tensor<B, 2>>, ambient: usize| basis.as_ref().map_or(ambient, |b| b.dims()[1]);
+    let moment = [width(&left, shape.param[0]), width(&right, shape.param[1])];
+    let mut moment_part = |p: &str| -> Result<Option<Tensor<B, 2>>> {
+        let name = format!("{prefix}.{p}");
+        match tensors.contains_key(&name) {
+            true => take(tensors, path, &name, Some(moment), device).map(Some),
+            false => Ok(None),
         }
     };
-    let (moment_1, moment_2) = (part("m1")?, part("m2")?);
-    Ok(Slot { state: Some(State { time, moment_1, moment_2 }), left: part("left")?, right: part("right")? })
+    let (moment_1, moment_2) = (moment_part("m1")?, moment_part("m2")?);
+    Ok(Slot { state: Some(State { time, moment_1, moment_2 }), left, right })
+}
+
+/// The optimizer state of a low-rank layer with n×r `u` and m×r `v` (module docs of
+/// [`crate::optim`]: K in V, L in U, S in both).
+fn get_factor_slots<B: Backend>(
+    prefix: &str,
+    [n, m, r]: [usize; 3],
+    tensors: &mut TensorMap,
+    times: &BTreeMap<String, usize>,
+    path: &Path,
+    device: &B::Device,
+) -> Result<FactorSlots<B>> {
+    let shape = |param, left_rows, right_rows| SlotShape { param, left_rows, right_rows };
+    let mut get =
+        |role: &str, s: SlotShape| get_slot(&format!("{prefix}.opt.{role}"), s, tensors, times, path, device);
+    Ok(FactorSlots {
+        k: get("k", shape([n, r], None, Some(m)))?,
+        l: get("l", shape([m, r], None, Some(n)))?,
+        s: get("s", shape([r, r], Some(n), Some(m)))?,
+        u: get("u", shape([n, r], None, None))?,
+        v: get("v", shape([m, r], None, None))?,
+        bias: get("bias", shape([1, m], None, None))?,
+    })
+}
+
+/// The optimizer state of a dense n×m layer and its bias.
+fn get_dense_slots<B: Backend>(
+    prefix: &str,
+    [n, m]: [usize; 2],
+    tensors: &mut TensorMap,
+    times: &BTreeMap<String, usize>,
+    path: &Path,
+    device: &B::Device,
+) -> Result<DenseSlots<B>> {
+    let ambient = |param| SlotShape { param, left_rows: None, right_rows: None };
+    Ok(DenseSlots {
+        weight: get_slot(&format!("{prefix}.opt.weight"), ambient([n, m]), tensors, times, path, device)?,
+        bias: get_slot(&format!("{prefix}.opt.bias"), ambient([1, m]), tensors, times, path, device)?,
+    })
 }
 
 /// Saves the network, its optimizer state (`train`, in the network's layer order) and the run
@@ -352,10 +424,13 @@ pub fn load<B: Backend>(path: &Path, device: &B::Device) -> Result<(Net<B>, Trai
     // Checkpoints of a built-in data set written before `inputs` and `labels` were stored.
     let (inputs, labels) = match (meta.contains_key("inputs"), &config.train.dataset) {
         (false, DatasetSource::Named(d)) => {
-            (d.features(), d.class_names().iter().map(|c| c.to_string()).collect())
+            (d.features(), d.class_names().iter().map(|c| c.to_string()).collect::<Vec<String>>())
         }
         _ => (meta_field(&meta, path, "inputs")?, meta_json(&meta, path, "labels")?),
     };
+    if labels.is_empty() {
+        return Err(Error::bad_file(path, "metadata.labels", "at least one class name", "[]"));
+    }
     // Checkpoints written before `image` was stored: a built-in data set's images are 1×28×28,
     // and only the MLP (which flattens its input) existed.
     let image = match (meta.contains_key("image"), &config.train.dataset) {
@@ -413,20 +488,13 @@ pub fn load<B: Backend>(path: &Path, device: &B::Device) -> Result<(Net<B>, Trai
             let s = take(&mut tensors, path, &format!("{p}.s"), Some([r, r]), device)?;
             let v = take(&mut tensors, path, &format!("{p}.v"), Some([m, r]), device)?;
             let layer = LowRankLinear::from_factors(u, s, v, bias)?;
-            let mut slots = Vec::new();
-            for role in ROLES {
-                slots.push(get_slot(&format!("{p}.opt.{role}"), &mut tensors, &times, path, device)?);
-            }
-            let [k, l, s, u, v, b]: [Slot<B>; 6] = slots.try_into().expect("six roles");
-            let slots = FactorSlots { k, l, s, u, v, bias: b };
+            let slots = get_factor_slots(&p, [n, m, r], &mut tensors, &times, path, device)?;
             train.low_rank.push(LayerState { slots, pending: None });
             layers.push(Layer::LowRank(layer));
         } else {
             let w = take(&mut tensors, path, &format!("{p}.weight"), Some([n, m]), device)?;
             let layer = DenseLinear::from_weights(w, bias)?;
-            let weight = get_slot(&format!("{p}.opt.weight"), &mut tensors, &times, path, device)?;
-            let bias = get_slot(&format!("{p}.opt.bias"), &mut tensors, &times, path, device)?;
-            train.dense.push(DenseSlots { weight, bias });
+            train.dense.push(get_dense_slots(&p, [n, m], &mut tensors, &times, path, device)?);
             layers.push(Layer::Dense(layer));
         }
     }

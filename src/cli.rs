@@ -169,7 +169,18 @@ pub enum DeviceArg {
     Cuda,
 }
 
-/// Runs `f`, turning a panic of the CUDA runtime (no driver, no device) into an error.
+/// How benchmark headers name the device.
+impl std::fmt::Display for DeviceArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceArg::Cpu => write!(f, "cpu (Burn flex, {} threads)", rayon::current_num_threads()),
+            DeviceArg::Cuda => write!(f, "cuda (Burn CUDA, GPU 0)"),
+        }
+    }
+}
+
+/// Runs `f`, turning a panic of the CUDA runtime (no driver, no device, a failed kernel) into an
+/// error; the panic's own message says which.
 #[cfg(feature = "cuda")]
 fn cuda_guard<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
@@ -178,7 +189,7 @@ fn cuda_guard<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
             .cloned()
             .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
             .unwrap_or_else(|| "the CUDA runtime panicked".into());
-        Err(Error::Device(format!("--device cuda: no usable CUDA device ({why})")))
+        Err(Error::Device(format!("--device cuda: the CUDA runtime failed (no usable device?): {why}")))
     })
 }
 

@@ -395,6 +395,13 @@ impl RunConfig {
                 "no hidden widths with kind = \"lenet5\" (its layers are fixed: conv 20, conv 50, 500)",
             ));
         }
+        if m.kind == ModelKind::LeNet5 && m.init != Init::He {
+            return Err(Error::config(
+                "model.init",
+                "\"reference\"",
+                "\"he\" with kind = \"lenet5\" (the authors' initialisation is the MLP's)",
+            ));
+        }
         if m.rank == 0 {
             return Err(Error::config("model.rank", m.rank, "an initial rank ≥ 1"));
         }

@@ -95,6 +95,27 @@ fn checkpoint_round_trip_and_bad_checkpoints() {
     dlrt::io::write_safetensors(&bad, &tensors, meta.clone()).unwrap();
     let err = checkpoint::load::<TrainBackend>(&bad, &Default::default()).unwrap_err().to_string();
     assert!(err.contains("bad.safetensors") && err.contains("layers.0.v") && err.contains("500"), "{err}");
+    // Optimizer state that does not fit its layer (a moment of another shape, a basis of another
+    // height, a basis the parameter has none of) is an error, not a panic at the next step.
+    let (good, _) = dlrt::io::read_safetensors(&path).unwrap();
+    let [_, width] = <[usize; 2]>::try_from(good["layers.0.opt.k.right"].0.clone()).unwrap();
+    for (name, shape) in [
+        ("layers.0.opt.s.m2", [1, 1]),
+        ("layers.0.opt.k.m1", [500, width + 1]),
+        ("layers.0.opt.k.right", [499, width]),
+        ("layers.0.opt.k.left", [784, width]),
+    ] {
+        let mut tensors = good.clone();
+        tensors.insert(name.into(), (shape.to_vec(), vec![0.0; shape[0] * shape[1]]));
+        dlrt::io::write_safetensors(&bad, &tensors, meta.clone()).unwrap();
+        let err = checkpoint::load::<TrainBackend>(&bad, &Default::default()).unwrap_err().to_string();
+        assert!(err.contains("bad.safetensors") && err.contains(name), "{name}: {err}");
+    }
+    let mut no_labels = meta.clone();
+    no_labels.insert("labels".into(), "[]".into());
+    dlrt::io::write_safetensors(&bad, &good, no_labels).unwrap();
+    let err = checkpoint::load::<TrainBackend>(&bad, &Default::default()).unwrap_err().to_string();
+    assert!(err.contains("metadata.labels") && err.contains("at least one class"), "{err}");
     // A file of another kind is named as what it is.
     let other = |format: Option<&str>| {
         let mut meta = meta.clone();

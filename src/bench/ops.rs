@@ -193,12 +193,12 @@ pub fn write_ops_table(
     out: &mut impl Write,
     args: &OpsBenchArgs,
     rows: &[OpTime],
-    device: impl std::fmt::Debug,
+    device: impl std::fmt::Display,
 ) -> Result<()> {
     let io = Error::Output;
     writeln!(
         out,
-        "{} block operations, {} px, batch {}, r = {}, {} backbone; device {device:?}; median of {} runs",
+        "{} block operations, {} px, batch {}, r = {}, {} backbone; device {device}; median of {} runs",
         args.model, args.image, args.batch, args.rank, args.precision, args.steps
     )
     .map_err(io)?;

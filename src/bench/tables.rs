@@ -1,6 +1,6 @@
 //! The tables `dlrt bench` prints, and the parts of them `dlrt bench-vit` shares.
 
-use std::fmt::Debug;
+use std::fmt::Display;
 use std::io::Write;
 
 use super::{peak_memory_mib, setting, MlpBench, ShapeSummary};
@@ -11,7 +11,7 @@ use crate::train::StepTimes;
 use crate::{Error, Result};
 /// `dlrt bench`'s tables: the setting, the matrix-product rate, one row per method, then
 /// where a step's time goes. `device` is shown as it prints with `{:?}`.
-pub fn write_table(out: &mut impl Write, bench: &MlpBench, device: impl Debug) -> Result<()> {
+pub fn write_table(out: &mut impl Write, bench: &MlpBench, device: impl Display) -> Result<()> {
     let io = Error::Output;
     let (rate, batches) = (bench.matmul_gflops, if bench.mnist { "MNIST" } else { "Gaussian" });
     writeln!(
@@ -24,7 +24,7 @@ pub fn write_table(out: &mut impl Write, bench: &MlpBench, device: impl Debug) -
     )
     .map_err(io)?;
     writeln!(out, "matrix-product rate (1024^3 f32): {rate:.1} GFLOP/s").map_err(io)?;
-    writeln!(out, "device: {device:?}").map_err(io)?;
+    writeln!(out, "device: {device}").map_err(io)?;
     writeln!(out, "| method | µs/step | passes | QR | SVD | host reads | host KiB | ranks | MFLOP/step | GFLOP/s | % of matmul rate | vs dense |").map_err(io)?;
     writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|").map_err(io)?;
     let dense = bench.rows.iter().find(|r| r.method == IntegratorKind::Dense).map(|r| r.median_us);
@@ -178,14 +178,14 @@ mod tests {
             options: StepOptions::default(),
         };
         let mut out = Vec::new();
-        write_table(&mut out, &bench, "Cpu").unwrap();
+        write_table(&mut out, &bench, "cpu").unwrap();
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[0],
             "784-500-500-10, batch 64, r0 = 20, tol = 0.01, SGD lr = 0.01; Gaussian batches; median of 3 steps after 1 warm-up"
         );
-        assert_eq!(lines[2], "device: \"Cpu\"");
+        assert_eq!(lines[2], "device: cpu");
         // 4 MFLOP in 2 ms: 2 GFLOP/s, 20 % of 10 GFLOP/s; twice dense's time.
         assert_eq!(
             lines[5],

@@ -7,7 +7,7 @@
 //! with fixed labels: the timing needs the backbone's forward and backward passes and the
 //! integrator's work, not a trained head.
 
-use std::fmt::Debug;
+use std::fmt::Display;
 use std::io::Write;
 use std::time::Instant;
 
@@ -255,12 +255,12 @@ pub fn run_vit<B: AutodiffBackend>(args: &VitBenchArgs, device: &B::Device) -> R
 /// `dlrt bench-vit`'s tables: the setting, one row per method, then where a step's time goes,
 /// what a new shape costs and the process's peak memory (of all methods together). `device` is
 /// shown as it prints with `{:?}`.
-pub fn write_vit_table(out: &mut impl Write, bench: &VitBench, device: impl Debug) -> Result<()> {
+pub fn write_vit_table(out: &mut impl Write, bench: &VitBench, device: impl Display) -> Result<()> {
     let (a, io) = (&bench.args, Error::Output);
     let targets: Vec<&str> = AdapterTarget::DEFAULT.iter().map(|t| t.name()).collect();
     writeln!(
         out,
-        "{} (random weights), {} px, batch {}, adapters on {}, r0 = {}{}, SGD, {} attention, {} backbone; device {device:?}; median of {} steps",
+        "{} (random weights), {} px, batch {}, adapters on {}, r0 = {}{}, SGD, {} attention, {} backbone; device {device}; median of {} steps",
         a.model,
         a.image,
         a.batch,
@@ -335,11 +335,11 @@ mod tests {
     fn the_header_names_the_setting() {
         let bench = VitBench { args: args(), rows: Vec::new() };
         let mut out = Vec::new();
-        write_vit_table(&mut out, &bench, "Cpu").unwrap();
+        write_vit_table(&mut out, &bench, "cpu").unwrap();
         let first = String::from_utf8(out).unwrap().lines().next().unwrap().to_string();
         assert_eq!(
             first,
-            "vit-s14 (random weights), 14 px, batch 1, adapters on query/key/value, r0 = 2, SGD, explicit attention, f32 backbone; device \"Cpu\"; median of 1 steps"
+            "vit-s14 (random weights), 14 px, batch 1, adapters on query/key/value, r0 = 2, SGD, explicit attention, f32 backbone; device cpu; median of 1 steps"
         );
     }
 }

@@ -116,10 +116,11 @@ pub fn load<B: Backend>(
         ),
         other => other,
     })?;
+    backbone.require_rgb(&b.config_json())?;
     let head_w: burn::tensor::Tensor<B, 2> = take(&mut tensors, path, "head.weight", None, device)?;
     let [d, classes] = head_w.dims();
-    if d != backbone.config().hidden_size {
-        let expected = format!("shape [{}, classes]", backbone.config().hidden_size);
+    if d != backbone.config().hidden_size || classes == 0 {
+        let expected = format!("shape [{}, classes ≥ 1]", backbone.config().hidden_size);
         return Err(Error::bad_file(path, "head.weight", expected, format!("{:?}", [d, classes])));
     }
     let head_b = take(&mut tensors, path, "head.bias", Some([classes]), device)?;

@@ -14,11 +14,10 @@ use std::path::Path;
 
 use burn::tensor::backend::Backend;
 
-use super::{factor_slots, get_slot, meta_json, put_slot, to_json, ROLES};
-use crate::integrators::{CounterSnapshot, FactorSlots, IntegratorKind, LayerState, TrainState};
+use super::{factor_slots, get_factor_slots, meta_json, put_slot, to_json};
+use crate::integrators::{CounterSnapshot, IntegratorKind, LayerState, TrainState};
 use crate::io::{read_safetensors, write_safetensors, TensorMap};
 use crate::layers::LowRankLinear;
-use crate::optim::Slot;
 use crate::{Error, Result};
 
 /// The format this code writes and reads.
@@ -89,13 +88,11 @@ pub fn load<B: Backend>(
     }
     let times: BTreeMap<String, usize> = meta_json(&meta, path, "optimizer_steps")?;
     let mut state = TrainState::default();
-    for (name, _) in layers {
-        let slots: Vec<Slot<B>> = ROLES
-            .iter()
-            .map(|role| get_slot(&format!("{name}.opt.{role}"), &mut tensors, &times, path, device))
-            .collect::<Result<_>>()?;
-        let [k, l, s, u, v, bias]: [Slot<B>; 6] = slots.try_into().expect("six roles");
-        state.low_rank.push(LayerState { slots: FactorSlots { k, l, s, u, v, bias }, pending: None });
+    for (name, layer) in layers {
+        let [n, r] = layer.u().dims();
+        let dims = [n, layer.v().dims()[0], r];
+        let slots = get_factor_slots(name, dims, &mut tensors, &times, path, device)?;
+        state.low_rank.push(LayerState { slots, pending: None });
     }
     if let Some(name) = tensors.keys().next() {
         return Err(Error::bad_file(

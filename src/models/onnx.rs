@@ -133,6 +133,11 @@ fn config(t: &TensorMap, model: &ModelProto, grid: usize, path: &Path) -> Result
     };
     let patch = shape("embeddings.patch_embeddings.projection.weight")?.clone(); // [D, C, p, p]
     let fc1 = shape("encoder.layer.0.mlp.fc1.weight")?; // [I, D]
+    if patch.len() != 4 || fc1.len() != 2 {
+        let got = format!("{patch:?} and {fc1:?}");
+        let expected = "a 4-d patch projection [D, C, p, p] and a 2-d fc1 weight [I, D]";
+        return Err(Error::bad_file(path, "embeddings.patch_embeddings.projection.weight", expected, got));
+    }
     let layers = (0..).take_while(|i| t.contains_key(&format!("encoder.layer.{i}.norm1.weight"))).count();
     let d = patch[0];
     let heads = match num_heads(model, d) {

@@ -178,6 +178,15 @@ impl<B: Backend> ViT<B> {
         &self.config
     }
 
+    /// Refuses a backbone for other than 3-channel images: fine-tuning and prediction feed it
+    /// RGB (`config_json` is the file the error names).
+    pub fn require_rgb(&self, config_json: &Path) -> Result<()> {
+        match self.config.num_channels {
+            3 => Ok(()),
+            c => Err(Error::bad_file(config_json, "num_channels", "3 (images are fed as RGB)", c)),
+        }
+    }
+
     /// Computes every block's attention with `kernel` from now on (the default is
     /// [`Attention::Explicit`]); the outputs agree to round-off.
     pub fn set_attention(&mut self, kernel: Attention) {

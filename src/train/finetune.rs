@@ -64,6 +64,7 @@ pub fn finetune<B: AutodiffBackend>(
     let (train, test) = load_data(t, opts)?;
     ensure_backbone(&weights, &opts.data_dir, &mut opts.log())?;
     let backbone = ViT::<B>::load(&weights, b.config_json(), device)?;
+    backbone.require_rgb(&b.config_json())?;
     let patch = backbone.config().patch_size;
     if b.image < patch {
         return Err(Error::config("backbone.image", b.image, &format!("at least the patch size {patch}")));

@@ -1,6 +1,6 @@
 //! The loss the training loop minimises, and the accuracy it reports.
 
-use burn::tensor::{activation::log_softmax, backend::Backend, Int, Tensor};
+use burn::tensor::{activation::log_softmax, backend::Backend, ElementConversion, Int, Tensor};
 
 /// Mean cross-entropy of `logits` (`[batch, classes]`) against integer `labels` (`[batch]`).
 pub fn cross_entropy<B: Backend>(logits: Tensor<B, 2>, labels: Tensor<B, 1, Int>) -> Tensor<B, 1> {
@@ -13,7 +13,8 @@ pub fn cross_entropy<B: Backend>(logits: Tensor<B, 2>, labels: Tensor<B, 1, Int>
 pub fn correct<B: Backend>(logits: Tensor<B, 2>, labels: Tensor<B, 1, Int>) -> usize {
     let [batch, _] = logits.dims();
     let predicted = logits.argmax(1).reshape([batch]);
-    predicted.equal(labels).int().sum().into_scalar().to_string().parse().unwrap_or(0)
+    let count: i64 = predicted.equal(labels).int().sum().into_scalar().elem();
+    count as usize
 }
 
 #[cfg(test)]
