@@ -63,19 +63,19 @@ pub struct BenchRow {
     pub method: IntegratorKind,
     /// Median wall time of one training step, in µs.
     pub median_us: f64,
-    /// Passes per step.
+    /// Passes per timed step.
     pub passes: f64,
-    /// QR decompositions per step (all layers).
+    /// QR decompositions per timed step (all layers).
     pub qr: f64,
-    /// SVDs per step (all layers).
+    /// SVDs per timed step (all layers).
     pub svd: f64,
     /// Ranks of the low-rank layers after the timed steps.
     pub ranks: Vec<usize>,
     /// Floating-point operations of one step (matrix products only, [`flops`]).
     pub flops: f64,
-    /// Device→host reads per step ([`crate::linalg::host_reads`]).
+    /// Device→host reads per timed step ([`crate::linalg::host_reads`]).
     pub host_reads: f64,
-    /// Bytes copied between device and host per step, both ways ([`crate::linalg::host_bytes`]).
+    /// Bytes copied between device and host per timed step, both ways ([`crate::linalg::host_bytes`]).
     pub host_bytes: f64,
     /// Mean wall time of a timed step's parts, in µs.
     pub parts_us: StepTimes,
@@ -249,11 +249,11 @@ pub fn run<B: AutodiffBackend>(
         trainer.prepare(&mut net)?;
         let mut new_shapes = NewShapes::default();
         let mut times = Vec::with_capacity(steps);
-        let before = trainer.counters();
-        let (reads_before, bytes_before) = (crate::linalg::host_reads(), crate::linalg::host_bytes());
         let batched_before = batched_counts();
-        // Restarted at the first timed step, so that warm-up decompositions are not counted.
+        // Restarted at the first timed step, so that warm-up steps are not counted.
         let mut breakdown = Breakdown::start();
+        let mut before = trainer.counters();
+        let mut moved = (crate::linalg::host_reads(), crate::linalg::host_bytes());
         for k in 0..total {
             let (x, y) = match &mnist {
                 Some(d) => {
@@ -274,6 +274,8 @@ pub fn run<B: AutodiffBackend>(
             };
             if k == warmup {
                 breakdown = Breakdown::start();
+                before = trainer.counters();
+                moved = (crate::linalg::host_reads(), crate::linalg::host_bytes());
             }
             let (start, ranks, mut widths) = (net.ranks(), rank_keys(low_rank(&net)), Vec::new());
             let started = Instant::now();
@@ -294,7 +296,7 @@ pub fn run<B: AutodiffBackend>(
         }
         let (parts_us, host_us) = breakdown.means(1e6);
         let c = trainer.counters();
-        let per = |a: u64, b: u64| (a - b) as f64 / total as f64;
+        let per = |a: u64, b: u64| (a - b) as f64 / steps as f64;
         let shapes: Vec<flops::LayerShape> = net
             .layers()
             .iter()
@@ -316,8 +318,8 @@ pub fn run<B: AutodiffBackend>(
             svd: per(c.svd, before.svd),
             ranks: net.ranks(),
             flops: flops::step_flops(method, &shapes, batch),
-            host_reads: per(crate::linalg::host_reads(), reads_before),
-            host_bytes: per(crate::linalg::host_bytes(), bytes_before),
+            host_reads: per(crate::linalg::host_reads(), moved.0),
+            host_bytes: per(crate::linalg::host_bytes(), moved.1),
             parts_us,
             host_us,
             shapes: new_shapes.summary(),

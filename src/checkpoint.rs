@@ -249,7 +249,7 @@ pub fn save<B: Backend>(path: &Path, model: &Net<B>, train: &TrainState<B>, stat
     }
     let meta = HashMap::from([
         ("format".to_string(), FORMAT.to_string()),
-        ("config".to_string(), state.config.to_toml()),
+        ("config".to_string(), state.config.to_toml()?),
         ("epoch".to_string(), state.epoch.to_string()),
         ("step".to_string(), state.step.to_string()),
         ("counters".to_string(), to_json(&state.counters)),
@@ -547,7 +547,7 @@ pub fn export_dense<B: Backend>(
     let meta = HashMap::from([
         ("format".to_string(), DENSE_FORMAT.to_string()),
         ("orientation".to_string(), orientation.to_string()),
-        ("config".to_string(), state.config.to_toml()),
+        ("config".to_string(), state.config.to_toml()?),
         ("labels".to_string(), to_json(&state.labels)),
     ]);
     write_safetensors_as(path, &tensors, meta, dtype)

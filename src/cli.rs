@@ -1,7 +1,7 @@
 //! The `dlrt` command line: clap definitions and thin handlers over the library.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
@@ -412,16 +412,6 @@ pub fn export_cmd(args: &ExportArgs, out: &mut impl Write) -> Result<()> {
 
 /// Runs `dlrt predict`: one line per image, and the tensors with `--out`.
 pub fn predict_cmd(args: &PredictArgs, out: &mut impl Write) -> Result<()> {
-    if let Some(path) = &args.out {
-        let backbone =
-            checkpoint::adapters::backbone_files(&args.checkpoint)?.map(Vec::from).unwrap_or_default();
-        let inputs: Vec<&Path> = std::iter::once(&args.checkpoint)
-            .chain(&args.images)
-            .chain(&backbone)
-            .map(|p| p.as_path())
-            .collect();
-        crate::io::check_not_input(path, "--out", &inputs)?;
-    }
     let predictions = predict::predict(&args.checkpoint, &args.images, args.top)?;
     if let Some(path) = &args.out {
         predictions.save(path)?;

@@ -81,7 +81,8 @@ pub struct ModelConfig {
     /// LeNet-5).
     #[serde(default = "default_low_rank")]
     pub low_rank: LowRankLayers,
-    /// Initial rank r0 of each low-rank layer (clamped to min(n, m)).
+    /// Initial rank r0 of each low-rank layer (clamped to min(n, m) in the MLP, to
+    /// ⌊min(n, m)/2⌋ in LeNet-5, whose augmented bases need room for 2r).
     #[serde(default = "default_rank")]
     pub rank: usize,
     /// Initialisation: `"he"` (variance-preserving, uses `init_gain`) or `"reference"` (the
@@ -342,8 +343,8 @@ impl RunConfig {
     }
 
     /// The config as TOML text.
-    pub fn to_toml(&self) -> String {
-        toml::to_string(self).expect("a RunConfig always serialises")
+    pub fn to_toml(&self) -> Result<String> {
+        to_toml(self)
     }
 
     /// The MLP's layer widths for a data set of `inputs` features and `classes` classes:
@@ -420,6 +421,12 @@ impl RunConfig {
     }
 }
 
+/// A config as TOML text; a path that is not UTF-8 (TOML holds only text) is an error.
+pub(crate) fn to_toml(config: &impl Serialize) -> Result<String> {
+    toml::to_string(config)
+        .map_err(|e| Error::Unsupported(format!("writing the config as TOML: {e} (paths must be UTF-8)")))
+}
+
 /// TOML integers are i64: a larger count could not be written to config.toml or a checkpoint,
 /// so it is refused with the other range errors, before any work.
 pub(crate) fn toml_integer(field: &str, value: usize) -> Result<()> {
@@ -480,17 +487,17 @@ mod tests {
     #[test]
     fn paper_preset_round_trips_through_toml() {
         let cfg = RunConfig::paper_mnist();
-        let back = RunConfig::from_toml(&cfg.to_toml(), Path::new("x.toml")).unwrap();
+        let back = RunConfig::from_toml(&cfg.to_toml().unwrap(), Path::new("x.toml")).unwrap();
         assert_eq!(back, cfg);
         assert_eq!(cfg.low_rank_flags().unwrap(), vec![true, true, false]);
     }
 
     #[test]
     fn unknown_keys_and_bad_values_name_the_key() {
-        let text = RunConfig::paper_mnist().to_toml().replace("[train]", "[train]\nbatchsize = 3");
+        let text = RunConfig::paper_mnist().to_toml().unwrap().replace("[train]", "[train]\nbatchsize = 3");
         let err = RunConfig::from_toml(&text, Path::new("cfg.toml")).unwrap_err().to_string();
         assert!(err.contains("batchsize") && err.contains("cfg.toml"), "{err}");
-        let text = RunConfig::paper_mnist().to_toml().replace("tol = 0.01", "tol = 1.5");
+        let text = RunConfig::paper_mnist().to_toml().unwrap().replace("tol = 0.01", "tol = 1.5");
         let err = RunConfig::from_toml(&text, Path::new("cfg.toml")).unwrap_err().to_string();
         assert!(err.contains("integrator.tol") && err.contains("1.5"), "{err}");
         let mut cfg = RunConfig::paper_mnist();
@@ -502,13 +509,25 @@ mod tests {
     }
 
     #[test]
+    fn lenet5_with_the_reference_init_and_a_path_that_is_not_utf8_are_errors() {
+        let mut cfg = RunConfig::lenet5_with(IntegratorKind::AbcPsi);
+        cfg.model.init = Init::Reference;
+        assert!(cfg.validate().unwrap_err().to_string().contains("model.init"));
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::ffi::OsStr::from_bytes(b"images-\xff");
+        cfg.train.dataset = DatasetSource::Folder(crate::data::folder::FolderSpec::new(path));
+        let err = cfg.to_toml().unwrap_err().to_string();
+        assert!(err.contains("UTF-8"), "{err}");
+    }
+
+    #[test]
     fn the_rank_bucket_defaults_to_one_and_zero_is_named() {
-        let text = RunConfig::paper_mnist().to_toml();
+        let text = RunConfig::paper_mnist().to_toml().unwrap();
         assert!(!text.contains("rank_bucket"), "a bucket of 1 is not written: {text}");
         let with = |b: &str| text.replace("[integrator]", &format!("[integrator]\nrank_bucket = {b}"));
         let cfg = RunConfig::from_toml(&with("8"), Path::new("c.toml")).unwrap();
         assert_eq!(cfg.integrator.rank_bucket, 8);
-        assert_eq!(RunConfig::from_toml(&cfg.to_toml(), Path::new("c.toml")).unwrap(), cfg);
+        assert_eq!(RunConfig::from_toml(&cfg.to_toml().unwrap(), Path::new("c.toml")).unwrap(), cfg);
         let err = RunConfig::from_toml(&with("0"), Path::new("c.toml")).unwrap_err().to_string();
         assert!(err.contains("integrator.rank_bucket") && err.contains("≥ 1"), "{err}");
         let err = RunConfig::from_toml(&with("-1"), Path::new("c.toml")).unwrap_err().to_string();
@@ -517,12 +536,12 @@ mod tests {
 
     #[test]
     fn the_precision_defaults_to_f32_and_a_bad_name_is_named() {
-        let text = RunConfig::paper_mnist().to_toml();
+        let text = RunConfig::paper_mnist().to_toml().unwrap();
         assert!(!text.contains("precision"), "f32 is not written, so older configs read the same: {text}");
         let with = |p: &str| text.replace("[model]", &format!("[model]\nprecision = {p}"));
         let cfg = RunConfig::from_toml(&with("\"bf16\""), Path::new("c.toml")).unwrap();
         assert_eq!(cfg.model.precision, Precision::Bf16);
-        assert_eq!(RunConfig::from_toml(&cfg.to_toml(), Path::new("c.toml")).unwrap(), cfg);
+        assert_eq!(RunConfig::from_toml(&cfg.to_toml().unwrap(), Path::new("c.toml")).unwrap(), cfg);
         let err = RunConfig::from_toml(&with("\"fp8\""), Path::new("c.toml")).unwrap_err().to_string();
         for part in ["c.toml", "precision", "fp8", "\"f32\", \"bf16\"", "line 2"] {
             assert!(err.contains(part), "{part} not in: {err}");
@@ -551,7 +570,7 @@ mod tests {
     #[test]
     fn the_data_set_is_a_name_or_an_image_folder() {
         use crate::data::FolderSpec;
-        let base = RunConfig::paper_mnist().to_toml();
+        let base = RunConfig::paper_mnist().to_toml().unwrap();
         let with = |value: &str| base.replace("dataset = \"mnist\"", &format!("dataset = {value}"));
         let cfg = |value: &str| RunConfig::from_toml(&with(value), Path::new("c.toml"));
         assert_eq!(cfg("\"fashion_mnist\"").unwrap().train.dataset, DatasetName::FashionMnist.into());
@@ -564,7 +583,7 @@ mod tests {
             ..FolderSpec::new("imgs")
         };
         assert_eq!(folder.train.dataset, DatasetSource::Folder(spec));
-        assert_eq!(RunConfig::from_toml(&folder.to_toml(), Path::new("c.toml")).unwrap(), folder);
+        assert_eq!(RunConfig::from_toml(&folder.to_toml().unwrap(), Path::new("c.toml")).unwrap(), folder);
         let err = cfg("{ path = \"imgs\", test_fraction = 2.0 }").unwrap_err().to_string();
         assert!(err.contains("train.dataset.test_fraction") && err.contains('2'), "{err}");
         // A bad name or key is named (not "no variant of an untagged enum matched").
@@ -582,11 +601,11 @@ mod tests {
     fn lenet5_has_four_layers_and_no_hidden_widths() {
         let mut cfg = RunConfig::lenet5_with(IntegratorKind::AbcPsi);
         assert_eq!(cfg.low_rank_flags().unwrap(), vec![true, true, true, false]);
-        let text = cfg.to_toml();
+        let text = cfg.to_toml().unwrap();
         assert!(text.contains("kind = \"lenet5\"") && !text.contains("\nhidden ="), "{text}");
         assert_eq!(RunConfig::from_toml(&text, Path::new("l.toml")).unwrap(), cfg);
         // An MLP config keeps its old form: no `kind` key.
-        assert!(!RunConfig::paper_mnist().to_toml().contains("kind = \"mlp\""));
+        assert!(!RunConfig::paper_mnist().to_toml().unwrap().contains("kind = \"mlp\""));
         cfg.model.hidden = vec![100];
         let err = cfg.validate().unwrap_err().to_string();
         assert!(err.contains("model.hidden") && err.contains("lenet5"), "{err}");

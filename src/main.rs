@@ -10,20 +10,7 @@ use dlrt::cli::{self, Cli, Command};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// mimalloc's `mi_option_purge_delay` (its place in `mi_option_t`, the same in mimalloc 2 and 3;
-/// libmimalloc-sys names no constant for it).
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
-/// Tells mimalloc never to hand freed memory back to the OS. A training step frees and
-/// reallocates the same activation buffers; purged after mimalloc's delay (a second), they come
-/// back as fresh pages that the kernel faults in and zeroes, step after step.
-fn keep_freed_memory() {
-    // SAFETY: sets a plain integer option; mimalloc reads it at each purge.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
-}
-
 fn main() -> ExitCode {
-    keep_freed_memory();
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -63,22 +50,5 @@ fn run() -> dlrt::Result<()> {
         Command::Matrix(args) => cli::matrix_cmd(&args, stdout),
         Command::WriteImages(args) => cli::write_images_cmd(&args, stdout),
         Command::ReadImages(args) => cli::read_images_cmd(&args, stdout),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Option 15 is the purge delay: mimalloc 3 documents its default as 1,000 ms.
-    #[test]
-    fn option_15_is_the_purge_delay() {
-        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
-            return;
-        }
-        // SAFETY: reads an integer option.
-        assert_eq!(unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) }, 1000);
-        keep_freed_memory();
-        assert_eq!(unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) }, -1);
     }
 }

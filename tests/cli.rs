@@ -362,8 +362,8 @@ fn report_reads_train_and_finetune_folders() {
     };
     let vit = FinetuneConfig::paper_vit("w/model.safetensors".into(), dlrt::IntegratorKind::Lora);
     let runs = [
-        ("mlp", RunConfig::paper_mnist().to_toml(), record(0.97, vec![20, 18, 0], 50_000)),
-        ("vit", vit.to_toml(), record(0.86, vec![32; 36], 900_000)),
+        ("mlp", RunConfig::paper_mnist().to_toml().unwrap(), record(0.97, vec![20, 18, 0], 50_000)),
+        ("vit", vit.to_toml().unwrap(), record(0.86, vec![32; 36], 900_000)),
     ];
     let mut args = vec!["report".to_string()];
     for (name, config, rec) in runs {

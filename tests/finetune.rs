@@ -157,7 +157,7 @@ fn a_config_without_weights_takes_the_backbone_of_the_data_folder() {
     let mut cfg = tiny_config(weights.clone(), IntegratorKind::Lora);
     cfg.backbone.weights = None;
     let cfg_path = tmp.path().join("ft.toml");
-    std::fs::write(&cfg_path, cfg.to_toml()).unwrap();
+    std::fs::write(&cfg_path, cfg.to_toml().unwrap()).unwrap();
     assert!(!std::fs::read_to_string(&cfg_path).unwrap().contains("weights"));
     let run_dir = tmp.path().join("run");
     let out = Command::new(env!("CARGO_BIN_EXE_dlrt"))
@@ -188,7 +188,8 @@ fn cli_finetune_eval_export() {
     let tmp = tempfile::tempdir().unwrap();
     let weights = tiny_backbone(tmp.path());
     let cfg_path = tmp.path().join("ft.toml");
-    std::fs::write(&cfg_path, tiny_config(weights.clone(), IntegratorKind::AbcPsi).to_toml()).unwrap();
+    std::fs::write(&cfg_path, tiny_config(weights.clone(), IntegratorKind::AbcPsi).to_toml().unwrap())
+        .unwrap();
     let run_dir = tmp.path().join("run");
     let dlrt = env!("CARGO_BIN_EXE_dlrt");
     let out = Command::new(dlrt)

@@ -209,7 +209,7 @@ fn finetune_tiny_vit(dir: &Path, data: &str) -> PathBuf {
     (cfg.backbone.rank, cfg.backbone.image, cfg.integrator.r_max) = (4, 14, Some(8));
     (cfg.train.epochs, cfg.train.batch_size, cfg.train.train_subset, cfg.train.test_subset) = (1, 8, 0, 0);
     let cfg_path = dir.join("ft.toml");
-    std::fs::write(&cfg_path, cfg.to_toml()).unwrap();
+    std::fs::write(&cfg_path, cfg.to_toml().unwrap()).unwrap();
     let ft = dir.join("ft");
     dlrt(&["finetune", cfg_path.to_str().unwrap(), "--data", data, "--quiet", "--out", ft.to_str().unwrap()]);
     ft.join("checkpoint.safetensors")
@@ -224,7 +224,7 @@ fn dlrt_train_and_finetune_learn_from_a_folder_and_store_its_class_names() {
     (cfg.model.hidden, cfg.model.rank, cfg.model.init) = (vec![32], 4, dlrt::layers::Init::He);
     (cfg.train.batch_size, cfg.optimizer.lr) = (6, 0.05);
     let config = tmp.path().join("train.toml");
-    std::fs::write(&config, cfg.to_toml()).unwrap();
+    std::fs::write(&config, cfg.to_toml().unwrap()).unwrap();
     let run = tmp.path().join("run");
     let args = ["train", config.to_str().unwrap(), "--data", data, "--epochs", "5", "--quiet"];
     dlrt(&[&args[..], &["--out", run.to_str().unwrap()]].concat());

@@ -254,7 +254,7 @@ fn dlrt_train_takes_the_flag_and_checkpoints_true_rank_factors() {
     (cfg.model.hidden, cfg.model.rank, cfg.model.init) = (vec![24], 3, dlrt::layers::Init::He);
     (cfg.train.batch_size, cfg.optimizer.lr, cfg.integrator.tol) = (8, 0.05, 0.05);
     let config = tmp.path().join("train.toml");
-    std::fs::write(&config, cfg.to_toml()).unwrap();
+    std::fs::write(&config, cfg.to_toml().unwrap()).unwrap();
     let run_dir = tmp.path().join("run");
     let data = tmp.path().join("images");
     let out = dlrt(&[

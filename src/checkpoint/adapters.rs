@@ -66,7 +66,7 @@ pub fn save<B: Backend>(
     }
     let meta = HashMap::from([
         ("format".to_string(), FORMAT.to_string()),
-        ("config".to_string(), config.to_toml()),
+        ("config".to_string(), config.to_toml()?),
         ("epoch".to_string(), epoch.to_string()),
         ("ranks".to_string(), to_json(&model.ranks())),
         ("labels".to_string(), to_json(&labels)),

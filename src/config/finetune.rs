@@ -158,8 +158,8 @@ impl FinetuneConfig {
     }
 
     /// The config as TOML text.
-    pub fn to_toml(&self) -> String {
-        toml::to_string(self).expect("a FinetuneConfig always serialises")
+    pub fn to_toml(&self) -> Result<String> {
+        super::to_toml(self)
     }
 
     /// Checks every value's range (names the field and the value). Whether the rank fits the
@@ -201,7 +201,7 @@ mod tests {
     #[test]
     fn preset_round_trips_and_bad_keys_are_named() {
         let cfg = FinetuneConfig::paper_vit("w/model.safetensors".into(), IntegratorKind::AbcPsi);
-        let text = cfg.to_toml();
+        let text = cfg.to_toml().unwrap();
         assert_eq!(FinetuneConfig::from_toml(&text, Path::new("f.toml")).unwrap(), cfg);
         assert_eq!(cfg.backbone.config_json(), Path::new("w/config.json"));
         let bad = text.replace("[train]", "[train]\nepoch = 3");
@@ -232,7 +232,9 @@ mod tests {
 
     #[test]
     fn precision_and_attention_are_read_and_bad_names_are_named() {
-        let text = FinetuneConfig::paper_vit("w/model.safetensors".into(), IntegratorKind::AbcPsi).to_toml();
+        let text = FinetuneConfig::paper_vit("w/model.safetensors".into(), IntegratorKind::AbcPsi)
+            .to_toml()
+            .unwrap();
         // Without the keys (configs written before they existed): the defaults.
         let text = text.replace("precision = \"f32\"\n", "").replace("attention = \"explicit\"\n", "");
         assert!(!text.contains("precision") && !text.contains("attention"), "{text}");

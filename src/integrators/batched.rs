@@ -33,7 +33,7 @@
 //! per-layer finiteness reads of [`LowRankLinear::set_factors`] are skipped here. An abc-PSI
 //! step so reads 2 values per pass (the loss) plus 2 per phase, whatever the number of
 //! layers, and 1 more in an augmentation where some layer needs a shifted pass (in f32 from
-//! κ ≈ 3e3: about a quarter of the MNIST MLP's augmentations). The host work per layer
+//! κ ≈ 3e3). The host work per layer
 //! is k×k (k ≤ 2r) and runs side by side. `dlrt bench`'s host QR and SVD columns then
 //! include the device products of each phase, which the reads wait for.
 //!

@@ -8,7 +8,8 @@
 //! |---|---|
 //! | [`k_step`] | K1 = U S − λ ∇_K ℒ, columns in the basis V |
 //! | [`l_step`] | L1 = V Sᵀ − λ ∇_L ℒ, columns in the basis U |
-//! | [`s_step`] | S1 = S − λ g, rows in U, columns in V (PSI passes g = −∇_S ℒ) |
+//! | [`s_step`] | S1 = S − λ g, rows in U, columns in V |
+//! | [`s_step_backward`] | PSI's S̃ = S + (S − S1), S1 = [`s_step`] on ∇_S ℒ |
 //! | [`bias_step`] | b1 = b − λ ∇_b ℒ |
 //! | [`augment`] | Û = orth([K1 \| U0]) = [U0 \| N] |
 //! | [`bc_s_step`] | S̃ = (U1ᵀ U0) S0 |

@@ -25,7 +25,7 @@ pub mod truncate;
 pub use convert::{from_faer, host_bytes, host_reads, host_time, read_all, to_faer, upload_all, HostTime};
 
 /// Makes faer run sequentially. The matrices here are small (n×2r, 2r×2r): waking rayon's
-/// threads for them cost more than the work (measured: about a sixth of an MNIST step).
+/// threads for them costs more than the work (docs/performance-log.md).
 /// Called before every decomposition; after the first call it is one atomic load.
 pub(crate) fn sequential() {
     static ONCE: std::sync::Once = std::sync::Once::new();

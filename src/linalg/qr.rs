@@ -6,8 +6,8 @@
 //! Two algorithms, picked per call (CholeskyQR2 in f32 or f64, Householder in f64):
 //! - CholeskyQR2 (Yamamoto, Nakatsukasa, Yanagisawa, Fukaya 2015) on the column-scaled matrix:
 //!   two Gram–Cholesky passes, i.e. matrix products and a k×k Cholesky. At the sizes of a
-//!   training step (784×54) it takes about half the time of faer's Householder QR, whose
-//!   column-by-column updates dominate there (`cargo bench --bench linalg`).
+//!   training step it is faster than faer's Householder QR, whose column-by-column updates
+//!   dominate there (`cargo bench --bench linalg`).
 //!   It is accurate to round-off when the scaled matrix has a condition number well below
 //!   ε^{-1/2}; the first pass measures that (‖Q1ᵀQ1 − I‖_F) and gives up otherwise.
 //! - Householder (faer) when CholeskyQR2 gives up, when a column is zero, or when n < k:
@@ -52,8 +52,8 @@ pub fn cholesky_qr2<T: HostFloat>(a: MatRef<'_, T>) -> Option<ThinQr<T>> {
     }
     // Scaling the columns leaves Q unchanged and removes the ill-conditioning that comes from
     // columns of different size (a small gradient step next to an orthonormal basis).
-    // Sums of squares, not faer's overflow-safe norm_l2 (which cost more than the whole Gram
-    // matrix here, measured): these values come from f32 data, far from overflow.
+    // Sums of squares, not faer's overflow-safe norm_l2 (slower than the whole Gram matrix
+    // here): these values come from f32 data, far from overflow.
     let d: Vec<T> = (0..k).map(|j| T::of(a.col(j).squared_norm_l2().into().sqrt())).collect();
     if d.iter().any(|&x| !(x.into().is_finite() && x.into() > 0.0)) {
         return None;
@@ -68,7 +68,7 @@ pub fn cholesky_qr2<T: HostFloat>(a: MatRef<'_, T>) -> Option<ThinQr<T>> {
     let (q, mut R) = match two_passes(scaled()) {
         Some(qr) => qr,
         // In f32 (ε ≈ 1e-7) CholeskyQR2 gives up from κ ≈ 1e3, which gradient steps reach
-        // (about one augmentation in six of an MNIST run, measured): shifted CholeskyQR3
+        // (in a fair share of an MNIST run's augmentations): shifted CholeskyQR3
         // (Fukaya, Kannan, Nakatsukasa, Yamamoto, Yanagisawa 2020) first takes the Cholesky
         // factor of QᵀQ + sI, s = 11(nk + k(k + 1))ε‖Q‖², which exists for any input and
         // brings κ down by about 1/√s, into the range of the two passes after it (tested at
@@ -102,8 +102,8 @@ fn two_passes<T: HostFloat>(mut q: Mat<T>) -> Option<(Mat<T>, Mat<T>)> {
 /// with `q` untouched. With `max_departure`, refuses when ‖QᵀQ − I‖_F exceeds it.
 ///
 /// Q R⁻¹ is a matrix product with the k×k inverse rather than a triangular solve: faer's solve
-/// against the row-major view Qᵀ took longer than inverting R and multiplying (measured at
-/// 784×27); the accuracy of CholeskyQR is set by the Gram matrix either way.
+/// against the row-major view Qᵀ is slower than inverting R and multiplying at these sizes;
+/// the accuracy of CholeskyQR is set by the Gram matrix either way.
 fn cholesky_pass<T: HostFloat>(q: &mut Mat<T>, max_departure: Option<f64>, shift: f64) -> Option<Mat<T>> {
     let mut g = q.transpose() * q.as_ref();
     if let Some(limit) = max_departure {
@@ -153,8 +153,8 @@ pub fn orth<B: Backend>(a: &Tensor<B, 2>) -> Tensor<B, 2> {
 /// remainder is orthonormalised (CholeskyQR2): a quarter of the Gram work of a QR of the whole
 /// n×2r matrix.
 ///
-/// Backends that compute in f32 get these steps in f32 first: faer's products run at about
-/// twice the f64 rate and nothing is widened (docs/performance-log.md). Their round-off is that of the f32 data itself, and the result is checked
+/// Backends that compute in f32 get these steps in f32 first: faer's products run faster in
+/// f32 and nothing is widened (docs/performance-log.md). Their round-off is that of the f32 data itself, and the result is checked
 /// (orthonormal new columns to 1e-5); what the check or CholeskyQR2 declines is done again in
 /// f64, from the same host copy. There, and for f64 backends, a remainder that is
 /// rank-deficient or too ill-conditioned for CholeskyQR2 (for example `new` inside

@@ -31,8 +31,8 @@ pub fn thin_svd(a: MatRef<'_, f64>, context: &str) -> Result<Svd> {
     super::sequential();
     let no_convergence = |_| Error::SvdNoConvergence { context: context.to_string() };
     if a.nrows() > a.ncols() {
-        // Tall (an m×2r factor): A = Q R, R = U_R Σ Vᵀ  ⇒  U = Q U_R. Our QR is much faster
-        // than the bidiagonalisation faer would start with at these sizes.
+        // Tall (an m×2r factor): A = Q R, R = U_R Σ Vᵀ  ⇒  U = Q U_R. Our QR is faster than
+        // the bidiagonalisation faer would start with at these sizes.
         let qr = super::qr::thin_qr(a);
         let svd = qr.R.thin_svd().map_err(no_convergence)?;
         let sigma = svd.S().column_vector().iter().copied().collect();

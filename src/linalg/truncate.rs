@@ -227,8 +227,8 @@ pub const GRAM_SVD_MIN_RATIO: f64 = 1e-4;
 /// Truncated SVD of a tall or square `a` (p×q, p ≥ q) from the eigendecomposition of its
 /// q×q Gram matrix: `AᵀA = Z Λ Zᵀ`, σ = √λ, Q = Z and P = A Z Σ⁻¹ for the r1 kept columns.
 ///
-/// At the sizes of a training step (500×54) this takes about a quarter of the time of a QR
-/// followed by an SVD of the small factor, most of which is faer's SVD of a 54×54 matrix.
+/// At the sizes of a training step this is faster than a QR followed by an SVD of the small
+/// factor, which is mostly faer's SVD of the 2r×2r matrix.
 /// Squaring loses accuracy in the small singular values: λ is accurate to ε‖A‖², so σᵢ has
 /// relative error ε(σ₁/σᵢ)² and P's columns lose orthonormality by the same amount. The
 /// decomposition is therefore used only when every kept σᵢ ≥ 1e-4 σ₁ (errors ≤ 1e-8 in f64,

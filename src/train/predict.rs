@@ -33,12 +33,17 @@ pub struct Prediction {
 pub struct Predictions {
     /// One per image, in the order given.
     pub items: Vec<Prediction>,
-    /// The model's input, `[images, 3, side, side]` row-major, and that shape.
+    /// The model's input, `[images, channels, height, width]` row-major, and that shape
+    /// (RGB at the backbone's side for a fine-tuning checkpoint; as stored in training for
+    /// a `dlrt train` one).
     pub pixel_values: (Vec<f32>, [usize; 4]),
     /// The class scores, `[images, classes]` row-major.
     pub logits: Vec<f32>,
     /// The class names in label order.
     pub labels: Vec<String>,
+    /// The checkpoint they came from (with the images, what [`Predictions::save`] must not
+    /// overwrite).
+    pub checkpoint: PathBuf,
 }
 
 /// Runs the checkpoint at `checkpoint` (of `dlrt finetune` or `dlrt train`) on the image
@@ -76,7 +81,7 @@ pub fn predict(checkpoint: &Path, images: &[PathBuf], top: usize) -> Result<Pred
             Prediction { path: path.clone(), top }
         })
         .collect();
-    Ok(Predictions { items, pixel_values, logits, labels })
+    Ok(Predictions { items, pixel_values, logits, labels, checkpoint: checkpoint.to_path_buf() })
 }
 
 /// The model's input with its shape, the logits and the class names.
@@ -150,8 +155,16 @@ fn chunked_logits<B: burn::tensor::backend::Backend>(
 
 impl Predictions {
     /// Writes `pixel_values` and `logits` as safetensors (with the class names as `labels`
-    /// metadata), e.g. to feed the same input to another implementation of the model.
+    /// metadata), e.g. to feed the same input to another implementation of the model. `path`
+    /// may not be a file the predictions were made from (checkpoint, backbone or image).
     pub fn save(&self, path: &Path) -> Result<()> {
+        let backbone = adapters::backbone_files(&self.checkpoint)?.map(Vec::from).unwrap_or_default();
+        let inputs: Vec<&Path> = std::iter::once(&self.checkpoint)
+            .chain(self.items.iter().map(|p| &p.path))
+            .chain(&backbone)
+            .map(|p| p.as_path())
+            .collect();
+        crate::io::check_not_input(path, "--out", &inputs)?;
         let n = self.items.len();
         let mut tensors = TensorMap::new();
         tensors.insert("pixel_values".into(), (self.pixel_values.1.to_vec(), self.pixel_values.0.clone()));

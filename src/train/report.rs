@@ -199,14 +199,14 @@ mod tests {
             run_folder(
                 tmp.path(),
                 "paper",
-                &RunConfig::paper_mnist().to_toml(),
+                &RunConfig::paper_mnist().to_toml().unwrap(),
                 &[record(1, 0.9, vec![20, 18, 0]), record(2, 0.95, vec![19, 17, 0])],
             ),
-            run_folder(tmp.path(), "recipe", &adam.to_toml(), &[]),
+            run_folder(tmp.path(), "recipe", &adam.to_toml().unwrap(), &[]),
             run_folder(
                 tmp.path(),
                 "vit",
-                &vit.to_toml(),
+                &vit.to_toml().unwrap(),
                 &[record(1, 0.8, (0..36).map(|i| 30 + i % 3).collect())],
             ),
         ];
@@ -231,7 +231,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let mut dense = RunConfig::paper_mnist_with(IntegratorKind::Dense);
         dense.optimizer.lr = 1e-30;
-        let good = run_folder(tmp.path(), "dense", &dense.to_toml(), &[record(1, 0.5, vec![])]);
+        let good = run_folder(tmp.path(), "dense", &dense.to_toml().unwrap(), &[record(1, 0.5, vec![])]);
         let mut out = Vec::new();
         let err = report(&[tmp.path().join("nowhere"), good], &mut out).unwrap_err().to_string();
         assert!(err.contains("nowhere") && err.contains("config.toml"), "{err}");
