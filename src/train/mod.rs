@@ -144,6 +144,9 @@ impl<B: AutodiffBackend> Trainer<B> {
     ///
     /// A non-finite loss stops the step with [`Error::NonFinite`] before that pass updates
     /// anything; one loss value per pass is read back, a synchronisation point on the GPU.
+    /// Earlier passes of that step have updated the network and the optimizer state (there is
+    /// no copy to roll back to, which would double the memory): after an error, go back to a
+    /// checkpoint, as [`fit`] does.
     pub fn step<N, F>(&mut self, net: &mut N, loss: F) -> Result<StepReport>
     where
         N: Network<B>,
