@@ -183,7 +183,7 @@ pub fn on_cubecl<B: burn::tensor::backend::Backend>(device: &B::Device) -> bool 
 /// Whether an integrator with the batched setting `setting` ([`batched_update_setting`])
 /// batches its update on `device`: when unset, on a GPU with an f32 backend only.
 pub fn batches<B: Backend>(setting: Option<bool>, device: &B::Device) -> bool {
-    setting.unwrap_or_else(|| std::mem::size_of::<B::FloatElem>() <= 4 && on_cubecl::<B>(device))
+    setting.unwrap_or_else(|| crate::linalg::single_precision::<B>() && on_cubecl::<B>(device))
 }
 
 /// Whether rank-adaptive updates batch their phases across layers ([`batched`]): the
