@@ -188,19 +188,27 @@ fn cli_finetune_eval_export() {
     let tmp = tempfile::tempdir().unwrap();
     let weights = tiny_backbone(tmp.path());
     let cfg_path = tmp.path().join("ft.toml");
-    std::fs::write(&cfg_path, tiny_config(weights.clone(), IntegratorKind::AbcPsi).to_toml().unwrap())
-        .unwrap();
+    // The config names the backbone relative to the folder the run starts in; the checkpoint
+    // stores it absolute, so eval, export and predict below (run from another folder) find it.
+    let relative = weights.strip_prefix(tmp.path()).unwrap().to_path_buf();
+    std::fs::write(&cfg_path, tiny_config(relative, IntegratorKind::AbcPsi).to_toml().unwrap()).unwrap();
     let run_dir = tmp.path().join("run");
     let dlrt = env!("CARGO_BIN_EXE_dlrt");
     let out = Command::new(dlrt)
         .args(["finetune", cfg_path.to_str().unwrap(), "--quiet", "--epochs", "1", "--max-batches", "3"])
         .args(["--out", run_dir.to_str().unwrap(), "--data-dir", data.to_str().unwrap()])
+        .current_dir(tmp.path())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("abc_psi: test accuracy") && stdout.contains("trainable parameters"), "{stdout}");
     let ckpt = checkpoint_path(&run_dir);
+    let stored = dlrt::checkpoint::adapters::backbone_files(&ckpt).unwrap().unwrap();
+    assert_eq!(
+        stored,
+        [weights.canonicalize().unwrap(), weights.with_file_name("config.json").canonicalize().unwrap()]
+    );
     let out = Command::new(dlrt)
         .args(["eval", ckpt.to_str().unwrap(), "--data-dir", data.to_str().unwrap()])
         .output()

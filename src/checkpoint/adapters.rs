@@ -111,7 +111,7 @@ pub fn load<B: Backend>(
         Error::Io { path: missing, source } if source.kind() == std::io::ErrorKind::NotFound => Error::bad_file(
             path,
             "metadata.config: backbone.weights",
-            "a backbone at the stored path (relative paths are read from the current folder, as the run was)",
+            "a backbone at the stored path (runs store absolute paths; an older run's relative paths are read from the current folder)",
             format!("{}: {source}", missing.display()),
         ),
         other => other,

