@@ -572,3 +572,20 @@ fn adamw_weight_decay_acts_once_per_step_in_every_integrator() {
         assert!(err < ROUND_OFF, "{kind}: W1 is not {want} W0 (relative error {err:.1e})");
     }
 }
+
+/// The FLOP model's pass count (`StepCost`, stated in each integrator's file) is the number of
+/// passes the integrator runs, and its name is the one configs and the command line use.
+#[test]
+fn each_methods_cost_model_counts_its_own_passes() {
+    for kind in IntegratorKind::ALL {
+        let passes = match kind.build::<B>(&TruncationConfig::relative(0.1)).unwrap() {
+            Some(integrator) => integrator.spec().passes.len(),
+            None => 1,
+        };
+        assert_eq!(kind.cost().passes, passes, "{kind}");
+        // The registry's name is the config's and the command line's.
+        assert_eq!(serde_json::to_string(&kind).unwrap(), format!("\"{}\"", kind.name()));
+        let clap_name = clap::ValueEnum::to_possible_value(&kind).unwrap();
+        assert_eq!(clap_name.get_name(), kind.name());
+    }
+}

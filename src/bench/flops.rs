@@ -17,10 +17,11 @@
 //! | parallel BUG | tangent: x U, x K (n×r each), (x K − x U S) V0ᵀ, (x U) Lᵀ |
 //! | plain factorization | x U S Vᵀ (r) |
 //!
+//! Each integrator's file states its part of this model ([`crate::integrators::StepCost`]).
 //! Integrator work outside the passes (QR, SVD, the small products that change bases) is not
 //! counted: it is the host decompositions' part of the step.
 
-use crate::integrators::IntegratorKind;
+use crate::integrators::{IntegratorKind, Products};
 
 /// One layer of a network for the FLOP count: n×m, dense or of rank `rank`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,42 +37,6 @@ pub struct LayerShape {
     pub rank: Option<usize>,
 }
 
-/// Forward + backward of one pass, in forwards.
-const PASS: f64 = 3.0;
-
-/// Passes per step of `method`.
-fn passes(method: IntegratorKind) -> f64 {
-    match method {
-        IntegratorKind::Psi | IntegratorKind::Bug => 3.0,
-        IntegratorKind::AbcPsi | IntegratorKind::BcPsi => 2.0,
-        IntegratorKind::AbcPsiOnePass
-        | IntegratorKind::ParallelBug
-        | IntegratorKind::Lora
-        | IntegratorKind::Dense => 1.0,
-    }
-}
-
-/// The FLOPs one step of a low-rank n×m layer of rank r costs under `method` at batch `b`.
-fn low_rank_flops(method: IntegratorKind, b: f64, n: usize, m: usize, r: usize) -> f64 {
-    let (r_u, r_v) = ((2 * r).min(n) as f64, (2 * r).min(m) as f64);
-    let (n, m, r) = (n as f64, m as f64, r as f64);
-    // x A Bᵀ with A n×w and B m×w: x K Vᵀ, x U Lᵀ.
-    let two = |w: f64| 2.0 * b * (n * w + w * m);
-    // x U S Vᵀ with U n×w_u, S w_u×w_v, V m×w_v.
-    let three = |w_u: f64, w_v: f64| 2.0 * b * (n * w_u + w_u * w_v + w_v * m);
-    match method {
-        IntegratorKind::AbcPsi => PASS * (two(r) + two(r_u)),
-        // The pass's forward and input gradient (no factor is a leaf), then the integrator's
-        // ∇_K = xᵀ(δ V0) and ∇_L = δᵀ(x Û).
-        IntegratorKind::AbcPsiOnePass => 2.0 * three(r, r) + two(r) + two(r_u),
-        IntegratorKind::BcPsi => PASS * 2.0 * two(r),
-        IntegratorKind::Psi => PASS * (2.0 * two(r) + three(r, r)),
-        IntegratorKind::Bug => PASS * (2.0 * two(r) + three(r_u, r_v)),
-        IntegratorKind::ParallelBug => PASS * 2.0 * b * (2.0 * n * r + r * r + 2.0 * r * m),
-        IntegratorKind::Lora | IntegratorKind::Dense => PASS * three(r, r),
-    }
-}
-
 /// Matrix-product FLOPs of one step of `method` on a network of `layers` at batch size `b`
 /// (module docs).
 pub fn step_flops(method: IntegratorKind, layers: &[LayerShape], b: usize) -> f64 {
@@ -79,9 +44,10 @@ pub fn step_flops(method: IntegratorKind, layers: &[LayerShape], b: usize) -> f6
         .iter()
         .map(|l| {
             let b = (b * l.positions) as f64;
+            let cost = method.cost();
             match l.rank {
-                None => passes(method) * PASS * 2.0 * b * (l.n * l.m) as f64,
-                Some(r) => low_rank_flops(method, b, l.n, l.m, r),
+                None => cost.passes as f64 * Products::PASS * 2.0 * b * (l.n * l.m) as f64,
+                Some(r) => (cost.low_rank)(&Products::new(b, l.n, l.m, r)),
             }
         })
         .sum()

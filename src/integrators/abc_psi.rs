@@ -51,11 +51,21 @@
 use burn::tensor::{backend::AutodiffBackend, Tensor};
 
 use super::steps::{augment, bc_s_step, bias_step, k_step, l_step, required, truncate_core};
-use super::{batched, batches, each_layer, Integrator, IntegratorKind, LayerStep, Pass, Spec};
+use super::{
+    batched, batches, each_layer, Integrator, IntegratorKind, LayerStep, Pass, Products, Spec, StepCost,
+};
 use crate::layers::LowRankLinear;
 use crate::linalg::{tensor_qr, truncated_svd, TruncationConfig};
 use crate::optim::Optimizer;
 use crate::Result;
+
+/// One step's products: the K-pass multiplies x K V0ᵀ (r wide), the L-pass x Û Lᵀ (Û 2r wide).
+pub const COST: StepCost = StepCost { passes: 2, low_rank: |p| Products::PASS * (p.two(p.r) + p.two(p.r_u)) };
+
+/// The one-pass form: x U S Vᵀ forward and its input gradient (no factor is a leaf), then the
+/// integrator's ∇_K = xᵀ(δ V0) and ∇_L = δᵀ(x Û).
+pub const COST_ONE_PASS: StepCost =
+    StepCost { passes: 1, low_rank: |p| 2.0 * p.three(p.r, p.r) + p.two(p.r) + p.two(p.r_u) };
 
 /// How step (5) is computed (module docs).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

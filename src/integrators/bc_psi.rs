@@ -24,10 +24,15 @@
 use burn::tensor::backend::AutodiffBackend;
 
 use super::steps::{bc_s_step, bias_step, k_step, k_step_qr_all, l_step, qr_l_step, qr_l_step_all, required};
-use super::{batched, batches, each_layer, Integrator, IntegratorKind, LayerStep, Pass, Spec};
+use super::{
+    batched, batches, each_layer, Integrator, IntegratorKind, LayerStep, Pass, Products, Spec, StepCost,
+};
 use crate::linalg::orth;
 use crate::optim::Optimizer;
 use crate::Result;
+
+/// One step's products: x K V0ᵀ in the K-pass, x U1 Lᵀ in the L-pass (both r wide).
+pub const COST: StepCost = StepCost { passes: 2, low_rank: |p| Products::PASS * 2.0 * p.two(p.r) };
 
 /// The bc-PSI integrator.
 #[derive(Debug, Default)]

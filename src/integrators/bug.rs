@@ -30,10 +30,14 @@ use burn::tensor::{backend::AutodiffBackend, Tensor};
 
 use super::batched::{self, Augmentation, CoreTruncation};
 use super::steps::{augment, bias_step, k_step, l_step, required, s_step, truncate_core};
-use super::{batches, each_layer, Integrator, IntegratorKind, LayerStep, Pass, Spec};
+use super::{batches, each_layer, Integrator, IntegratorKind, LayerStep, Pass, Products, Spec, StepCost};
 use crate::linalg::TruncationConfig;
 use crate::optim::Optimizer;
 use crate::{Error, Result};
+
+/// One step's products: K and L at W0 (r wide), then S: x Û Ŝ V̂ᵀ (2r wide).
+pub const COST: StepCost =
+    StepCost { passes: 3, low_rank: |p| Products::PASS * (2.0 * p.two(p.r) + p.three(p.r_u, p.r_v)) };
 
 /// The rank-adaptive BUG integrator.
 #[derive(Debug)]

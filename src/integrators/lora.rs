@@ -14,11 +14,14 @@ use burn::tensor::{backend::AutodiffBackend, Tensor};
 use super::steps::{bias_step, required};
 use rayon::prelude::*;
 
-use super::{on_cubecl, Integrator, IntegratorKind, LayerStep, Pass, Spec};
+use super::{on_cubecl, Integrator, IntegratorKind, LayerStep, Pass, Products, Spec, StepCost};
 use crate::layers::{low_rank_linear::check_finite, LowRankLinear};
 use crate::linalg::read_all;
 use crate::optim::{Bases, Optimizer};
 use crate::{Error, Result};
+
+/// One step's products: x U S Vᵀ (r wide) in its one pass.
+pub const COST: StepCost = StepCost { passes: 1, low_rank: |p| Products::PASS * p.three(p.r, p.r) };
 
 /// The plain-factorization integrator.
 #[derive(Debug, Default)]

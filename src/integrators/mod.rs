@@ -31,7 +31,7 @@
 //! | plain factorization (LoRA-style) | [`lora`] | factors | 0 | 0 | fixed |
 //! | dense training | none | dense | 0 | 0 | full |
 //!
-//! Adding an integrator means one new file and one arm in [`IntegratorKind::build`].
+//! Adding an integrator means one new file (with its [`StepCost`]) and one line of `registry!`.
 #![allow(non_snake_case)]
 
 pub mod abc_psi;
@@ -197,28 +197,131 @@ pub fn batched_update_setting() -> Result<Option<bool>> {
     }
 }
 
-/// The registry of methods; the serde name, the CLI name and the file name agree.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "snake_case")]
-#[value(rename_all = "snake_case")]
-pub enum IntegratorKind {
+/// Defines [`IntegratorKind`] from one line per method: its doc, name, [`StepCost`] and how it
+/// is built from the truncation settings and the batched-update setting.
+macro_rules! registry {
+    ($($(#[$doc:meta])* $kind:ident = $name:literal, $cost:expr, |$t:ident, $batched:ident| $build:expr;)*) => {
+        /// The registry of methods; the serde name, the CLI name and the file name agree.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+        #[serde(rename_all = "snake_case")]
+        #[value(rename_all = "snake_case")]
+        pub enum IntegratorKind {
+            $($(#[$doc])* $kind,)*
+        }
+
+        impl IntegratorKind {
+            /// Every method, in the order of the table in the module docs.
+            pub const ALL: [IntegratorKind; [$($name),*].len()] = [$(IntegratorKind::$kind),*];
+
+            /// The name used in configs, on the command line and as the file name.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(IntegratorKind::$kind => $name,)*
+                }
+            }
+
+            /// The matrix-product cost model of one step ([`StepCost`]).
+            pub fn cost(self) -> StepCost {
+                match self {
+                    $(IntegratorKind::$kind => $cost,)*
+                }
+            }
+
+            /// Builds the integrator, or `None` for dense training; `truncation` is validated
+            /// and used by the rank-adaptive methods.
+            pub fn build<B: AutodiffBackend>(
+                self,
+                truncation: &TruncationConfig,
+            ) -> Result<Option<Box<dyn Integrator<B>>>> {
+                truncation.validate()?;
+                let batched = batched_update_setting()?;
+                match self {
+                    $(IntegratorKind::$kind => {
+                        let build = |$t: TruncationConfig, $batched: Option<bool>|
+                            -> Result<Option<Box<dyn Integrator<B>>>> { Ok($build) };
+                        build(truncation.clone(), batched)
+                    })*
+                }
+            }
+        }
+    };
+}
+
+registry! {
     /// Augmented backward-corrected PSI (the seed paper).
-    AbcPsi,
+    AbcPsi = "abc_psi", abc_psi::COST,
+        |t, batched| Some(Box::new(abc_psi::AbcPsi::new(t)?.batched(batched)));
     /// abc-PSI with its K- and L-gradients from one pass (equal to two passes when every
     /// trainable layer is low-rank; otherwise the L-gradient does not see the dense layers' step).
-    AbcPsiOnePass,
+    AbcPsiOnePass = "abc_psi_one_pass", abc_psi::COST_ONE_PASS,
+        |t, batched| Some(Box::new(abc_psi::AbcPsi::new(t)?.one_pass().batched(batched)));
     /// Backward-corrected PSI (fixed rank).
-    BcPsi,
+    BcPsi = "bc_psi", bc_psi::COST, |_t, batched| Some(Box::new(bc_psi::BcPsi::default().batched(batched)));
     /// Projector-splitting / KSL integrator (fixed rank, backward S-step).
-    Psi,
+    Psi = "psi", psi::COST, |_t, batched| Some(Box::new(psi::Psi::default().batched(batched)));
     /// Rank-adaptive basis-update & Galerkin (DLRT).
-    Bug,
+    Bug = "bug", bug::COST, |t, batched| Some(Box::new(bug::Bug::new(t)?.batched(batched)));
     /// Parallel BUG / GeoLoRA.
-    ParallelBug,
+    ParallelBug = "parallel_bug", parallel_bug::COST,
+        |t, batched| Some(Box::new(parallel_bug::ParallelBug::new(t)?.batched(batched)));
     /// Plain factorization `W = A Bᵀ` trained by the optimizer.
-    Lora,
+    Lora = "lora", lora::COST, |_t, _batched| Some(Box::new(lora::Lora));
     /// Dense training: no low-rank layer, no integrator.
-    Dense,
+    Dense = "dense", DENSE_COST, |_t, _batched| None;
+}
+
+/// Dense training's step: one pass, in which a low-rank layer (there is none) would cost its
+/// forward x U S Vᵀ.
+const DENSE_COST: StepCost = StepCost { passes: 1, low_rank: |p| Products::PASS * p.three(p.r, p.r) };
+
+/// The matrix-product cost model of a method's step (`bench::flops`, whose docs derive each
+/// method's): how many passes it makes, and what one low-rank layer multiplies in them.
+#[derive(Clone, Copy, Debug)]
+pub struct StepCost {
+    /// Passes per step, each a forward and a backward; a dense layer costs the same in each.
+    pub passes: usize,
+    /// FLOPs of one low-rank layer's products over the whole step.
+    pub low_rank: fn(&Products) -> f64,
+}
+
+/// One low-rank n×m layer of rank r with b rows of input, for [`StepCost::low_rank`]; the
+/// augmented bases Û and V̂ are `r_u` = min(2r, n) and `r_v` = min(2r, m) wide.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Products {
+    /// Rows of input (batch × positions).
+    pub b: f64,
+    /// Fan-in.
+    pub n: f64,
+    /// Fan-out.
+    pub m: f64,
+    /// Rank.
+    pub r: f64,
+    /// Width of Û.
+    pub r_u: f64,
+    /// Width of V̂.
+    pub r_v: f64,
+}
+
+impl Products {
+    /// A pass (forward and backward) in forwards: the backward's input and weight gradients
+    /// each repeat the forward's products.
+    pub const PASS: f64 = 3.0;
+
+    /// The layer n×m of rank r at b rows.
+    pub fn new(b: f64, n: usize, m: usize, r: usize) -> Self {
+        let (r_u, r_v) = ((2 * r).min(n) as f64, (2 * r).min(m) as f64);
+        Self { b, n: n as f64, m: m as f64, r: r as f64, r_u, r_v }
+    }
+
+    /// FLOPs of x A Bᵀ with A n×w and B m×w (x K Vᵀ, x U Lᵀ).
+    pub fn two(&self, w: f64) -> f64 {
+        2.0 * self.b * (self.n * w + w * self.m)
+    }
+
+    /// FLOPs of x U S Vᵀ with U n×w_u, S w_u×w_v and V m×w_v.
+    pub fn three(&self, w_u: f64, w_v: f64) -> f64 {
+        2.0 * self.b * (self.n * w_u + w_u * w_v + w_v * self.m)
+    }
 }
 
 /// A clap value parser for the methods that train a low-rank layer (all but `dense`), for
@@ -237,58 +340,6 @@ pub fn low_rank_names() -> String {
     let names: Vec<&str> =
         IntegratorKind::ALL.iter().filter(|k| **k != IntegratorKind::Dense).map(|k| k.name()).collect();
     names.join(", ")
-}
-
-impl IntegratorKind {
-    /// Every method, in the order of the table in the module docs.
-    pub const ALL: [IntegratorKind; 8] = [
-        IntegratorKind::AbcPsi,
-        IntegratorKind::AbcPsiOnePass,
-        IntegratorKind::BcPsi,
-        IntegratorKind::Psi,
-        IntegratorKind::Bug,
-        IntegratorKind::ParallelBug,
-        IntegratorKind::Lora,
-        IntegratorKind::Dense,
-    ];
-
-    /// The name used in configs, on the command line and as the file name.
-    pub fn name(self) -> &'static str {
-        match self {
-            IntegratorKind::AbcPsi => "abc_psi",
-            IntegratorKind::AbcPsiOnePass => "abc_psi_one_pass",
-            IntegratorKind::BcPsi => "bc_psi",
-            IntegratorKind::Psi => "psi",
-            IntegratorKind::Bug => "bug",
-            IntegratorKind::ParallelBug => "parallel_bug",
-            IntegratorKind::Lora => "lora",
-            IntegratorKind::Dense => "dense",
-        }
-    }
-
-    /// Builds the integrator, or `None` for dense training; `truncation` is validated and
-    /// used by the rank-adaptive methods.
-    pub fn build<B: AutodiffBackend>(
-        self,
-        truncation: &TruncationConfig,
-    ) -> Result<Option<Box<dyn Integrator<B>>>> {
-        truncation.validate()?;
-        let t = truncation.clone();
-        Ok(Some(match self {
-            IntegratorKind::AbcPsi => Box::new(abc_psi::AbcPsi::new(t)?.batched(batched_update_setting()?)),
-            IntegratorKind::AbcPsiOnePass => {
-                Box::new(abc_psi::AbcPsi::new(t)?.one_pass().batched(batched_update_setting()?))
-            }
-            IntegratorKind::BcPsi => Box::new(bc_psi::BcPsi::default().batched(batched_update_setting()?)),
-            IntegratorKind::Psi => Box::new(psi::Psi::default().batched(batched_update_setting()?)),
-            IntegratorKind::Bug => Box::new(bug::Bug::new(t)?.batched(batched_update_setting()?)),
-            IntegratorKind::ParallelBug => {
-                Box::new(parallel_bug::ParallelBug::new(t)?.batched(batched_update_setting()?))
-            }
-            IntegratorKind::Lora => Box::new(lora::Lora),
-            IntegratorKind::Dense => return Ok(None),
-        }))
-    }
 }
 
 impl fmt::Display for IntegratorKind {

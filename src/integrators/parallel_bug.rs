@@ -32,10 +32,17 @@ use burn::tensor::{backend::AutodiffBackend, Tensor};
 
 use super::batched::{self, Augmentation, CoreTruncation};
 use super::steps::{bias_step, k_step, l_step, new_directions, required, s_step, truncate_core};
-use super::{batches, each_layer, Integrator, IntegratorKind, LayerStep, Pass, Spec};
+use super::{batches, each_layer, Integrator, IntegratorKind, LayerStep, Pass, Products, Spec, StepCost};
 use crate::linalg::TruncationConfig;
 use crate::optim::Optimizer;
 use crate::Result;
+
+/// One step's products, in its one tangent pass: x U and x K (n×r each), (x K − x U S) V0ᵀ
+/// and (x U) Lᵀ.
+pub const COST: StepCost = StepCost {
+    passes: 1,
+    low_rank: |p| Products::PASS * 2.0 * p.b * (2.0 * p.n * p.r + p.r * p.r + 2.0 * p.r * p.m),
+};
 
 /// The parallel BUG / GeoLoRA integrator.
 #[derive(Debug)]

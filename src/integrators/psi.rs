@@ -25,10 +25,16 @@ use burn::tensor::backend::AutodiffBackend;
 use super::steps::{
     bias_step, k_step, k_step_qr_all, l_step, qr_l_step, qr_l_step_all, required, s_step_backward,
 };
-use super::{batched, batches, each_layer, Integrator, IntegratorKind, LayerStep, Pass, Spec};
+use super::{
+    batched, batches, each_layer, Integrator, IntegratorKind, LayerStep, Pass, Products, Spec, StepCost,
+};
 use crate::linalg::tensor_qr;
 use crate::optim::Optimizer;
 use crate::Result;
+
+/// One step's products: K (x K V0ᵀ), S (x U1 S V0ᵀ) and L (x U1 Lᵀ), all r wide.
+pub const COST: StepCost =
+    StepCost { passes: 3, low_rank: |p| Products::PASS * (2.0 * p.two(p.r) + p.three(p.r, p.r)) };
 
 /// The PSI (KSL) integrator.
 #[derive(Debug, Default)]
