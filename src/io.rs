@@ -60,7 +60,7 @@ pub fn write_safetensors_as(
         .enumerate()
         .map(|(i, (name, (shape, values)))| {
             let (st_dtype, bytes): (Dtype, &[u8]) = match dtype {
-                FileDtype::F32 => (Dtype::F32, bytemuck_f32(values)),
+                FileDtype::F32 => (Dtype::F32, f32_bytes(values)),
                 FileDtype::Bf16 => (Dtype::BF16, &bf16[i]),
             };
             TensorView::new(st_dtype, shape.clone(), bytes)
@@ -73,11 +73,10 @@ pub fn write_safetensors_as(
     atomic_write(path, &bytes)
 }
 
-fn bytemuck_f32(values: &[f32]) -> &[u8] {
-    // f32 has no padding and any bit pattern is a valid u8 sequence; safetensors is little
-    // endian, as is every target this crate builds for (checked below).
+/// The values' bytes; safetensors is little endian, as is every target this crate builds for.
+fn f32_bytes(values: &[f32]) -> &[u8] {
     const _: () = assert!(cfg!(target_endian = "little"), "dlrt writes little-endian safetensors");
-    unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values)) }
+    bytemuck::cast_slice(values)
 }
 
 /// An error when `out` (a file about to be written, named by `field`) is one of the files
