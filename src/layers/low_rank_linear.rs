@@ -100,9 +100,7 @@ impl<B: Backend> LowRankLinear<B> {
         rng: &mut StdRng,
         device: &B::Device,
     ) -> Result<Self> {
-        if r == 0 || r > n.min(m) {
-            return Err(Error::config("rank", r, &format!("1 ≤ rank ≤ min(n, m) = {}", n.min(m))));
-        }
+        check_rank(r, n, m)?;
         let u = random_orthonormal(n, r, rng);
         let v = random_orthonormal(m, r, rng);
         let s = Mat::<f64>::identity(r, r) * faer::Scale(gain * (m as f64 / r as f64).sqrt());
@@ -125,11 +123,11 @@ impl<B: Backend> LowRankLinear<B> {
         truncation.validate()?;
         let [n, m] = w.dims();
         let cfg = match rank {
-            Some(r) if r == 0 || r > n.min(m) => {
-                return Err(Error::config("rank", r, &format!("1 ≤ rank ≤ min(n, m) = {}", n.min(m))))
-            }
             // A fixed rank is the truncation with both bounds at r.
-            Some(r) => truncation.clone().with_bounds(r, Some(r)),
+            Some(r) => {
+                check_rank(r, n, m)?;
+                truncation.clone().with_bounds(r, Some(r))
+            }
             None => truncation.clone(),
         };
         let t = truncated_svd(w, &cfg, n, m, "dense weight")?;
@@ -145,9 +143,7 @@ impl<B: Backend> LowRankLinear<B> {
         rng: &mut StdRng,
     ) -> Result<Self> {
         let [n, m] = base.dims();
-        if r == 0 || r > n.min(m) {
-            return Err(Error::config("rank", r, &format!("1 ≤ rank ≤ min(n, m) = {}", n.min(m))));
-        }
+        check_rank(r, n, m)?;
         let device = base.device();
         let mut layer = Self::from_factors(
             from_faer(random_orthonormal(n, r, rng).as_ref(), &device),
@@ -440,6 +436,13 @@ impl<B: Backend> fmt::Display for LowRankLinear<B> {
     }
 }
 
+/// An error unless 1 ≤ r ≤ min(n, m): the rank an n×m layer can have.
+fn check_rank(r: usize, n: usize, m: usize) -> Result<()> {
+    if r == 0 || r > n.min(m) {
+        return Err(Error::config("rank", r, &format!("1 ≤ rank ≤ min(n, m) = {}", n.min(m))));
+    }
+    Ok(())
+}
 #[cfg(test)]
 mod tests {
     use super::*;
