@@ -412,11 +412,7 @@ impl RunConfig {
         }
         self.low_rank_flags()?;
         self.integrator.validate()?;
-        self.optimizer.rule.validate().map_err(|e| prefix(e, "optimizer."))?;
-        let lr = self.optimizer.lr;
-        if !(lr > 0.0 && lr.is_finite()) {
-            return Err(Error::config("optimizer.lr", lr, "a finite learning rate > 0"));
-        }
+        self.optimizer.validate()?;
         self.train.validate()
     }
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{in_file, parse_toml, prefix, read, IntegratorConfig, OptimizerSection, TrainSection};
+use super::{in_file, parse_toml, read, IntegratorConfig, OptimizerSection, TrainSection};
 use crate::data::{DatasetName, MAX_IMAGE_SIDE};
 use crate::integrators::IntegratorKind;
 use crate::layers::{AdapterTarget, Attention, Precision};
@@ -185,11 +185,7 @@ impl FinetuneConfig {
             return Err(Error::config("integrator.method", "dense", &expected));
         }
         self.integrator.validate()?;
-        self.optimizer.rule.validate().map_err(|e| prefix(e, "optimizer."))?;
-        let lr = self.optimizer.lr;
-        if !(lr > 0.0 && lr.is_finite()) {
-            return Err(Error::config("optimizer.lr", lr, "a finite learning rate > 0"));
-        }
+        self.optimizer.validate()?;
         self.train.validate()
     }
 }

@@ -63,6 +63,11 @@ impl OptimizerSection {
     pub fn build(&self) -> Result<Optimizer> {
         Optimizer::new(self.rule.clone(), self.lr)
     }
+
+    /// Checks the rule and λ; an error names its field in the section (`optimizer.lr`).
+    pub fn validate(&self) -> Result<()> {
+        self.build().map(drop).map_err(|e| super::prefix(e, "optimizer."))
+    }
 }
 
 /// What is written: the rule's keys (`kind` first), then `lr` and `schedule`.
