@@ -322,3 +322,27 @@ fn batched_qr_of_ill_conditioned_dependent_and_zero_columns_in_f32() {
         assert!(below < 10.0 * eps * R.norm_max(), "R upper triangular: {below:e}");
     }
 }
+
+/// `IntegratorKind::build_with` passes the batched setting to every method that batches (on the
+/// CPU, where `None` would not batch): `Some(true)` runs its phases batched, `Some(false)` per
+/// layer.
+#[test]
+fn build_with_sets_the_batched_update() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let truncation = TruncationConfig::relative(0.05).with_bounds(1, Some(8));
+    for kind in IntegratorKind::ALL {
+        if matches!(kind, IntegratorKind::Lora | IntegratorKind::Dense) {
+            continue;
+        }
+        for batched in [true, false] {
+            let integrator = kind.build_with::<B>(&truncation, Some(batched)).unwrap();
+            let mut t = Trainer::from_integrator(integrator, Optimizer::sgd(0.1)).unwrap();
+            let (mut net, x, labels) = setup::<B>(&[20, 16, 12, 4], 3);
+            t.prepare(&mut net).unwrap();
+            let before = batched_counts();
+            t.step(&mut net, |net| cross_entropy(net.forward(x.clone()), labels.clone())).unwrap();
+            let phases = (batched_counts() - before).layer_phases;
+            assert_eq!(phases > 0, batched, "{kind}, batched = {batched}: {phases} batched layer-phases");
+        }
+    }
+}

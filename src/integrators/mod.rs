@@ -228,13 +228,23 @@ macro_rules! registry {
             }
 
             /// Builds the integrator, or `None` for dense training; `truncation` is validated
-            /// and used by the rank-adaptive methods.
+            /// and used by the rank-adaptive methods. The batched update follows
+            /// `DLRT_BATCHED_UPDATE` ([`batched_update_setting`]).
             pub fn build<B: AutodiffBackend>(
                 self,
                 truncation: &TruncationConfig,
             ) -> Result<Option<Box<dyn Integrator<B>>>> {
+                self.build_with(truncation, batched_update_setting()?)
+            }
+
+            /// [`IntegratorKind::build`] with the batched update given: `Some(true)` on every
+            /// device, `Some(false)` never, `None` on a GPU with an f32 backend only ([`batches`]).
+            pub fn build_with<B: AutodiffBackend>(
+                self,
+                truncation: &TruncationConfig,
+                batched: Option<bool>,
+            ) -> Result<Option<Box<dyn Integrator<B>>>> {
                 truncation.validate()?;
-                let batched = batched_update_setting()?;
                 match self {
                     $(IntegratorKind::$kind => {
                         let build = |$t: TruncationConfig, $batched: Option<bool>|
