@@ -40,11 +40,11 @@ pub struct LayerShape {
 /// Matrix-product FLOPs of one step of `method` on a network of `layers` at batch size `b`
 /// (module docs).
 pub fn step_flops(method: IntegratorKind, layers: &[LayerShape], b: usize) -> f64 {
+    let cost = method.cost();
     layers
         .iter()
         .map(|l| {
             let b = (b * l.positions) as f64;
-            let cost = method.cost();
             match l.rank {
                 None => cost.passes as f64 * Products::PASS * 2.0 * b * (l.n * l.m) as f64,
                 Some(r) => (cost.low_rank)(&Products::new(b, l.n, l.m, r)),

@@ -33,9 +33,9 @@
 //! per-layer finiteness reads of [`LowRankLinear::set_factors`] are skipped here. An abc-PSI
 //! step so reads 2 values per pass (the loss) plus 2 per phase, whatever the number of
 //! layers, and 1 more in an augmentation where some layer needs a shifted pass (in f32 from
-//! κ ≈ 3e3). The host work per layer
-//! is k×k (k ≤ 2r) and runs side by side. `dlrt bench`'s host QR and SVD columns then
-//! include the device products of each phase, which the reads wait for.
+//! κ ≈ 3e3). The host work per layer is k×k (k ≤ 2r) and runs side by side. `dlrt bench`'s
+//! host QR and SVD columns then include the device products of each phase, which the reads
+//! wait for.
 //!
 //! Parallel BUG ([`super::parallel_bug`]) augments its U and V bases with the same rounds
 //! ([`augment_bases`], all bases of all layers together) and truncates its 2r×2r cores Ŝ in

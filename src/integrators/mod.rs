@@ -247,9 +247,8 @@ macro_rules! registry {
                 truncation.validate()?;
                 match self {
                     $(IntegratorKind::$kind => {
-                        let build = |$t: TruncationConfig, $batched: Option<bool>|
-                            -> Result<Option<Box<dyn Integrator<B>>>> { Ok($build) };
-                        build(truncation.clone(), batched)
+                        let ($t, $batched) = (truncation.clone(), batched);
+                        Ok($build)
                     })*
                 }
             }

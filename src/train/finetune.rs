@@ -65,6 +65,7 @@ pub fn finetune<B: AutodiffBackend>(
     config.backbone.weights = Some(weights.clone());
     config.backbone.config = config.backbone.config.as_deref().map(absolute).transpose()?;
     let config = &config;
+    let config_toml = config.to_toml()?;
     let (b, t) = (&config.backbone, &config.train);
     let backbone = ViT::<B>::load(&weights, b.config_json(), device)?;
     backbone.require_rgb(&b.config_json())?;
@@ -92,7 +93,7 @@ pub fn finetune<B: AutodiffBackend>(
         .with_rank_bucket(config.integrator.rank_bucket)?;
     trainer.prepare(&mut model)?;
     let mut writer = MetricsWriter::create(&opts.run_dir);
-    start_run_dir(&opts.run_dir, &config.to_toml()?, &mut writer)?;
+    start_run_dir(&opts.run_dir, &config_toml, &mut writer)?;
     if opts.progress {
         progress_line(format_args!(
             "{}: {} adapters on {:?}, r0 = {}; trainable parameters {} = {:.2} % of the backbone's {}",
@@ -109,7 +110,7 @@ pub fn finetune<B: AutodiffBackend>(
     let ckpt = checkpoint_path(&opts.run_dir);
     let save = |model: &ViTClassifier<B>, _: &Trainer<B>, epoch, _| {
         // The run folder's files change only from the first epoch's end on (`fit`).
-        atomic_write(&opts.run_dir.join("config.toml"), config.to_toml()?.as_bytes())?;
+        atomic_write(&opts.run_dir.join("config.toml"), config_toml.as_bytes())?;
         let image = [train.channels, train.rows, train.cols];
         checkpoint::adapters::save(&ckpt, model, config, epoch, &train.classes, image)
     };

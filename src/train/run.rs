@@ -97,6 +97,8 @@ pub fn run<B: AutodiffBackend>(
     device: &B::Device,
 ) -> Result<Vec<EpochRecord>> {
     config.validate()?;
+    // Written to the run folder; an error (a path that is not UTF-8) comes before any work.
+    let config_toml = config.to_toml()?;
     let t = &config.train;
     std::fs::create_dir_all(&opts.run_dir).map_err(|e| Error::io(&opts.run_dir, e))?;
     let ckpt = checkpoint_path(&opts.run_dir);
@@ -137,7 +139,7 @@ pub fn run<B: AutodiffBackend>(
         let mut model = new_model(config, shape, &mut StdRng::seed_from_u64(t.seed), device)?;
         trainer.prepare(&mut model)?;
         let mut writer = MetricsWriter::create(&opts.run_dir);
-        start_run_dir(&opts.run_dir, &config.to_toml()?, &mut writer)?;
+        start_run_dir(&opts.run_dir, &config_toml, &mut writer)?;
         (model, Start::default(), writer)
     };
     let plan = Plan::new(t, &config.optimizer, ImageFormat::AsStored, EVAL_BATCH);
@@ -147,7 +149,7 @@ pub fn run<B: AutodiffBackend>(
         let counters = trainer.counters();
         let state = RunState { config: config.clone(), epoch, step, counters, inputs, image, labels };
         // The run folder's files change only from the first epoch's end on (`fit`).
-        atomic_write(&opts.run_dir.join("config.toml"), config.to_toml()?.as_bytes())?;
+        atomic_write(&opts.run_dir.join("config.toml"), config_toml.as_bytes())?;
         checkpoint::save(&ckpt, model, &trainer.state, &state)
     };
     fit(&mut model, &mut trainer, (&train, &test), &plan, opts, start, &mut writer, save, device)
