@@ -2,7 +2,7 @@
 # One device call (see README, "GPU"): our MNIST benchmark on CUDA, PyTorch's dense MLP of the
 # same shape on the same card, the ViT-B/16 adapter fine-tuning step (dlrt bench-vit: abc-PSI in
 # one pass, LoRA) in every variant of issue 16's changes, each on and off (precision f32 / bf16,
-# attention explicit / fused, abc-PSI's batched update and DLRT_BATCHED_UPDATE=off, rank buckets
+# attention explicit / fused, abc-PSI's batched update and --batched-update off, rank buckets
 # 1 and 8, Burn's fusion + autotune off and on), against peft LoRA at the same rank and batch
 # (bf16 autocast and fp32), with each part's peak device memory; one table of ratios each; one
 # ViT block's operations against PyTorch's; and a short `dlrt train --device "$DEVICE"` run.
@@ -197,16 +197,16 @@ echo "| run | bucket | method | steps | new ranks | at new ranks | at seen ranks
 cat "$OUT/new_shapes.md"
 
 # The integrators batch each phase of their updates across layers on the GPU (two reads of the
-# Gram matrices per phase, whatever the number of adapters); DLRT_BATCHED_UPDATE=off gives the
+# Gram matrices per phase, whatever the number of adapters); --batched-update off gives the
 # per-layer host decompositions of earlier runs, for the same table with the switch off (the ViT
 # with it off is the part `off_vit`, not run by default).
 if want off; then
     echo "== the same with the batched update off (per-layer host decompositions)"
-    part mnist_batched_off "${T_OFF:-25}" env DLRT_BATCHED_UPDATE=off "$BIN" bench --device "$DEVICE" --warmup "${WARMUP:-100}" \
+    part mnist_batched_off "${T_OFF:-25}" "$BIN" bench --device "$DEVICE" --batched-update off --warmup "${WARMUP:-100}" \
         --steps "${STEPS:-200}" --methods abc_psi,abc_psi_one_pass,bc_psi,psi,bug,parallel_bug | tee "$OUT/dlrt_cuda_batched_off.md"
 fi
 if want off_vit; then
-    part vit_batched_off "$(( ${T_OFF:-25} + 15 ))" env DLRT_BATCHED_UPDATE=off "$BIN" bench-vit --model "$VIT_MODEL" \
+    part vit_batched_off "$(( ${T_OFF:-25} + 15 ))" "$BIN" bench-vit --batched-update off --model "$VIT_MODEL" \
         --image "$VIT_IMAGE" --batch "${VIT_RANK_BATCH:-32}" --rank 32 --device "$DEVICE" --steps "${VIT_STEPS:-3}" \
         --methods abc_psi,abc_psi_one_pass | tee "$OUT/dlrt_vit_b${VIT_RANK_BATCH:-32}_batched_off.md"
 fi

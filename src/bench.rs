@@ -35,11 +35,11 @@ use std::time::Instant;
 use burn::tensor::{backend::AutodiffBackend, Distribution, Int, Tensor, TensorData};
 use rand::{rngs::StdRng, SeedableRng};
 
-use crate::config::overrides::parse_rank_bucket;
+use crate::config::overrides::{parse_name, parse_rank_bucket};
 use crate::config::{ModelKind, RunConfig};
 use crate::data::{self, DatasetName, Split};
 use crate::integrators::batched::{batched_counts, BatchedCounts};
-use crate::integrators::IntegratorKind;
+use crate::integrators::{BatchedUpdate, IntegratorKind};
 use crate::layers::Precision;
 use crate::linalg::{host_time, HostTime};
 use crate::models::{lenet5, Classifier, Layer, Net};
@@ -96,6 +96,10 @@ pub struct StepOptions {
     /// buckets: few kernel shapes on a GPU while ranks change; 1 = no padding).
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = parse_rank_bucket)]
     pub rank_bucket: usize,
+    /// auto (on a GPU with f32), on or off: the updates with decompositions one phase for all
+    /// layers at once, with the tall factors on the device.
+    #[arg(long, default_value_t = BatchedUpdate::Auto, value_parser = parse_name::<BatchedUpdate>)]
+    pub batched_update: BatchedUpdate,
     /// Print every step (time, its parts, the ranks, and whether its ranks and widths are new
     /// in the run) to stderr as it ends, so a run cut short by a timeout still shows how far it
     /// got.
@@ -105,7 +109,7 @@ pub struct StepOptions {
 
 impl Default for StepOptions {
     fn default() -> Self {
-        Self { rank_bucket: 1, log_steps: false }
+        Self { rank_bucket: 1, batched_update: BatchedUpdate::Auto, log_steps: false }
     }
 }
 
@@ -244,7 +248,8 @@ pub fn run<B: AutodiffBackend>(
     for &method in methods {
         let cfg = preset(method);
         let mut net = new_model::<B>(&cfg, (image, classes), &mut rng, device)?;
-        let mut trainer = Trainer::new(method, &cfg.integrator.truncation(), cfg.optimizer.build()?)?
+        let integrator = method.build(&cfg.integrator.truncation(), options.batched_update)?;
+        let mut trainer = Trainer::from_integrator(integrator, cfg.optimizer.build()?)?
             .with_rank_bucket(options.rank_bucket)?;
         trainer.prepare(&mut net)?;
         let mut new_shapes = NewShapes::default();

@@ -17,10 +17,11 @@ pub mod overrides;
 
 use std::path::Path;
 
+use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{DatasetName, DatasetSource};
-use crate::integrators::IntegratorKind;
+use crate::integrators::{BatchedUpdate, Integrator, IntegratorKind};
 use crate::layers::{Init, Precision};
 use crate::linalg::TruncationConfig;
 use crate::{Error, Result};
@@ -139,6 +140,15 @@ pub struct IntegratorConfig {
     /// is unchanged. 1 (the default) pads nothing.
     #[serde(default = "default_rank_bucket", skip_serializing_if = "is_one")]
     pub rank_bucket: usize,
+    /// `"auto"` (the default: on a GPU with f32), `"on"` or `"off"`: whether the updates with
+    /// decompositions run one phase for all layers at once with the tall factors on the device
+    /// ([`BatchedUpdate`]); the step is the same to round-off.
+    #[serde(default, skip_serializing_if = "is_auto")]
+    pub batched_update: BatchedUpdate,
+}
+
+fn is_auto(b: &BatchedUpdate) -> bool {
+    *b == BatchedUpdate::Auto
 }
 
 fn default_tol() -> f64 {
@@ -158,6 +168,12 @@ impl IntegratorConfig {
     /// The truncation rule these values describe.
     pub fn truncation(&self) -> TruncationConfig {
         TruncationConfig { tol: self.tol, absolute: self.absolute, r_min: self.r_min, r_max: self.r_max }
+    }
+
+    /// The integrator these values describe, or `None` for dense training (validated).
+    pub fn build<B: AutodiffBackend>(&self) -> Result<Option<Box<dyn Integrator<B>>>> {
+        self.validate()?;
+        self.method.build(&self.truncation(), self.batched_update)
     }
 
     /// Checks the truncation and the rank bucket; errors name `integrator.<key>`.
@@ -293,6 +309,7 @@ impl RunConfig {
                 r_min: 1,
                 r_max: None,
                 rank_bucket: 1,
+                batched_update: BatchedUpdate::Auto,
             },
             optimizer: OptimizerSection::sgd(0.01),
             train: TrainSection {
@@ -528,6 +545,22 @@ mod tests {
         assert!(err.contains("integrator.rank_bucket") && err.contains("≥ 1"), "{err}");
         let err = RunConfig::from_toml(&with("-1"), Path::new("c.toml")).unwrap_err().to_string();
         assert!(err.contains("c.toml") && err.contains("-1") && err.contains("line 9"), "{err}");
+    }
+
+    #[test]
+    fn the_batched_update_defaults_to_auto_and_a_bad_value_is_named() {
+        let text = RunConfig::paper_mnist().to_toml().unwrap();
+        assert!(!text.contains("batched_update"), "auto is not written: {text}");
+        let with = |v: &str| text.replace("[integrator]", &format!("[integrator]\nbatched_update = {v}"));
+        for (value, expected) in [("\"on\"", BatchedUpdate::On), ("\"off\"", BatchedUpdate::Off)] {
+            let cfg = RunConfig::from_toml(&with(value), Path::new("c.toml")).unwrap();
+            assert_eq!(cfg.integrator.batched_update, expected);
+            assert_eq!(RunConfig::from_toml(&cfg.to_toml().unwrap(), Path::new("c.toml")).unwrap(), cfg);
+        }
+        for bad in ["\"yes\"", "true"] {
+            let err = RunConfig::from_toml(&with(bad), Path::new("c.toml")).unwrap_err().to_string();
+            assert!(err.contains("batched_update") && err.contains("c.toml"), "{bad}: {err}");
+        }
     }
 
     #[test]

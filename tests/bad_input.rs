@@ -4,7 +4,7 @@ mod common;
 
 use burn::tensor::Tensor;
 use common::*;
-use dlrt::integrators::IntegratorKind;
+use dlrt::integrators::{BatchedUpdate, IntegratorKind};
 use dlrt::linalg::TruncationConfig;
 use dlrt::optim::{Optimizer, OptimizerConfig};
 use dlrt::problems::MatrixProblem;
@@ -38,11 +38,14 @@ fn mismatched_shapes_are_errors() {
 #[test]
 fn tolerance_outside_zero_one_and_inverted_rank_bounds_are_errors() {
     for tol in [0.0, 1.0, 1.5, -0.1, f64::NAN] {
-        let err = IntegratorKind::AbcPsi.build::<B>(&TruncationConfig::relative(tol)).err().expect("error");
+        let err = IntegratorKind::AbcPsi
+            .build::<B>(&TruncationConfig::relative(tol), BatchedUpdate::Auto)
+            .err()
+            .expect("error");
         assert!(matches!(&err, Error::InvalidConfig { field, .. } if field == "tol"), "{err}");
     }
     let err = IntegratorKind::Bug
-        .build::<B>(&TruncationConfig::relative(0.1).with_bounds(10, Some(5)))
+        .build::<B>(&TruncationConfig::relative(0.1).with_bounds(10, Some(5)), BatchedUpdate::Auto)
         .err()
         .expect("error");
     assert!(err.to_string().contains("r_max") && err.to_string().contains("r_min = 10"), "{err}");
@@ -114,7 +117,10 @@ fn dense_training_refuses_low_rank_layers() {
     let mut rng = StdRng::seed_from_u64(6);
     let layer = LowRankLinear::random(6, 5, 2, false, 1.0, &mut rng, &Default::default()).unwrap();
     let mut p = MatrixProblem::new(layer);
-    assert!(IntegratorKind::Dense.build::<B>(&TruncationConfig::default()).unwrap().is_none());
+    assert!(IntegratorKind::Dense
+        .build::<B>(&TruncationConfig::default(), BatchedUpdate::Auto)
+        .unwrap()
+        .is_none());
     let integ =
         Trainer::<B>::new(IntegratorKind::Dense, &TruncationConfig::default(), Optimizer::sgd(0.1)).unwrap();
     let err = integ.prepare(&mut p).unwrap_err();

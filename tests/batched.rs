@@ -15,7 +15,7 @@ use dlrt::integrators::bc_psi::BcPsi;
 use dlrt::integrators::bug::Bug;
 use dlrt::integrators::parallel_bug::ParallelBug;
 use dlrt::integrators::psi::Psi;
-use dlrt::integrators::IntegratorKind;
+use dlrt::integrators::{BatchedUpdate, IntegratorKind};
 use dlrt::layers::{Init, Network};
 use dlrt::linalg::{from_faer, host_reads, thin_qr, to_faer, TruncationConfig};
 use dlrt::models::Mlp;
@@ -323,26 +323,82 @@ fn batched_qr_of_ill_conditioned_dependent_and_zero_columns_in_f32() {
     }
 }
 
-/// `IntegratorKind::build_with` passes the batched setting to every method that batches (on the
-/// CPU, where `None` would not batch): `Some(true)` runs its phases batched, `Some(false)` per
-/// layer.
+/// `IntegratorKind::build` passes the batched setting to every method that batches: `on` runs
+/// its phases batched, `off` per layer, and `auto` per layer on the CPU.
 #[test]
-fn build_with_sets_the_batched_update() {
+fn build_sets_the_batched_update() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let truncation = TruncationConfig::relative(0.05).with_bounds(1, Some(8));
     for kind in IntegratorKind::ALL {
         if matches!(kind, IntegratorKind::Lora | IntegratorKind::Dense) {
             continue;
         }
-        for batched in [true, false] {
-            let integrator = kind.build_with::<B>(&truncation, Some(batched)).unwrap();
+        for setting in BatchedUpdate::ALL {
+            let batched = setting == BatchedUpdate::On;
+            let integrator = kind.build::<B>(&truncation, setting).unwrap();
             let mut t = Trainer::from_integrator(integrator, Optimizer::sgd(0.1)).unwrap();
             let (mut net, x, labels) = setup::<B>(&[20, 16, 12, 4], 3);
             t.prepare(&mut net).unwrap();
             let before = batched_counts();
             t.step(&mut net, |net| cross_entropy(net.forward(x.clone()), labels.clone())).unwrap();
             let phases = (batched_counts() - before).layer_phases;
-            assert_eq!(phases > 0, batched, "{kind}, batched = {batched}: {phases} batched layer-phases");
+            assert_eq!(
+                phases > 0,
+                batched,
+                "{kind}, batched_update = {setting}: {phases} batched layer-phases"
+            );
         }
     }
+}
+
+/// `dlrt train --batched-update on|off` end to end: the run's config records the setting, the
+/// batched run takes the per-layer run's steps (f32, to round-off: same ranks, losses within
+/// 1e-4), and a bad value is refused with the valid ones.
+#[test]
+fn dlrt_train_takes_the_batched_update_flag() {
+    let tmp = tempfile::tempdir().unwrap();
+    let images = tmp.path().join("images");
+    tiny_image_folder(&images);
+    let mut cfg = dlrt::config::RunConfig::paper_mnist();
+    (cfg.model.hidden, cfg.model.rank, cfg.model.init) = (vec![24, 16], 3, Init::He);
+    (cfg.train.batch_size, cfg.optimizer.lr, cfg.integrator.tol) = (8, 0.05, 0.05);
+    let config = tmp.path().join("train.toml");
+    std::fs::write(&config, cfg.to_toml().unwrap()).unwrap();
+    let run = |setting: &str| {
+        let run_dir = tmp.path().join(setting);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dlrt"))
+            .args(["train", config.to_str().unwrap(), "--data", images.to_str().unwrap()])
+            .args([
+                "--epochs",
+                "2",
+                "--quiet",
+                "--batched-update",
+                setting,
+                "--out",
+                run_dir.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        (out, run_dir)
+    };
+    let mut records = Vec::new();
+    for setting in ["on", "off"] {
+        let (out, run_dir) = run(setting);
+        assert!(out.status.success(), "{setting}: {}", String::from_utf8_lossy(&out.stderr));
+        let saved = std::fs::read_to_string(run_dir.join("config.toml")).unwrap();
+        assert!(saved.contains(&format!("batched_update = \"{setting}\"")), "{saved}");
+        let metrics = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
+        let last: dlrt::train::metrics::EpochRecord =
+            serde_json::from_str(metrics.lines().last().unwrap()).unwrap();
+        records.push(last);
+    }
+    let (on, off) = (&records[0], &records[1]);
+    assert_eq!((on.step, &on.ranks, on.qr, on.svd), (off.step, &off.ranks, off.qr, off.svd));
+    for (a, b) in [(on.train_loss, off.train_loss), (on.test_loss, off.test_loss)] {
+        assert!((a - b).abs() < 1e-4 * b.abs().max(1.0), "batched {a} against per layer {b}");
+    }
+    let (out, _) = run("yes");
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("\"yes\"") && err.contains("\"auto\"") && err.contains("\"off\""), "{err}");
 }

@@ -131,8 +131,7 @@ fn bench_ops_times_every_operation_of_a_block_in_both_precisions() {
 fn bench_vit_counts_the_batched_updates_fallbacks() {
     let args = ["bench-vit", "--image", "28", "--batch", "2", "--steps", "1", "--warmup", "1"];
     let out = Command::new(env!("CARGO_BIN_EXE_dlrt"))
-        .args([&args[..], &["--methods", "abc_psi,parallel_bug,lora"]].concat())
-        .env("DLRT_BATCHED_UPDATE", "on")
+        .args([&args[..], &["--methods", "abc_psi,parallel_bug,lora", "--batched-update", "on"]].concat())
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

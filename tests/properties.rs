@@ -10,7 +10,7 @@ mod common;
 use burn::tensor::Tensor;
 use common::*;
 use dlrt::integrators::abc_psi::{AbcPsi, AbcPsiForm};
-use dlrt::integrators::IntegratorKind;
+use dlrt::integrators::{BatchedUpdate, IntegratorKind};
 use dlrt::layers::Network;
 use dlrt::linalg::TruncationConfig;
 use dlrt::optim::Optimizer;
@@ -578,7 +578,7 @@ fn adamw_weight_decay_acts_once_per_step_in_every_integrator() {
 #[test]
 fn each_methods_cost_model_counts_its_own_passes() {
     for kind in IntegratorKind::ALL {
-        let passes = match kind.build::<B>(&TruncationConfig::relative(0.1)).unwrap() {
+        let passes = match kind.build::<B>(&TruncationConfig::relative(0.1), BatchedUpdate::Auto).unwrap() {
             Some(integrator) => integrator.spec().passes.len(),
             None => 1,
         };

@@ -9,7 +9,6 @@
 mod common;
 
 use std::num::NonZeroUsize;
-use std::path::Path;
 use std::process::Command;
 
 use burn::tensor::{activation::relu, Distribution, Int, Tensor};
@@ -229,27 +228,10 @@ fn dlrt(args: &[&str]) -> std::process::Output {
         .expect("run dlrt")
 }
 
-/// Two classes of 6×6 grey PNGs, dark and bright, in `dir/train` and `dir/test`.
-fn write_images(dir: &Path) {
-    let mut rng = StdRng::seed_from_u64(1);
-    for (split, count) in [("train", 16), ("test", 4)] {
-        for (c, base) in [("bright", 190u8), ("dark", 50)] {
-            let folder = dir.join(split).join(c);
-            std::fs::create_dir_all(&folder).unwrap();
-            for i in 0..count {
-                let img = image::GrayImage::from_fn(6, 6, |_, _| {
-                    image::Luma([base.saturating_add(rand::Rng::random_range(&mut rng, 0..40))])
-                });
-                img.save(folder.join(format!("{i}.png"))).unwrap();
-            }
-        }
-    }
-}
-
 #[test]
 fn dlrt_train_takes_the_flag_and_checkpoints_true_rank_factors() {
     let tmp = tempfile::tempdir().unwrap();
-    write_images(&tmp.path().join("images"));
+    tiny_image_folder(&tmp.path().join("images"));
     let mut cfg = dlrt::config::RunConfig::paper_mnist();
     (cfg.model.hidden, cfg.model.rank, cfg.model.init) = (vec![24], 3, dlrt::layers::Init::He);
     (cfg.train.batch_size, cfg.optimizer.lr, cfg.integrator.tol) = (8, 0.05, 0.05);

@@ -196,7 +196,8 @@ pub fn run_vit<B: AutodiffBackend>(args: &VitBenchArgs, device: &B::Device) -> R
             TensorData::new((0..batch as i64).map(|i| i % CLASSES as i64).collect(), [batch]),
             device,
         );
-        let mut trainer = Trainer::new(method, &truncation, Optimizer::sgd(LR))?
+        let integrator = method.build(&truncation, args.options.batched_update)?;
+        let mut trainer = Trainer::from_integrator(integrator, Optimizer::sgd(LR))?
             .with_rank_bucket(args.options.rank_bucket)?;
         trainer.prepare(&mut vit)?;
         let mut shapes = NewShapes::default();

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{in_file, parse_toml, read, IntegratorConfig, OptimizerSection, TrainSection};
 use crate::data::{DatasetName, MAX_IMAGE_SIDE};
-use crate::integrators::IntegratorKind;
+use crate::integrators::{BatchedUpdate, IntegratorKind};
 use crate::layers::{AdapterTarget, Attention, Precision};
 use crate::optim::OptimizerConfig;
 use crate::{Error, Result};
@@ -127,6 +127,7 @@ impl FinetuneConfig {
                 r_min: 1,
                 r_max: Some(32),
                 rank_bucket: 1,
+                batched_update: BatchedUpdate::Auto,
             },
             optimizer: OptimizerSection {
                 rule: OptimizerConfig::adamw(0.0),

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use super::{FinetuneConfig, IntegratorConfig, OptimizerSection, RunConfig, Schedule, TrainSection};
 use crate::data::{DatasetName, DatasetSource, FolderSpec};
-use crate::integrators::IntegratorKind;
+use crate::integrators::{BatchedUpdate, IntegratorKind};
 use crate::layers::{Attention, Precision};
 use crate::{Error, Result};
 
@@ -51,6 +51,10 @@ pub struct Overrides {
     /// that are multiples of N (few kernel shapes on a GPU; 1 = no padding).
     #[arg(long, value_name = "N", value_parser = parse_rank_bucket)]
     pub rank_bucket: Option<usize>,
+    /// Override integrator.batched_update: auto (on a GPU with f32), on or off (the updates with
+    /// decompositions one phase for all layers at once, the tall factors on the device).
+    #[arg(long, value_parser = parse_name::<BatchedUpdate>)]
+    pub batched_update: Option<BatchedUpdate>,
     /// Override model.precision (train) or backbone.precision (finetune): f32, or bf16
     /// (matrix products, or the frozen backbone, in bf16; trained parameters in f32).
     #[arg(long, value_parser = parse_name::<Precision>)]
@@ -123,6 +127,7 @@ impl Overrides {
             show(self.lr.map(|v| v.to_string()), "optimizer.lr"),
             show(self.max_batches.map(|v| v.to_string()), "train.max_batches"),
             show(self.rank_bucket.map(|v| v.to_string()), "integrator.rank_bucket"),
+            show(self.batched_update.map(|v| v.to_string()), "integrator.batched_update"),
             show(self.precision.map(|v| v.to_string()), "model.precision"),
         ]
         .into_iter()
@@ -167,6 +172,7 @@ impl Overrides {
         set(&mut integrator.method, &self.method);
         set(&mut integrator.tol, &self.tol);
         set(&mut integrator.rank_bucket, &self.rank_bucket);
+        set(&mut integrator.batched_update, &self.batched_update);
         set(&mut optimizer.lr, &self.lr);
         Ok(())
     }
@@ -257,6 +263,7 @@ mod tests {
             lr: Some(0.5),
             max_batches: Some(10),
             rank_bucket: Some(8),
+            batched_update: Some(BatchedUpdate::Off),
             precision: Some(Precision::Bf16),
         };
         cfg.apply(&o).unwrap();
@@ -265,10 +272,10 @@ mod tests {
         expected.train.dataset = DatasetName::FashionMnist.into();
         (expected.integrator.method, expected.integrator.tol, expected.optimizer.lr) =
             (IntegratorKind::Bug, 0.2, 0.5);
-        expected.integrator.rank_bucket = 8;
+        (expected.integrator.rank_bucket, expected.integrator.batched_update) = (8, BatchedUpdate::Off);
         expected.model.precision = Precision::Bf16;
         assert_eq!(cfg, expected);
-        assert_eq!(o.keys().len(), 9);
+        assert_eq!(o.keys().len(), 10);
         // --data makes the data set a folder, keeping the keys of a folder the config names.
         cfg.apply(&Overrides { data: Some("imgs".into()), ..Default::default() }).unwrap();
         assert_eq!(cfg.train.dataset, DatasetSource::Folder(FolderSpec::new("imgs")));

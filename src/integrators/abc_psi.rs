@@ -110,11 +110,6 @@ impl AbcPsi {
         self
     }
 
-    /// Whether this step batches its phases on `device` (the single-QR form only).
-    fn batches<B: AutodiffBackend>(&self, device: &B::Device) -> bool {
-        self.form == AbcPsiForm::SingleQr && batches::<B>(self.batched, device)
-    }
-
     /// abc-PSI with the given form of step (5).
     pub fn with_form(mut self, form: AbcPsiForm) -> Self {
         self.form = form;
@@ -132,7 +127,8 @@ impl<B: AutodiffBackend> Integrator<B> for AbcPsi {
     }
 
     fn after_pass_all(&self, pass: Pass, mut layers: Vec<LayerStep<'_, B>>, opt: &Optimizer) -> Result<()> {
-        if !layers.first().is_some_and(|s| self.batches::<B>(&s.layer.u().device())) {
+        // Only the single-QR form batches.
+        if self.form != AbcPsiForm::SingleQr || !batches(self.batched, &layers) {
             return each_layer(self, pass, layers, opt);
         }
         let kind = Integrator::<B>::spec(self).kind;

@@ -69,8 +69,7 @@ impl<B: AutodiffBackend> Integrator<B> for Bug {
     }
 
     fn after_pass_all(&self, pass: Pass, mut layers: Vec<LayerStep<'_, B>>, opt: &Optimizer) -> Result<()> {
-        let batch = layers.first().is_some_and(|s| batches::<B>(self.batched, &s.layer.u().device()));
-        if !batch || pass == Pass::K {
+        if !batches(self.batched, &layers) || pass == Pass::K {
             return each_layer(self, pass, layers, opt);
         }
         let kind = IntegratorKind::Bug;

@@ -180,22 +180,57 @@ pub fn on_cubecl<B: burn::tensor::backend::Backend>(device: &B::Device) -> bool 
     B::name(device).contains("cubecl")
 }
 
-/// Whether an integrator with the batched setting `setting` ([`batched_update_setting`])
-/// batches its update on `device`: when unset, on a GPU with an f32 backend only.
-pub fn batches<B: Backend>(setting: Option<bool>, device: &B::Device) -> bool {
-    setting.unwrap_or_else(|| crate::linalg::single_precision::<B>() && on_cubecl::<B>(device))
+/// Whether an integrator with the batched setting `setting` ([`BatchedUpdate::setting`])
+/// batches its update of `layers`: when there are any, and, if the setting is unset, on a GPU
+/// with an f32 backend only.
+pub fn batches<B: AutodiffBackend>(setting: Option<bool>, layers: &[LayerStep<'_, B>]) -> bool {
+    layers.first().is_some_and(|s| {
+        setting.unwrap_or_else(|| {
+            crate::linalg::single_precision::<B>() && on_cubecl::<B>(&s.layer.u().device())
+        })
+    })
 }
 
-/// Whether rank-adaptive updates batch their phases across layers ([`batched`]): the
-/// environment's `DLRT_BATCHED_UPDATE` (`on` or `off`), by default only on a GPU.
-pub fn batched_update_setting() -> Result<Option<bool>> {
-    match std::env::var("DLRT_BATCHED_UPDATE") {
-        Err(_) => Ok(None),
-        Ok(v) if v == "on" => Ok(Some(true)),
-        Ok(v) if v == "off" => Ok(Some(false)),
-        Ok(v) => Err(crate::Error::config("DLRT_BATCHED_UPDATE", v, "on or off (unset: on a GPU only)")),
+/// Whether the updates with decompositions (all but LoRA's) run one phase for all layers at
+/// once with the tall factors on the device ([`batched`]), or layer by layer. Both compute
+/// the same step (to round-off); batching trades the host's parallel per-layer work for a few
+/// device reads per phase, which pays on a GPU.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum BatchedUpdate {
+    /// Batched on a GPU with an f32 backend, layer by layer elsewhere.
+    #[default]
+    Auto,
+    /// Batched on every device.
+    On,
+    /// Layer by layer on every device.
+    Off,
+}
+
+impl BatchedUpdate {
+    /// Every choice, in the order `--help` lists them.
+    pub const ALL: [Self; 3] = [Self::Auto, Self::On, Self::Off];
+
+    /// The config / command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::On => "on",
+            Self::Off => "off",
+        }
+    }
+
+    /// The integrators' `batched` field: `None` for `Auto` ([`batches`]).
+    pub fn setting(self) -> Option<bool> {
+        match self {
+            Self::Auto => None,
+            Self::On => Some(true),
+            Self::Off => Some(false),
+        }
     }
 }
+
+crate::layers::compute::named_choice!(BatchedUpdate, "batched_update");
 
 /// Defines [`IntegratorKind`] from one line per method: its doc, name, [`StepCost`] and how it
 /// is built from the truncation settings and the batched-update setting.
@@ -228,26 +263,17 @@ macro_rules! registry {
             }
 
             /// Builds the integrator, or `None` for dense training; `truncation` is validated
-            /// and used by the rank-adaptive methods. The batched update follows
-            /// `DLRT_BATCHED_UPDATE` ([`batched_update_setting`]).
+            /// and used by the rank-adaptive methods, `batched` by every method with
+            /// decompositions.
             pub fn build<B: AutodiffBackend>(
                 self,
                 truncation: &TruncationConfig,
-            ) -> Result<Option<Box<dyn Integrator<B>>>> {
-                self.build_with(truncation, batched_update_setting()?)
-            }
-
-            /// [`IntegratorKind::build`] with the batched update given: `Some(true)` on every
-            /// device, `Some(false)` never, `None` on a GPU with an f32 backend only ([`batches`]).
-            pub fn build_with<B: AutodiffBackend>(
-                self,
-                truncation: &TruncationConfig,
-                batched: Option<bool>,
+                batched: BatchedUpdate,
             ) -> Result<Option<Box<dyn Integrator<B>>>> {
                 truncation.validate()?;
                 match self {
                     $(IntegratorKind::$kind => {
-                        let ($t, $batched) = (truncation.clone(), batched);
+                        let ($t, $batched) = (truncation.clone(), batched.setting());
                         Ok($build)
                     })*
                 }

@@ -74,7 +74,7 @@ impl<B: AutodiffBackend> Integrator<B> for ParallelBug {
     }
 
     fn after_pass_all(&self, pass: Pass, mut layers: Vec<LayerStep<'_, B>>, opt: &Optimizer) -> Result<()> {
-        if !layers.first().is_some_and(|s| batches::<B>(self.batched, &s.layer.u().device())) {
+        if !batches(self.batched, &layers) {
             return each_layer(self, pass, layers, opt);
         }
         // (1) per layer on the device.

@@ -7,14 +7,10 @@
 //! lowercase name (`"f32"`, `"bf16"`; `"fused"`, `"explicit"`); any other name is an error
 //! that names the setting and lists the valid ones.
 
-use std::fmt;
-use std::str::FromStr;
-
 use burn::tensor::{backend::Backend, FloatDType, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::cast::cast;
-use crate::{Error, Result};
 
 /// The floating-point type of a frozen backbone's weights and activations, or of the matrix
 /// products of a network trained from scratch.
@@ -105,21 +101,26 @@ pub(crate) fn autocast<B: Backend, const D: usize>(
     }
 }
 
-/// `FromStr`, `Display` and the serde string forms from `ALL` and `name`.
+/// `FromStr`, `Display` and the serde string forms from `ALL` and `name`, for a choice that
+/// configs and the command line name (`$setting` is the key an error names).
 macro_rules! named_choice {
     ($ty:ty, $setting:literal) => {
-        impl FromStr for $ty {
-            type Err = Error;
-            fn from_str(s: &str) -> Result<Self> {
+        impl std::str::FromStr for $ty {
+            type Err = $crate::Error;
+            fn from_str(s: &str) -> $crate::Result<Self> {
                 Self::ALL.into_iter().find(|c| c.name() == s).ok_or_else(|| {
                     let names: Vec<_> = Self::ALL.iter().map(|c| format!("\"{}\"", c.name())).collect();
-                    Error::config($setting, format!("\"{s}\""), &format!("one of {}", names.join(", ")))
+                    $crate::Error::config(
+                        $setting,
+                        format!("\"{s}\""),
+                        &format!("one of {}", names.join(", ")),
+                    )
                 })
             }
         }
         impl TryFrom<String> for $ty {
-            type Error = Error;
-            fn try_from(s: String) -> Result<Self> {
+            type Error = $crate::Error;
+            fn try_from(s: String) -> $crate::Result<Self> {
                 s.parse()
             }
         }
@@ -128,13 +129,14 @@ macro_rules! named_choice {
                 c.name().to_string()
             }
         }
-        impl fmt::Display for $ty {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str(self.name())
             }
         }
     };
 }
+pub(crate) use named_choice;
 
 named_choice!(Precision, "precision");
 named_choice!(Attention, "attention");

@@ -89,7 +89,7 @@ pub fn finetune<B: AutodiffBackend>(
         );
     }
     let opt = config.optimizer.build()?;
-    let mut trainer = Trainer::new(config.integrator.method, &config.integrator.truncation(), opt)?
+    let mut trainer = Trainer::from_integrator(config.integrator.build()?, opt)?
         .with_rank_bucket(config.integrator.rank_bucket)?;
     trainer.prepare(&mut model)?;
     let mut writer = MetricsWriter::create(&opts.run_dir);

@@ -29,7 +29,9 @@ use burn::module::Module;
 use burn::tensor::{backend::AutodiffBackend, ElementConversion, Tensor};
 
 use crate::checkpoint;
-use crate::integrators::{CounterSnapshot, Integrator, IntegratorKind, LayerStep, Spec, TrainState};
+use crate::integrators::{
+    BatchedUpdate, CounterSnapshot, Integrator, IntegratorKind, LayerStep, Spec, TrainState,
+};
 use crate::layers::{low_rank_layers, DenseLinear, LowRankLinear, ModuleNetwork, Network, Pass};
 use crate::linalg::TruncationConfig;
 use crate::optim::{Bases, DenseSlots, Optimizer};
@@ -84,9 +86,10 @@ pub struct Trainer<B: AutodiffBackend> {
 }
 
 impl<B: AutodiffBackend> Trainer<B> {
-    /// A trainer for `kind` with the truncation rule of the rank-adaptive methods.
+    /// A trainer for `kind` with the truncation rule of the rank-adaptive methods, its update
+    /// batched across layers where that is the default ([`BatchedUpdate::Auto`]).
     pub fn new(kind: IntegratorKind, truncation: &TruncationConfig, opt: Optimizer) -> Result<Self> {
-        Self::from_integrator(kind.build(truncation)?, opt)
+        Self::from_integrator(kind.build(truncation, BatchedUpdate::Auto)?, opt)
     }
 
     /// A trainer for a given integrator (`None`: dense training); checks the optimizer.

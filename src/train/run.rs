@@ -104,7 +104,7 @@ pub fn run<B: AutodiffBackend>(
     let ckpt = checkpoint_path(&opts.run_dir);
     let (train, test) = load_data(t, opts)?;
     let opt = config.optimizer.build()?;
-    let mut trainer = Trainer::new(config.integrator.method, &config.integrator.truncation(), opt)?
+    let mut trainer = Trainer::from_integrator(config.integrator.build()?, opt)?
         .with_rank_bucket(config.integrator.rank_bucket)?;
     let (mut model, start, mut writer) = if opts.resume {
         let (model, train_state, state) = checkpoint::load::<B>(&ckpt, device)?;

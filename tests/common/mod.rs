@@ -149,3 +149,20 @@ pub fn outside_span(Q: &T2, X: &T2) -> T2 {
 pub fn vector(values: &[f64]) -> Tensor<B, 1> {
     Tensor::from_data(values, &Default::default())
 }
+
+/// Two classes of 6×6 grey PNGs, dark and bright, in `dir/train` and `dir/test`.
+pub fn tiny_image_folder(dir: &std::path::Path) {
+    let mut rng = <StdRng as rand::SeedableRng>::seed_from_u64(1);
+    for (split, count) in [("train", 16), ("test", 4)] {
+        for (c, base) in [("bright", 190u8), ("dark", 50)] {
+            let folder = dir.join(split).join(c);
+            std::fs::create_dir_all(&folder).unwrap();
+            for i in 0..count {
+                let img = image::GrayImage::from_fn(6, 6, |_, _| {
+                    image::Luma([base.saturating_add(rand::Rng::random_range(&mut rng, 0..40))])
+                });
+                img.save(folder.join(format!("{i}.png"))).unwrap();
+            }
+        }
+    }
+}
