@@ -23,7 +23,8 @@
 # binaries built with `--features cuda` and `--features cuda-fusion`, and MNIST, gzipped; pass
 # carry=["carry"] to the device call), or $DLRT_BIN / $DLRT_BIN_FUSION and MNIST in ./data/mnist
 # (or $DLRT_DATA); and PyTorch, transformers and peft on the machine.
-# PARTS (default "mnist vit fusion ranks off ops train") picks the parts, most important first.
+# PARTS (default "mnist vit fusion ranks off ops train") picks the parts, most important first;
+# "cache" (what CubeCL's persistent tuning and kernel caches save) runs only when named.
 # VIT_BATCH (256), VIT_STEPS (3) and VIT_VARIANTS (precision:attention[:methods], default
 # "f32:explicit bf16:explicit bf16:fused:abc_psi_one_pass bf16:fused:lora", methods
 # abc_psi_one_pass,lora where not named: the last two give each method's own peak memory) size
@@ -62,8 +63,15 @@ BIN=${DLRT_BIN:-$default_bin}
 BIN_FUSION=${DLRT_BIN_FUSION:-/tmp/dlrt-carry/dlrt-fusion}
 
 # The first run compiles and tunes kernels for every shape; rank-adaptive methods visit many
-# shapes, so keep autotuning short (the tuning cache in ~/.cache/cubecl makes reruns fast).
+# shapes, so keep autotuning short. CubeCL keeps its tuning results in target/autotune/ (the
+# `target` folder of the Cargo.toml above the working directory), so later parts reuse them;
+# compiled kernels are kept (target/cuda/) only with a cubecl.toml that says so (the part
+# `cache`). carry/cubecl-cache.tar.gz, the $OUT file of an earlier call's `cache` part, starts
+# this call with that call's caches.
 export CUBECL_AUTOTUNE_LEVEL=${CUBECL_AUTOTUNE_LEVEL:-minimal}
+if [ -f carry/cubecl-cache.tar.gz ]; then
+    mkdir -p target && tar xzf carry/cubecl-cache.tar.gz -C target && echo "caches: carried (carry/cubecl-cache.tar.gz)"
+fi
 # A rehearsal on the CPU has no nvidia-smi: its parts then report a peak of 0 MiB.
 smi() { command -v nvidia-smi > /dev/null && nvidia-smi "$@"; }
 { smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || echo "no nvidia-smi (device $DEVICE)"; } \
@@ -241,6 +249,30 @@ if want train; then
     part train "${T_TRAIN:-15}" "$BIN" train configs/mnist_abc_psi.toml --device "$DEVICE" --epochs 1 --max-batches 200 \
         --out runs/gpu-train --quiet
     tail -n 1 runs/gpu-train/metrics.csv | tee "$OUT/train_cuda.csv"
+fi
+# What the persistent caches save (item 4; not in the default PARTS, about 2 × T_CACHE s): the
+# same MNIST bench twice in two processes, first with CubeCL's tuning and compiled-kernel caches
+# emptied, then with what the first run left in them (a cubecl.toml turns the kernel cache on for
+# this part only). The fusion binary where there is one, whose kernels are compiled per fused
+# graph. Both caches go to $OUT/cubecl-cache.tar.gz, which a later call can carry.
+if want cache; then
+    cache_bin=$BIN
+    [ -x "$BIN_FUSION" ] && cache_bin=$BIN_FUSION
+    echo "== persistent caches: $cache_bin bench, cold then warm"
+    [ -e cubecl.toml ] || { printf '[compilation]\ncache = "target"\n' > cubecl.toml; made_toml=1; }
+    rm -rf target/autotune target/cuda
+    for run in cold warm; do
+        part "cache_$run" "${T_CACHE:-40}" "$cache_bin" bench --device "$DEVICE" --warmup "${WARMUP:-100}" \
+            --steps "${STEPS:-200}" --methods abc_psi_one_pass,lora,dense --rank-bucket 8 --log-steps \
+            2> "$OUT/cache_$run.log" | tee "$OUT/cache_$run.md"
+        new_shapes "MNIST cache $run | 8" "$OUT/cache_$run.md"
+    done
+    [ "${made_toml:-0}" = 1 ] && rm -f cubecl.toml
+    grep "^cache_" "$OUT/parts.txt"
+    echo "| run | bucket | method | steps | new ranks | at new ranks | at seen ranks | new widths | at new widths | at seen widths |"
+    grep "MNIST cache" "$OUT/new_shapes.md"
+    tar czf "$OUT/cubecl-cache.tar.gz" -C target $(cd target && ls -d autotune cuda 2> /dev/null) 2> /dev/null \
+        && ls -l "$OUT/cubecl-cache.tar.gz"
 fi
 echo "== parts"
 cat "$OUT/parts.txt"
