@@ -342,7 +342,7 @@ impl RunConfig {
         };
         (cfg.integrator.tol, cfg.integrator.r_max) = (0.01, Some(40));
         let rule = crate::optim::OptimizerConfig::adamw(0.1);
-        cfg.optimizer = OptimizerSection { rule, lr: 4e-3, schedule: Schedule::Cosine };
+        cfg.optimizer = OptimizerSection { rule, lr: 4e-3, schedule: Schedule::Cosine, warmup_steps: 0 };
         cfg.train.epochs = 2;
         cfg
     }

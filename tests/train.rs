@@ -39,7 +39,9 @@ fn interrupted_and_resumed_run_equals_uninterrupted_run() {
     let tmp = tempfile::tempdir().unwrap();
     let device = Default::default();
     for method in [IntegratorKind::AbcPsi, IntegratorKind::Dense] {
-        let cfg = short_config(method);
+        let mut cfg = short_config(method);
+        // A warm-up that the interruption after 15 steps cuts in two.
+        cfg.optimizer.warmup_steps = 20;
         let whole = tmp.path().join(format!("{method}-whole"));
         let full = run::<TrainBackend>(&cfg, &opts(&whole, &data, false), &device).unwrap();
         assert_eq!(full.len(), 3);
@@ -63,6 +65,31 @@ fn interrupted_and_resumed_run_equals_uninterrupted_run() {
         assert_eq!(wa, wb, "{method}: final checkpoints differ");
         assert!(full[2].test_accuracy > 0.5, "{method} learned nothing: {:?}", full[2]);
     }
+}
+
+/// `warmup_steps` takes effect in a run: with a warm-up far longer than the run, λ stays near
+/// λ/w, so the model ends where a run at λ/w ends, and short of a run without warm-up.
+#[test]
+fn a_warm_up_scales_the_first_steps_learning_rate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let images = tmp.path().join("images");
+    common::tiny_image_folder(&images);
+    let mut cfg = RunConfig::paper_mnist();
+    cfg.train.dataset = dlrt::data::DatasetSource::Folder(dlrt::data::FolderSpec::new(&images));
+    (cfg.model.hidden, cfg.model.rank, cfg.model.init) = (vec![24], 3, dlrt::layers::Init::He);
+    (cfg.train.batch_size, cfg.train.epochs, cfg.optimizer.lr) = (8, 2, 0.05);
+    let device = Default::default();
+    let loss = |name: &str, lr: f64, warmup_steps: u64| {
+        let mut c = cfg.clone();
+        (c.optimizer.lr, c.optimizer.warmup_steps) = (lr, warmup_steps);
+        let records =
+            run::<TrainBackend>(&c, &opts(&tmp.path().join(name), &images, false), &device).unwrap();
+        records.last().unwrap().test_loss
+    };
+    let (plain, warm, slow) = (loss("plain", 0.05, 0), loss("warm", 0.05, 999_999), loss("slow", 5e-8, 0));
+    // 8 steps at λ (k+1)/10⁶ against 8 at 5e-8: both leave the initial model all but unchanged.
+    assert!((warm - slow).abs() < 1e-4 * slow, "warm-up {warm}, λ/10⁶ {slow}");
+    assert!(plain < warm - 0.01, "without warm-up {plain}, with {warm}");
 }
 
 #[test]

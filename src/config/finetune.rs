@@ -133,6 +133,7 @@ impl FinetuneConfig {
                 rule: OptimizerConfig::adamw(0.0),
                 lr: 1e-3,
                 schedule: Default::default(),
+                warmup_steps: 0,
             },
             train: TrainSection {
                 dataset: DatasetName::FashionMnist.into(),

@@ -7,13 +7,15 @@
 //! weight_decay = 0.1    # a hyper-parameter of that kind (beta; beta1, beta2, eps, weight_decay)
 //! lr = 0.004            # λ
 //! schedule = "cosine"   # or "constant" (default)
+//! warmup_steps = 100    # linear warm-up to λ before the schedule (default 0)
 //! ```
 //!
-//! The section is one flat table, but its keys belong to two owners: `lr` and `schedule` to
-//! the run, the rest to [`OptimizerConfig`], an internally tagged enum. serde's `flatten`
-//! cannot combine them, because it disables `deny_unknown_fields` and unknown keys must be
-//! errors. So the section is read by hand: take `lr` and `schedule` out of the table and read
-//! the rest as an [`OptimizerConfig`], which names any key that does not belong to its kind.
+//! The section is one flat table, but its keys belong to two owners: `lr`, `schedule` and
+//! `warmup_steps` to the run, the rest to [`OptimizerConfig`], an internally tagged enum.
+//! serde's `flatten` cannot combine them, because it disables `deny_unknown_fields` and unknown
+//! keys must be errors. So the section is read by hand: take the run's keys out of the table
+//! and read the rest as an [`OptimizerConfig`], which names any key that does not belong to its
+//! kind.
 
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -42,12 +44,15 @@ pub struct OptimizerSection {
     pub lr: f64,
     /// How λ changes over the run.
     pub schedule: Schedule,
+    /// Steps of linear warm-up, λ (k+1)/(w+1) at step k < w, before the schedule starts
+    /// (`train::schedule`); 0 (the default) starts at λ.
+    pub warmup_steps: u64,
 }
 
 impl OptimizerSection {
     /// Plain SGD with step size λ = `lr` and no schedule (the paper's setting).
     pub fn sgd(lr: f64) -> Self {
-        Self { rule: OptimizerConfig::Sgd, lr, schedule: Schedule::Constant }
+        Self { rule: OptimizerConfig::Sgd, lr, schedule: Schedule::Constant, warmup_steps: 0 }
     }
 
     /// The `kind` key: `sgd`, `momentum` or `adam`.
@@ -70,18 +75,25 @@ impl OptimizerSection {
     }
 }
 
-/// What is written: the rule's keys (`kind` first), then `lr` and `schedule`.
+/// What is written: the rule's keys (`kind` first), then `lr`, `schedule` and a warm-up.
 #[derive(Serialize)]
 struct Written<'a> {
     #[serde(flatten)]
     rule: &'a OptimizerConfig,
     lr: f64,
     schedule: Schedule,
+    #[serde(skip_serializing_if = "is_zero")]
+    warmup_steps: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Serialize for OptimizerSection {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        Written { rule: &self.rule, lr: self.lr, schedule: self.schedule }.serialize(s)
+        let (rule, lr, schedule, warmup_steps) = (&self.rule, self.lr, self.schedule, self.warmup_steps);
+        Written { rule, lr, schedule, warmup_steps }.serialize(s)
     }
 }
 
@@ -94,6 +106,12 @@ impl<'de> Deserialize<'de> for OptimizerSection {
             Some(v) => Schedule::deserialize(v).map_err(|e| D::Error::custom(format!("`schedule`: {e}")))?,
             None => Schedule::default(),
         };
+        let warmup_steps = match table.remove("warmup_steps") {
+            Some(v) => u64::deserialize(v).map_err(|e| {
+                D::Error::custom(format!("`warmup_steps`: {e} (expected a count of steps ≥ 0)"))
+            })?,
+            None => 0,
+        };
         let kind = table.entry("kind").or_insert_with(|| "sgd".into()).clone();
         // serde reads an internally tagged unit variant without looking at the other keys:
         // every key but `kind` is foreign to `sgd`.
@@ -104,7 +122,7 @@ impl<'de> Deserialize<'de> for OptimizerSection {
         }
         let rule = OptimizerConfig::deserialize(toml::Value::Table(table))
             .map_err(|e| D::Error::custom(format!("{e} (with kind = {kind})")))?;
-        Ok(Self { rule, lr, schedule })
+        Ok(Self { rule, lr, schedule, warmup_steps })
     }
 }
 
@@ -130,9 +148,12 @@ mod tests {
             OptimizerSection {
                 rule: OptimizerConfig::Momentum { beta: 0.9 },
                 lr: 1.0,
-                schedule: Schedule::Cosine
+                schedule: Schedule::Cosine,
+                warmup_steps: 0,
             }
         );
+        let warm = parse("lr = 1\nschedule = \"cosine\"\nwarmup_steps = 50").unwrap();
+        assert_eq!((warm.schedule, warm.warmup_steps), (Schedule::Cosine, 50));
         let adam = parse("kind = \"adam\"\nweight_decay = 0.1\nlr = 0.004").unwrap();
         assert_eq!(adam.rule, OptimizerConfig::adamw(0.1));
         assert_eq!((adam.kind(), adam.lr, adam.schedule), ("adam", 0.004, Schedule::Constant));
@@ -146,11 +167,18 @@ mod tests {
                 rule: OptimizerConfig::Momentum { beta: 0.5 },
                 lr: 0.1,
                 schedule: Schedule::Cosine,
+                warmup_steps: 0,
             },
-            OptimizerSection { rule: OptimizerConfig::adamw(0.1), lr: 4e-3, schedule: Schedule::Cosine },
+            OptimizerSection {
+                rule: OptimizerConfig::adamw(0.1),
+                lr: 4e-3,
+                schedule: Schedule::Cosine,
+                warmup_steps: 30,
+            },
         ] {
             let text = toml::to_string(&Doc { optimizer: section.clone() }).unwrap();
             assert!(text.starts_with("[optimizer]\nkind = "), "{text}");
+            assert_eq!(text.contains("warmup_steps"), section.warmup_steps > 0, "{text}");
             assert_eq!(toml::from_str::<Doc>(&text).unwrap().optimizer, section, "{text}");
         }
     }
@@ -167,6 +195,8 @@ mod tests {
             ("kind = \"sgd\"", "lr"),
             ("lr = \"fast\"", "lr"),
             ("lr = 1\nschedule = \"linear\"", "linear"),
+            ("lr = 1\nwarmup_steps = -5", "warmup_steps"),
+            ("lr = 1\nwarmup_steps = 0.5", "warmup_steps"),
         ] {
             let err = parse(body).unwrap_err();
             assert!(err.contains(key), "{body}: {err}");

@@ -72,6 +72,8 @@ pub struct Plan {
     pub lr: f64,
     /// How λ changes over the run.
     pub schedule: Schedule,
+    /// Steps of linear warm-up before the schedule.
+    pub warmup_steps: u64,
     /// How the model sees the images.
     pub format: ImageFormat,
     /// Images per evaluation batch.
@@ -94,6 +96,7 @@ impl Plan {
             seed: train.seed,
             lr: optimizer.lr,
             schedule: optimizer.schedule,
+            warmup_steps: optimizer.warmup_steps,
             format,
             eval_batch,
         }
@@ -229,7 +232,7 @@ pub fn fit<B: AutodiffBackend, M: Classifier<B>>(
         let bar = progress_bar(opts.progress, per_epoch as u64, epoch, plan.epochs);
         let (started, mut loss_sum, mut seen) = (Instant::now(), 0.0, 0usize);
         for (b, idx) in order.chunks(plan.batch_size).take(per_epoch).enumerate() {
-            trainer.opt.lr = learning_rate(plan.lr, plan.schedule, step, total_steps);
+            trainer.opt.lr = learning_rate(plan.lr, plan.schedule, plan.warmup_steps, step, total_steps);
             let (x, y) = batch::<B>(train, idx, plan.format, device);
             let report = trainer.step(model, |m| cross_entropy(m.logits(x.clone()), y.clone())).map_err(|e| match e {
                 Error::NonFinite { context } => Error::NonFinite {

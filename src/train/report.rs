@@ -117,20 +117,22 @@ fn row(dir: &Path, name: &str) -> Result<String> {
     let records = read_jsonl(&dir.join(JSONL_FILE))?;
     // Dense training has no truncation.
     let tol = if method == IntegratorKind::Dense { "—".to_string() } else { number(tol) };
+    let optimizer = format!(
+        "{} {}{}{}",
+        o.kind(),
+        number(o.lr),
+        if o.schedule == Schedule::Cosine { " cosine" } else { "" },
+        if o.warmup_steps > 0 { format!(", warm-up {}", o.warmup_steps) } else { String::new() }
+    );
     let Some(last) = records.last() else {
         return Ok(format!(
-            "| {name} | {method} | {tol} | {} {} | 0 | no epoch finished yet | | | | |",
-            o.kind(),
-            number(o.lr)
+            "| {name} | {method} | {tol} | {optimizer} | 0 | no epoch finished yet | | | | |"
         ));
     };
     let best = records.iter().map(|r| r.test_accuracy).fold(0.0, f64::max);
     let time = records.iter().map(|r| r.wall_seconds).sum::<f64>() / records.len() as f64;
     Ok(format!(
-        "| {name} | {method} | {tol} | {} {}{} | {} | {:.2} % | {:.2} % | {} | {:.1} % / {:.1} % | {:.1} s |",
-        o.kind(),
-        number(o.lr),
-        if o.schedule == Schedule::Cosine { " cosine" } else { "" },
+        "| {name} | {method} | {tol} | {optimizer} | {} | {:.2} % | {:.2} % | {} | {:.1} % / {:.1} % | {:.1} s |",
         last.epoch,
         100.0 * last.test_accuracy,
         100.0 * best,
@@ -193,6 +195,7 @@ mod tests {
             rule: crate::optim::OptimizerConfig::adamw(0.1),
             lr: 0.004,
             schedule: Schedule::Cosine,
+            warmup_steps: 100,
         };
         let vit = FinetuneConfig::paper_vit("w/model.safetensors".into(), IntegratorKind::Lora);
         let runs = [
@@ -219,7 +222,7 @@ mod tests {
             lines[2],
             "| paper | abc_psi | 0.01 | sgd 0.01 | 2 | 95.00 % | 95.00 % | [19, 17, 0] | 90.0 % / 80.0 % | 3.0 s |"
         );
-        assert_eq!(lines[3], "| recipe | abc_psi | 0.01 | adam 0.004 | 0 | no epoch finished yet | | | | |");
+        assert_eq!(lines[3], "| recipe | abc_psi | 0.01 | adam 0.004 cosine, warm-up 100 | 0 | no epoch finished yet | | | | |");
         assert_eq!(
             lines[4],
             "| vit | lora | 0.15 | adam 0.001 | 1 | 80.00 % | 80.00 % | 30..32 (mean 31.0 over 36) | 90.0 % / 80.0 % | 2.0 s |"
