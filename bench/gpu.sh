@@ -33,7 +33,8 @@
 # Every part runs under `timeout`: T_MNIST (45 s), T_MNIST_B8 (30 s), T_TORCH (20 s), T_PEFT
 # (25 s per dtype), T_VIT (45 s per variant), T_FUSION (25 s MNIST, 45 s ViT), T_VIT_RANKS
 # (30 s per bucket), T_OFF (25 s), T_OPS (10 s per side and precision, OPS_BATCH 64 images),
-# T_TRAIN (15 s); with the defaults the whole call stays under 570 s (560 s of timeouts). A part that times out or
+# T_TRAIN (15 s); with the defaults the whole call stays under 570 s (560 s of timeouts); the
+# part "cache", when named, adds T_CACHE (40 s) twice. A part that times out or
 # fails is reported and the script goes on to the next one.
 # Writes its tables to $OUT (default ./runs/gpu-bench).
 # A rehearsal on the CPU (every part's commands and tables, at small sizes, before a card's
@@ -67,10 +68,11 @@ BIN_FUSION=${DLRT_BIN_FUSION:-/tmp/dlrt-carry/dlrt-fusion}
 # `target` folder of the Cargo.toml above the working directory), so later parts reuse them;
 # compiled kernels are kept (target/cuda/) only with a cubecl.toml that says so (the part
 # `cache`). carry/cubecl-cache.tar.gz, the $OUT file of an earlier call's `cache` part, starts
-# this call with that call's caches.
+# this call with that call's caches (the driver's in target/nv, where CUDA_CACHE_PATH then points).
 export CUBECL_AUTOTUNE_LEVEL=${CUBECL_AUTOTUNE_LEVEL:-minimal}
 if [ -f carry/cubecl-cache.tar.gz ]; then
     mkdir -p target && tar xzf carry/cubecl-cache.tar.gz -C target && echo "caches: carried (carry/cubecl-cache.tar.gz)"
+    [ -d target/nv ] && export CUDA_CACHE_PATH="$PWD/target/nv"
 fi
 # A rehearsal on the CPU has no nvidia-smi: its parts then report a peak of 0 MiB.
 smi() { command -v nvidia-smi > /dev/null && nvidia-smi "$@"; }
@@ -251,28 +253,39 @@ if want train; then
     tail -n 1 runs/gpu-train/metrics.csv | tee "$OUT/train_cuda.csv"
 fi
 # What the persistent caches save (item 4; not in the default PARTS, about 2 × T_CACHE s): the
-# same MNIST bench twice in two processes, first with CubeCL's tuning and compiled-kernel caches
-# emptied, then with what the first run left in them (a cubecl.toml turns the kernel cache on for
-# this part only). The fusion binary where there is one, whose kernels are compiled per fused
-# graph. Both caches go to $OUT/cubecl-cache.tar.gz, which a later call can carry.
+# same MNIST bench twice in two processes, first with every kernel cache empty, then with what
+# the first run left: CubeCL's tuning results (target/autotune), its compiled kernels
+# (target/cuda, on for this part only through a cubecl.toml) and the driver's own cache of the
+# kernels it built from them (CUDA_CACHE_PATH, a fresh folder here). The fusion binary where
+# there is one, whose kernels are compiled per fused graph. All three go to
+# $OUT/cubecl-cache.tar.gz, which a later call can carry.
 if want cache; then
     cache_bin=$BIN
     [ -x "$BIN_FUSION" ] && cache_bin=$BIN_FUSION
     echo "== persistent caches: $cache_bin bench, cold then warm"
-    [ -e cubecl.toml ] || { printf '[compilation]\ncache = "target"\n' > cubecl.toml; made_toml=1; }
-    rm -rf target/autotune target/cuda
+    if [ -e cubecl.toml ]; then
+        grep -q '^cache' cubecl.toml || echo "note: the existing cubecl.toml keeps no compiled kernels"
+    else
+        printf '[compilation]\ncache = "target"\n' > cubecl.toml
+        trap 'rm -f cubecl.toml' EXIT
+    fi
+    rm -rf target/autotune target/cuda target/nv
+    mkdir -p target/nv
     for run in cold warm; do
-        part "cache_$run" "${T_CACHE:-40}" "$cache_bin" bench --device "$DEVICE" --warmup "${WARMUP:-100}" \
-            --steps "${STEPS:-200}" --methods abc_psi_one_pass,lora,dense --rank-bucket 8 --log-steps \
-            2> "$OUT/cache_$run.log" | tee "$OUT/cache_$run.md"
+        part "cache_$run" "${T_CACHE:-40}" env CUDA_CACHE_PATH="$PWD/target/nv" "$cache_bin" bench --device "$DEVICE" \
+            --warmup "${WARMUP:-100}" --steps "${STEPS:-200}" --methods abc_psi_one_pass,lora,dense --rank-bucket 8 \
+            --log-steps 2> "$OUT/cache_$run.log" | tee "$OUT/cache_$run.md"
         new_shapes "MNIST cache $run | 8" "$OUT/cache_$run.md"
     done
-    [ "${made_toml:-0}" = 1 ] && rm -f cubecl.toml
     grep "^cache_" "$OUT/parts.txt"
     echo "| run | bucket | method | steps | new ranks | at new ranks | at seen ranks | new widths | at new widths | at seen widths |"
     grep "MNIST cache" "$OUT/new_shapes.md"
-    tar czf "$OUT/cubecl-cache.tar.gz" -C target $(cd target && ls -d autotune cuda 2> /dev/null) 2> /dev/null \
-        && ls -l "$OUT/cubecl-cache.tar.gz"
+    caches=$(cd target && for d in autotune cuda nv; do [ -n "$(ls -A "$d" 2> /dev/null)" ] && echo "$d"; done)
+    if [ -n "$caches" ]; then
+        tar czf "$OUT/cubecl-cache.tar.gz" -C target $caches && ls -l "$OUT/cubecl-cache.tar.gz"
+    else
+        echo "no kernel caches to pack (none was written)"
+    fi
 fi
 echo "== parts"
 cat "$OUT/parts.txt"

@@ -442,8 +442,8 @@ pub(crate) fn to_toml(config: &impl Serialize) -> Result<String> {
 
 /// TOML integers are i64: a larger count could not be written to config.toml or a checkpoint,
 /// so it is refused with the other range errors, before any work.
-pub(crate) fn toml_integer(field: &str, value: usize) -> Result<()> {
-    match i64::try_from(value) {
+pub(crate) fn toml_integer<T: Copy + std::fmt::Display + TryInto<i64>>(field: &str, value: T) -> Result<()> {
+    match value.try_into() {
         Ok(_) => Ok(()),
         Err(_) => Err(Error::config(field, value, &format!("at most {} (a TOML integer)", i64::MAX))),
     }

@@ -351,53 +351,59 @@ fn build_sets_the_batched_update() {
     }
 }
 
-/// `dlrt train --batched-update on|off` end to end: the run's config records the setting, the
-/// batched run takes the per-layer run's steps (f32, to round-off: same ranks, losses within
-/// 1e-4), and a bad value is refused with the valid ones.
+/// `integrator.batched_update` reaches a training run: `on` batches every phase, `off` none,
+/// and the two take the same steps (f32, to round-off: same ranks and decompositions, losses
+/// within 1e-4). `dlrt train --batched-update` writes the setting to the run's config, and a bad
+/// value is refused with the valid ones.
 #[test]
-fn dlrt_train_takes_the_batched_update_flag() {
+fn a_run_takes_the_batched_update_setting() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     let images = tmp.path().join("images");
     tiny_image_folder(&images);
     let mut cfg = dlrt::config::RunConfig::paper_mnist();
+    cfg.train.dataset = dlrt::data::DatasetSource::Folder(dlrt::data::FolderSpec::new(&images));
     (cfg.model.hidden, cfg.model.rank, cfg.model.init) = (vec![24, 16], 3, Init::He);
-    (cfg.train.batch_size, cfg.optimizer.lr, cfg.integrator.tol) = (8, 0.05, 0.05);
-    let config = tmp.path().join("train.toml");
-    std::fs::write(&config, cfg.to_toml().unwrap()).unwrap();
-    let run = |setting: &str| {
-        let run_dir = tmp.path().join(setting);
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dlrt"))
-            .args(["train", config.to_str().unwrap(), "--data", images.to_str().unwrap()])
-            .args([
-                "--epochs",
-                "2",
-                "--quiet",
-                "--batched-update",
-                setting,
-                "--out",
-                run_dir.to_str().unwrap(),
-            ])
-            .output()
-            .unwrap();
-        (out, run_dir)
-    };
+    (cfg.train.batch_size, cfg.train.epochs, cfg.optimizer.lr, cfg.integrator.tol) = (8, 2, 0.05, 0.05);
+    let device = Default::default();
     let mut records = Vec::new();
-    for setting in ["on", "off"] {
-        let (out, run_dir) = run(setting);
-        assert!(out.status.success(), "{setting}: {}", String::from_utf8_lossy(&out.stderr));
-        let saved = std::fs::read_to_string(run_dir.join("config.toml")).unwrap();
-        assert!(saved.contains(&format!("batched_update = \"{setting}\"")), "{saved}");
-        let metrics = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
-        let last: dlrt::train::metrics::EpochRecord =
-            serde_json::from_str(metrics.lines().last().unwrap()).unwrap();
-        records.push(last);
+    for setting in [BatchedUpdate::On, BatchedUpdate::Off] {
+        cfg.integrator.batched_update = setting;
+        let run_dir = tmp.path().join(setting.name());
+        let opts = dlrt::train::fit::RunOptions {
+            run_dir,
+            data_dir: images.clone(),
+            resume: false,
+            progress: false,
+        };
+        let before = batched_counts();
+        let run = dlrt::train::run::run::<TrainBackend>(&cfg, &opts, &device).unwrap();
+        let phases = (batched_counts() - before).layer_phases;
+        assert_eq!(phases > 0, setting == BatchedUpdate::On, "{setting}: {phases} batched layer-phases");
+        records.push(run.last().unwrap().clone());
     }
     let (on, off) = (&records[0], &records[1]);
     assert_eq!((on.step, &on.ranks, on.qr, on.svd), (off.step, &off.ranks, off.qr, off.svd));
     for (a, b) in [(on.train_loss, off.train_loss), (on.test_loss, off.test_loss)] {
         assert!((a - b).abs() < 1e-4 * b.abs().max(1.0), "batched {a} against per layer {b}");
     }
-    let (out, _) = run("yes");
+
+    let config = tmp.path().join("train.toml");
+    cfg.train.epochs = 1;
+    std::fs::write(&config, cfg.to_toml().unwrap()).unwrap();
+    let train = |setting: &str, run_dir: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_dlrt"))
+            .args(["train", config.to_str().unwrap(), "--quiet", "--max-batches", "1"])
+            .args(["--batched-update", setting, "--out", run_dir.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let run_dir = tmp.path().join("cli");
+    let out = train("on", &run_dir);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let saved = std::fs::read_to_string(run_dir.join("config.toml")).unwrap();
+    assert!(saved.contains("batched_update = \"on\""), "{saved}");
+    let out = train("yes", &tmp.path().join("bad"));
     assert_eq!(out.status.code(), Some(2), "a usage error");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("\"yes\"") && err.contains("\"auto\"") && err.contains("\"off\""), "{err}");

@@ -234,7 +234,7 @@ fn overrides_are_checked_like_config_keys() {
     assert_eq!(out.status.code(), Some(2), "a usage error: {}", String::from_utf8_lossy(&out.stderr));
     // Counts a config file could not hold (TOML integers are i64) are refused before any work.
     let huge = "9223372036854775808";
-    for flag in ["--epochs", "--max-batches", "--rank-bucket"] {
+    for flag in ["--epochs", "--max-batches", "--rank-bucket", "--warmup-steps"] {
         let err = fails(&["train", config, flag, huge]);
         assert!(err.contains(huge) && err.contains("TOML integer"), "{flag}: {err}");
     }

@@ -30,7 +30,7 @@ pub enum Schedule {
     /// λ throughout.
     #[default]
     Constant,
-    /// Cosine decay from λ to 0 over all steps of the run.
+    /// Cosine decay from λ towards 0 over the steps of the run after the warm-up.
     Cosine,
 }
 
@@ -71,7 +71,8 @@ impl OptimizerSection {
 
     /// Checks the rule and λ; an error names its field in the section (`optimizer.lr`).
     pub fn validate(&self) -> Result<()> {
-        self.build().map(drop).map_err(|e| super::prefix(e, "optimizer."))
+        self.build().map(drop).map_err(|e| super::prefix(e, "optimizer."))?;
+        super::toml_integer("optimizer.warmup_steps", self.warmup_steps)
     }
 }
 

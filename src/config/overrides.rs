@@ -44,6 +44,9 @@ pub struct Overrides {
     /// Override optimizer.lr (λ).
     #[arg(long)]
     pub lr: Option<f64>,
+    /// Override optimizer.warmup_steps: steps of linear warm-up to λ before the schedule.
+    #[arg(long, value_name = "N")]
+    pub warmup_steps: Option<u64>,
     /// Override train.max_batches (batches per epoch; 0 = all).
     #[arg(long)]
     pub max_batches: Option<usize>,
@@ -125,6 +128,7 @@ impl Overrides {
             show(self.method.map(|v| v.to_string()), "integrator.method"),
             show(self.tol.map(|v| v.to_string()), "integrator.tol"),
             show(self.lr.map(|v| v.to_string()), "optimizer.lr"),
+            show(self.warmup_steps.map(|v| v.to_string()), "optimizer.warmup_steps"),
             show(self.max_batches.map(|v| v.to_string()), "train.max_batches"),
             show(self.rank_bucket.map(|v| v.to_string()), "integrator.rank_bucket"),
             show(self.batched_update.map(|v| v.to_string()), "integrator.batched_update"),
@@ -174,6 +178,7 @@ impl Overrides {
         set(&mut integrator.rank_bucket, &self.rank_bucket);
         set(&mut integrator.batched_update, &self.batched_update);
         set(&mut optimizer.lr, &self.lr);
+        set(&mut optimizer.warmup_steps, &self.warmup_steps);
         Ok(())
     }
 }
@@ -261,6 +266,7 @@ mod tests {
             method: Some(IntegratorKind::Bug),
             tol: Some(0.2),
             lr: Some(0.5),
+            warmup_steps: Some(40),
             max_batches: Some(10),
             rank_bucket: Some(8),
             batched_update: Some(BatchedUpdate::Off),
@@ -272,10 +278,11 @@ mod tests {
         expected.train.dataset = DatasetName::FashionMnist.into();
         (expected.integrator.method, expected.integrator.tol, expected.optimizer.lr) =
             (IntegratorKind::Bug, 0.2, 0.5);
+        expected.optimizer.warmup_steps = 40;
         (expected.integrator.rank_bucket, expected.integrator.batched_update) = (8, BatchedUpdate::Off);
         expected.model.precision = Precision::Bf16;
         assert_eq!(cfg, expected);
-        assert_eq!(o.keys().len(), 10);
+        assert_eq!(o.keys().len(), 11);
         // --data makes the data set a folder, keeping the keys of a folder the config names.
         cfg.apply(&Overrides { data: Some("imgs".into()), ..Default::default() }).unwrap();
         assert_eq!(cfg.train.dataset, DatasetSource::Folder(FolderSpec::new("imgs")));
@@ -331,6 +338,8 @@ mod tests {
             Overrides { epochs: Some(6), lr: Some(0.1), ..Default::default() },
             Overrides { max_batches: Some(3), ..Default::default() },
             Overrides { rank_bucket: Some(8), ..Default::default() },
+            Overrides { warmup_steps: Some(8), ..Default::default() },
+            Overrides { batched_update: Some(BatchedUpdate::On), ..Default::default() },
             Overrides { precision: Some(Precision::Bf16), ..Default::default() },
             Overrides { test_fraction: Some(0.2), ..Default::default() },
             Overrides { data: Some("imgs".into()), ..Default::default() },

@@ -1,9 +1,10 @@
 //! The learning-rate schedule: λ at each step of a run.
 //!
-//! An optional linear warm-up takes the first `warmup` steps from λ/(w+1) up to λ
-//! (λ_k = λ (k+1)/(w+1), as nanoGPT does), so no step has λ = 0. Then `constant` keeps λ, and
-//! `cosine` decays it to 0 at the last step over the steps after the warm-up,
-//! λ_k = λ/2 · (1 + cos(π (k − w) / (total − w))), as in nanoGPT's decay phase.
+//! An optional linear warm-up of w steps takes λ_k = λ (k+1)/(w+1) for k < w (λ/(w+1) up to
+//! λ w/(w+1), as nanoGPT does), so no step has λ = 0; step w is the first at λ. Then `constant`
+//! keeps λ, and `cosine` decays it over the steps after the warm-up,
+//! λ_k = λ/2 · (1 + cos(π (k − w) / (total − w))), as in nanoGPT's decay phase: 0 at step
+//! `total`, one past the last.
 
 use crate::config::Schedule;
 
