@@ -140,7 +140,7 @@ pub struct IntegratorConfig {
     /// is unchanged. 1 (the default) pads nothing.
     #[serde(default = "default_rank_bucket", skip_serializing_if = "is_one")]
     pub rank_bucket: usize,
-    /// `"auto"` (the default: on a GPU with f32), `"on"` or `"off"`: whether the updates with
+    /// `"auto"` (the default: on a GPU with f32), `"on"` (`true`) or `"off"` (`false`): whether the updates with
     /// decompositions run one phase for all layers at once with the tall factors on the device
     /// ([`BatchedUpdate`]); the step is the same to round-off.
     #[serde(default, skip_serializing_if = "is_auto")]
@@ -552,12 +552,18 @@ mod tests {
         let text = RunConfig::paper_mnist().to_toml().unwrap();
         assert!(!text.contains("batched_update"), "auto is not written: {text}");
         let with = |v: &str| text.replace("[integrator]", &format!("[integrator]\nbatched_update = {v}"));
-        for (value, expected) in [("\"on\"", BatchedUpdate::On), ("\"off\"", BatchedUpdate::Off)] {
+        for (value, expected) in [
+            ("\"on\"", BatchedUpdate::On),
+            ("\"off\"", BatchedUpdate::Off),
+            ("true", BatchedUpdate::On),
+            ("false", BatchedUpdate::Off),
+            ("\"auto\"", BatchedUpdate::Auto),
+        ] {
             let cfg = RunConfig::from_toml(&with(value), Path::new("c.toml")).unwrap();
             assert_eq!(cfg.integrator.batched_update, expected);
             assert_eq!(RunConfig::from_toml(&cfg.to_toml().unwrap(), Path::new("c.toml")).unwrap(), cfg);
         }
-        for bad in ["\"yes\"", "true"] {
+        for bad in ["\"yes\"", "1"] {
             let err = RunConfig::from_toml(&with(bad), Path::new("c.toml")).unwrap_err().to_string();
             assert!(err.contains("batched_update") && err.contains("c.toml"), "{bad}: {err}");
         }

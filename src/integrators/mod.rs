@@ -196,7 +196,7 @@ pub fn batches<B: AutodiffBackend>(setting: Option<bool>, layers: &[LayerStep<'_
 /// the same step (to round-off); batching trades the host's parallel per-layer work for a few
 /// device reads per phase, which pays on a GPU.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[serde(try_from = "NameOrFlag", into = "String")]
 pub enum BatchedUpdate {
     /// Batched on a GPU with an f32 backend, layer by layer elsewhere.
     #[default]
@@ -231,6 +231,25 @@ impl BatchedUpdate {
 }
 
 crate::layers::compute::named_choice!(BatchedUpdate, "batched_update");
+
+/// A config's `batched_update`: a name, or `true` / `false` for `"on"` / `"off"`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum NameOrFlag {
+    Flag(bool),
+    Name(String),
+}
+
+impl TryFrom<NameOrFlag> for BatchedUpdate {
+    type Error = crate::Error;
+    fn try_from(v: NameOrFlag) -> Result<Self> {
+        match v {
+            NameOrFlag::Flag(true) => Ok(Self::On),
+            NameOrFlag::Flag(false) => Ok(Self::Off),
+            NameOrFlag::Name(name) => name.parse(),
+        }
+    }
+}
 
 /// Defines [`IntegratorKind`] from one line per method: its doc, name, [`StepCost`] and how it
 /// is built from the truncation settings and the batched-update setting.
