@@ -140,9 +140,9 @@ pub struct IntegratorConfig {
     /// is unchanged. 1 (the default) pads nothing.
     #[serde(default = "default_rank_bucket", skip_serializing_if = "is_one")]
     pub rank_bucket: usize,
-    /// `"auto"` (the default: on a GPU with f32), `"on"` (`true`) or `"off"` (`false`): whether the updates with
-    /// decompositions run one phase for all layers at once with the tall factors on the device
-    /// ([`BatchedUpdate`]); the step is the same to round-off.
+    /// `"auto"` (the default: on a GPU with f32), `"on"` (`true`) or `"off"` (`false`): whether
+    /// the updates with decompositions run one phase for all layers at once with the tall
+    /// factors on the device ([`BatchedUpdate`]); the step is the same to round-off.
     #[serde(default, skip_serializing_if = "is_auto")]
     pub batched_update: BatchedUpdate,
 }
