@@ -231,6 +231,7 @@ pub fn run<B: AutodiffBackend>(
             ModelKind::LeNet5 => RunConfig::lenet5_with(method),
         };
         cfg.model.precision = precision;
+        cfg.integrator.batched_update = options.batched_update;
         cfg
     };
     let base = preset(IntegratorKind::AbcPsi);
@@ -248,8 +249,7 @@ pub fn run<B: AutodiffBackend>(
     for &method in methods {
         let cfg = preset(method);
         let mut net = new_model::<B>(&cfg, (image, classes), &mut rng, device)?;
-        let integrator = method.build(&cfg.integrator.truncation(), options.batched_update)?;
-        let mut trainer = Trainer::from_integrator(integrator, cfg.optimizer.build()?)?
+        let mut trainer = Trainer::from_integrator(cfg.integrator.build()?, cfg.optimizer.build()?)?
             .with_rank_bucket(options.rank_bucket)?;
         trainer.prepare(&mut net)?;
         let mut new_shapes = NewShapes::default();

@@ -170,9 +170,9 @@ impl IntegratorConfig {
         TruncationConfig { tol: self.tol, absolute: self.absolute, r_min: self.r_min, r_max: self.r_max }
     }
 
-    /// The integrator these values describe, or `None` for dense training (validated).
+    /// The integrator these values describe, or `None` for dense training (its truncation
+    /// checked by [`IntegratorKind::build`]; the rest by [`Self::validate`], with the config).
     pub fn build<B: AutodiffBackend>(&self) -> Result<Option<Box<dyn Integrator<B>>>> {
-        self.validate()?;
         self.method.build(&self.truncation(), self.batched_update)
     }
 

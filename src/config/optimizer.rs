@@ -93,8 +93,8 @@ fn is_zero(n: &u64) -> bool {
 
 impl Serialize for OptimizerSection {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        let (rule, lr, schedule, warmup_steps) = (&self.rule, self.lr, self.schedule, self.warmup_steps);
-        Written { rule, lr, schedule, warmup_steps }.serialize(s)
+        Written { rule: &self.rule, lr: self.lr, schedule: self.schedule, warmup_steps: self.warmup_steps }
+            .serialize(s)
     }
 }
 
