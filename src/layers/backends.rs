@@ -31,26 +31,33 @@ pub fn as_backend<B: Backend, A: Backend, const D: usize>(
 /// Applies `plain` to the primitives of `xs` (tensors of one backend) when `B` is Burn's `flex`
 /// CPU backend and `autodiff` when it is `Autodiff<flex>` (without checkpointing: the op
 /// `autodiff` records is prepared for that strategy); gives `xs` back unchanged for any other
-/// backend ([`super::backends`]).
-pub(crate) fn on_flex<B: Backend, const D: usize, const N: usize>(
+/// backend ([`super::backends`]). The output's rank `E` may differ from the inputs'.
+pub(crate) fn on_flex<B: Backend, const D: usize, const N: usize, const E: usize>(
     xs: [Tensor<B, D>; N],
     plain: impl FnOnce([FlexTensor; N]) -> FlexTensor,
     autodiff: impl FnOnce([FloatTensor<Autodiff<Flex>>; N]) -> FloatTensor<Autodiff<Flex>>,
-) -> Result<Tensor<B, D>, [Tensor<B, D>; N]> {
+) -> Result<Tensor<B, E>, [Tensor<B, D>; N]> {
     /// `f` on the primitives of `xs` as tensors of `A`, which is `B`.
-    fn map<A: Backend, B: Backend, const D: usize, const N: usize>(
+    fn map<A: Backend, B: Backend, const D: usize, const N: usize, const E: usize>(
         xs: [Tensor<B, D>; N],
         f: impl FnOnce([FloatTensor<A>; N]) -> FloatTensor<A>,
-    ) -> Tensor<B, D> {
+    ) -> Tensor<B, E> {
         let xs = xs.map(|x| as_backend::<B, A, D>(x).expect("B is A").into_primitive().tensor());
-        as_backend::<A, B, D>(Tensor::from_primitive(TensorPrimitive::Float(f(xs)))).expect("A is B")
+        as_backend::<A, B, E>(Tensor::from_primitive(TensorPrimitive::Float(f(xs)))).expect("A is B")
     }
     type Ad = Autodiff<Flex, NoCheckpointing>;
     match TypeId::of::<B>() {
-        id if id == TypeId::of::<Flex>() => Ok(map::<Flex, B, D, N>(xs, plain)),
-        id if id == TypeId::of::<Ad>() => Ok(map::<Ad, B, D, N>(xs, autodiff)),
+        id if id == TypeId::of::<Flex>() => Ok(map::<Flex, B, D, N, E>(xs, plain)),
+        id if id == TypeId::of::<Ad>() => Ok(map::<Ad, B, D, N, E>(xs, autodiff)),
         _ => Err(xs),
     }
+}
+
+/// Whether `t` is a tensor of `Autodiff<flex>` that autodiff tracks (a gradient flows to it or
+/// through it); false on any other backend.
+pub(crate) fn tracked_on_flex<B: Backend, const D: usize>(t: &Tensor<B, D>) -> bool {
+    type Ad = Autodiff<Flex, NoCheckpointing>;
+    as_backend::<B, Ad, D>(t.clone()).is_ok_and(|t| t.into_primitive().tensor().is_tracked())
 }
 
 /// `t`'s elements as a mutable slice, when `t` is contiguous from its buffer's start and the

@@ -7,11 +7,12 @@
 //! `W = U S Vᵀ` exactly as [`LowRankLinear`] does (it *is* a [`LowRankLinear`] on patches):
 //! every integrator trains it unchanged, through the same passes.
 //!
-//! P is never formed in the forward: `P A` for an n×k factor A (U, K, or Û) is a convolution
-//! with the k-channel kernel Aᵀ, and the rest of the product (S, Vᵀ, Lᵀ) is a 1×1
-//! convolution, written as a matrix product over the channel dimension. The cost is
-//! ∝ k = r, not C_out. Only the `Activations` pass materialises P (Burn's `unfold4d`), as
-//! that pass records the layer's input.
+//! On the CPU backend P is formed once per forward ([`patches`]: an im2col whose backward pass
+//! is the matching col2im), and every product is a matrix product: `P A` for an n×k factor A
+//! (U, K, or Û), then the rest (S, Vᵀ, Lᵀ), at a cost ∝ k = r, not C_out. Elsewhere (CUDA) P
+//! is not formed in the forward: `P A` is a convolution with the k-channel kernel Aᵀ, and the
+//! rest of the product a matrix product over the channel dimension; only the `Activations`
+//! pass materialises P there (Burn's `unfold4d`), as that pass records the layer's input.
 //!
 //! Stride, padding and dilation mean what they mean for Burn's `Conv2d` (symmetric padding,
 //! groups = 1), and at full rank the layer computes Burn's `Conv2d` with kernel
@@ -21,6 +22,9 @@
 //! - input: `[batch, C_in, H, W]`
 //! - output: `[batch, C_out, H', W']`, `H' = (H + 2 p_h − d_h (k_h − 1) − 1) / s_h + 1`
 
+mod patches;
+
+use std::cell::OnceCell;
 use std::fmt;
 
 use burn::module::Module;
@@ -180,7 +184,7 @@ impl Conv2dShape {
             ));
         }
         let [ho, wo] = self.output_size(layer, [h, w])?;
-        let z = core(&Patches { x, shape: self });
+        let z = core(&Patches::new(x, self));
         let m = z.dims()[1];
         // One copy into NCHW here (and of the gradient back into rows), rather than a permuted
         // view that every later op walks strided.
@@ -202,11 +206,29 @@ impl fmt::Display for Conv2dShape {
 struct Patches<'a, B: Backend> {
     x: Tensor<B, 4>,
     shape: &'a Conv2dShape,
+    /// P, formed at the first product on the CPU backend; `None` on others.
+    formed: OnceCell<Option<Tensor<B, 2>>>,
+}
+
+impl<'a, B: Backend> Patches<'a, B> {
+    fn new(x: Tensor<B, 4>, shape: &'a Conv2dShape) -> Self {
+        Self { x, shape, formed: OnceCell::new() }
+    }
+
+    /// P where the CPU backend forms it ([`patches`]), once for all of the layer's products.
+    fn formed(&self) -> Option<Tensor<B, 2>> {
+        self.formed.get_or_init(|| patches::patch_matrix(self.x.clone(), self.shape).ok()).clone()
+    }
 }
 
 impl<B: Backend> Rows<B> for Patches<'_, B> {
-    /// `P A`: a convolution into k channels, as rows `[batch·H'·W', k]`.
+    /// `P A` as rows `[batch·H'·W', k]`: a matrix product on the CPU backend, a convolution
+    /// into k channels elsewhere.
     fn times(&self, a: Tensor<B, 2>) -> Tensor<B, 2> {
+        if let Some(p) = self.formed() {
+            // A no-op but under autocast (`super::Precision`), where the factor is bf16.
+            return matmul(cast(p, a.dtype()), a);
+        }
         let s = self.shape;
         let options = ConvOptions::new(s.stride, s.padding, s.dilation, 1);
         // A no-op but under autocast (`super::Precision`), where the kernel is bf16.
@@ -216,6 +238,9 @@ impl<B: Backend> Rows<B> for Patches<'_, B> {
     }
 
     fn rows(&self) -> Tensor<B, 2> {
+        if let Some(p) = self.formed() {
+            return p.detach();
+        }
         let s = self.shape;
         // P is a record, never differentiated: its copies stay out of the autodiff graph.
         let x = self.x.clone().detach();
@@ -437,13 +462,26 @@ pub fn conv_dense<B: Backend>(
 mod tests {
     use super::*;
     use burn::backend::NdArray;
-    use burn::tensor::Distribution;
+    use burn::tensor::{Distribution, ElementConversion};
     use rand::SeedableRng;
 
     type B = NdArray<f64>;
 
     fn max_abs(t: Tensor<B, 4>) -> f64 {
         t.abs().max().into_scalar()
+    }
+
+    /// Geometries with and without padding, stride and dilation, and each image they take.
+    pub(super) fn geometries() -> [(Conv2dShape, [usize; 2]); 7] {
+        [
+            (Conv2dShape::new(3, 5, [3, 3]), [7, 6]),
+            (Conv2dShape::new(2, 4, [3, 2]).with_stride([2, 3]), [9, 11]),
+            (Conv2dShape::new(2, 4, [3, 2]).with_stride([2, 1]).with_padding([1, 2]), [6, 5]),
+            (Conv2dShape::new(2, 3, [2, 3]).with_dilation([2, 1]), [5, 7]),
+            (Conv2dShape::new(2, 3, [2, 3]).with_dilation([2, 1]).with_padding([1, 0]), [5, 7]),
+            (Conv2dShape::new(1, 6, [5, 5]).with_padding([2, 2]), [8, 8]),
+            (Conv2dShape::new(3, 8, [3, 3]).with_stride([2, 1]).with_padding([1, 1]), [9, 7]),
+        ]
     }
 
     /// At full rank the layer is Burn's convolution; so is the patch matrix P (the
@@ -454,14 +492,7 @@ mod tests {
     fn full_rank_equals_burns_conv2d_for_every_geometry() {
         let device = Default::default();
         let truncation = TruncationConfig::default();
-        for (shape, image) in [
-            (Conv2dShape::new(3, 5, [3, 3]), [7, 6]),
-            (Conv2dShape::new(2, 4, [3, 2]).with_stride([2, 3]), [9, 11]),
-            (Conv2dShape::new(2, 4, [3, 2]).with_stride([2, 1]).with_padding([1, 2]), [6, 5]),
-            (Conv2dShape::new(2, 3, [2, 3]).with_dilation([2, 1]), [5, 7]),
-            (Conv2dShape::new(2, 3, [2, 3]).with_dilation([2, 1]).with_padding([1, 0]), [5, 7]),
-            (Conv2dShape::new(1, 6, [5, 5]).with_padding([2, 2]), [8, 8]),
-        ] {
+        for (shape, image) in geometries() {
             let kernel = Tensor::<B, 4>::random(
                 [shape.c_out, shape.c_in, shape.kernel[0], shape.kernel[1]],
                 Distribution::Normal(0.0, 1.0),
@@ -481,7 +512,7 @@ mod tests {
             assert_eq!(got.dims(), expected.dims(), "{shape}");
             assert!(max_abs(got - expected.clone()) < 1e-12, "{shape}");
 
-            let p = Patches { x: x.clone(), shape: &shape }.rows();
+            let p = Patches::new(x.clone(), &shape).rows();
             let [batch, m, ho, wo] = expected.dims();
             let rows = p.clone().matmul(shape.matricise(kernel)) + bias.unsqueeze::<2>();
             let got = rows.reshape([batch, ho, wo, m]).permute([0, 3, 1, 2]);
@@ -493,32 +524,59 @@ mod tests {
         }
     }
 
-    /// On the CPU training backend, where the layout copies are flex's `contiguous` kernel: the
-    /// layer's output and its input gradient are Burn's, and P is `unfold4d`'s, bit for bit.
+    /// On the CPU training backend, where P is formed ([`patches`]) and every product is a
+    /// matrix product, for every geometry: the dense and the low-rank layer give Burn's
+    /// convolution's output and its gradients for the input and the kernel (f32 round-off
+    /// relative to the sums' magnitude), and P is `unfold4d`'s, bit for bit.
     #[test]
-    fn on_flex_the_layer_and_its_gradient_are_burn_s_convolution() {
+    fn on_flex_the_layers_and_their_gradients_are_burn_s_convolution() {
         type T = crate::TrainBackend;
         let device = Default::default();
-        let shape = Conv2dShape::new(3, 8, [3, 3]).with_stride([2, 1]).with_padding([1, 1]);
-        let kernel = Tensor::<T, 4>::random([8, 3, 3, 3], Distribution::Normal(0.0, 1.0), &device);
-        let x = Tensor::<T, 4>::random([2, 3, 9, 7], Distribution::Default, &device).require_grad();
-        let layer = DenseConv2d::from_core(
-            shape,
-            DenseLinear::from_weights(shape.matricise(kernel.clone()), None).unwrap(),
-        )
-        .unwrap();
-        let options = ConvOptions::new(shape.stride, shape.padding, shape.dilation, 1);
-        let w = Tensor::<T, 4>::random([2, 8, 5, 7], Distribution::Default, &device);
-        let (ours, theirs) = (layer.forward(x.clone()), conv2d(x.clone(), kernel, None, options));
-        let gap = (ours.clone() - theirs.clone()).abs().max().into_scalar();
-        assert!(gap < 1e-5, "output differs by {gap}");
-        let grad =
-            |y: Tensor<T, 4>| x.grad(&(y * w.clone()).sum().backward()).expect("x requires its gradient");
-        let gap = (grad(ours) - grad(theirs)).abs().max().into_scalar();
-        assert!(gap < 1e-5, "input gradient differs by {gap}");
-        let unfold = UnfoldOptions::new(shape.stride, shape.padding, shape.dilation);
-        let reference = unfold4d(x.clone(), shape.kernel, unfold).swap_dims(1, 2).reshape([2 * 5 * 7, 27]);
-        assert_eq!(Patches { x, shape: &shape }.rows().into_data(), reference.into_data());
+        let truncation = TruncationConfig::default();
+        /// max |a − b| / max(1, max |b|).
+        fn gap<Bk: Backend>(a: Tensor<Bk, 4>, b: Tensor<Bk, 4>) -> f64 {
+            let scale = b.clone().abs().max().into_scalar().elem::<f64>().max(1.0);
+            (a - b).abs().max().into_scalar().elem::<f64>() / scale
+        }
+        for (shape, image) in geometries() {
+            let dims = [shape.c_out, shape.c_in, shape.kernel[0], shape.kernel[1]];
+            let kernel = Tensor::<T, 4>::random(dims, Distribution::Normal(0.0, 1.0), &device);
+            let x =
+                Tensor::<T, 4>::random([3, shape.c_in, image[0], image[1]], Distribution::Default, &device)
+                    .require_grad();
+            let options = ConvOptions::new(shape.stride, shape.padding, shape.dilation, 1);
+            let k = kernel.clone().require_grad();
+            let theirs = conv2d(x.clone(), k.clone(), None, options.clone());
+            let w = Tensor::<T, 4>::random(theirs.dims(), Distribution::Default, &device);
+            let grads = (theirs.clone() * w.clone()).sum().backward();
+            let (dx, dk) = (x.grad(&grads).unwrap(), k.grad(&grads).unwrap());
+
+            let k = kernel.clone().require_grad();
+            let dense = DenseConv2d::from_core(
+                shape,
+                DenseLinear::from_weights(shape.matricise(k.clone()), None).unwrap(),
+            )
+            .unwrap();
+            let ours = dense.forward(x.clone());
+            let grads = (ours.clone() * w.clone()).sum().backward();
+            assert!(gap(ours, theirs.clone()) < 1e-5, "{shape}: dense output");
+            assert!(gap(x.grad(&grads).unwrap(), dx.clone()) < 1e-5, "{shape}: dense input gradient");
+            assert!(gap(k.grad(&grads).unwrap(), dk) < 1e-5, "{shape}: dense kernel gradient");
+
+            let r = shape.n().min(shape.m());
+            let low_rank = LowRankConv2d::from_kernel(shape, kernel, None, Some(r), &truncation).unwrap();
+            let ours = low_rank.forward(x.clone());
+            let grads = (ours.clone() * w).sum().backward();
+            assert!(gap(ours, theirs) < 1e-5, "{shape}: low-rank output");
+            assert!(gap(x.grad(&grads).unwrap(), dx) < 1e-5, "{shape}: low-rank input gradient");
+
+            let unfold = UnfoldOptions::new(shape.stride, shape.padding, shape.dilation);
+            let p = Patches::new(x.clone(), &shape);
+            assert!(p.formed().is_some(), "{shape}: P is formed on flex");
+            let [batch, n, positions] = unfold4d(x.clone(), shape.kernel, unfold.clone()).dims();
+            let reference = unfold4d(x, shape.kernel, unfold).swap_dims(1, 2).reshape([batch * positions, n]);
+            assert_eq!(p.rows().into_data(), reference.into_data(), "{shape}: P");
+        }
     }
 
     #[test]
