@@ -35,6 +35,7 @@ use burn::tensor::Tensor;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
+use super::backends::tracked_on_flex;
 use super::{cast, contiguous, matmul, permute_contiguous, DenseLinear, LowRankLinear};
 use crate::linalg::TruncationConfig;
 use crate::{Error, Result};
@@ -206,8 +207,8 @@ impl fmt::Display for Conv2dShape {
 struct Patches<'a, B: Backend> {
     x: Tensor<B, 4>,
     shape: &'a Conv2dShape,
-    /// P, formed at the first product on the CPU backend; `None` on others.
-    formed: OnceCell<Option<Tensor<B, 2>>>,
+    /// P, once the CPU backend has formed it.
+    formed: OnceCell<Tensor<B, 2>>,
 }
 
 impl<'a, B: Backend> Patches<'a, B> {
@@ -215,9 +216,15 @@ impl<'a, B: Backend> Patches<'a, B> {
         Self { x, shape, formed: OnceCell::new() }
     }
 
-    /// P where the CPU backend forms it ([`patches`]), once for all of the layer's products.
-    fn formed(&self) -> Option<Tensor<B, 2>> {
-        self.formed.get_or_init(|| patches::patch_matrix(self.x.clone(), self.shape).ok()).clone()
+    /// P where the CPU backend forms it ([`patches`]), once for all of the layer's products;
+    /// at any size when `needed` (a gradient or a record needs it), else within the limit for
+    /// an input without a gradient.
+    fn formed(&self, needed: bool) -> Option<Tensor<B, 2>> {
+        if let Some(p) = self.formed.get() {
+            return Some(p.clone());
+        }
+        let p = patches::patch_matrix(self.x.clone(), self.shape, needed).ok()?;
+        Some(self.formed.get_or_init(|| p).clone())
     }
 }
 
@@ -225,7 +232,7 @@ impl<B: Backend> Rows<B> for Patches<'_, B> {
     /// `P A` as rows `[batch·H'·W', k]`: a matrix product on the CPU backend, a convolution
     /// into k channels elsewhere.
     fn times(&self, a: Tensor<B, 2>) -> Tensor<B, 2> {
-        if let Some(p) = self.formed() {
+        if let Some(p) = self.formed(tracked_on_flex(&a)) {
             // A no-op but under autocast (`super::Precision`), where the factor is bf16.
             return matmul(cast(p, a.dtype()), a);
         }
@@ -238,7 +245,7 @@ impl<B: Backend> Rows<B> for Patches<'_, B> {
     }
 
     fn rows(&self) -> Tensor<B, 2> {
-        if let Some(p) = self.formed() {
+        if let Some(p) = self.formed(true) {
             return p.detach();
         }
         let s = self.shape;
@@ -472,7 +479,7 @@ mod tests {
     }
 
     /// Geometries with and without padding, stride and dilation, and each image they take.
-    pub(super) fn geometries() -> [(Conv2dShape, [usize; 2]); 7] {
+    pub(super) fn geometries() -> [(Conv2dShape, [usize; 2]); 8] {
         [
             (Conv2dShape::new(3, 5, [3, 3]), [7, 6]),
             (Conv2dShape::new(2, 4, [3, 2]).with_stride([2, 3]), [9, 11]),
@@ -481,6 +488,11 @@ mod tests {
             (Conv2dShape::new(2, 3, [2, 3]).with_dilation([2, 1]).with_padding([1, 0]), [5, 7]),
             (Conv2dShape::new(1, 6, [5, 5]).with_padding([2, 2]), [8, 8]),
             (Conv2dShape::new(3, 8, [3, 3]).with_stride([2, 1]).with_padding([1, 1]), [9, 7]),
+            // Rows of outputs that read only padding; dilated columns.
+            (
+                Conv2dShape::new(2, 3, [2, 2]).with_stride([3, 2]).with_padding([2, 1]).with_dilation([1, 2]),
+                [5, 6],
+            ),
         ]
     }
 
@@ -572,7 +584,7 @@ mod tests {
 
             let unfold = UnfoldOptions::new(shape.stride, shape.padding, shape.dilation);
             let p = Patches::new(x.clone(), &shape);
-            assert!(p.formed().is_some(), "{shape}: P is formed on flex");
+            assert!(p.formed(false).is_some(), "{shape}: P is formed on flex");
             let [batch, n, positions] = unfold4d(x.clone(), shape.kernel, unfold.clone()).dims();
             let reference = unfold4d(x, shape.kernel, unfold).swap_dims(1, 2).reshape([batch * positions, n]);
             assert_eq!(p.rows().into_data(), reference.into_data(), "{shape}: P");

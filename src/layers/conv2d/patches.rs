@@ -13,6 +13,8 @@
 //! Values are moved bit for bit forward (any float type); backward sums in f32, each pixel's
 //! ≤ k_h·k_w contributions in a fixed order, and rounds once to x's type.
 
+use std::ops::Range;
+
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::NoCheckpointing};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{unary, Backward, Ops, OpsKind};
@@ -27,19 +29,20 @@ use crate::layers::backends::{filled_in_parallel, in_dtype, on_flex, tracked_on_
 use crate::layers::cast::is_lane;
 use crate::layers::contiguous::copy;
 
-/// The largest P formed for an input that carries no gradient (an evaluation batch, or a first
-/// layer's images): beyond it Burn's convolution, which never holds all of P at once, keeps
-/// the memory of a large evaluation batch where it was. P of a tracked input is formed at any
-/// size, as the product's backward pass needs it.
+/// The largest P formed where no gradient needs it (an evaluation batch): beyond it Burn's
+/// convolution, which never holds all of P at once, keeps the memory of a large evaluation batch
+/// where it was. Where a gradient needs P (a tracked input, or a factor whose gradient is
+/// `Pᵀ G`) it is formed at any size, as the product's backward pass keeps it.
 pub(super) const UNTRACKED_MAX_BYTES: usize = 16 << 20;
 
 /// P (`[batch·H'·W', C_in·k_h·k_w]`, rows as [`Conv2dShape`] orders them) on the CPU backend
-/// in f32, bf16 or f16; `Err(x)`, untouched, on any other backend or type, or for an untracked
-/// input whose P would exceed [`UNTRACKED_MAX_BYTES`]. The caller has checked that the
-/// convolution fits the image ([`Conv2dShape::output_size`]).
+/// in f32, bf16 or f16; `Err(x)`, untouched, on any other backend or type, or when P would
+/// exceed [`UNTRACKED_MAX_BYTES`] while neither `needed` nor x is tracked. The caller has
+/// checked that the convolution fits the image ([`Conv2dShape::output_size`]).
 pub(super) fn patch_matrix<B: Backend>(
     x: Tensor<B, 4>,
     shape: &Conv2dShape,
+    needed: bool,
 ) -> Result<Tensor<B, 2>, Tensor<B, 4>> {
     if !is_lane(x.dtype()) {
         return Err(x);
@@ -47,7 +50,7 @@ pub(super) fn patch_matrix<B: Backend>(
     let grid = Grid::new(shape, x.dims());
     let [batch, _, _, _] = grid.input;
     let bytes = batch * grid.output[0] * grid.output[1] * grid.n() * x.dtype().size();
-    if bytes > UNTRACKED_MAX_BYTES && !tracked_on_flex(&x) {
+    if bytes > UNTRACKED_MAX_BYTES && !needed && !tracked_on_flex(&x) {
         return Err(x);
     }
     on_flex([x], |[x]| im2col(x, &grid), |[x]| im2col_autodiff(x, grid)).map_err(|[x]| x)
@@ -81,12 +84,27 @@ impl Grid {
         self.input[1] * self.kernel[0] * self.kernel[1]
     }
 
-    /// The input coordinate along axis `d` (0: rows, 1: columns) that output position `at` reads
-    /// at kernel offset `k`; `None` in the zero padding.
-    fn source(&self, d: usize, at: usize, k: usize) -> Option<usize> {
-        (at * self.stride[d] + k * self.dilation[d])
-            .checked_sub(self.padding[d])
-            .filter(|&i| i < self.input[2 + d])
+    /// The kernel offsets k along axis `d` (0: rows, 1: columns) at which output position `at`
+    /// reads inside the image, not the padding: source `at·s + k·dil − p ∈ [0, size)`.
+    fn offsets(&self, d: usize, at: usize) -> Range<usize> {
+        let (base, dilation, padding) = (at * self.stride[d], self.dilation[d], self.padding[d]);
+        let first = padding.saturating_sub(base).div_ceil(dilation);
+        let end = (self.input[2 + d] + padding).saturating_sub(base).div_ceil(dilation).min(self.kernel[d]);
+        first.min(end)..end
+    }
+
+    /// The output positions along axis `d` that read inside the image at kernel offset `k`.
+    fn positions(&self, d: usize, k: usize) -> Range<usize> {
+        let (shift, stride, padding) = (k * self.dilation[d], self.stride[d], self.padding[d]);
+        let first = padding.saturating_sub(shift).div_ceil(stride);
+        let end = (self.input[2 + d] + padding).saturating_sub(shift).div_ceil(stride).min(self.output[d]);
+        first.min(end)..end
+    }
+
+    /// The source coordinate along axis `d` of output position `at` at kernel offset `k`, for
+    /// the pairs [`Self::offsets`] and [`Self::positions`] give.
+    fn source(&self, d: usize, at: usize, k: usize) -> usize {
+        at * self.stride[d] + k * self.dilation[d] - self.padding[d]
     }
 }
 
@@ -116,17 +134,18 @@ fn im2col_typed<T: bytemuck::Pod + Send + Sync>(x: &[T], grid: &Grid) -> Vec<T> 
     filled_in_parallel(batch * ho * wo * n, wo * n, |task, rows: &mut [T]| {
         let (b, y) = (task / ho, task % ho);
         for (at, row) in rows.chunks_mut(n).enumerate() {
+            // Entries in the padding stay as `filled_in_parallel` zeroed them.
+            let columns = grid.offsets(1, at);
+            let Some(first) = columns.clone().next() else { continue };
+            let from = grid.source(1, at, first);
             for ci in 0..c {
                 let plane = &x[(b * c + ci) * h * w..][..h * w];
-                for i in 0..kh {
-                    // The padding's rows stay as `filled_in_parallel` zeroed them.
-                    let Some(hy) = grid.source(0, y, i) else { continue };
-                    let line = &plane[hy * w..][..w];
+                for i in grid.offsets(0, y) {
+                    let line = &plane[grid.source(0, y, i) * w..][..w];
                     let out = &mut row[(ci * kh + i) * kw..][..kw];
-                    for (j, out) in out.iter_mut().enumerate() {
-                        if let Some(wx) = grid.source(1, at, j) {
-                            *out = line[wx];
-                        }
+                    match grid.dilation[1] {
+                        1 => out[columns.clone()].copy_from_slice(&line[from..][..columns.len()]),
+                        _ => columns.clone().for_each(|j| out[j] = line[grid.source(1, at, j)]),
                     }
                 }
             }
@@ -136,7 +155,8 @@ fn im2col_typed<T: bytemuck::Pod + Send + Sync>(x: &[T], grid: &Grid) -> Vec<T> 
 
 /// The image gradient of P's gradient `g` (col2im, the adjoint of [`im2col_typed`]): each
 /// pixel the sum of the entries of `g` that P copied it to, in f32; one image channel per
-/// parallel task.
+/// parallel task. For each kernel offset the sweep runs along a row of output positions, whose
+/// targets are distinct pixels, so that no add waits for the one before.
 fn col2im(g: &[f32], grid: &Grid) -> Vec<f32> {
     let [batch, c, h, w] = grid.input;
     let [ho, wo] = grid.output;
@@ -145,15 +165,13 @@ fn col2im(g: &[f32], grid: &Grid) -> Vec<f32> {
     filled_in_parallel(batch * c * h * w, h * w, |task, plane: &mut [f32]| {
         let (b, ci) = (task / c, task % c);
         for y in 0..ho {
-            for i in 0..kh {
-                let Some(hy) = grid.source(0, y, i) else { continue };
-                let line = &mut plane[hy * w..][..w];
-                for at in 0..wo {
-                    let from = &g[((b * ho + y) * wo + at) * n + (ci * kh + i) * kw..][..kw];
-                    for (j, &v) in from.iter().enumerate() {
-                        if let Some(wx) = grid.source(1, at, j) {
-                            line[wx] += v;
-                        }
+            let rows = &g[(b * ho + y) * wo * n..][..wo * n];
+            for i in grid.offsets(0, y) {
+                let line = &mut plane[grid.source(0, y, i) * w..][..w];
+                for j in 0..kw {
+                    let column = (ci * kh + i) * kw + j;
+                    for at in grid.positions(1, j) {
+                        line[grid.source(1, at, j)] += rows[at * n + column];
                     }
                 }
             }
@@ -225,7 +243,7 @@ mod tests {
             let dims = [2, shape.c_in, h, w];
             let x = Tensor::<Train, 4>::random(dims, Distribution::Normal(0.0, 1.0), &Default::default());
             let leaf = x.clone().require_grad();
-            let p = patch_matrix(leaf.clone(), &shape).expect("formed on flex");
+            let p = patch_matrix(leaf.clone(), &shape, false).expect("formed on flex");
             assert_eq!(p.clone().into_data(), unfolded(x.clone(), &shape).into_data(), "{shape}: P");
             let g = Tensor::<Train, 2>::random(p.dims(), Distribution::Normal(0.0, 1.0), &Default::default());
             let dx = values(leaf.grad(&(p * g.clone()).sum().backward()).unwrap());
@@ -248,9 +266,9 @@ mod tests {
         let x = Tensor::<Train, 4>::random(dims, Distribution::Normal(0.0, 1.0), &Default::default())
             .cast(FloatDType::BF16);
         let leaf = x.clone().require_grad();
-        let p = patch_matrix(leaf.clone(), &shape).expect("formed on flex");
+        let p = patch_matrix(leaf.clone(), &shape, false).expect("formed on flex");
         assert_eq!(p.dtype(), DType::BF16);
-        let wide = patch_matrix(x.clone().cast(FloatDType::F32), &shape).unwrap();
+        let wide = patch_matrix(x.clone().cast(FloatDType::F32), &shape, false).unwrap();
         assert_eq!(p.clone().into_data(), wide.cast(FloatDType::BF16).into_data(), "P");
 
         let g = Tensor::<Train, 2>::random(p.dims(), Distribution::Normal(0.0, 1.0), &Default::default())
@@ -275,25 +293,26 @@ mod tests {
         let dims = [1, shape.c_in, h, w];
         let x = Tensor::<Train, 4>::random(dims, Distribution::Default, &Default::default());
         let expected = unfolded(x.clone(), &shape).into_data();
-        assert_eq!(patch_matrix(x.clone(), &shape).unwrap().into_data(), expected);
+        assert_eq!(patch_matrix(x.clone(), &shape, false).unwrap().into_data(), expected);
         let plain = Tensor::<Flex, 4>::from_data(x.clone().into_data(), &Default::default());
-        assert_eq!(patch_matrix(plain, &shape).unwrap().into_data(), expected);
-        assert!(patch_matrix(x.cast(FloatDType::F64), &shape).is_err());
+        assert_eq!(patch_matrix(plain, &shape, false).unwrap().into_data(), expected);
+        assert!(patch_matrix(x.cast(FloatDType::F64), &shape, false).is_err());
         let other = Tensor::<NdArray, 4>::zeros(dims, &Default::default());
-        assert_eq!(patch_matrix(other, &shape).unwrap_err().dims(), dims);
+        assert_eq!(patch_matrix(other, &shape, false).unwrap_err().dims(), dims);
     }
 
-    /// Beyond [`UNTRACKED_MAX_BYTES`] P is formed only for an input that carries a gradient.
+    /// Beyond [`UNTRACKED_MAX_BYTES`] P is formed only where a gradient needs it.
     #[test]
-    fn a_large_p_is_formed_only_for_a_tracked_input() {
+    fn a_large_p_is_formed_only_where_a_gradient_needs_it() {
         let shape = Conv2dShape::new(1, 4, [5, 5]);
         // 64·60·60 rows of 25 f32: 23 MB.
         let x = Tensor::<Train, 4>::zeros([64, 1, 64, 64], &Default::default());
         assert!(64 * 60 * 60 * 25 * 4 > UNTRACKED_MAX_BYTES);
-        assert!(patch_matrix(x.clone(), &shape).is_err(), "untracked: Burn's convolution");
-        let p = patch_matrix(x.require_grad(), &shape).expect("tracked: formed");
+        assert!(patch_matrix(x.clone(), &shape, false).is_err(), "untracked: Burn's convolution");
+        assert!(patch_matrix(x.clone(), &shape, true).is_ok(), "needed for a gradient: formed");
+        let p = patch_matrix(x.require_grad(), &shape, false).expect("tracked: formed");
         assert_eq!(p.dims(), [64 * 60 * 60, 25]);
         let small = Tensor::<Train, 4>::zeros([1, 1, 64, 64], &Default::default());
-        assert!(patch_matrix(small, &shape).is_ok(), "small and untracked: formed");
+        assert!(patch_matrix(small, &shape, false).is_ok(), "small and untracked: formed");
     }
 }
