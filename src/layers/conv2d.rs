@@ -236,6 +236,9 @@ impl<B: Backend> Rows<B> for Patches<'_, B> {
             // A no-op but under autocast (`super::Precision`), where the factor is bf16.
             return matmul(cast(p, a.dtype()), a);
         }
+        if let Some(z) = patches::product_in_pieces(&self.x, self.shape, &a) {
+            return z;
+        }
         let s = self.shape;
         let options = ConvOptions::new(s.stride, s.padding, s.dilation, 1);
         // A no-op but under autocast (`super::Precision`), where the kernel is bf16.
@@ -589,6 +592,25 @@ mod tests {
             let reference = unfold4d(x, shape.kernel, unfold).swap_dims(1, 2).reshape([batch * positions, n]);
             assert_eq!(p.rows().into_data(), reference.into_data(), "{shape}: P");
         }
+    }
+
+    /// A batch whose P exceeds the limit where no gradient needs it (an evaluation batch) is
+    /// multiplied piece by piece: the layer's output is still Burn's convolution.
+    #[test]
+    fn a_large_batch_without_gradient_is_burn_s_convolution() {
+        type T = crate::TrainBackend;
+        let device = Default::default();
+        let shape = Conv2dShape::new(2, 4, [3, 3]).with_padding([1, 1]);
+        let kernel = Tensor::<T, 4>::random([4, 2, 3, 3], Distribution::Normal(0.0, 1.0), &device);
+        let x = Tensor::<T, 4>::random([100, 2, 64, 64], Distribution::Default, &device);
+        let layer = DenseConv2d::from_core(
+            shape,
+            DenseLinear::from_weights(shape.matricise(kernel.clone()), None).unwrap(),
+        )
+        .unwrap();
+        let options = ConvOptions::new(shape.stride, shape.padding, shape.dilation, 1);
+        let gap = (layer.forward(x.clone()) - conv2d(x, kernel, None, options)).abs().max().into_scalar();
+        assert!(gap < 1e-5, "output differs by {gap}");
     }
 
     #[test]

@@ -28,12 +28,34 @@ use super::Conv2dShape;
 use crate::layers::backends::{filled_in_parallel, in_dtype, on_flex, tracked_on_flex};
 use crate::layers::cast::is_lane;
 use crate::layers::contiguous::copy;
+use crate::layers::{cast, matmul};
 
-/// The largest P formed where no gradient needs it (an evaluation batch): beyond it Burn's
-/// convolution, which never holds all of P at once, keeps the memory of a large evaluation batch
-/// where it was. Where a gradient needs P (a tracked input, or a factor whose gradient is
-/// `Pᵀ G`) it is formed at any size, as the product's backward pass keeps it.
+/// The largest P formed where no gradient needs it (an evaluation batch): beyond it
+/// [`product_in_pieces`] forms P of a few images at a time, so that a large evaluation batch
+/// holds no more than this at once. Where a gradient needs P (a tracked input, or a factor whose
+/// gradient is `Pᵀ G`) it is formed at any size, as the product's backward pass keeps it.
 pub(super) const UNTRACKED_MAX_BYTES: usize = 16 << 20;
+
+/// `P a` from P of a few images at a time, each piece's P within [`UNTRACKED_MAX_BYTES`], for
+/// an input whose whole P [`patch_matrix`] declined; `None` where P is not formed at all (other
+/// backends and types).
+pub(super) fn product_in_pieces<B: Backend>(
+    x: &Tensor<B, 4>,
+    shape: &Conv2dShape,
+    a: &Tensor<B, 2>,
+) -> Option<Tensor<B, 2>> {
+    let [batch, ..] = x.dims();
+    let grid = Grid::new(shape, x.dims());
+    let per_image = grid.output[0] * grid.output[1] * grid.n() * x.dtype().size();
+    let images = (UNTRACKED_MAX_BYTES / per_image.max(1)).max(1);
+    let mut pieces = Vec::with_capacity(batch.div_ceil(images));
+    for start in (0..batch).step_by(images) {
+        let piece = x.clone().narrow(0, start, images.min(batch - start));
+        let p = patch_matrix(piece, shape, false).ok()?;
+        pieces.push(matmul(cast(p, a.dtype()), a.clone()));
+    }
+    Some(Tensor::cat(pieces, 0))
+}
 
 /// P (`[batch·H'·W', C_in·k_h·k_w]`, rows as [`Conv2dShape`] orders them) on the CPU backend
 /// in f32, bf16 or f16; `Err(x)`, untouched, on any other backend or type, or when P would
@@ -314,5 +336,24 @@ mod tests {
         assert_eq!(p.dims(), [64 * 60 * 60, 25]);
         let small = Tensor::<Train, 4>::zeros([1, 1, 64, 64], &Default::default());
         assert!(patch_matrix(small, &shape, false).is_ok(), "small and untracked: formed");
+    }
+
+    /// Where P is declined, `P a` from pieces of the batch is the product with the whole P, row
+    /// for row; other backends get `None`.
+    #[test]
+    fn the_product_in_pieces_is_the_whole_product() {
+        let shape = Conv2dShape::new(2, 4, [3, 3]).with_padding([1, 1]);
+        // P is 100·4096 rows of 18 f32 (29.5 MB): pieces of 56 and 44 images.
+        let x =
+            Tensor::<Train, 4>::random([100, 2, 64, 64], Distribution::Normal(0.0, 1.0), &Default::default());
+        let a = Tensor::<Train, 2>::random([18, 3], Distribution::Normal(0.0, 1.0), &Default::default());
+        let whole = matmul(patch_matrix(x.clone(), &shape, true).unwrap(), a.clone());
+        assert!(patch_matrix(x.clone(), &shape, false).is_err(), "declined whole");
+        let pieces = product_in_pieces(&x, &shape, &a).expect("on flex");
+        assert_eq!(pieces.dims(), whole.dims());
+        let gap = (pieces - whole).abs().max().into_scalar();
+        assert!(gap < 1e-5, "pieces differ by {gap}");
+        let other = Tensor::<NdArray, 4>::zeros([1, 2, 8, 8], &Default::default());
+        assert!(product_in_pieces(&other, &shape, &Tensor::zeros([18, 3], &Default::default())).is_none());
     }
 }
