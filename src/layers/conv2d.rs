@@ -216,9 +216,9 @@ impl<'a, B: Backend> Patches<'a, B> {
         Self { x, shape, formed: OnceCell::new() }
     }
 
-    /// P where the CPU backend forms it ([`patches`]), once for all of the layer's products;
-    /// at any size when `needed` (a gradient or a record needs it), else within the limit for
-    /// an input without a gradient.
+    /// P where the CPU backend forms it ([`patches`]), once for all of the layer's products:
+    /// at any size when `needed` (a gradient or a record needs it) or x is tracked, else within
+    /// [`patches::UNTRACKED_MAX_BYTES`].
     fn formed(&self, needed: bool) -> Option<Tensor<B, 2>> {
         if let Some(p) = self.formed.get() {
             return Some(p.clone());
@@ -229,8 +229,9 @@ impl<'a, B: Backend> Patches<'a, B> {
 }
 
 impl<B: Backend> Rows<B> for Patches<'_, B> {
-    /// `P A` as rows `[batch·H'·W', k]`: a matrix product on the CPU backend, a convolution
-    /// into k channels elsewhere.
+    /// `P A` as rows `[batch·H'·W', k]`: on the CPU backend a matrix product (with P whole,
+    /// or piece by piece for a large batch that no gradient needs), elsewhere a convolution into
+    /// k channels.
     fn times(&self, a: Tensor<B, 2>) -> Tensor<B, 2> {
         if let Some(p) = self.formed(tracked_on_flex(&a)) {
             // A no-op but under autocast (`super::Precision`), where the factor is bf16.

@@ -48,6 +48,11 @@ pub(super) fn product_in_pieces<B: Backend>(
     let grid = Grid::new(shape, x.dims());
     let per_image = grid.output[0] * grid.output[1] * grid.n() * x.dtype().size();
     let images = (UNTRACKED_MAX_BYTES / per_image.max(1)).max(1);
+    if images >= batch {
+        // One piece is the whole P, which `patch_matrix` declined: not a backend or type it
+        // forms P for.
+        return None;
+    }
     let mut pieces = Vec::with_capacity(batch.div_ceil(images));
     for start in (0..batch).step_by(images) {
         let piece = x.clone().narrow(0, start, images.min(batch - start));
