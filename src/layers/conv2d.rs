@@ -7,9 +7,10 @@
 //! `W = U S Vᵀ` exactly as [`LowRankLinear`] does (it *is* a [`LowRankLinear`] on patches):
 //! every integrator trains it unchanged, through the same passes.
 //!
-//! On the CPU backend P is formed once per forward ([`patches`]: an im2col whose backward pass
-//! is the matching col2im), and every product is a matrix product: `P A` for an n×k factor A
-//! (U, K, or Û), then the rest (S, Vᵀ, Lᵀ), at a cost ∝ k = r, not C_out. Elsewhere (CUDA) P
+//! On the CPU backend P is formed once per forward (`conv2d/patches.rs`: an im2col whose
+//! backward pass is the matching col2im), and every product is a matrix product: `P A` for an
+//! n×k factor A (U, K, or Û), then the rest (S, Vᵀ, Lᵀ), at a cost ∝ k = r, not C_out.
+//! Elsewhere (CUDA) P
 //! is not formed in the forward: `P A` is a convolution with the k-channel kernel Aᵀ, and the
 //! rest of the product a matrix product over the channel dimension; only the `Activations`
 //! pass materialises P there (Burn's `unfold4d`), as that pass records the layer's input.

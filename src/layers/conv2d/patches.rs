@@ -334,7 +334,7 @@ mod tests {
         let shape = Conv2dShape::new(1, 4, [5, 5]);
         // 64·60·60 rows of 25 f32: 23 MB.
         let x = Tensor::<Train, 4>::zeros([64, 1, 64, 64], &Default::default());
-        assert!(64 * 60 * 60 * 25 * 4 > UNTRACKED_MAX_BYTES);
+        const { assert!(64 * 60 * 60 * 25 * 4 > UNTRACKED_MAX_BYTES) };
         assert!(patch_matrix(x.clone(), &shape, false).is_err(), "untracked: Burn's convolution");
         assert!(patch_matrix(x.clone(), &shape, true).is_ok(), "needed for a gradient: formed");
         let p = patch_matrix(x.require_grad(), &shape, false).expect("tracked: formed");
