@@ -46,7 +46,7 @@ pub(super) fn product_in_pieces<B: Backend>(
 ) -> Option<Tensor<B, 2>> {
     let [batch, ..] = x.dims();
     let grid = Grid::new(shape, x.dims());
-    let per_image = grid.output[0] * grid.output[1] * grid.n() * x.dtype().size();
+    let per_image = grid.bytes_per_image(x.dtype());
     let images = (UNTRACKED_MAX_BYTES / per_image.max(1)).max(1);
     if images >= batch {
         // One piece is the whole P, which `patch_matrix` declined: not a backend or type it
@@ -75,8 +75,7 @@ pub(super) fn patch_matrix<B: Backend>(
         return Err(x);
     }
     let grid = Grid::new(shape, x.dims());
-    let [batch, _, _, _] = grid.input;
-    let bytes = batch * grid.output[0] * grid.output[1] * grid.n() * x.dtype().size();
+    let bytes = grid.input[0] * grid.bytes_per_image(x.dtype());
     if bytes > UNTRACKED_MAX_BYTES && !needed && !tracked_on_flex(&x) {
         return Err(x);
     }
@@ -109,6 +108,11 @@ impl Grid {
     /// Columns of P: c·k_h·k_w.
     fn n(&self) -> usize {
         self.input[1] * self.kernel[0] * self.kernel[1]
+    }
+
+    /// Bytes of one image's rows of P in `dtype`.
+    fn bytes_per_image(&self, dtype: DType) -> usize {
+        self.output[0] * self.output[1] * self.n() * dtype.size()
     }
 
     /// The kernel offsets k along axis `d` (0: rows, 1: columns) at which output position `at`
