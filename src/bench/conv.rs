@@ -3,9 +3,9 @@
 //! One layer's forward and backward, timed as a training pass runs them: the dense kernel
 //! with W and b as leaves, the low-rank kernel in the K-pass parametrization `x K Vᵀ` (the
 //! patch matrix times K on the CPU, a convolution into r channels elsewhere; then the product
-//! with Vᵀ), with K and b as leaves, at
-//! r = C_out/4 and C_out/8. The shapes are LeNet-5's two convolutions at batch 64 and a wider
-//! 3×3 layer (64 → 128 channels on 16×16 images), where C_out/4 is far below C_in·k·k.
+//! with Vᵀ), with K and b as leaves, at r = C_out/4 and C_out/8. The shapes are LeNet-5's two
+//! convolutions at batch 64 and a wider 3×3 layer (64 → 128 channels on 16×16 images), where
+//! C_out/4 is far below C_in·k·k.
 
 use std::time::Instant;
 
