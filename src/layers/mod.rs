@@ -4,8 +4,8 @@
 //! choices configs name for layers: how weights start ([`Init`]), which projections carry
 //! adapters ([`AdapterTarget`]), and how a model computes ([`Precision`], [`Attention`]; the
 //! fused attention that autodiff trains through is [`attention`]), plus the exact GELU
-//! ([`gelu()`]), layer norm ([`layer_norm()`]) and a scaled softmax ([`softmax()`]), each one
-//! fused pass on the CPU, layout copies that stay fast on the CPU ([`contiguous()`],
+//! ([`gelu()`]), layer norm ([`layer_norm()`]), a scaled softmax ([`softmax()`]) and max
+//! pooling ([`max_pool2d()`]), each one fused pass on the CPU, layout copies that stay fast on the CPU ([`contiguous()`],
 //! [`permute_contiguous()`]), the matrix product the layers use ([`matmul()`]: gemm into a
 //! fresh buffer on the CPU), and the casts between float types ([`cast()`]) and bias adds
 //! ([`add_bias()`]) of mixed precision and the linear layers, parallel on the CPU. A network is trained either through the [`Network`] trait, which
@@ -31,6 +31,7 @@ pub mod low_rank_linear;
 pub mod matmul;
 pub mod module;
 pub mod passes;
+pub mod pool;
 pub mod softmax;
 pub mod targets;
 pub mod visit;
@@ -48,6 +49,7 @@ pub use low_rank_linear::LowRankLinear;
 pub use matmul::matmul;
 pub use module::LowRankLinearRecord;
 pub use passes::{bucket_width, FactorGrads, Network, Pass};
+pub use pool::max_pool2d;
 pub use softmax::softmax;
 pub use targets::AdapterTarget;
 pub use visit::{low_rank_layers, ModuleNetwork};

@@ -15,14 +15,13 @@
 use burn::tensor::{
     activation::relu,
     backend::{AutodiffBackend, Backend},
-    module::max_pool2d,
     Tensor,
 };
 use rand::rngs::StdRng;
 
 use super::mlp::{self, Layer};
 use crate::layers::conv2d::{conv_dense, conv_low_rank};
-use crate::layers::{Conv2dShape, DenseLinear, LowRankLinear, Network};
+use crate::layers::{max_pool2d, Conv2dShape, DenseLinear, LowRankLinear, Network};
 use crate::{Error, Result};
 
 /// The layers' names, in order: what errors and reports call them.
@@ -156,7 +155,7 @@ impl<B: Backend> LeNet5<B> {
             // `new` and `from_layers` checked the geometry for this image size.
             z.unwrap_or_else(|e| panic!("LeNet-5 {}: {e}", LAYER_NAMES[i]))
         };
-        let pool = |x: Tensor<B, 4>| max_pool2d(x, [2, 2], [2, 2], [0, 0], [1, 1], false);
+        let pool = |x: Tensor<B, 4>| max_pool2d(x, [2, 2], [2, 2]);
         let x = pool(relu(conv(0, x)));
         let x = pool(relu(conv(1, x)));
         let [batch, c, h, w] = x.dims();
