@@ -25,10 +25,12 @@ use super::contiguous::copy;
 
 /// Max pooling of `x` (`[batch, c, h, w]`) over `kernel`-sized windows `stride` apart, without
 /// padding: one fused pass each way on the CPU backend in f32, Burn's `max_pool2d` otherwise.
-/// The windows must fit: `kernel` ≤ `[h, w]`, and `kernel` and `stride` nonzero.
+/// Windows that do not fit (`kernel` beyond `[h, w]`, a zero `kernel` or `stride`) go to Burn's
+/// pooling, and so do planes too large for the kernel's 32-bit positions.
 pub fn max_pool2d<B: Backend>(x: Tensor<B, 4>, kernel: [usize; 2], stride: [usize; 2]) -> Tensor<B, 4> {
     let [_, _, h, w] = x.dims();
     let fits = kernel[0] <= h && kernel[1] <= w && !kernel.contains(&0) && !stride.contains(&0);
+    let fits = fits && h.saturating_mul(w) <= u32::MAX as usize;
     if x.dtype() != DType::F32 || !fits {
         return module::max_pool2d(x, kernel, stride, [0, 0], [1, 1], false);
     }
